@@ -1,0 +1,5 @@
+"""`python -m deployval`."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,129 @@
+"""Small shared helpers: atomic writes, hashing, timed lazy imports, library versions."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Seconds spent importing heavy libraries, per module, in this process. The pipeline reports
+# them as unavoidable work (any tool that runs a torch model pays them).
+IMPORT_SECONDS: dict[str, float] = {}
+
+
+def timed_import(name: str) -> Any:
+    """Import a module and remember how long the first import took."""
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    start = time.perf_counter()
+    module = importlib.import_module(name)
+    IMPORT_SECONDS[name] = IMPORT_SECONDS.get(name, 0.0) + time.perf_counter() - start
+    return module
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path next to `path` for writers that insist on a file name; renamed on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution, without importing it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    import platform
+
+    from ._version import __version__
+
+    versions: dict[str, str | None] = {"deployval": __version__, "python": platform.python_version()}
+    for dist in ("torch", "numpy", "onnx", "onnxscript", "onnxsim", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
+        versions[dist] = package_version(dist)
+    return versions
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse a report path that cannot be written before any long work starts."""
+    from .errors import UsageError
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{what} path '{path}' is a directory, not a file")
+    if not parent.exists():
+        raise UsageError(f"cannot write {what} '{path}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {what} '{path}': permission denied")

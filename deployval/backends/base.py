@@ -1,0 +1,226 @@
+"""The backend interface and its registry.
+
+A backend is a `Runner` subclass in one file: it declares which artifact it consumes for each
+precision, the devices it runs on, and `available()`; instances follow a small template,
+`activate()` -> `infer()`... -> `deactivate()`, around `*_impl` hooks. The timing harness (not the
+backend) times `to_device` + `infer_impl` + `synchronize` + `to_host`, so every backend is
+measured the same way. Third-party backends register through the `deployval.backends`
+entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import UsageError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ENTRY_POINT_GROUP = "deployval.backends"
+
+# Artifact kinds a backend may consume. Precision lives in the artifact, the backend is the runtime.
+MODULE = "module"  # the PyTorch nn.Module in memory
+TORCHSCRIPT = "torchscript"  # traced or scripted TorchScript file
+ONNX_RAW = "onnx-raw"  # as exported
+ONNX = "onnx"  # checked, simplified (verified) fp32 ONNX
+ONNX_INT32 = "onnx-int32"  # ONNX with int64 cast to int32 (TensorRT 8.x, embedded targets)
+ONNX_FP16 = "onnx-fp16"  # fp16 weights and compute, fp32 I/O
+ONNX_INT8 = "onnx-int8"  # Q/DQ int8, calibrated
+ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8)
+
+
+@dataclass
+class Artifact:
+    """A deployable form of the model: a file (or, for `module`, an object in memory)."""
+
+    kind: str
+    path: Path | None = None
+    obj: Any = None
+    sha256: str | None = None
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": str(self.path) if self.path else None, "sha256": self.sha256}
+
+
+class Runner(ABC):
+    """One backend, at one precision, on one device."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    artifacts: ClassVar[Mapping[str, str]] = {}  # precision -> artifact kind consumed
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, artifact: Artifact, precision: str = "fp32", device: str = "cpu") -> None:
+        self.artifact = artifact
+        self.precision = precision
+        self.device = device
+        self.is_active = False
+        self.input_names: tuple[str, ...] = artifact.input_names
+        self.output_names: tuple[str, ...] = artifact.output_names
+
+    # ------------------------------------------------------------------ class-level description
+    @classmethod
+    def available(cls, device: str = "cpu") -> tuple[bool, str]:
+        """Whether this backend can run here, and why not. Must never raise."""
+        return True, ""
+
+    @classmethod
+    def supports(cls, precision: str, device: str) -> tuple[bool, str]:
+        """Whether the combination exists at all (a design limit, not a missing install)."""
+        if device not in cls.devices:
+            return False, f"{cls.name} does not run on {device}"
+        if precision not in cls.artifacts:
+            return False, f"{cls.name} has no {precision} mode (it offers {', '.join(cls.artifacts)})"
+        return True, ""
+
+    @classmethod
+    def caveats(cls, precision: str, device: str) -> list[str]:
+        """Warnings that belong in every report of this combination (e.g. unfaithful arithmetic)."""
+        return []
+
+    @classmethod
+    def faithful(cls, precision: str, device: str) -> bool:
+        """False when results do not reflect the precision's real arithmetic."""
+        return True
+
+    # ------------------------------------------------------------------ public template
+    def activate(self) -> Runner:
+        if not self.is_active:
+            self.activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            try:
+                self.deactivate_impl()
+            finally:
+                self.is_active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host arrays in, host arrays out; not timed (the harness times the hooks itself)."""
+        if not self.is_active:
+            raise RuntimeError(f"{self.name} runner used before activate()")
+        outputs = self.infer_impl(self.to_device(feeds))
+        self.synchronize()
+        return self.to_host(outputs)
+
+    # ------------------------------------------------------------------ hooks
+    def activate_impl(self) -> None:
+        """Load the artifact into the runtime (session, engine, module on device)."""
+
+    def deactivate_impl(self) -> None:
+        """Release what activate_impl acquired."""
+
+    def input_dtypes(self) -> Mapping[str, str] | None:
+        """dtype each input must have for this runtime (e.g. int32 after the int64 pass);
+        None keeps the inputs as generated. The harness casts with a range check, untimed."""
+        return None
+
+    def to_device(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        return feeds
+
+    @abstractmethod
+    def infer_impl(self, feeds: Any) -> Any:
+        """Run the model once on prepared feeds; may return device-resident outputs."""
+
+    def synchronize(self) -> None:
+        """Wait for the device to finish (asynchronous runtimes)."""
+
+    def to_host(self, outputs: Any) -> dict[str, np.ndarray]:
+        return outputs
+
+    def device_time_ms(self) -> float | None:
+        """Accelerator time of the last run (CUDA events) where the backend measures it."""
+        return None
+
+
+# ---------------------------------------------------------------------------- registry
+
+BUILTIN_BACKENDS: dict[str, str] = {
+    "torch": "deployval.backends.torch_eager:TorchEagerRunner",
+    "torchscript": "deployval.backends.torchscript:TorchScriptRunner",
+    "ort": "deployval.backends.onnxruntime:OnnxRuntimeRunner",
+    "trt": "deployval.backends.tensorrt:TensorRTRunner",
+}
+
+_registered: dict[str, type[Runner]] = {}
+
+
+def register_backend(cls: type[Runner]) -> type[Runner]:
+    """Register a backend class under `cls.name` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise TypeError(f"{cls!r} is not a deployval Runner subclass")
+    _registered[cls.name] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A known backend name and where it comes from; `load()` imports it."""
+
+    name: str
+    target: str | type[Runner]
+    origin: str  # "built-in", "entry point <dist>", "registered"
+
+    def load(self) -> type[Runner]:
+        if isinstance(self.target, type):
+            return self.target
+        module_name, _, attr = self.target.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Runner)):
+            raise TypeError(f"{self.target} is not a deployval Runner subclass")
+        return cls
+
+
+def backend_entries() -> dict[str, BackendEntry]:
+    """Every backend name: built-ins, entry points, then ones registered in this process."""
+    entries = {name: BackendEntry(name, target, "built-in") for name, target in BUILTIN_BACKENDS.items()}
+    from importlib.metadata import entry_points
+
+    try:
+        points = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # a broken installed distribution must not break deployval
+        points = ()
+    for point in points:
+        dist = getattr(getattr(point, "dist", None), "name", None) or "?"
+        if point.name not in entries:
+            entries[point.name] = BackendEntry(point.name, point.value, f"entry point ({dist})")
+    for name, cls in _registered.items():
+        entries[name] = BackendEntry(name, cls, "registered")
+    return entries
+
+
+def get_backend(name: str) -> type[Runner]:
+    """The backend class for a name; unknown names are a usage error listing the known ones."""
+    entries = backend_entries()
+    if name not in entries:
+        raise UsageError(f"unknown backend '{name}' (known: {', '.join(entries)}; see `deployval backends`)")
+    try:
+        return entries[name].load()
+    except Exception as exc:
+        raise UsageError(f"backend '{name}' ({entries[name].origin}) failed to load: {first_line(exc)}") from exc
+
+
+def check_available(cls: type[Runner], device: str) -> tuple[bool, str]:
+    """`cls.available(device)`, made safe against backends that break the never-raise rule."""
+    try:
+        ok, reason = cls.available(device)
+        return bool(ok), str(reason or "")
+    except Exception as exc:
+        return False, f"availability check failed: {first_line(exc)}"

@@ -1,0 +1,398 @@
+"""The command line. Thin: parse -> call the pipeline -> render -> exit code.
+
+Exit codes: 0 every requested check passed; 1 an accuracy check failed; 2 bad usage or bad input
+(one line on stderr); 3 a requested backend could not run. Only typer and deployval's light
+modules are imported at start-up, so `deployval --help` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import DeployvalError, ExitCode, UsageError, first_line
+
+app = typer.Typer(
+    name="deployval",
+    help="Does the deployed model still compute what the PyTorch model computes, and how fast?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+ModelArg = Annotated[str, typer.Argument(
+    help="A registered model (see `deployval models`), pkg.module:factory, a TorchScript file or an ONNX file.",
+    show_default=False)]
+InputShapeOpt = Annotated[list[str] | None, typer.Option(
+    "--input-shape", help="NAME=1x3x224x224[:DTYPE] (repeat per input; NAME may be left out for one input).")]
+InputRangeOpt = Annotated[list[str] | None, typer.Option(
+    "--input-range", help="NAME=LOW,HIGH: value range of random inputs (repeatable).")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", help="Weights for the model (a state_dict, or a dict holding one), loaded weights-only.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help="Allow a checkpoint that needs arbitrary code to unpickle. Only for files you trust.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+CacheDirOpt = Annotated[Path | None, typer.Option(
+    "--cache-dir", help="Artifact cache (default: $DEPLOYVAL_CACHE_DIR or ~/.cache/deployval).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Build every artifact afresh and keep none.")]
+ExporterOpt = Annotated[str | None, typer.Option("--exporter", help="dynamo (default) or legacy.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")]
+MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
+AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every output.")]
+RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every output.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Warm-up runs; the correctness run is the first.")]
+IterationsOpt = Annotated[int | None, typer.Option(
+    "--iterations", help="Timed runs (default: as many as fit in --time-budget, at least one).")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--time-budget", help="Seconds of timed runs per backend when --iterations is not given [default: 2].")]
+InputsOpt = Annotated[Path | None, typer.Option(
+    "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random.")]
+SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
+NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")]
+CalibrationOpt = Annotated[Path | None, typer.Option(
+    "--calibration", help="Directory of .npy/.npz samples to calibrate int8 with (default: the run's inputs).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        typer.echo(f"deployval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Does the deployed model still compute what the PyTorch model computes, and how fast?"""
+
+
+def _resolve(model: str, input_shape: list[str] | None, input_range: list[str] | None,
+             checkpoint: Path | None) -> Any:
+    from .registry import resolve_model
+    from .spec import parse_input_range, parse_input_shape
+
+    if checkpoint is not None and not checkpoint.exists():
+        raise UsageError(f"checkpoint '{checkpoint}' does not exist")
+    return resolve_model(
+        model,
+        input_shapes=[parse_input_shape(s) for s in input_shape or []],
+        input_ranges=[parse_input_range(r) for r in input_range or []],
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )
+
+
+def _config(spec: Any, **options: Any) -> Any:
+    from .spec import RunConfig
+
+    settings = dict(spec.run_defaults)
+    settings.update({k: v for k, v in options.items() if v is not None})
+    return RunConfig(**settings)
+
+
+def _check_report_paths(**paths: Path | None) -> None:
+    from ._util import check_writable
+
+    for what, path in paths.items():
+        if path is not None:
+            check_writable(path, f"{what} report")
+
+
+def _invocation_args(input_shape: list[str] | None, input_range: list[str] | None, checkpoint: Path | None,
+                     inputs: Path | None, seed: int, exporter: str | None) -> tuple[str, ...]:
+    args: list[str] = []
+    for shape in input_shape or []:
+        args += ["--input-shape", shape]
+    for value_range in input_range or []:
+        args += ["--input-range", value_range]
+    if checkpoint:
+        args += ["--checkpoint", str(checkpoint)]
+    if inputs:
+        args += ["--inputs", str(inputs)]
+    elif seed:
+        args += ["--seed", str(seed)]
+    if exporter:
+        args += ["--exporter", exporter]
+    return tuple(args)
+
+
+def _write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None) -> None:
+    if json_path:
+        from .report.json import write_json
+
+        write_json(report, json_path)
+    if junit:
+        from .report.junit import write_junit
+
+        write_junit(report, junit)
+    if markdown:
+        from .report.markdown import write_markdown
+
+        write_markdown(report, markdown)
+
+
+def _progress(quiet: bool) -> Any:
+    from .export.store import Progress
+    from .report.console import ConsoleProgress
+
+    return Progress() if quiet else ConsoleProgress()
+
+
+def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[str, ...], config: Any,
+                    gate: tuple[str, ...] | None, inputs: Path | None, save_inputs: Path | None,
+                    allow_nonfinite: bool, trust: bool, quiet: bool, invocation: Any, json_path: Path | None,
+                    junit: Path | None, markdown: Path | None) -> int:
+    from .pipeline import compare as run_compare
+    from .report.console import render
+
+    def partial(report: Any) -> None:  # results survive a crash or Ctrl-C in a later backend
+        if json_path:
+            from .report.json import write_json
+
+            write_json(report, json_path)
+
+    report = run_compare(
+        spec, backends, precisions, config, inputs=inputs, save_inputs=save_inputs,
+        allow_nonfinite_inputs=allow_nonfinite, trust_checkpoint=trust, progress=_progress(quiet),
+        invocation=invocation, command=shlex.join(["deployval", *sys.argv[1:]]), gate=gate, on_progress=partial,
+    )
+    _write_reports(report, json_path, junit, markdown)
+    render(report)
+    return int(report.exit_code)
+
+
+@app.command("compare")
+def compare_command(
+    model: ModelArg,
+    backends: Annotated[str, typer.Option("--backends", "-b", help="Comma-separated backends.")] = "torch,torchscript,ort",
+    precisions: Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")] = "fp32",
+    inputs: InputsOpt = None,
+    save_inputs: SaveInputsOpt = None,
+    input_shape: InputShapeOpt = None,
+    input_range: InputRangeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    allow_nonfinite_inputs: NonfiniteOpt = False,
+    seed: SeedOpt = 0,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    warmup: WarmupOpt = 1,
+    iterations: IterationsOpt = None,
+    time_budget: BudgetOpt = None,
+    device: DeviceOpt = "cpu",
+    exporter: ExporterOpt = None,
+    calibration: CalibrationOpt = None,
+    json_path: JsonOpt = None,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the same inputs through each backend and precision and judge each against torch eager."""
+    from .backends.base import backend_entries
+    from .pipeline import Invocation
+    from .spec import PRECISIONS, parse_list
+
+    backend_list = parse_list(backends, "backend", tuple(backend_entries()))
+    precision_list = parse_list(precisions, "precision", PRECISIONS)
+    _check_report_paths(json=json_path, junit=junit, markdown=markdown)
+    spec = _resolve(model, input_shape, input_range, checkpoint)
+    config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
+                     time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
+                     calibration=calibration)
+    invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
+    raise typer.Exit(_run_and_report(
+        spec, backends=backend_list, precisions=precision_list, config=config, gate=None, inputs=inputs,
+        save_inputs=save_inputs, allow_nonfinite=allow_nonfinite_inputs, trust=trust_checkpoint, quiet=quiet,
+        invocation=invocation, json_path=json_path, junit=junit, markdown=markdown))
+
+
+@app.command("validate")
+def validate_command(
+    model: ModelArg,
+    device: DeviceOpt = "cpu",
+    inputs: InputsOpt = None,
+    input_shape: InputShapeOpt = None,
+    input_range: InputRangeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    iterations: IterationsOpt = None,
+    time_budget: BudgetOpt = None,
+    calibration: CalibrationOpt = None,
+    json_path: JsonOpt = None,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the model's release gate: the backends, precisions and tolerances its spec requires."""
+    from .pipeline import Invocation
+
+    _check_report_paths(json=json_path, junit=junit, markdown=markdown)
+    spec = _resolve(model, input_shape, input_range, checkpoint)
+    gate = spec.gate_for(device)
+    if not gate:
+        raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
+    config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
+                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration)
+    invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
+    backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))
+    precisions = tuple(dict.fromkeys(item.partition(":")[2] or "fp32" for item in gate))
+    raise typer.Exit(_run_and_report(
+        spec, backends=backends, precisions=precisions, config=config, gate=gate, inputs=inputs, save_inputs=None,
+        allow_nonfinite=False, trust=trust_checkpoint, quiet=quiet, invocation=invocation, json_path=json_path,
+        junit=junit, markdown=markdown))
+
+
+@app.command("export")
+def export_command(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the artifacts to.")],
+    kinds: Annotated[str | None, typer.Option(
+        "--kinds", help="Artifacts to write (default all): torchscript, onnx-raw, onnx, onnx-int32, onnx-fp16, "
+                        "onnx-int8.")] = None,
+    input_shape: InputShapeOpt = None,
+    input_range: InputRangeOpt = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    exporter: ExporterOpt = None,
+    calibration: CalibrationOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
+    from .backends.base import ARTIFACT_KINDS
+    from .pipeline import export
+    from .report.console import _console
+    from .spec import parse_list
+
+    exportable = tuple(k for k in ARTIFACT_KINDS if k != "module")
+    kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{out}' exists and is not a directory")
+    spec = _resolve(model, input_shape, input_range, checkpoint)
+    config = _config(spec, seed=seed, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
+                     calibration=calibration)
+    written, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
+                            trust_checkpoint=trust_checkpoint)
+    console = _console()
+    for step in steps:
+        style = {"ok": "green", "fail": "red", "skipped": "dim"}.get(step.status, "")
+        cached = " (cached)" if step.cached else ""
+        console.print(f"[{style}]{step.status:>7}[/] {step.name}{cached}" + (f": {step.reason}" if step.reason else ""))
+    for kind, path in written.items():
+        console.print(f"  {kind:<12} {path}")
+    failed = [s for s in steps if s.status == "fail" and s.artifact is None]
+    raise typer.Exit(int(ExitCode.BACKEND) if failed else 0)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the registered models."""
+    from rich.table import Table
+
+    from .registry import model_entries
+    from .report.console import _console
+    from .spec import ModelSpec, format_shape
+
+    table = Table(title="models", title_justify="left")
+    for column in ("name", "inputs", "gate (cpu)", "description"):
+        table.add_column(column)
+    for name, entry in model_entries().items():
+        if isinstance(entry, ModelSpec):
+            inputs = ", ".join(f"{i.name} {format_shape(i.shape)} {i.dtype}" for i in entry.inputs)
+            table.add_row(name, inputs, " ".join(entry.gate_for("cpu")), entry.description)
+        else:
+            table.add_row(name, "-", "-", f"entry point {entry}")
+    _console().print(table)
+
+
+@app.command("backends")
+def backends_command() -> None:
+    """List every backend, its precisions and devices, and whether it can run here (and why not)."""
+    from rich.table import Table
+
+    from .backends.base import backend_entries, check_available
+    from .report.console import _console
+
+    table = Table(title="backends", title_justify="left")
+    for column in ("name", "precisions", "cpu", "cuda", "origin", "description"):
+        table.add_column(column, overflow="fold")
+    for name, entry in backend_entries().items():
+        try:
+            cls = entry.load()
+        except Exception as exc:
+            table.add_row(name, "-", f"[red]no[/]: {first_line(exc)}", "-", entry.origin, "")
+            continue
+        cells = []
+        for device in ("cpu", "cuda"):
+            if device not in cls.devices:
+                cells.append("[dim]n/a[/]")
+                continue
+            ok, reason = check_available(cls, device)
+            cells.append("[green]yes[/]" if ok else f"[red]no[/]: {reason}")
+        table.add_row(name, ", ".join(cls.artifacts), *cells, entry.origin, cls.description)
+    _console().print(table)
+
+
+def _click_exceptions() -> Any:
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click import exceptions
+    return exceptions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error becomes one line on stderr and its exit code, never a traceback."""
+    from .report.console import print_error
+
+    click_exceptions = _click_exceptions()
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="deployval")
+        return int(code) if isinstance(code, int) else 0
+    except (typer.Exit, click_exceptions.Exit) as exc:
+        return int(exc.exit_code or 0)
+    except (typer.Abort, click_exceptions.Abort):
+        print_error("aborted")
+        return 130
+    except click_exceptions.ClickException as exc:  # bad option, missing argument, wrong type
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print_error(f"{' '.join(exc.format_message().split())}{hint}")
+        return int(ExitCode.USAGE)
+    except DeployvalError as exc:
+        print_error(exc.one_line())
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("DEPLOYVAL_DEBUG"):
+            raise
+        print_error(f"internal error: {first_line(exc)} (set DEPLOYVAL_DEBUG=1 for the traceback)")
+        return int(ExitCode.BACKEND)
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,52 @@
+"""Errors that map onto the exit-code contract (0 pass, 1 accuracy, 2 usage, 3 could not run)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ACCURACY = 1
+    USAGE = 2
+    BACKEND = 3
+
+
+class DeployvalError(Exception):
+    """An error with a one-line message meant for the user, and the exit code it implies."""
+
+    exit_code: ExitCode = ExitCode.BACKEND
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def one_line(self) -> str:
+        return " ".join(self.message.split())
+
+
+class UsageError(DeployvalError):
+    """Bad usage or bad input: a wrong path, a malformed file, a shape that does not fit."""
+
+    exit_code = ExitCode.USAGE
+
+
+class BackendUnavailable(DeployvalError):
+    """A requested backend cannot run here (not installed, no device)."""
+
+    exit_code = ExitCode.BACKEND
+
+
+class ExportError(DeployvalError):
+    """An export or ONNX pass failed for a reason that is not the user's input."""
+
+    exit_code = ExitCode.BACKEND
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first meaningful line of an exception, for one-line error reports."""
+    text = str(exc).strip() or type(exc).__name__
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line if isinstance(exc, DeployvalError) else f"{type(exc).__name__}: {line}"

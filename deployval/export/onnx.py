@@ -1,0 +1,93 @@
+"""torch -> ONNX: the dynamo exporter by default, the legacy TorchScript-based exporter on request
+or as a recorded fallback when dynamo fails."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._util import atomic_path, timed_import
+from ..errors import ExportError, first_line
+
+LEGACY_DEFAULT_OPSET = 17
+# Above this many bytes of weights the protobuf 2 GB limit is near: keep weights in a side file.
+EXTERNAL_DATA_BYTES = 1_500_000_000
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters print progress and warnings of their own; the report says what matters."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx(
+    module: Any,
+    args: tuple[Any, ...],
+    path: Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> dict[str, Any]:
+    """Export to `path`; returns details (exporter used, fallback reason, opset) for the report."""
+    torch = timed_import("torch")
+    details: dict[str, Any] = {"exporter_requested": exporter}
+    if isinstance(module, torch.jit.ScriptModule) and exporter == "dynamo":
+        details["fallback_reason"] = "TorchScript modules only export with the legacy exporter"
+        exporter = "legacy"
+    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    common = {
+        "input_names": list(input_names),
+        "output_names": list(output_names),
+        "dynamic_axes": {k: dict(v) for k, v in dynamic_axes.items()} if dynamic_axes else None,
+    }
+    if exporter == "dynamo":
+        try:
+            _export(torch, module, args, path, dynamo=True, opset=opset, large=param_bytes > EXTERNAL_DATA_BYTES,
+                    **common)
+            details["exporter"] = "dynamo"
+        except Exception as exc:
+            details["fallback_reason"] = f"dynamo exporter failed: {first_line(exc)}"
+            exporter = "legacy"
+    if exporter == "legacy":
+        try:
+            _export(torch, module, args, path, dynamo=False, opset=opset or LEGACY_DEFAULT_OPSET,
+                    large=param_bytes > EXTERNAL_DATA_BYTES, **common)
+            details["exporter"] = "legacy"
+        except Exception as exc:
+            previous = details.get("fallback_reason")
+            message = f"legacy exporter failed: {first_line(exc)}"
+            raise ExportError(f"{previous}; {message}" if previous else message) from exc
+    onnx = timed_import("onnx")
+    model = onnx.load(str(path), load_external_data=False)
+    details["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    details["nodes"] = len(model.graph.node)
+    return details
+
+
+def _export(torch: Any, module: Any, args: tuple[Any, ...], path: Path, *, dynamo: bool, opset: int | None,
+            large: bool, **common: Any) -> None:
+    with atomic_path(path) as tmp, _quiet(), torch.no_grad():
+        if dynamo:
+            torch.onnx.export(module, args, str(tmp), dynamo=True, opset_version=opset, verbose=False,
+                              external_data=large, **common)
+        else:
+            torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=opset,
+                              do_constant_folding=True, **common)

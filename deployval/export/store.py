@@ -1,0 +1,523 @@
+"""Artifacts on demand, cached: TorchScript, ONNX (raw -> checked -> simplified and verified), the
+int64->int32 ONNX, the fp16 ONNX and the int8 Q/DQ ONNX.
+
+Each artifact is built only when a backend needs it, once per run, and is kept under a cache key
+made of the model's identity (weights and code), the input spec, the export options and the tool
+versions, so a second run skips exports. Every build records a step (ok / fail / skipped, with its
+reason) for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._util import atomic_write_json, library_versions, sha256_file, sha256_json
+from ..backends.base import MODULE, ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, ONNX_RAW, TORCHSCRIPT, Artifact
+from ..errors import DeployvalError, ExportError, UsageError, first_line
+from ..spec import ModelSpec, RunConfig
+
+CACHE_FORMAT = 1
+FILE_NAMES = {
+    TORCHSCRIPT: "model.ts",
+    ONNX_RAW: "exported.onnx",
+    ONNX: "model.onnx",
+    ONNX_INT32: "model.int32.onnx",
+    ONNX_FP16: "model.fp16.onnx",
+    ONNX_INT8: "model.int8.onnx",
+}
+# Simplification must leave outputs unchanged up to float re-association: |s - r| <= tol * (max|r| + |r|).
+SIMPLIFY_TOLERANCE = 1e-5
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("DEPLOYVAL_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "deployval" if xdg else Path.home() / ".cache" / "deployval"
+
+
+@dataclass
+class Step:
+    """One pipeline step, Triton-Model-Navigator style: a status, its reason, and how to redo it."""
+
+    name: str
+    status: str = "ok"  # ok | fail | skipped
+    reason: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+    artifact: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    reproduce: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3),
+            "cached": self.cached, "artifact": self.artifact, "details": self.details, "reproduce": self.reproduce,
+        }
+
+
+class Progress:
+    """Progress display interface; the console implementation shows a spinner per step."""
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        yield
+
+    def note(self, message: str) -> None:
+        pass
+
+
+class ArtifactStore:
+    """Builds artifacts for one model and one set of inputs, through the cache."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        inputs: Mapping[str, np.ndarray],
+        config: RunConfig,
+        *,
+        module: Callable[[], Any],
+        output_names: tuple[str, ...],
+        model_digest: str,
+        inputs_digest: str,
+        progress: Progress | None = None,
+        reproduce: str | None = None,
+        calibration: Callable[[], list[dict[str, np.ndarray]]] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.inputs = dict(inputs)
+        self.config = config
+        self._module = module
+        self.output_names = output_names
+        self.inputs_digest = inputs_digest
+        self.progress = progress or Progress()
+        self.reproduce = reproduce
+        self._calibration = calibration
+        self.steps: list[Step] = []
+        self._built: dict[str, Artifact] = {}
+        self._failed: dict[str, DeployvalError] = {}
+        exporter = config.exporter or spec.export.exporter
+        self.key_data = {
+            "format": CACHE_FORMAT,
+            "model": model_digest,
+            "kind": spec.kind,
+            "inputs": [(i.name, list(i.shape), i.dtype) for i in spec.inputs],
+            "outputs": list(output_names),
+            "export": {**spec.export.to_dict(), "exporter": exporter},
+            "versions": library_versions(),
+        }
+        self.exporter = exporter
+        self.key = sha256_json(self.key_data)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if config.use_cache:
+            root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)[:60]
+            self.directory = root / f"{safe}-{self.key[:16]}"
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="deployval-")
+            self.directory = Path(self._tmp.name)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # ------------------------------------------------------------------ public
+    def get(self, kind: str) -> Artifact:
+        """The artifact of `kind`, built (or taken from the cache) the first time it is asked for.
+        A failure is remembered, so later backends needing it fail fast with the same reason."""
+        if kind in self._built:
+            return self._built[kind]
+        if kind in self._failed:
+            raise self._failed[kind]
+        builders: dict[str, Callable[[], Artifact]] = {
+            MODULE: self._module_artifact,
+            TORCHSCRIPT: self._torchscript,
+            ONNX_RAW: self._onnx_raw,
+            ONNX: self._onnx,
+            ONNX_INT32: self._onnx_int32,
+            ONNX_FP16: self._onnx_fp16,
+            ONNX_INT8: self._onnx_int8,
+        }
+        if kind not in builders:
+            raise ExportError(f"unknown artifact kind '{kind}'")
+        try:
+            artifact = builders[kind]()
+        except DeployvalError as exc:
+            self._failed[kind] = exc
+            raise
+        self._built[kind] = artifact
+        return artifact
+
+    def step_for(self, name: str) -> Step | None:
+        return next((s for s in reversed(self.steps) if s.name == name), None)
+
+    # ------------------------------------------------------------------ helpers
+    def _path(self, kind: str) -> Path:
+        return self.directory / FILE_NAMES[kind]
+
+    def _meta_path(self, kind: str) -> Path:
+        return self._path(kind).with_suffix(self._path(kind).suffix + ".json")
+
+    def _cached(self, kind: str) -> dict[str, Any] | None:
+        """The sidecar of a cached artifact, if the file is there and its hash matches."""
+        if not self.config.use_cache:
+            return None
+        path, meta_path = self._path(kind), self._meta_path(kind)
+        if not (path.exists() and meta_path.exists()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("key") != self.key or meta.get("sha256") != sha256_file(path):
+            self.progress.note(f"cache entry {path.name} is stale or damaged; rebuilding")
+            return None
+        return meta
+
+    def _save_meta(self, kind: str, artifact: Artifact, step: Step, extra: Mapping[str, Any] | None = None) -> None:
+        if self.config.use_cache:
+            atomic_write_json(self._meta_path(kind), {
+                "key": self.key, "kind": kind, "sha256": artifact.sha256, "step": step.to_dict(),
+                "details": artifact.details, **(extra or {}),
+            })
+
+    def _file_artifact(self, kind: str, path: Path, details: dict[str, Any] | None = None) -> Artifact:
+        return Artifact(kind=kind, path=path, sha256=sha256_file(path), input_names=self.spec.input_names,
+                        output_names=self.output_names, details=details or {})
+
+    def _record(self, step: Step, artifact: Artifact | None) -> None:
+        if artifact is not None and artifact.path is not None:
+            step.artifact = artifact.to_dict()
+        self.steps.append(step)
+
+    def _from_cache(self, kind: str, step_name: str) -> Artifact | None:
+        meta = self._cached(kind)
+        if meta is None:
+            return None
+        artifact = self._file_artifact(kind, self._path(kind), meta.get("details", {}))
+        previous = meta.get("step", {})
+        step = Step(step_name, status=previous.get("status", "ok"), reason=previous.get("reason", ""),
+                    cached=True, details=previous.get("details", {}), reproduce=self.reproduce)
+        self._record(step, artifact)
+        return artifact
+
+    @contextmanager
+    def _timed(self, step: Step, description: str) -> Iterator[Step]:
+        start = time.perf_counter()
+        with self.progress.step(description):
+            try:
+                yield step
+            finally:
+                step.seconds = time.perf_counter() - start
+
+    def _torch_args(self) -> tuple[Any, ...]:
+        import torch
+
+        return tuple(torch.from_numpy(self.inputs[name]) for name in self.spec.input_names)
+
+    # ------------------------------------------------------------------ builders
+    def _module_artifact(self) -> Artifact:
+        if self.spec.kind == "onnx":
+            raise UsageError(f"model '{self.spec.name}' is an ONNX file: there is no PyTorch module to run")
+        return Artifact(kind=MODULE, obj=self._module(), input_names=self.spec.input_names,
+                        output_names=self.output_names)
+
+    def _torchscript(self) -> Artifact:
+        if self.spec.kind == "onnx":
+            raise UsageError(f"model '{self.spec.name}' is an ONNX file: there is no TorchScript to run")
+        if self.spec.kind == "torchscript":
+            artifact = self._file_artifact(TORCHSCRIPT, Path(self.spec.path or ""))
+            self._record(Step("torchscript", status="skipped", reason="the model is a TorchScript file"), artifact)
+            return artifact
+        cached = self._from_cache(TORCHSCRIPT, "torchscript")
+        if cached:
+            return cached
+        from .torchscript import export_torchscript
+
+        mode = self.spec.export.torchscript
+        step = Step("torchscript", reproduce=self.reproduce)
+        try:
+            with self._timed(step, f"TorchScript ({mode})"):
+                step.details = export_torchscript(self._module(), self._torch_args(), self._path(TORCHSCRIPT), mode)
+        except DeployvalError as exc:
+            step.status, step.reason = "fail", exc.one_line()
+            self._record(step, None)
+            raise
+        artifact = self._file_artifact(TORCHSCRIPT, self._path(TORCHSCRIPT), step.details)
+        self._record(step, artifact)
+        self._save_meta(TORCHSCRIPT, artifact, step)
+        return artifact
+
+    def _onnx_raw(self) -> Artifact:
+        if self.spec.kind == "onnx":
+            artifact = self._file_artifact(ONNX_RAW, Path(self.spec.path or ""))
+            self._record(Step("export-onnx", status="skipped", reason="the model is an ONNX file"), artifact)
+            return artifact
+        cached = self._from_cache(ONNX_RAW, "export-onnx")
+        if cached:
+            return cached
+        from .onnx import export_onnx
+
+        step = Step("export-onnx", reproduce=self.reproduce)
+        try:
+            with self._timed(step, f"ONNX export ({self.exporter})"):
+                step.details = export_onnx(
+                    self._module(), self._torch_args(), self._path(ONNX_RAW),
+                    input_names=self.spec.input_names, output_names=self.output_names,
+                    exporter=self.exporter, opset=self.spec.export.opset,
+                    dynamic_axes=self.spec.export.dynamic_axes,
+                )
+        except DeployvalError as exc:
+            step.status, step.reason = "fail", exc.one_line()
+            self._record(step, None)
+            raise
+        if step.details.get("fallback_reason"):
+            step.reason = f"fell back to the legacy exporter: {step.details['fallback_reason']}"
+        artifact = self._file_artifact(ONNX_RAW, self._path(ONNX_RAW), step.details)
+        self._record(step, artifact)
+        self._save_meta(ONNX_RAW, artifact, step)
+        return artifact
+
+    def _onnx(self) -> Artifact:
+        """Checked and simplified ONNX; the simplification is verified on this run's inputs and
+        dropped (with the reason) if it changes the outputs."""
+        raw = self.get(ONNX_RAW)
+        meta = self._cached(ONNX)
+        if meta is not None and meta.get("verified_inputs") in (self.inputs_digest, None):
+            return self._from_cache(ONNX, "simplify")  # type: ignore[return-value]
+        from . import passes
+
+        check = Step("check", reproduce=self.reproduce)
+        with self._timed(check, "onnx.checker"):
+            try:
+                passes.check_onnx(raw.path)
+            except DeployvalError as exc:
+                check.status, check.reason = "fail", exc.one_line()
+        self._record(check, None)
+        if check.status == "fail":
+            error_type = UsageError if self.spec.kind == "onnx" else ExportError
+            raise error_type(f"the ONNX model does not pass onnx.checker: {check.reason}")
+
+        step = Step("simplify", reproduce=self.reproduce)
+        path = self._path(ONNX)
+        if not self.spec.export.simplify:
+            step.status, step.reason = "skipped", "simplification is off in the model's export options"
+            shutil.copyfile(raw.path, path)  # type: ignore[arg-type]
+        else:
+            with self._timed(step, "onnx-simplifier + verification"):
+                self._simplify_verified(raw.path, path, step)  # type: ignore[arg-type]
+        artifact = self._file_artifact(ONNX, path, step.details)
+        self._record(step, artifact)
+        self._save_meta(ONNX, artifact, step, {"verified_inputs": step.details.get("verified_inputs")})
+        return artifact
+
+    def _simplify_verified(self, raw_path: Path, path: Path, step: Step) -> None:
+        from . import passes
+
+        model = passes.load_onnx(raw_path)
+        try:
+            simplified, details = passes.simplify_onnx(model)
+        except DeployvalError as exc:
+            step.status = "fail"
+            step.reason = f"onnx-simplifier failed, keeping the unsimplified model: {exc.one_line()}"
+            shutil.copyfile(raw_path, path)
+            return
+        step.details = {**_as_dict(details)}
+        import onnx
+
+        tmp = path.with_name(path.name + ".candidate")
+        onnx.save(simplified, str(tmp))
+        try:
+            verdict = verify_same_outputs(raw_path, tmp, self.inputs, tolerance=SIMPLIFY_TOLERANCE)
+        except DeployvalError as exc:
+            verdict = {"status": "skipped", "reason": exc.one_line()}
+        step.details["verification"] = verdict
+        if verdict["status"] == "fail":
+            step.status = "fail"
+            step.reason = f"simplified model changes outputs ({verdict['reason']}); keeping the unsimplified model"
+            tmp.unlink()
+            shutil.copyfile(raw_path, path)
+            return
+        if verdict["status"] == "skipped":
+            step.reason = f"simplified model not verified: {verdict['reason']}"
+        else:
+            step.details["verified_inputs"] = self.inputs_digest
+        os.replace(tmp, path)
+
+    def _onnx_int32(self) -> Artifact:
+        source = self.get(ONNX)
+        cached = self._from_cache(ONNX_INT32, "int64-to-int32")
+        if cached:
+            return cached
+        from . import passes
+
+        step = Step("int64-to-int32", reproduce=self.reproduce)
+        try:
+            with self._timed(step, "int64 -> int32"):
+                model, details = passes.cast_int64_to_int32(passes.load_onnx(source.path))
+                step.details = _as_dict(details)
+                import onnx
+
+                passes.check_onnx(model)
+                onnx.save(model, str(self._path(ONNX_INT32)))
+                verdict = verify_same_outputs(source.path, self._path(ONNX_INT32), self.inputs, tolerance=0.0)
+                step.details["verification"] = verdict
+                if verdict["status"] == "fail":
+                    raise ExportError(f"the int32 model computes something else: {verdict['reason']}")
+        except DeployvalError as exc:
+            step.status, step.reason = "fail", exc.one_line()
+            self._record(step, None)
+            raise
+        artifact = self._file_artifact(ONNX_INT32, self._path(ONNX_INT32), step.details)
+        self._record(step, artifact)
+        self._save_meta(ONNX_INT32, artifact, step)
+        return artifact
+
+    def _onnx_fp16(self) -> Artifact:
+        source = self.get(ONNX)
+        cached = self._from_cache(ONNX_FP16, "fp16")
+        if cached:
+            return cached
+        from . import passes
+
+        step = Step("fp16", reproduce=self.reproduce)
+        try:
+            with self._timed(step, "fp16 conversion"):
+                model, details = passes.convert_fp16(passes.load_onnx(source.path), keep_io_types=True)
+                step.details = _as_dict(details)
+                import onnx
+
+                from .._util import atomic_path
+
+                with atomic_path(self._path(ONNX_FP16)) as tmp:
+                    onnx.save(model, str(tmp))
+        except DeployvalError as exc:
+            step.status, step.reason = "fail", exc.one_line()
+            self._record(step, None)
+            raise
+        artifact = self._file_artifact(ONNX_FP16, self._path(ONNX_FP16), step.details)
+        self._record(step, artifact)
+        self._save_meta(ONNX_FP16, artifact, step)
+        return artifact
+
+    def _onnx_int8(self) -> Artifact:
+        source = self.get(ONNX)
+        samples = self._calibration() if self._calibration else [self.inputs]
+        calibration_digest = sha256_json([sorted(s) for s in samples]) + _samples_digest(samples)
+        meta = self._cached(ONNX_INT8)
+        if meta is not None and meta.get("calibration") == calibration_digest:
+            return self._from_cache(ONNX_INT8, "int8")  # type: ignore[return-value]
+        from . import passes
+
+        step = Step("int8", reproduce=self.reproduce)
+        source_name = str(self.config.calibration) if self.config.calibration else "the run's inputs"
+        try:
+            with self._timed(step, f"int8 Q/DQ calibration ({len(samples)} samples)"):
+                details = passes.quantize_int8(passes.load_onnx(source.path), samples, self._path(ONNX_INT8))
+                step.details = {**_as_dict(details), "calibration_source": source_name}
+        except DeployvalError as exc:
+            step.status, step.reason = "fail", exc.one_line()
+            self._record(step, None)
+            raise
+        if not self._calibration:
+            step.reason = "calibrated on the run's own inputs; pass --calibration DIR with real data"
+        artifact = self._file_artifact(ONNX_INT8, self._path(ONNX_INT8), step.details)
+        self._record(step, artifact)
+        self._save_meta(ONNX_INT8, artifact, step, {"calibration": calibration_digest})
+        return artifact
+
+    def export_all(self, out_dir: Path, kinds: tuple[str, ...]) -> dict[str, Path]:
+        """Build `kinds` and copy them to `out_dir`; failures are recorded as steps, not raised."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        for kind in kinds:
+            try:
+                artifact = self.get(kind)
+            except DeployvalError:
+                continue
+            if artifact.path is None:
+                continue
+            target = out_dir / FILE_NAMES[kind]
+            if Path(artifact.path).resolve() != target.resolve():
+                shutil.copyfile(artifact.path, target)
+            written[kind] = target
+        return written
+
+
+def _as_dict(details: Any) -> dict[str, Any]:
+    if details is None:
+        return {}
+    if isinstance(details, Mapping):
+        return dict(details)
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(details) if is_dataclass(details) else {"details": str(details)}
+
+
+def _samples_digest(samples: list[dict[str, np.ndarray]]) -> str:
+    from ..inputs import digest
+
+    return sha256_json([digest(s) for s in samples])
+
+
+def verify_same_outputs(
+    reference_path: Path | None, candidate_path: Path | None, inputs: Mapping[str, np.ndarray], tolerance: float
+) -> dict[str, Any]:
+    """Run two ONNX models on ONNX Runtime (CPU) with the same inputs and compare every output.
+
+    tolerance 0 demands identical values; otherwise |c - r| <= tolerance * (max|r| + |r|).
+    """
+    from .passes import run_onnxruntime
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UsageError("onnxruntime is not installed, so the ONNX pass cannot be verified") from None
+    try:
+        reference = run_onnxruntime(reference_path, dict(inputs))
+        candidate = run_onnxruntime(candidate_path, _feeds_for(candidate_path, inputs))
+    except Exception as exc:
+        return {"status": "fail", "reason": f"ONNX Runtime could not run it: {first_line(exc)}"}
+    worst = 0.0
+    for name, ref in reference.items():
+        if name not in candidate:
+            return {"status": "fail", "reason": f"output '{name}' is missing"}
+        cand = np.asarray(candidate[name])
+        ref = np.asarray(ref)
+        if cand.shape != ref.shape:
+            return {"status": "fail", "reason": f"output '{name}' has shape {cand.shape}, expected {ref.shape}"}
+        r, c = ref.astype(np.float64), cand.astype(np.float64)
+        both_nan = np.isnan(r) & np.isnan(c)
+        diff = np.where(both_nan, 0.0, np.abs(c - r))
+        bound = tolerance * (np.nanmax(np.abs(r)) if r.size else 0.0) + tolerance * np.abs(r)
+        if tolerance == 0.0 and not np.array_equal(r[~both_nan], c[~both_nan]):
+            return {"status": "fail", "reason": f"output '{name}' differs (max |diff| {np.nanmax(diff):.3g})"}
+        if tolerance > 0.0 and not (diff <= bound).all():
+            return {"status": "fail", "reason": f"output '{name}' max |diff| {np.nanmax(diff):.3g}"}
+        worst = max(worst, float(np.nanmax(diff)) if diff.size else 0.0)
+    return {"status": "ok", "reason": "", "max_abs": worst, "tolerance": tolerance}
+
+
+def _feeds_for(path: Path | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs cast to what the model declares (int32 after the int64 pass), range-checked."""
+    import onnxruntime
+
+    from ..backends.onnxruntime import _ORT_TYPES
+    from ..inputs import adapt_for_backend
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtypes = {i.name: _ORT_TYPES.get(i.type, i.type) for i in session.get_inputs()}
+    return adapt_for_backend(inputs, dtypes, "verification")

@@ -1,0 +1,225 @@
+"""Inputs: made once (seeded) or loaded once, checked against the spec, saved for replay, and cast
+per backend with a range check. Every backend sees the same values."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._util import atomic_write_bytes
+from .errors import UsageError
+from .spec import InputSpec, format_shape
+
+INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+
+
+def make_inputs(specs: Sequence[InputSpec], seed: int) -> dict[str, np.ndarray]:
+    """Uniform random values in each input's [low, high), drawn in spec order from one seed."""
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if spec.dtype == "bool":
+            value = rng.random(spec.shape) < 0.5
+        elif spec.is_integer:
+            info = np.iinfo(spec.dtype)
+            low = max(int(np.ceil(spec.low)), info.min)
+            high = min(int(np.ceil(spec.high)), info.max + 1)
+            value = rng.integers(low, high, size=spec.shape, dtype=spec.dtype)
+        else:
+            value = rng.uniform(spec.low, spec.high, size=spec.shape).astype(_np_dtype(spec.dtype))
+        inputs[spec.name] = value
+    return inputs
+
+
+def _np_dtype(dtype: str) -> np.dtype:
+    if dtype == "bfloat16":
+        raise UsageError("bfloat16 inputs are not supported (numpy has no bfloat16); declare float32")
+    return np.dtype(dtype)
+
+
+def load_inputs(path: Path, specs: Sequence[InputSpec], trust_pickle: bool = False) -> dict[str, np.ndarray]:
+    """Read `.npy` (one input), `.npz` (arrays named after the inputs) or `.pt` (a tensor or a dict
+    of tensors, loaded with weights_only=True)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"inputs file '{path}' does not exist")
+    if path.is_dir():
+        raise UsageError(f"inputs path '{path}' is a directory; give a .npy, .npz or .pt file")
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise UsageError(f"inputs file '{path}': unsupported type '{suffix}' (use .npy, .npz or .pt)")
+    names = [s.name for s in specs]
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            if len(names) != 1:
+                raise UsageError(
+                    f"inputs file '{path}' holds one array but the model has {len(names)} inputs "
+                    f"({', '.join(names)}); use a .npz with one array per input"
+                )
+            loaded = {names[0]: array}
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                loaded = {key: archive[key] for key in archive.files}
+        else:
+            loaded = _load_torch_inputs(path, names, trust_pickle)
+    except UsageError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"cannot read inputs file '{path}': {_short(exc)}") from None
+    return loaded
+
+
+def _load_torch_inputs(path: Path, names: list[str], trust_pickle: bool) -> dict[str, np.ndarray]:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        raise UsageError(
+            f"inputs file '{path}' needs arbitrary code to load (it is not plain tensors): {_short(exc)}"
+        ) from None
+    except RuntimeError as exc:
+        raise UsageError(f"cannot read inputs file '{path}': {_short(exc)}") from None
+    if isinstance(obj, torch.Tensor):
+        obj = {names[0]: obj} if len(names) == 1 else obj
+    if isinstance(obj, (list, tuple)) and len(obj) == len(names):
+        obj = dict(zip(names, obj))
+    if not isinstance(obj, Mapping):
+        raise UsageError(
+            f"inputs file '{path}' holds a {type(obj).__name__}; expected a tensor or a dict of tensors named "
+            f"{', '.join(names)}"
+        )
+    result = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise UsageError(f"inputs file '{path}': entry '{key}' is a {type(value).__name__}, not a tensor")
+        result[str(key)] = value.detach().cpu().numpy()
+    return result
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_inputs(
+    inputs: Mapping[str, np.ndarray],
+    specs: Sequence[InputSpec],
+    *,
+    exact_shapes: bool = True,
+    allow_nonfinite: bool = False,
+    source: str = "inputs",
+) -> dict[str, np.ndarray]:
+    """Refuse inputs that do not fit the spec (names, kind, rank, shape, values); returns them
+    converted to each spec's dtype. With exact_shapes=False (inputs from a file) any shape the
+    network accepts (`multiple_of`) and of the right rank goes, and defines the run."""
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in inputs]
+    extra = [n for n in inputs if n not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra)}")
+        raise UsageError(f"{source}: {'; '.join(parts)} (the model's inputs are {', '.join(names)})")
+    checked: dict[str, np.ndarray] = {}
+    for spec in specs:
+        value = np.asarray(inputs[spec.name])
+        where = f"{source}: input '{spec.name}'"
+        if value.size == 0:
+            raise UsageError(f"{where} is empty (shape {format_shape(value.shape)})")
+        if value.ndim != len(spec.shape):
+            raise UsageError(
+                f"{where} has rank {value.ndim} (shape {format_shape(value.shape)}); the model expects rank "
+                f"{len(spec.shape)} ({format_shape(spec.shape)})"
+            )
+        if exact_shapes and tuple(value.shape) != spec.shape:
+            raise UsageError(f"{where} has shape {format_shape(value.shape)}, expected {format_shape(spec.shape)}")
+        spec.check_shape(tuple(value.shape))
+        checked[spec.name] = _convert(value, spec, where, allow_nonfinite)
+    return checked
+
+
+def _convert(value: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bool) -> np.ndarray:
+    kind = value.dtype.kind
+    if spec.dtype == "bool":
+        if kind != "b":
+            raise UsageError(f"{where} has dtype {value.dtype}; the model expects bool")
+        return value
+    if spec.is_integer:
+        if kind not in "iu":
+            raise UsageError(f"{where} has dtype {value.dtype}; the model expects integers ({spec.dtype})")
+        return cast_checked(value, spec.dtype, where)
+    if kind not in "fiu":
+        raise UsageError(f"{where} has dtype {value.dtype}; the model expects {spec.dtype}")
+    if kind == "f" and not allow_nonfinite and not np.isfinite(value).all():
+        bad = int((~np.isfinite(value)).sum())
+        raise UsageError(f"{where} holds {bad} NaN/Inf values (pass --allow-nonfinite-inputs to use them anyway)")
+    return value.astype(_np_dtype(spec.dtype), copy=False)
+
+
+def cast_checked(value: np.ndarray, dtype: str, where: str) -> np.ndarray:
+    """Integer cast that refuses values which do not fit (int64 -> int32 must not wrap)."""
+    target = np.dtype(dtype)
+    if value.dtype == target:
+        return value
+    if value.dtype.kind in "iu" and target.kind in "iu" and value.size:
+        info = np.iinfo(target)
+        low, high = value.min(), value.max()
+        if low < info.min or high > info.max:
+            raise UsageError(
+                f"{where}: values in [{low}, {high}] do not fit {target} ([{info.min}, {info.max}])"
+            )
+    return value.astype(target)
+
+
+def adapt_for_backend(
+    inputs: Mapping[str, np.ndarray], dtypes: Mapping[str, str] | None, backend: str
+) -> dict[str, np.ndarray]:
+    """The same values in the dtypes a runtime declares (e.g. int32 for an int32-cast ONNX)."""
+    if not dtypes:
+        return dict(inputs)
+    adapted = {}
+    for name, value in inputs.items():
+        want = dtypes.get(name)
+        if want is None or want == str(value.dtype):
+            adapted[name] = value
+        elif value.dtype.kind in "iu" and np.dtype(want).kind in "iu":
+            adapted[name] = cast_checked(value, want, f"{backend}: input '{name}'")
+        else:
+            adapted[name] = value.astype(want)
+    return adapted
+
+
+def save_inputs(path: Path, inputs: Mapping[str, np.ndarray]) -> None:
+    """Write the inputs as .npz (or .npy for a single input) so that a run can be replayed."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    if path.suffix.lower() == ".npy":
+        if len(inputs) != 1:
+            raise UsageError(f"--save-inputs '{path}': the model has {len(inputs)} inputs; use a .npz file")
+        np.save(buffer, next(iter(inputs.values())), allow_pickle=False)
+    elif path.suffix.lower() == ".npz":
+        np.savez(buffer, **inputs)
+    else:
+        raise UsageError(f"--save-inputs '{path}': use a .npz (or .npy for a single input) file name")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def digest(inputs: Mapping[str, np.ndarray]) -> str:
+    """Content hash of a set of inputs (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        value = np.ascontiguousarray(inputs[name])
+        h.update(f"{name}|{value.dtype}|{value.shape}|".encode())
+        h.update(memoryview(value).cast("B"))
+    return h.hexdigest()

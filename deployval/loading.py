@@ -1,0 +1,185 @@
+"""Turning a ModelSpec into a live model: factories, checkpoints (weights only), TorchScript files.
+
+Every way this can go wrong because of what the user gave us (a factory that raises or returns
+something else, a checkpoint that needs arbitrary code or does not fit) becomes one UsageError
+line; nothing here executes code from a checkpoint or a TorchScript file as Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import pickle
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._util import sha256_file, timed_import
+from .errors import UsageError, first_line
+from .spec import ModelSpec
+
+
+def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..., Any]:
+    """'pkg.module:function' (or a callable) -> the callable, with one-line errors."""
+    if callable(target):
+        return target
+    module_name, sep, attr = str(target).partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{what} '{target}' is not of the form pkg.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"{what} '{target}': cannot import '{module_name}' ({first_line(exc)})") from None
+    except Exception as exc:
+        raise UsageError(f"{what} '{target}': importing '{module_name}' raised {first_line(exc)}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{what} '{target}': '{module_name}' has no attribute '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"{what} '{target}' is not callable")
+    return obj
+
+
+def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
+    """The model as a torch module in eval mode, with the spec's checkpoint loaded."""
+    torch = timed_import("torch")
+    if spec.kind == "torchscript":
+        return load_torchscript(Path(spec.path or ""))
+    if spec.factory is None:
+        raise UsageError(f"model '{spec.name}' has no factory")
+    factory = resolve_callable(spec.factory, "model factory")
+    try:
+        module = factory()
+    except Exception as exc:
+        raise UsageError(f"model factory '{_name(spec.factory)}' raised {first_line(exc)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(
+            f"model factory '{_name(spec.factory)}' returned a {type(module).__name__}, not a torch.nn.Module"
+        )
+    if spec.checkpoint:
+        checkpoint = load_checkpoint_file(Path(spec.checkpoint), trust=trust_checkpoint)
+        if spec.checkpoint_loader is not None:
+            loader = resolve_callable(spec.checkpoint_loader, "checkpoint loader")
+            try:
+                loader(module, checkpoint)
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise UsageError(f"checkpoint '{spec.checkpoint}' does not load: {first_line(exc)}") from None
+        else:
+            load_state_dict(module, checkpoint, spec.checkpoint)
+    return module.eval()
+
+
+def _name(target: Any) -> str:
+    return target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
+
+
+def load_checkpoint_file(path: Path, trust: bool = False) -> Any:
+    """torch.load with weights_only=True; a pickle that needs code is refused unless trusted."""
+    torch = timed_import("torch")
+    if not path.exists():
+        raise UsageError(f"checkpoint '{path}' does not exist")
+    if path.is_dir():
+        raise UsageError(f"checkpoint '{path}' is a directory")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        raise UsageError(
+            f"checkpoint '{path}' needs arbitrary code to unpickle, which deployval refuses by default "
+            f"({first_line(exc).split('.')[0]}); if you trust its origin, pass --trust-checkpoint"
+        ) from None
+    except Exception as exc:
+        raise UsageError(f"cannot read checkpoint '{path}': {first_line(exc)}") from None
+
+
+def load_state_dict(module: Any, checkpoint: Any, origin: str) -> None:
+    """Load a state_dict, or a dict holding one under 'state_dict'/'model'; strict, one-line errors."""
+    state = checkpoint
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping):
+        raise UsageError(f"checkpoint '{origin}' holds a {type(state).__name__}, not a state_dict")
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module."):]: v for k, v in state.items()}
+    describe_state_dict_mismatch(module, state, origin)
+    module.load_state_dict(state, strict=True)
+
+
+def describe_state_dict_mismatch(module: Any, state: Mapping[str, Any], origin: str) -> None:
+    """Raise one UsageError line naming missing, unexpected and misshapen keys, if any."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [
+        f"{k} {tuple(getattr(state[k], 'shape', ()))} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)
+    ]
+    if not (missing or unexpected or misshapen):
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            parts.append(f"{len(keys)} {label} ({shown})")
+    raise UsageError(f"checkpoint '{origin}' does not fit the model: {'; '.join(parts)}")
+
+
+def load_torchscript(path: Path) -> Any:
+    torch = timed_import("torch")
+    if not path.exists():
+        raise UsageError(f"TorchScript file '{path}' does not exist")
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise UsageError(f"'{path}' is not a loadable TorchScript file: {first_line(exc)}") from None
+
+
+def parameter_count(module: Any) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def module_digest(spec: ModelSpec, module: Any) -> str:
+    """Identity of a model for the artifact cache: its weights, and the source code of every
+    class it is made of (so that editing forward() invalidates exported artifacts)."""
+    torch = timed_import("torch")
+    h = hashlib.sha256()
+    if spec.kind == "torchscript" and spec.path:
+        h.update(sha256_file(Path(spec.path)).encode())
+        return h.hexdigest()
+    h.update(repr(spec.factory if isinstance(spec.factory, str) else _name(spec.factory)).encode())
+    for name, tensor in module.state_dict().items():
+        if not hasattr(tensor, "detach"):
+            h.update(f"{name}|{tensor!r}|".encode())
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        # Raw bytes whatever the dtype (bfloat16 has no numpy equivalent).
+        h.update(memoryview(flat.view(torch.uint8).numpy()))
+    for source in sorted(_source_files(module)):
+        h.update(source.encode())
+        with contextlib.suppress(OSError):
+            h.update(Path(source).read_bytes())
+    return h.hexdigest()
+
+
+def _source_files(module: Any) -> set[str]:
+    files: set[str] = set()
+    for sub in module.modules():
+        mod = sys.modules.get(type(sub).__module__)
+        if mod is None or type(sub).__module__.startswith("torch."):
+            continue
+        try:
+            files.add(inspect.getfile(mod))
+        except (TypeError, OSError):
+            continue
+    return files

@@ -1,0 +1,459 @@
+"""Orchestration: inputs -> reference -> artifacts -> each backend x precision -> compare -> report.
+
+A backend that cannot run, or crashes, becomes an error row with its reason; the other rows are
+still run and reported. Only problems with the user's input stop the run early (exit code 2).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import inputs as inputs_mod
+from ._util import IMPORT_SECONDS, library_versions, timed_import
+from .backends.base import MODULE, ONNX_RAW, Artifact, Runner, check_available, get_backend
+from .compare import compare_output
+from .errors import DeployvalError, UsageError, first_line
+from .export.store import ArtifactStore, Progress, Step
+from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
+from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
+from .timing import measure, summarize
+
+
+@dataclass
+class Job:
+    backend: str
+    precision: str
+    runner: type[Runner] | None
+    result: BackendResult | None = None  # set when decided before running (skipped, unavailable)
+
+
+@dataclass
+class Invocation:
+    """How the run was asked for, to print a reproduction command for every result."""
+
+    model: str
+    args: tuple[str, ...] = ()
+
+    def command(self, backend: str, precision: str, device: str) -> str:
+        parts = ["deployval", "compare", self.model, "--backends", backend, "--precisions", precision]
+        if device != "cpu":
+            parts += ["--device", device]
+        return shlex.join([*parts, *self.args])
+
+
+def compare(
+    spec: ModelSpec,
+    backends: Sequence[str] = ("torch", "torchscript", "ort"),
+    precisions: Sequence[str] = ("fp32",),
+    config: RunConfig | None = None,
+    *,
+    inputs: Mapping[str, np.ndarray] | Path | str | None = None,
+    save_inputs: Path | None = None,
+    allow_nonfinite_inputs: bool = False,
+    trust_checkpoint: bool = False,
+    progress: Progress | None = None,
+    invocation: Invocation | None = None,
+    command: str | None = None,
+    gate: Sequence[str] | None = None,
+    on_progress: Callable[[Report], None] | None = None,
+) -> Report:
+    """Run `spec` through every backend x precision on the same inputs and judge each result."""
+    started = time.perf_counter()
+    config = config or RunConfig()
+    progress = progress or Progress()
+    invocation = invocation or Invocation(spec.name)
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    jobs = _plan(spec, backends, precisions, config.device, gate)
+    if any(j.result is None and j.backend == "ort" for j in jobs) or spec.kind == "onnx":
+        timed_import("onnx")
+        timed_import("onnxruntime")
+
+    # Inputs: made or loaded once; the spec follows the shapes of loaded inputs.
+    if isinstance(inputs, (str, Path)):
+        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
+        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False,
+                                        allow_nonfinite=allow_nonfinite_inputs, source=str(inputs))
+        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+        inputs_source, seed = str(inputs), None
+    elif inputs is not None:
+        feeds = inputs_mod.check_inputs(inputs, spec.inputs, exact_shapes=False,
+                                        allow_nonfinite=allow_nonfinite_inputs, source="inputs")
+        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+        inputs_source, seed = "given", None
+    else:
+        for input_spec in spec.inputs:
+            input_spec.check_shape(input_spec.shape)
+        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
+        inputs_source, seed = f"random (seed {config.seed})", config.seed
+    if save_inputs is not None:
+        inputs_mod.save_inputs(Path(save_inputs), feeds)
+    inputs_digest = inputs_mod.digest(feeds)
+
+    report = Report(
+        command=command or invocation.command(",".join(backends), ",".join(precisions), config.device),
+        model=spec.to_dict(),
+        inputs=[{**i.to_dict(), "sha256": inputs_mod.digest({i.name: feeds[i.name]})} for i in spec.inputs],
+        seed=seed,
+        inputs_source=inputs_source,
+        device=device_info(config.device),
+        versions=library_versions(),
+        gate=list(gate) if gate is not None else None,
+    )
+    timings: dict[str, float] = {}
+
+    # The model and the reference run.
+    module_cache: dict[str, Any] = {}
+
+    def module() -> Any:
+        if "module" not in module_cache:
+            from .loading import build_module, parameter_count
+
+            timed_import("torch")  # counted as an import, not as building the model
+            with progress.step(f"building {spec.name}"):
+                start = time.perf_counter()
+                module_cache["module"] = build_module(spec, trust_checkpoint=trust_checkpoint)
+                timings["model_build_s"] = time.perf_counter() - start
+            report.model["parameters"] = parameter_count(module_cache["module"])
+        return module_cache["module"]
+
+    reference_runner = _reference_runner(spec, module, config)
+    reference_outputs, reference_result = _run_reference(
+        reference_runner, spec, feeds, config, progress, timings, invocation, jobs
+    )
+    output_names = tuple(reference_outputs)
+    report.model["output_names"] = list(output_names)
+    if spec.kind != "onnx":
+        from .loading import module_digest
+
+        start = time.perf_counter()
+        model_digest = module_digest(spec, module())
+        timings["model_digest_s"] = time.perf_counter() - start
+    else:
+        from ._util import sha256_file
+
+        model_digest = sha256_file(Path(spec.path or ""))
+    report.model["sha256"] = model_digest
+
+    calibration = None
+    if config.calibration is not None:
+        calibration_dir = Path(config.calibration)
+
+        def calibration() -> list[dict[str, np.ndarray]]:
+            return load_calibration(calibration_dir, spec)
+
+    store = ArtifactStore(
+        spec, feeds, config, module=module, output_names=output_names, model_digest=model_digest,
+        inputs_digest=inputs_digest, progress=progress, calibration=calibration,
+        reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
+        + ("" if not invocation.args else " " + shlex.join(invocation.args)),
+    )
+    try:
+        for job in jobs:
+            if job.result is None:
+                if reference_result is not None and (job.backend, job.precision) == (
+                    reference_result.backend, reference_result.precision):
+                    job.result = reference_result
+                else:
+                    job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation)
+            report.results.append(job.result)
+            report.steps = list(store.steps)
+            if on_progress is not None:
+                on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
+            gc.collect()
+    finally:
+        report.steps = list(store.steps)
+        store.close()
+    timings["imports_s"] = dict(IMPORT_SECONDS)  # type: ignore[assignment]
+    timings["total_s"] = time.perf_counter() - started
+    timings["steps_s"] = sum(s.seconds for s in report.steps)
+    report.timings = timings
+    report.complete = True
+    if any(not r.faithful for r in report.results if r.status in (PASS, FAIL)):
+        report.warnings.append("some results are not faithful to their precision's arithmetic (see each row)")
+    return report
+
+
+def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], device: str,
+          gate: Sequence[str] | None) -> list[Job]:
+    """Which backend x precision to run: unknown backends are usage errors; combinations that do
+    not exist are 'skipped' rows; unavailable backends are error rows (exit code 3)."""
+    if not backends:
+        raise UsageError("no backends given")
+    pairs: list[tuple[str, str]]
+    if gate is not None:
+        pairs = []
+        for item in gate:
+            backend, _, precision = item.partition(":")
+            pairs.append((backend, precision or "fp32"))
+    else:
+        pairs = [(b, p) for b in backends for p in precisions]
+    classes = {b: get_backend(b) for b in dict.fromkeys(b for b, _ in pairs)}
+    jobs: list[Job] = []
+    for backend, precision in pairs:
+        cls = classes[backend]
+        if spec.kind == "onnx" and any(kind in (MODULE, "torchscript") for kind in cls.artifacts.values()):
+            raise UsageError(f"'{spec.name}' is an ONNX model: the {backend} backend needs a PyTorch model")
+        supported, why = cls.supports(precision, device)
+        if not supported:
+            jobs.append(Job(backend, precision, cls, BackendResult(backend, precision, device, SKIPPED, why)))
+            continue
+        ok, reason = check_available(cls, device)
+        if not ok:
+            jobs.append(Job(backend, precision, cls, BackendResult(backend, precision, device, ERROR,
+                                                                   f"unavailable: {reason}")))
+            continue
+        jobs.append(Job(backend, precision, cls))
+    if all(j.result is not None and j.result.status == SKIPPED for j in jobs):
+        raise UsageError("nothing to run: " + "; ".join(j.result.reason for j in jobs if j.result))
+    return jobs
+
+
+def _reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConfig) -> Runner:
+    """The runner that defines 'correct': torch eager fp32 on the run's device, or ONNX Runtime fp32
+    on the CPU for ONNX models."""
+    if spec.kind == "onnx":
+        from .backends.onnxruntime import OnnxRuntimeRunner
+
+        ok, reason = check_available(OnnxRuntimeRunner, "cpu")
+        if not ok:
+            raise UsageError(f"ONNX models need ONNX Runtime for the reference run: {reason}")
+        artifact = Artifact(ONNX_RAW, path=Path(spec.path or ""), input_names=spec.input_names,
+                            output_names=spec.output_names or ())
+        return OnnxRuntimeRunner(artifact, "fp32", "cpu")
+    from .backends.torch_eager import TorchEagerRunner
+
+    ok, reason = check_available(TorchEagerRunner, config.device)
+    if not ok:
+        raise UsageError(f"the reference (torch eager on {config.device}) cannot run: {reason}")
+    artifact = Artifact(MODULE, obj=module(), input_names=spec.input_names, output_names=spec.output_names or ())
+    return TorchEagerRunner(artifact, "fp32", config.device)
+
+
+def _run_reference(
+    runner: Runner, spec: ModelSpec, feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress,
+    timings: dict[str, float], invocation: Invocation, jobs: list[Job],
+) -> tuple[dict[str, np.ndarray], BackendResult | None]:
+    """Run the reference once, and time it too when it is one of the requested rows. Its outputs
+    (named by the spec, or by the model's output structure) are what every backend must match."""
+    as_row = next((j for j in jobs if j.result is None and j.precision == "fp32" and j.backend == runner.name), None)
+    start = time.perf_counter()
+    try:
+        with progress.step(f"reference run ({'onnxruntime' if spec.kind == 'onnx' else 'torch eager'} fp32)"):
+            runner.activate()
+            prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
+            first_start = time.perf_counter()
+            outputs = runner.to_host(_infer(runner, prepared))
+            first_run = time.perf_counter() - first_start
+        runner.artifact.output_names = runner.output_names
+    except DeployvalError:
+        runner.deactivate()
+        raise
+    except Exception as exc:
+        runner.deactivate()
+        shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
+        raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
+    timings["reference_s"] = time.perf_counter() - start
+    result = None
+    try:
+        if as_row is not None:
+            result = BackendResult(runner.name, "fp32", config.device, REFERENCE,
+                                   reason="the reference every other result is compared against",
+                                   reproduce=invocation.command(runner.name, "fp32", config.device))
+            result.artifact = runner.artifact.to_dict() if runner.artifact.path else {"kind": runner.artifact.kind}
+            with progress.step(f"timing {runner.name} fp32"):
+                result.latency, seconds = _time(runner, prepared, config, first_run, _batch(feeds))
+            result.seconds = {"prepare": 0.0, "correctness": first_run, **seconds}
+    finally:
+        runner.deactivate()
+    return outputs, result
+
+
+def _batch(feeds: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _time(runner: Runner, feeds: Mapping[str, np.ndarray], config: RunConfig, first_run_s: float,
+          batch: int) -> tuple[Any, dict[str, float]]:
+    def run_once() -> float | None:
+        runner.to_host(_infer(runner, feeds))
+        return runner.device_time_ms()
+
+    start = time.perf_counter()
+    host, device = measure(
+        run_once, extra_warmup=config.warmup - 1, iterations=config.iterations,
+        time_budget_s=config.time_budget_s, max_iterations=config.max_iterations,
+    )
+    stats = summarize(host, batch=batch, warmup=config.warmup, first_run_ms=first_run_s * 1000.0,
+                      device_samples_ms=device)
+    return stats, {"timing": time.perf_counter() - start}
+
+
+def _infer(runner: Runner, feeds: Mapping[str, np.ndarray]) -> Any:
+    outputs = runner.infer_impl(runner.to_device(feeds))
+    runner.synchronize()
+    return outputs
+
+
+def _run_job(
+    job: Job, spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray], config: RunConfig, progress: Progress, invocation: Invocation,
+) -> BackendResult:
+    assert job.runner is not None
+    cls = job.runner
+    result = BackendResult(job.backend, job.precision, config.device, ERROR,
+                           reproduce=invocation.command(job.backend, job.precision, config.device))
+    result.faithful = cls.faithful(job.precision, config.device)
+    result.warnings.extend(cls.caveats(job.precision, config.device))
+    kind = cls.artifacts[job.precision]
+    try:
+        artifact = store.get(kind)
+    except DeployvalError as exc:
+        result.reason = f"artifact '{kind}' could not be made: {exc.one_line()}"
+        result.usage_error = isinstance(exc, UsageError)
+        return result
+    result.artifact = artifact.to_dict() if artifact.path else {"kind": artifact.kind}
+    runner = cls(artifact, job.precision, config.device)
+    label = f"{job.backend} {job.precision}"
+    try:
+        start = time.perf_counter()
+        with progress.step(f"loading {label}"):
+            runner.activate()
+        result.seconds["prepare"] = time.perf_counter() - start
+        prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), job.backend)
+        with progress.step(f"running {label}"):
+            start = time.perf_counter()
+            outputs = runner.to_host(_infer(runner, prepared))
+            first_run = time.perf_counter() - start
+        result.seconds["correctness"] = first_run
+        start = time.perf_counter()
+        result.outputs = [
+            compare_output(name, ref, outputs.get(name), _tolerance(spec, job, name, config), spec.task)
+            for name, ref in reference.items()
+        ]
+        extra = sorted(set(outputs) - set(reference))
+        if extra:
+            result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")
+        result.seconds["compare"] = time.perf_counter() - start
+        del outputs
+        with progress.step(f"timing {label}"):
+            result.latency, seconds = _time(runner, prepared, config, first_run, _batch(feeds))
+        result.seconds.update(seconds)
+    except DeployvalError as exc:
+        result.reason = exc.one_line()
+        result.usage_error = isinstance(exc, UsageError)
+        return result
+    except Exception as exc:  # a crashing runtime is a result, not the end of the run
+        result.reason = f"{job.backend} failed: {first_line(exc)}"
+        return result
+    finally:
+        try:
+            runner.deactivate()
+        except Exception as exc:
+            result.warnings.append(f"deactivate failed: {first_line(exc)}")
+    failed = [o for o in result.outputs if not o.passed]
+    result.status = FAIL if failed else PASS
+    if failed:
+        result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
+    return result
+
+
+def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:
+    tolerance = spec.tolerances.resolve(job.backend, job.precision, output)
+    if config.atol is not None or config.rtol is not None:
+        tolerance = replace(
+            tolerance,
+            atol=config.atol if config.atol is not None else (tolerance.atol or 0.0),
+            rtol=config.rtol if config.rtol is not None else (tolerance.rtol or 0.0),
+        )
+    return tolerance
+
+
+def load_calibration(directory: Path, spec: ModelSpec) -> list[dict[str, np.ndarray]]:
+    """Every .npy/.npz/.pt file in `directory` is one calibration sample, checked like --inputs."""
+    if not directory.is_dir():
+        raise UsageError(f"--calibration '{directory}' is not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in inputs_mod.INPUT_SUFFIXES)
+    if not files:
+        raise UsageError(f"--calibration '{directory}' holds no .npy, .npz or .pt files")
+    samples = []
+    for path in files:
+        loaded = inputs_mod.load_inputs(path, spec.inputs)
+        samples.append(inputs_mod.check_inputs(loaded, spec.inputs, source=str(path)))
+    return samples
+
+
+def device_info(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": device, "platform": platform.platform(), "machine": platform.machine(),
+                            "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
+    if device == "cuda":
+        try:
+            import torch
+
+            index = torch.cuda.current_device()
+            info["gpu"] = torch.cuda.get_device_name(index)
+            info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
+            info["cuda"] = torch.version.cuda
+        except Exception as exc:
+            info["gpu_error"] = first_line(exc)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
+           kinds: Sequence[str] | None = None, progress: Progress | None = None,
+           trust_checkpoint: bool = False) -> tuple[dict[str, Path], list[Step]]:
+    """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`."""
+    from .backends.base import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
+    from .loading import build_module, module_digest
+
+    config = config or RunConfig()
+    progress = progress or Progress()
+    feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
+    if spec.kind == "onnx":
+        from ._util import sha256_file
+
+        module_obj, digest = None, sha256_file(Path(spec.path or ""))
+        output_names = tuple(spec.output_names or ())
+    else:
+        with progress.step(f"building {spec.name}"):
+            module_obj = build_module(spec, trust_checkpoint=trust_checkpoint)
+        output_names = tuple(spec.output_names or ())
+        if not output_names:  # one forward pass to learn the output structure
+            with progress.step("reference run (to name the outputs)"), \
+                    _reference_runner(spec, lambda: module_obj, config) as runner:
+                output_names = tuple(runner.infer(feeds))
+        digest = module_digest(spec, module_obj)
+    calibration = (lambda: load_calibration(Path(config.calibration), spec)) if config.calibration else None
+    store = ArtifactStore(spec, feeds, config, module=lambda: module_obj, output_names=output_names,
+                          model_digest=digest, inputs_digest=inputs_mod.digest(feeds), progress=progress,
+                          calibration=calibration)
+    default = (ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8) if spec.kind == "onnx" else (
+        TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8)
+    try:
+        written = store.export_all(Path(out_dir), tuple(kinds or default))
+    finally:
+        store.close()
+    return written, store.steps

@@ -1,0 +1,204 @@
+"""MODEL argument -> ModelSpec: a zoo name, a `deployval.models` entry point, `pkg.module:factory`,
+a TorchScript file or an ONNX file."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import UsageError, first_line
+from .spec import InputShapeArg, InputSpec, ModelSpec, format_shape
+from .zoo import ZOO
+
+MODEL_ENTRY_POINT_GROUP = "deployval.models"
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+# Value range for inputs of user models when none is given (--input-range overrides).
+DEFAULT_FLOAT_RANGE = (0.0, 1.0)
+DEFAULT_INT_RANGE = (0.0, 100.0)
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 7: "int64", 6: "int32",
+                5: "int16", 3: "int8", 2: "uint8", 9: "bool"}
+
+
+def model_entries() -> dict[str, ModelSpec | str]:
+    """Registered model names: the zoo, then models from installed `deployval.models` entry points
+    (loaded when used)."""
+    entries: dict[str, ModelSpec | str] = dict(ZOO)
+    from importlib.metadata import entry_points
+
+    try:
+        for point in entry_points(group=MODEL_ENTRY_POINT_GROUP):
+            entries.setdefault(point.name, point.value)
+    except Exception:
+        pass
+    return entries
+
+
+def resolve_model(
+    model: str,
+    *,
+    input_shapes: Sequence[InputShapeArg] = (),
+    input_ranges: Sequence[tuple[str, float, float]] = (),
+    checkpoint: str | None = None,
+) -> ModelSpec:
+    """Find the model and apply command-line input shapes, ranges and checkpoint."""
+    entries = model_entries()
+    if model in entries:
+        spec = _load_entry(model, entries[model])
+        spec = _apply_shapes(spec, input_shapes)
+    elif _FACTORY_RE.match(model) and not Path(model).exists():
+        spec = ModelSpec(name=model, kind="module", factory=model, inputs=_inputs_from_args(model, input_shapes))
+    else:
+        path = Path(model)
+        if not path.exists():
+            hint = "a registered name (see `deployval models`), pkg.module:factory, or an existing .onnx/.pt file"
+            raise UsageError(f"unknown model '{model}': not {hint}")
+        if path.is_dir():
+            raise UsageError(f"model '{model}' is a directory; give a .onnx or TorchScript file")
+        kind = sniff_model_file(path)
+        if kind == "onnx":
+            spec = _onnx_spec(path, input_shapes)
+        else:
+            spec = ModelSpec(name=path.stem, kind="torchscript", path=str(path),
+                             inputs=_inputs_from_args(model, input_shapes))
+    if input_ranges:
+        spec = _apply_ranges(spec, input_ranges)
+    if checkpoint:
+        if spec.kind != "module":
+            raise UsageError(f"--checkpoint applies to PyTorch modules, not to a {spec.kind} file")
+        spec = replace(spec, checkpoint=checkpoint)
+    return spec
+
+
+def _load_entry(name: str, entry: ModelSpec | str) -> ModelSpec:
+    if isinstance(entry, ModelSpec):
+        return entry
+    from .loading import resolve_callable
+
+    target = resolve_callable(entry, f"model entry point '{name}'")
+    spec = target() if not isinstance(target, ModelSpec) else target
+    if not isinstance(spec, ModelSpec):
+        raise UsageError(f"model entry point '{name}' ({entry}) did not give a deployval ModelSpec")
+    return spec
+
+
+def _apply_shapes(spec: ModelSpec, args: Sequence[InputShapeArg]) -> ModelSpec:
+    if not args:
+        return spec
+    shapes = {}
+    for arg in args:
+        name = _input_name(spec, arg)
+        if arg.dtype and arg.dtype != spec.input(name).dtype:
+            raise UsageError(f"input '{name}' of '{spec.name}' is {spec.input(name).dtype}, not {arg.dtype}")
+        shapes[name] = arg.shape
+    return spec.with_input_shapes(shapes)
+
+
+def _input_name(spec: ModelSpec, arg: InputShapeArg) -> str:
+    if arg.name:
+        spec.input(arg.name)
+        return arg.name
+    if len(spec.inputs) != 1:
+        raise UsageError(
+            f"model '{spec.name}' has {len(spec.inputs)} inputs; name them: --input-shape NAME=SHAPE "
+            f"({', '.join(spec.input_names)})"
+        )
+    return spec.inputs[0].name
+
+
+def _inputs_from_args(model: str, args: Sequence[InputShapeArg]) -> tuple[InputSpec, ...]:
+    if not args:
+        raise UsageError(f"model '{model}' needs its input shapes: --input-shape NAME=1x3x224x224 (once per input)")
+    specs = []
+    for index, arg in enumerate(args):
+        name = arg.name or (f"input_{index}" if len(args) > 1 else "input")
+        dtype = arg.dtype or "float32"
+        low, high = DEFAULT_FLOAT_RANGE if dtype.startswith(("float", "bfloat")) else DEFAULT_INT_RANGE
+        specs.append(InputSpec(name, arg.shape, dtype, low, high))
+    if len({s.name for s in specs}) != len(specs):
+        raise UsageError(f"model '{model}': the same input is named twice in --input-shape")
+    return tuple(specs)
+
+
+def _apply_ranges(spec: ModelSpec, ranges: Sequence[tuple[str, float, float]]) -> ModelSpec:
+    updated = {i.name: i for i in spec.inputs}
+    for name, low, high in ranges:
+        updated[name] = replace(spec.input(name), low=low, high=high)
+    return replace(spec, inputs=tuple(updated[i.name] for i in spec.inputs))
+
+
+def sniff_model_file(path: Path) -> str:
+    """'onnx' or 'torchscript'; refuses plain torch.save checkpoints and unknown files."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UsageError(f"model file '{path}' is unreadable: {first_line(exc)}") from None
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        raise UsageError(
+            f"'{path}' is a torch.save checkpoint, not a TorchScript file: give the model as "
+            f"pkg.module:factory with --checkpoint {path}"
+        )
+    if suffix in TORCHSCRIPT_SUFFIXES:
+        raise UsageError(f"'{path}' is not a TorchScript file (not a TorchScript zip archive)")
+    # Unknown suffix: ONNX files are protobuf, let the ONNX loader decide with its own message.
+    return "onnx"
+
+
+def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
+    from .export.passes import load_onnx
+
+    model = load_onnx(path)
+    initializers = {init.name for init in model.graph.initializer}
+    given = {a.name: a for a in args if a.name}
+    unnamed = [a for a in args if not a.name]
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    if unnamed and len(graph_inputs) != 1:
+        raise UsageError(f"'{path}' has {len(graph_inputs)} inputs; name them: --input-shape NAME=SHAPE")
+    unknown = [n for n in given if n not in {i.name for i in graph_inputs}]
+    if unknown:
+        raise UsageError(f"'{path}' has no input '{unknown[0]}' (inputs: {', '.join(i.name for i in graph_inputs)})")
+    specs = []
+    for value in graph_inputs:
+        tensor = value.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tensor.elem_type)
+        if dtype is None:
+            raise UsageError(f"'{path}': input '{value.name}' has an unsupported element type {tensor.elem_type}")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        arg = given.get(value.name) or (unnamed[0] if unnamed else None)
+        if arg is not None:
+            if len(arg.shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, arg.shape)):
+                declared = "x".join("?" if d is None else str(d) for d in dims)
+                raise UsageError(
+                    f"--input-shape {value.name}={format_shape(arg.shape)} does not fit the ONNX input "
+                    f"({declared})"
+                )
+            shape = arg.shape
+        elif any(d is None or d <= 0 for d in dims):
+            declared = "x".join("?" if d is None or d <= 0 else str(d) for d in dims)
+            raise UsageError(
+                f"'{path}': input '{value.name}' has dynamic dimensions ({declared}); give them with "
+                f"--input-shape {value.name}=SHAPE"
+            )
+        else:
+            shape = tuple(dims)
+        low, high = DEFAULT_FLOAT_RANGE if dtype.startswith(("float", "bfloat")) else DEFAULT_INT_RANGE
+        specs.append(InputSpec(value.name, tuple(shape), dtype, low, high))
+    return ModelSpec(
+        name=path.stem,
+        kind="onnx",
+        path=str(path),
+        inputs=tuple(specs),
+        output_names=tuple(o.name for o in model.graph.output),
+        gate={"cpu": ("ort:fp32",), "cuda": ("ort:fp32", "trt:fp32")},
+    )

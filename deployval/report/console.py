@@ -1,0 +1,129 @@
+"""The console: a progress display on stderr while work runs, a rich table on stdout at the end."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..export.store import Progress, Step
+from ..results import Report
+from ..spec import format_shape
+from .formatting import fmt, fmt_ms, status_text, task_summary
+
+STATUS_STYLES = {"pass": "green", "fail": "bold red", "error": "red", "skipped": "dim", "reference": "cyan",
+                 "ok": "green"}
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # logs and pipes: keep the table readable instead of 80 columns
+    return console
+
+
+class ConsoleProgress(Progress):
+    """A spinner per step on a terminal; one line per finished step otherwise (CI logs)."""
+
+    def __init__(self) -> None:
+        self.console = _console(stderr=True)
+        self.interactive = self.console.is_terminal
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        start = time.perf_counter()
+        ok = False
+        try:
+            if self.interactive:
+                with self.console.status(f"{description} …", spinner="dots"):
+                    yield
+            else:
+                yield
+            ok = True
+        finally:
+            mark = "[green]✓[/]" if ok else "[red]✗[/]"
+            self.console.print(f"{mark} {description} [dim]({time.perf_counter() - start:.1f} s)[/]")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[yellow]![/] {message}")
+
+
+def render(report: Report, console: Any | None = None) -> None:
+    from rich.table import Table
+
+    console = console or _console()
+    model = report.model
+    inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
+    title = f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, {report.inputs_source}"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column, justify in (("backend", "left"), ("precision", "left"), ("status", "left"), ("output", "left"),
+                            ("max abs", "right"), ("mean abs", "right"), ("rel L2", "right"), ("task", "left"),
+                            ("median ms", "right"), ("runs", "right")):
+        table.add_column(column, justify=justify, no_wrap=column not in ("task",))
+    for result in report.results:
+        style = STATUS_STYLES.get(result.status, "")
+        latency = fmt_ms(result.latency.median_ms) if result.latency else "-"
+        runs = str(result.latency.iterations) if result.latency else "-"
+        status = f"[{style}]{status_text(result)}[/]"
+        if not result.outputs:
+            table.add_row(result.backend, result.precision, status, "-", "-", "-", "-", "-", latency, runs)
+            continue
+        for index, output in enumerate(result.outputs):
+            m = output.metrics
+            mean = f"{m['mismatch']:.3%} differ" if "mismatch" in m else fmt(m.get("mean_abs"))
+            out_style = "" if output.passed or result.status == "reference" else "red"
+            table.add_row(
+                result.backend if index == 0 else "", result.precision if index == 0 else "",
+                status if index == 0 else "", f"[{out_style}]{output.name}[/]" if out_style else output.name,
+                fmt(m.get("max_abs")), mean, fmt(m.get("rel_l2")), task_summary(output.task),
+                latency if index == 0 else "", runs if index == 0 else "",
+            )
+    console.print(table)
+    _render_steps(report.steps, console)
+    for result in report.results:
+        if result.status in ("fail", "error", "skipped") and result.reason:
+            style = STATUS_STYLES.get(result.status, "")
+            console.print(f"[{style}]{result.label}[/] {result.status}: {result.reason}")
+            if result.status == "fail":
+                for output in result.outputs:
+                    if not output.passed:
+                        console.print(f"    {output.name}: tolerance {output.tolerance.describe()}; "
+                                      f"would pass at {_min_passing(output.min_passing)}")
+        for warning in result.warnings:
+            console.print(f"[yellow]{result.label}[/] {'* ' if not result.faithful else ''}{warning}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
+    for result in failing:
+        console.print(f"[dim]reproduce {result.label}: {result.reproduce}[/]")
+    style = "green" if report.exit_code == 0 else "red"
+    counts = {}
+    for r in report.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    console.print(f"[{style}]{report.verdict}[/] ({summary}) exit code {int(report.exit_code)}")
+
+
+def _render_steps(steps: list[Step], console: Any) -> None:
+    notable = [s for s in steps if s.status != "ok" or s.reason]
+    for step in notable:
+        style = {"fail": "red", "skipped": "dim"}.get(step.status, "yellow")
+        console.print(f"[{style}]step {step.name}[/] {step.status}: {step.reason}")
+
+
+def _min_passing(values: dict[str, float]) -> str:
+    if "atol" in values:
+        return (f"atol={fmt(values['atol'])} (rtol={fmt(values.get('at_rtol', 0.0))}) or "
+                f"rtol={fmt(values['rtol'])} (atol={fmt(values.get('at_atol', 0.0))})")
+    return ", ".join(f"{k}={fmt(v)}" for k, v in values.items()) or "-"
+
+
+def print_error(message: str) -> None:
+    """One line on stderr: the contract for bad input (exit code 2) and for fatal errors."""
+    sys.stderr.write(f"deployval: error: {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,391 @@
+"""What to validate: model, inputs, export options, tolerances and the release gate.
+
+Everything here is plain data (no torch, no numpy) so that specs can be declared, listed and
+parsed without paying for heavy imports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
+INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
+DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input. Random inputs are drawn uniformly from [low, high) in `dtype`."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: float = 0.0
+    high: float = 1.0
+    # Per-dimension divisor the network needs (e.g. the product of its pooling strides);
+    # 1 or 0 means "any size".
+    multiple_of: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise UsageError(f"input '{self.name}': unknown dtype '{self.dtype}' (one of {', '.join(DTYPES)})")
+        if not self.high > self.low:
+            raise UsageError(f"input '{self.name}': empty value range [{self.low}, {self.high})")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if self.multiple_of is not None:
+            object.__setattr__(self, "multiple_of", tuple(int(d) for d in self.multiple_of))
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype in INT_DTYPES or self.dtype == "bool"
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Refuse shapes the network cannot take, before any expensive work starts."""
+        shape = tuple(int(d) for d in shape)
+        if any(d <= 0 for d in shape):
+            raise UsageError(f"input '{self.name}': shape {format_shape(shape)} has an empty dimension")
+        if self.multiple_of is None:
+            return
+        if len(shape) != len(self.multiple_of):
+            raise UsageError(
+                f"input '{self.name}': expected {len(self.multiple_of)} dimensions, got shape {format_shape(shape)}"
+            )
+        bad = [(i, d, m) for i, (d, m) in enumerate(zip(shape, self.multiple_of)) if m > 1 and d % m]
+        if bad:
+            need = "x".join(str(m if m > 1 else "*") for m in self.multiple_of)
+            dims = ", ".join(f"dim {i} = {d} is not a multiple of {m}" for i, d, m in bad)
+            raise UsageError(
+                f"input '{self.name}': shape {format_shape(shape)} does not fit the network ({dims}; "
+                f"each dimension must be a multiple of {need})"
+            )
+
+    def with_shape(self, shape: tuple[int, ...]) -> InputSpec:
+        self.check_shape(shape)
+        return replace(self, shape=tuple(shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "low": self.low,
+            "high": self.high,
+            "multiple_of": list(self.multiple_of) if self.multiple_of else None,
+        }
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Accuracy bounds for one output. Every bound that is set must hold for a pass.
+
+    `atol`/`rtol` form the elementwise rule |c - r| <= atol + rtol * |r| (numpy's). The other
+    fields bound a statistic instead, for precisions where single elements may legitimately
+    drift (fp16, int8). Integer outputs (labels, indices) are judged by `mismatch`: the
+    largest allowed fraction of elements that differ (0 when unset).
+    """
+
+    atol: float | None = None
+    rtol: float | None = None
+    mean_abs: float | None = None
+    p99_abs: float | None = None
+    rel_l2: float | None = None
+    cosine: float | None = None  # lower bound
+    argmax_agreement: float | None = None  # lower bound; needs a task that defines argmax
+    mismatch: float | None = None  # upper bound, integer outputs
+
+    @property
+    def elementwise(self) -> bool:
+        return self.atol is not None or self.rtol is not None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def describe(self) -> str:
+        parts = []
+        if self.elementwise:
+            parts.append(f"atol={_g(self.atol or 0.0)} rtol={_g(self.rtol or 0.0)}")
+        for name in ("mean_abs", "p99_abs", "rel_l2", "mismatch"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}<={_g(getattr(self, name))}")
+        for name in ("cosine", "argmax_agreement"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}>={_g(getattr(self, name))}")
+        return ", ".join(parts) or "none"
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+# Defaults per precision. Measured on the zoo (see README, "Default tolerances"):
+# fp32 cross-runtime error stays below 1e-4 relative L2 on every zoo model, the worst elementwise
+# deviation seen was 4.0e-4 (fine_organs, ORT); fp16 and int8 are judged by statistics because
+# single elements near zero drift by design.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "*:fp32": Tolerance(atol=1e-3, rtol=1e-3),
+    "*:fp16": Tolerance(rel_l2=1e-2, cosine=0.9999),
+    "*:int8": Tolerance(rel_l2=0.1, cosine=0.995),
+}
+
+
+@dataclass(frozen=True)
+class ToleranceTable:
+    """Tolerances keyed by "backend:precision:output" patterns; `*` matches anything.
+
+    The most specific matching pattern wins (most non-`*` parts; later entries win ties),
+    so a spec can say "*:fp16" once and still tighten "ort:fp16:logits".
+    """
+
+    entries: Mapping[str, Tolerance] = field(default_factory=dict)
+
+    def resolve(self, backend: str, precision: str, output: str) -> Tolerance:
+        best: tuple[int, int] | None = None
+        chosen: Tolerance | None = None
+        for order, (pattern, tolerance) in enumerate(
+            list(DEFAULT_TOLERANCES.items()) + list(self.entries.items())
+        ):
+            parts = [*pattern.split(":"), "*", "*", "*"][:3]
+            if all(p in ("*", v) for p, v in zip(parts, (backend, precision, output))):
+                rank = (sum(p != "*" for p in parts), order)
+                if best is None or rank > best:
+                    best, chosen = rank, tolerance
+        return chosen if chosen is not None else Tolerance(atol=1e-3, rtol=1e-3)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task metric that says whether the model still does its job, beyond raw error.
+
+    segmentation: argmax over `axis` (agreement, Dice per class); classification: argmax and
+    top-k overlap over `axis`.
+    """
+
+    kind: str = "segmentation"
+    axis: int = 1
+    outputs: tuple[str, ...] | None = None  # None: every floating-point output
+    topk: int = 5
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("segmentation", "classification"):
+            raise UsageError(f"unknown task '{self.kind}' (segmentation or classification)")
+
+    def applies_to(self, output: str) -> bool:
+        return self.outputs is None or output in self.outputs
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    exporter: str = "dynamo"  # or "legacy" (TorchScript-based torch.onnx exporter)
+    opset: int | None = None  # None: the exporter's default
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
+    torchscript: str = "trace"  # or "script"
+    simplify: bool = True
+
+    def __post_init__(self) -> None:
+        if self.exporter not in ("dynamo", "legacy"):
+            raise UsageError(f"unknown exporter '{self.exporter}' (dynamo or legacy)")
+        if self.torchscript not in ("trace", "script"):
+            raise UsageError(f"unknown TorchScript mode '{self.torchscript}' (trace or script)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "dynamic_axes": {k: dict(v) for k, v in (self.dynamic_axes or {}).items()} or None,
+            "torchscript": self.torchscript,
+            "simplify": self.simplify,
+        }
+
+
+# The gate used when a spec names none: the exported artifacts at full precision.
+DEFAULT_GATE: Mapping[str, tuple[str, ...]] = {
+    "cpu": ("torch:fp32", "torchscript:fp32", "ort:fp32"),
+    "cuda": ("torch:fp32", "torchscript:fp32", "ort:fp32", "trt:fp32", "trt:fp16"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything deployval needs to know about a model to validate its deployment.
+
+    `kind` says what `factory`/`path` holds: "module" (a callable returning an nn.Module, or its
+    "pkg.module:function" path), "torchscript" or "onnx" (a file). For ONNX models the reference
+    is ONNX Runtime fp32 on the CPU.
+    """
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    kind: str = "module"
+    factory: str | Callable[..., Any] | None = None
+    path: str | None = None
+    checkpoint: str | None = None
+    # "pkg.module:function" or callable (module, checkpoint_object) -> None; default: load a
+    # state_dict (or a dict holding one under "state_dict"/"model"), strict.
+    checkpoint_loader: str | Callable[..., Any] | None = None
+    output_names: tuple[str, ...] | None = None
+    description: str = ""
+    export: ExportOptions = field(default_factory=ExportOptions)
+    tolerances: ToleranceTable = field(default_factory=ToleranceTable)
+    task: TaskSpec | None = None
+    gate: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_GATE))
+    # Run settings a heavy model wants by default (e.g. fewer timed iterations).
+    run_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("module", "torchscript", "onnx"):
+            raise UsageError(f"model '{self.name}': unknown kind '{self.kind}'")
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise UsageError(f"model '{self.name}': duplicate input names {names}")
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise UsageError(f"model '{self.name}' has no input '{name}' (inputs: {', '.join(self.input_names)})")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs)
+
+    def with_input_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> ModelSpec:
+        """A copy with some input shapes overridden; shapes the network cannot take are refused."""
+        for name in shapes:
+            self.input(name)
+        return replace(
+            self,
+            inputs=tuple(i.with_shape(shapes[i.name]) if i.name in shapes else i for i in self.inputs),
+        )
+
+    def gate_for(self, device: str) -> tuple[str, ...]:
+        return tuple(self.gate.get(device, DEFAULT_GATE.get(device, ())))
+
+    def to_dict(self) -> dict[str, Any]:
+        factory = self.factory if isinstance(self.factory, str) or self.factory is None else _qualname(self.factory)
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "factory": factory,
+            "path": self.path,
+            "checkpoint": self.checkpoint,
+            "description": self.description,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "output_names": list(self.output_names) if self.output_names else None,
+            "export": self.export.to_dict(),
+            "task": None if self.task is None else {"kind": self.task.kind, "axis": self.task.axis},
+        }
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How to run a comparison: device, inputs, timing and caching."""
+
+    device: str = "cpu"
+    seed: int = 0
+    warmup: int = 1  # the correctness run counts as the first warm-up
+    iterations: int | None = None  # None: as many as fit in time_budget_s (at least 1)
+    time_budget_s: float = 2.0
+    max_iterations: int = 1000
+    atol: float | None = None  # override every tolerance's elementwise rule
+    rtol: float | None = None
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    exporter: str | None = None  # override the spec's exporter
+    calibration: Path | None = None  # directory of .npy/.npz calibration inputs for int8
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown device '{self.device}' ({' or '.join(DEVICES)})")
+        if self.warmup < 1:
+            raise UsageError("--warmup must be at least 1 (the correctness run is the first warm-up)")
+        if self.iterations is not None and self.iterations < 0:
+            raise UsageError("--iterations must be 0 or more")
+        if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
+            raise UsageError("--time-budget must be a positive number of seconds")
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise UsageError(f"--{name} must be a finite number >= 0")
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+
+_SHAPE_RE = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x3x224x224' -> (1, 3, 224, 224)."""
+    cleaned = text.strip().lower().replace("×", "x").replace(",", "x")
+    if not _SHAPE_RE.match(cleaned):
+        raise UsageError(f"bad shape '{text}': expected dimensions joined by 'x', e.g. 1x3x224x224")
+    shape = tuple(int(d) for d in cleaned.split("x"))
+    if any(d == 0 for d in shape):
+        raise UsageError(f"bad shape '{text}': dimensions must be at least 1")
+    return shape
+
+
+def format_shape(shape: tuple[int, ...] | list[int]) -> str:
+    return "x".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+@dataclass(frozen=True)
+class InputShapeArg:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str | None = None
+
+
+def parse_input_shape(text: str) -> InputShapeArg:
+    """'x=1x3x224x224', 'ids=1x16:int64', or a bare '1x3x224x224' for a single-input model
+    (name '' then)."""
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    elif not name.strip():
+        raise UsageError(f"bad --input-shape '{text}': expected NAME=SHAPE[:DTYPE], e.g. x=1x3x224x224")
+    shape_text, _, dtype = rest.partition(":")
+    dtype = dtype.strip() or None
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"bad --input-shape '{text}': unknown dtype '{dtype}' (one of {', '.join(DTYPES)})")
+    return InputShapeArg(name.strip(), parse_shape(shape_text), dtype)
+
+
+def parse_input_range(text: str) -> tuple[str, float, float]:
+    """'ids=0,1000' -> ('ids', 0.0, 1000.0)."""
+    name, sep, rest = text.partition("=")
+    try:
+        low_text, high_text = rest.split(",")
+        low, high = float(low_text), float(high_text)
+    except ValueError:
+        raise UsageError(f"bad --input-range '{text}': expected NAME=LOW,HIGH, e.g. ids=0,1000") from None
+    if not sep or not name.strip() or not high > low:
+        raise UsageError(f"bad --input-range '{text}': expected NAME=LOW,HIGH with HIGH > LOW")
+    return name.strip(), low, high
+
+
+def parse_list(text: str | None, what: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """'torch, ort' -> ('torch', 'ort'), refusing empty lists and unknown items."""
+    items = tuple(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
+    if not items:
+        raise UsageError(f"no {what} given")
+    if allowed is not None:
+        unknown = [i for i in items if i not in allowed]
+        if unknown:
+            raise UsageError(f"unknown {what} '{unknown[0]}' (choose from {', '.join(allowed)})")
+    return items

@@ -1,0 +1,60 @@
+"""Models used by the end-to-end tests, importable as `dv_test_models:NAME` (tests/ is put on
+PYTHONPATH). Each one is small enough to run in milliseconds."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ExportTrap(nn.Module):
+    """Computes something else while being exported: the classic exporter-only code path
+    (e.g. a custom symbolic or an `is_in_onnx_export()` branch that is wrong)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.middle = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.relu(self.stem(x))
+        y = self.middle(x)
+        if torch.onnx.is_in_onnx_export():
+            y = y * 1.05  # the defect: only the exported graph scales this layer
+        y = torch.relu(y)
+        return self.head(y), x.mean(dim=(2, 3))
+
+
+def export_trap() -> nn.Module:
+    torch.manual_seed(0)
+    return ExportTrap().eval()
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+        self.embed = nn.Embedding(20, 3)
+
+    def forward(self, features: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        mixed = self.proj(features) + self.embed(ids).sum(dim=1)
+        return {"scores": mixed, "best": mixed.argmax(dim=-1)}
+
+
+def two_inputs() -> nn.Module:
+    torch.manual_seed(0)
+    return TwoInputs().eval()
+
+
+def tiny_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+
+
+def raises() -> nn.Module:
+    raise RuntimeError("cannot build: weights server unreachable")
+
+
+def not_a_module() -> object:
+    return {"weights": 1}
