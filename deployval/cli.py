@@ -45,6 +45,9 @@ ExporterOpt = Annotated[str | None, typer.Option("--exporter", help="dynamo (def
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")]
 MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")]
+BackendsOpt = Annotated[str, typer.Option(
+    "--backends", "-b", help="Comma-separated backends (see `deployval backends`).")]
+PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every output.")]
@@ -175,8 +178,8 @@ def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[s
 @app.command("compare")
 def compare_command(
     model: ModelArg,
-    backends: Annotated[str, typer.Option("--backends", "-b", help="Comma-separated backends.")] = "torch,torchscript,ort",
-    precisions: Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")] = "fp32",
+    backends: BackendsOpt = "torch,torchscript,ort",
+    precisions: PrecisionsOpt = "fp32",
     inputs: InputsOpt = None,
     save_inputs: SaveInputsOpt = None,
     input_shape: InputShapeOpt = None,
