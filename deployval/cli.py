@@ -292,8 +292,8 @@ def export_command(
     spec = _resolve(model, input_shape, input_range, checkpoint)
     config = _config(spec, seed=seed, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
                      calibration=calibration)
-    written, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
-                            trust_checkpoint=trust_checkpoint)
+    written, errors, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
+                                    trust_checkpoint=trust_checkpoint)
     console = _console()
     for step in steps:
         style = {"ok": "green", "fail": "red", "skipped": "dim"}.get(step.status, "")
@@ -301,8 +301,16 @@ def export_command(
         console.print(f"[{style}]{step.status:>7}[/] {step.name}{cached}" + (f": {step.reason}" if step.reason else ""))
     for kind, path in written.items():
         console.print(f"  {kind:<12} {path}")
-    failed = [s for s in steps if s.status == "fail" and s.artifact is None]
-    raise typer.Exit(int(ExitCode.BACKEND) if failed else 0)
+    if errors:
+        from .report.console import print_error
+
+        by_message: dict[str, list[str]] = {}
+        for kind, error in errors.items():  # one failed export fails everything built on it
+            by_message.setdefault(error.one_line(), []).append(kind)
+        for message, kinds_failed in by_message.items():
+            print_error(f"{', '.join(kinds_failed)}: {message}")
+        usage = any(isinstance(e, UsageError) for e in errors.values())
+        raise typer.Exit(int(ExitCode.USAGE if usage else ExitCode.BACKEND))
 
 
 @app.command("models")
@@ -367,12 +375,14 @@ def main(argv: list[str] | None = None) -> int:
     from .report.console import print_error
 
     click_exceptions = _click_exceptions()
+    exit_types = (typer.Exit, getattr(click_exceptions, "Exit", typer.Exit))
+    abort_types = (typer.Abort, getattr(click_exceptions, "Abort", typer.Abort))
     try:
         code = app(args=argv, standalone_mode=False, prog_name="deployval")
         return int(code) if isinstance(code, int) else 0
-    except (typer.Exit, click_exceptions.Exit) as exc:
+    except exit_types as exc:
         return int(exc.exit_code or 0)
-    except (typer.Abort, click_exceptions.Abort):
+    except abort_types:
         print_error("aborted")
         return 130
     except click_exceptions.ClickException as exc:  # bad option, missing argument, wrong type

@@ -47,6 +47,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first meaningful line of an exception, for one-line error reports."""
     text = str(exc).strip() or type(exc).__name__
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
-    if len(line) > limit:
-        line = line[: limit - 1] + "…"
+    if len(line) > limit:  # runtimes put the cause at the end: keep both ends
+        head = limit // 3
+        line = line[:head] + " … " + line[-(limit - head - 3):]
     return line if isinstance(exc, DeployvalError) else f"{type(exc).__name__}: {line}"

@@ -21,7 +21,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
 from .backends.base import MODULE, ONNX_RAW, Artifact, Runner, check_available, get_backend
-from .compare import compare_output
+from .metrics import compare_output
 from .errors import DeployvalError, UsageError, first_line
 from .export.store import ArtifactStore, Progress, Step
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
@@ -324,6 +324,9 @@ def _run_job(
         result.reason = f"artifact '{kind}' could not be made: {exc.one_line()}"
         result.usage_error = isinstance(exc, UsageError)
         return result
+    except Exception as exc:  # a bug in a pass must not cost the other rows
+        result.reason = f"artifact '{kind}' could not be made: {first_line(exc)}"
+        return result
     result.artifact = artifact.to_dict() if artifact.path else {"kind": artifact.kind}
     runner = cls(artifact, job.precision, config.device)
     label = f"{job.backend} {job.precision}"
@@ -424,8 +427,9 @@ def _cpu_name() -> str:
 
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
            kinds: Sequence[str] | None = None, progress: Progress | None = None,
-           trust_checkpoint: bool = False) -> tuple[dict[str, Path], list[Step]]:
-    """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`."""
+           trust_checkpoint: bool = False) -> tuple[dict[str, Path], dict[str, DeployvalError], list[Step]]:
+    """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`; returns the files
+    written, the reason for each artifact that could not be made, and the steps."""
     from .backends.base import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
     from .loading import build_module, module_digest
 
@@ -453,7 +457,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
     default = (ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8) if spec.kind == "onnx" else (
         TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8)
     try:
-        written = store.export_all(Path(out_dir), tuple(kinds or default))
+        written, errors = store.export_all(Path(out_dir), tuple(kinds or default))
     finally:
         store.close()
-    return written, store.steps
+    return written, errors, store.steps

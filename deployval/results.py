@@ -7,7 +7,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compare import OutputComparison
+from .metrics import OutputComparison
 from .errors import ExitCode
 from .export.store import Step
 from .timing import LatencyStats

@@ -58,3 +58,14 @@ def raises() -> nn.Module:
 
 def not_a_module() -> object:
     return {"weights": 1}
+
+
+class BigOffset(nn.Module):
+    """Adds an int64 constant that does not fit int32: the int64 -> int32 pass must refuse it."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (ids + 2**40) % 7
+
+
+def big_offset() -> nn.Module:
+    return BigOffset().eval()

@@ -125,6 +125,10 @@ class ArtifactStore:
             root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)[:60]
             self.directory = root / f"{safe}-{self.key[:16]}"
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot use cache directory '{root}': {first_line(exc)}") from None
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="deployval-")
             self.directory = Path(self._tmp.name)
@@ -439,14 +443,17 @@ class ArtifactStore:
         self._save_meta(ONNX_INT8, artifact, step, {"calibration": calibration_digest})
         return artifact
 
-    def export_all(self, out_dir: Path, kinds: tuple[str, ...]) -> dict[str, Path]:
-        """Build `kinds` and copy them to `out_dir`; failures are recorded as steps, not raised."""
+    def export_all(self, out_dir: Path, kinds: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, DeployvalError]]:
+        """Build `kinds` and copy them to `out_dir`; returns what was written and, per kind, why
+        not (failures are recorded as steps too)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         written: dict[str, Path] = {}
+        errors: dict[str, DeployvalError] = {}
         for kind in kinds:
             try:
                 artifact = self.get(kind)
-            except DeployvalError:
+            except DeployvalError as exc:
+                errors[kind] = exc
                 continue
             if artifact.path is None:
                 continue
@@ -454,7 +461,7 @@ class ArtifactStore:
             if Path(artifact.path).resolve() != target.resolve():
                 shutil.copyfile(artifact.path, target)
             written[kind] = target
-        return written
+        return written, errors
 
 
 def _as_dict(details: Any) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""The Python API: the same pipeline as the command line, returning result objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .results import Report
+from .spec import InputShapeArg, ModelSpec, RunConfig
+
+
+def _spec(model: str | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,
+          checkpoint: str | Path | None) -> ModelSpec:
+    from .registry import resolve_model
+
+    if isinstance(model, ModelSpec):
+        spec = model.with_input_shapes({k: tuple(v) for k, v in (input_shapes or {}).items()})
+        return spec if checkpoint is None else ModelSpec(**{**spec.__dict__, "checkpoint": str(checkpoint)})
+    shapes = [InputShapeArg(name, tuple(shape)) for name, shape in (input_shapes or {}).items()]
+    return resolve_model(model, input_shapes=shapes, checkpoint=str(checkpoint) if checkpoint else None)
+
+
+def compare(
+    model: str | ModelSpec,
+    backends: Sequence[str] = ("torch", "torchscript", "ort"),
+    precisions: Sequence[str] = ("fp32",),
+    *,
+    inputs: Mapping[str, Any] | str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    checkpoint: str | Path | None = None,
+    **config: Any,
+) -> Report:
+    """Compare `model` (a zoo name, "pkg.module:factory", a file, or a ModelSpec) across backends.
+
+    `config` takes RunConfig fields (device, seed, atol, rtol, iterations, time_budget_s, ...). The
+    report is true when every check passed.
+    """
+    from .pipeline import compare as run
+
+    spec = _spec(model, input_shapes, checkpoint)
+    settings = {**spec.run_defaults, **config}
+    return run(spec, tuple(backends), tuple(precisions), RunConfig(**settings), inputs=inputs)
+
+
+def validate(model: str | ModelSpec, *, device: str = "cpu", checkpoint: str | Path | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | None = None, **config: Any) -> Report:
+    """Run the model's registered release gate on `device`."""
+    from .errors import UsageError
+    from .pipeline import compare as run
+
+    spec = _spec(model, input_shapes, checkpoint)
+    gate = spec.gate_for(device)
+    if not gate:
+        raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
+    settings = {**spec.run_defaults, **config, "device": device}
+    return run(spec, tuple(dict.fromkeys(g.partition(":")[0] for g in gate)), (), RunConfig(**settings), gate=gate)
+
+
+def export_artifacts(model: str | ModelSpec, out_dir: str | Path, *, kinds: Sequence[str] | None = None,
+           checkpoint: str | Path | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
+           **config: Any) -> dict[str, Path]:
+    """Write the model's deployable artifacts to `out_dir`; raises the first error if one failed."""
+    from .pipeline import export as run
+
+    spec = _spec(model, input_shapes, checkpoint)
+    written, errors, _ = run(spec, Path(out_dir), RunConfig(**{**spec.run_defaults, **config}), kinds=kinds)
+    if errors:
+        raise next(iter(errors.values()))
+    return written

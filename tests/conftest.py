@@ -1,0 +1,58 @@
+"""Shared fixtures: an isolated artifact cache, the test models on sys.path, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))  # dv_test_models
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["DEPLOYVAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run the CLI in-process (fast); returns exit code, stdout and stderr."""
+    from deployval.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_deployval(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
+    """Run the installed CLI in a fresh process, as a user would."""
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "deployval", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_one_line_error(result: CliResult, code: int, contains: str) -> None:
+    """The bad-input contract: the exit code, one line on stderr, no traceback."""
+    lines = [ln for ln in result.err.splitlines() if ln.startswith("deployval: error:")]
+    assert result.code == code, (result.code, result.err[-2000:])
+    assert len(lines) == 1, result.err
+    assert contains in lines[0], lines[0]
+    assert "Traceback" not in result.err and "Traceback" not in result.out
