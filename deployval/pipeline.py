@@ -21,9 +21,9 @@ import numpy as np
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
 from .backends.base import MODULE, ONNX_RAW, Artifact, Runner, check_available, get_backend
-from .metrics import compare_output
 from .errors import DeployvalError, UsageError, first_line
 from .export.store import ArtifactStore, Progress, Step
+from .metrics import compare_output
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
 from .timing import measure, summarize

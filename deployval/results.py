@@ -7,9 +7,9 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import OutputComparison
 from .errors import ExitCode
 from .export.store import Step
+from .metrics import OutputComparison
 from .timing import LatencyStats
 
 FORMAT_VERSION = "1.0"
