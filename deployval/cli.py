@@ -61,6 +61,13 @@ InputsOpt = Annotated[Path | None, typer.Option(
     "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random.")]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
 NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")]
+KeepInt64Opt = Annotated[bool, typer.Option(
+    "--keep-int64", help="Build TensorRT engines from the ONNX as is, without the int64 -> int32 pass.")]
+WorkspaceOpt = Annotated[int | None, typer.Option(
+    "--trt-workspace", help="TensorRT builder workspace limit in MiB [default: 4096].")]
+Fp16RouteOpt = Annotated[str, typer.Option(
+    "--trt-fp16-route", help="TensorRT fp16 from the fp16 ONNX ('onnx', strongly typed) or, on TensorRT 10, "
+                             "from the BuilderFlag.FP16 ('flag').")]
 CalibrationOpt = Annotated[Path | None, typer.Option(
     "--calibration", help="Directory of .npy/.npz samples to calibrate int8 with (default: the run's inputs).")]
 
@@ -102,6 +109,16 @@ def _config(spec: Any, **options: Any) -> Any:
     settings = dict(spec.run_defaults)
     settings.update({k: v for k, v in options.items() if v is not None})
     return RunConfig(**settings)
+
+
+def _backend_options(keep_int64: bool, trt_workspace: int | None, trt_fp16_route: str) -> dict[str, Any]:
+    from .backends.tensorrt import FP16_ROUTES
+
+    if trt_fp16_route not in FP16_ROUTES:
+        raise UsageError(f"unknown --trt-fp16-route '{trt_fp16_route}' ({' or '.join(FP16_ROUTES)})")
+    if trt_workspace is not None and trt_workspace <= 0:
+        raise UsageError("--trt-workspace must be a positive number of MiB")
+    return {"keep_int64": keep_int64, "trt_workspace_mb": trt_workspace, "trt_fp16_route": trt_fp16_route}
 
 
 def _check_report_paths(**paths: Path | None) -> None:
@@ -172,6 +189,11 @@ def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[s
     )
     _write_reports(report, json_path, junit, markdown)
     render(report)
+    if report.exit_code in (ExitCode.BACKEND, ExitCode.USAGE):
+        from .report.console import print_error
+
+        errors = [f"{r.label}: {r.reason}" for r in report.results if r.status == "error"]
+        print_error("could not run " + "; ".join(errors))
     return int(report.exit_code)
 
 
@@ -196,6 +218,9 @@ def compare_command(
     device: DeviceOpt = "cpu",
     exporter: ExporterOpt = None,
     calibration: CalibrationOpt = None,
+    keep_int64: KeepInt64Opt = False,
+    trt_workspace: WorkspaceOpt = None,
+    trt_fp16_route: Fp16RouteOpt = "onnx",
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -214,7 +239,8 @@ def compare_command(
     spec = _resolve(model, input_shape, input_range, checkpoint)
     config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
                      time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                     calibration=calibration)
+                     calibration=calibration,
+                     backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
     raise typer.Exit(_run_and_report(
         spec, backends=backend_list, precisions=precision_list, config=config, gate=None, inputs=inputs,
@@ -235,6 +261,9 @@ def validate_command(
     iterations: IterationsOpt = None,
     time_budget: BudgetOpt = None,
     calibration: CalibrationOpt = None,
+    keep_int64: KeepInt64Opt = False,
+    trt_workspace: WorkspaceOpt = None,
+    trt_fp16_route: Fp16RouteOpt = "onnx",
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -251,7 +280,8 @@ def validate_command(
     if not gate:
         raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
     config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
-                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration)
+                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration,
+                     backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
     backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))
     precisions = tuple(dict.fromkeys(item.partition(":")[2] or "fp32" for item in gate))

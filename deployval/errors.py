@@ -37,6 +37,12 @@ class BackendUnavailable(DeployvalError):
     exit_code = ExitCode.BACKEND
 
 
+class BackendError(DeployvalError):
+    """A backend refused the model or failed while running it (an engine build, a parser error)."""
+
+    exit_code = ExitCode.BACKEND
+
+
 class ExportError(DeployvalError):
     """An export or ONNX pass failed for a reason that is not the user's input."""
 

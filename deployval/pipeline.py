@@ -205,6 +205,14 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
         cls = classes[backend]
         if spec.kind == "onnx" and any(kind in (MODULE, "torchscript") for kind in cls.artifacts.values()):
             raise UsageError(f"'{spec.name}' is an ONNX model: the {backend} backend needs a PyTorch model")
+        if device not in cls.devices:
+            # Asked for by name, it cannot run here: an error (exit 3) that names every missing piece.
+            where = " or ".join(cls.devices)
+            ok, reason = check_available(cls, cls.devices[0])
+            missing = f"{backend} runs on {where} only (--device {cls.devices[0]})" + ("" if ok else f"; {reason}")
+            jobs.append(Job(backend, precision, cls, BackendResult(backend, precision, device, ERROR,
+                                                                   f"unavailable: {missing}")))
+            continue
         supported, why = cls.supports(precision, device)
         if not supported:
             jobs.append(Job(backend, precision, cls, BackendResult(backend, precision, device, SKIPPED, why)))
@@ -317,8 +325,9 @@ def _run_job(
                            reproduce=invocation.command(job.backend, job.precision, config.device))
     result.faithful = cls.faithful(job.precision, config.device)
     result.warnings.extend(cls.caveats(job.precision, config.device))
-    kind = cls.artifacts[job.precision]
+    options = backend_options(spec, config, store)
     try:
+        kind = cls.artifact_for(job.precision, options)
         artifact = store.get(kind)
     except DeployvalError as exc:
         result.reason = f"artifact '{kind}' could not be made: {exc.one_line()}"
@@ -328,7 +337,7 @@ def _run_job(
         result.reason = f"artifact '{kind}' could not be made: {first_line(exc)}"
         return result
     result.artifact = artifact.to_dict() if artifact.path else {"kind": artifact.kind}
-    runner = cls(artifact, job.precision, config.device)
+    runner = cls(artifact, job.precision, config.device, options)
     label = f"{job.backend} {job.precision}"
     try:
         start = time.perf_counter()
@@ -362,6 +371,7 @@ def _run_job(
         result.reason = f"{job.backend} failed: {first_line(exc)}"
         return result
     finally:
+        result.details.update(runner.details)
         try:
             runner.deactivate()
         except Exception as exc:
@@ -371,6 +381,15 @@ def _run_job(
     if failed:
         result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
     return result
+
+
+def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) -> dict[str, Any]:
+    """What runners may need beyond their artifact: the user's backend settings, the input specs
+    (shape profiles) and where to cache engines."""
+    options: dict[str, Any] = dict(config.backend_options)
+    options["input_specs"] = spec.inputs
+    options["engine_cache_dir"] = store.directory / "engines" if config.use_cache else None
+    return options
 
 
 def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:

@@ -21,9 +21,6 @@ _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 DEFAULT_FLOAT_RANGE = (0.0, 1.0)
 DEFAULT_INT_RANGE = (0.0, 100.0)
 
-_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 7: "int64", 6: "int32",
-                5: "int16", 3: "int8", 2: "uint8", 9: "bool"}
-
 
 def model_entries() -> dict[str, ModelSpec | str]:
     """Registered model names: the zoo, then models from installed `deployval.models` entry points
@@ -156,7 +153,7 @@ def sniff_model_file(path: Path) -> str:
 
 
 def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
-    from .export.passes import load_onnx
+    from .export.passes import ONNX_DTYPES, load_onnx
 
     model = load_onnx(path)
     initializers = {init.name for init in model.graph.initializer}
@@ -171,7 +168,7 @@ def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
     specs = []
     for value in graph_inputs:
         tensor = value.type.tensor_type
-        dtype = _ONNX_DTYPES.get(tensor.elem_type)
+        dtype = ONNX_DTYPES.get(tensor.elem_type)
         if dtype is None:
             raise UsageError(f"'{path}': input '{value.name}' has an unsupported element type {tensor.elem_type}")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]

@@ -34,6 +34,10 @@ class InputSpec:
     # Per-dimension divisor the network needs (e.g. the product of its pooling strides);
     # 1 or 0 means "any size".
     multiple_of: tuple[int, ...] | None = None
+    # Range of shapes a dynamic-shape engine must accept (TensorRT optimization profile min/max);
+    # the run's own shape is the optimum. None: the run's shape.
+    min_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -41,8 +45,9 @@ class InputSpec:
         if not self.high > self.low:
             raise UsageError(f"input '{self.name}': empty value range [{self.low}, {self.high})")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        if self.multiple_of is not None:
-            object.__setattr__(self, "multiple_of", tuple(int(d) for d in self.multiple_of))
+        for name in ("multiple_of", "min_shape", "max_shape"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
 
     @property
     def is_integer(self) -> bool:
@@ -298,6 +303,9 @@ class RunConfig:
 
     device: str = "cpu"
     seed: int = 0
+    # Backend settings: keep_int64 (skip the int64 -> int32 pass for TensorRT), trt_workspace_mb,
+    # trt_fp16_route ("onnx" or, TensorRT 10 only, "flag").
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
     warmup: int = 1  # the correctness run counts as the first warm-up
     iterations: int | None = None  # None: as many as fit in time_budget_s (at least 1)
     time_budget_s: float = 2.0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from .base import Runner
 
 
 def torch_cuda_build() -> str | None:
@@ -121,3 +122,60 @@ def tensors_to_host(outputs: Mapping[str, Any], as_float32: bool = False) -> dic
             tensor = tensor.float()
         host[name] = tensor.cpu().numpy()
     return host
+
+
+class TorchModuleRunner(Runner):
+    """What eager and TorchScript share: tensors in, a module call, named tensors out; on CUDA the
+    call runs on a side stream between timing events."""
+
+    def load_module(self) -> Any:
+        raise NotImplementedError
+
+    def activate_impl(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.module = self.load_module()
+        self.timer = None
+        self._tf32: tuple[bool, bool] | None = None
+        if self.device == "cuda":
+            from ._cuda import CudaStreamTimer, device_description
+
+            self.timer = CudaStreamTimer()
+            self.details.update(device_description())
+            # cuDNN convolutions default to TF32 in PyTorch: fp32 must mean fp32 for a reference.
+            backends = torch.backends
+            self._tf32 = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+            backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+
+    def deactivate_impl(self) -> None:
+        del self.module
+        self.timer = None
+        if self.device == "cuda":
+            if self._tf32 is not None:
+                self._torch.backends.cudnn.allow_tf32, self._torch.backends.cuda.matmul.allow_tf32 = self._tf32
+            self._torch.cuda.empty_cache()
+
+    def to_device(self, feeds: Mapping[str, Any]) -> list[Any]:
+        return to_tensors(feeds, self.input_names, self.device, half=self.precision == "fp16")
+
+    def infer_impl(self, feeds: list[Any]) -> dict[str, Any]:
+        with self._torch.inference_mode():
+            if self.timer is None:
+                raw = self.module(*feeds)
+            else:
+                with self.timer.timed():
+                    raw = self.module(*feeds)
+        named = name_outputs(raw, self.output_names)
+        self.output_names = tuple(named)
+        return named
+
+    def synchronize(self) -> None:
+        if self.timer is not None:
+            self.timer.synchronize()
+
+    def device_time_ms(self) -> float | None:
+        return self.timer.elapsed_ms() if self.timer is not None else None
+
+    def to_host(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        return tensors_to_host(outputs, as_float32=True)

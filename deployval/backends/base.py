@@ -32,7 +32,10 @@ ONNX = "onnx"  # checked, simplified (verified) fp32 ONNX
 ONNX_INT32 = "onnx-int32"  # ONNX with int64 cast to int32 (TensorRT 8.x, embedded targets)
 ONNX_FP16 = "onnx-fp16"  # fp16 weights and compute, fp32 I/O
 ONNX_INT8 = "onnx-int8"  # Q/DQ int8, calibrated
-ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8)
+ONNX_FP16_INT32 = "onnx-fp16-int32"  # the fp16 ONNX after the int64 -> int32 pass
+ONNX_INT8_INT32 = "onnx-int8-int32"  # the Q/DQ ONNX after the int64 -> int32 pass
+ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32,
+                  ONNX_INT8_INT32)
 
 
 @dataclass
@@ -59,13 +62,17 @@ class Runner(ABC):
     artifacts: ClassVar[Mapping[str, str]] = {}  # precision -> artifact kind consumed
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
-    def __init__(self, artifact: Artifact, precision: str = "fp32", device: str = "cpu") -> None:
+    def __init__(self, artifact: Artifact, precision: str = "fp32", device: str = "cpu",
+                 options: Mapping[str, Any] | None = None) -> None:
         self.artifact = artifact
         self.precision = precision
         self.device = device
+        self.options: Mapping[str, Any] = options or {}
         self.is_active = False
         self.input_names: tuple[str, ...] = artifact.input_names
         self.output_names: tuple[str, ...] = artifact.output_names
+        # What the report should know about this run (provider used, engine route, cache hit...).
+        self.details: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ class-level description
     @classmethod
@@ -81,6 +88,11 @@ class Runner(ABC):
         if precision not in cls.artifacts:
             return False, f"{cls.name} has no {precision} mode (it offers {', '.join(cls.artifacts)})"
         return True, ""
+
+    @classmethod
+    def artifact_for(cls, precision: str, options: Mapping[str, Any]) -> str:
+        """The artifact kind to build for `precision` (options may choose another route)."""
+        return cls.artifacts[precision]
 
     @classmethod
     def caveats(cls, precision: str, device: str) -> list[str]:
@@ -157,6 +169,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "torchscript": "deployval.backends.torchscript:TorchScriptRunner",
     "ort": "deployval.backends.onnxruntime:OnnxRuntimeRunner",
     "trt": "deployval.backends.tensorrt:TensorRTRunner",
+    "ort-trt": "deployval.backends.onnxruntime_tensorrt:OnnxRuntimeTensorRTRunner",
 }
 
 _registered: dict[str, type[Runner]] = {}

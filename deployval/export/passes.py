@@ -192,6 +192,25 @@ def check_onnx(
         raise error(f"{what} fails the ONNX checker: {_msg(exc)}") from None
 
 
+# ONNX TensorProto element types -> numpy dtype names, for the types deployval feeds.
+ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 7: "int64", 6: "int32",
+               5: "int16", 3: "int8", 2: "uint8", 9: "bool"}
+
+
+def onnx_input_dtypes(model_or_path: ModelProto | PathLike) -> dict[str, str]:
+    """dtype of each graph input (initializers excluded), read without loading weights."""
+    import onnx
+
+    model = (model_or_path if isinstance(model_or_path, onnx.ModelProto)
+             else onnx.load(str(model_or_path), load_external_data=False))
+    initializers = {i.name for i in model.graph.initializer}
+    return {
+        value.name: ONNX_DTYPES.get(value.type.tensor_type.elem_type, str(value.type.tensor_type.elem_type))
+        for value in model.graph.input
+        if value.name not in initializers
+    }
+
+
 def run_onnxruntime(model_or_path: ModelProto | PathLike, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Run a model once on ONNX Runtime's CPU provider; outputs keyed by graph output name."""
     import numpy as np

@@ -22,8 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from .._util import atomic_write_json, library_versions, sha256_file, sha256_json
-from ..backends.base import MODULE, ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, ONNX_RAW, TORCHSCRIPT, Artifact
+from .._util import atomic_path, atomic_write_json, library_versions, sha256_file, sha256_json
+from ..backends.base import (
+    MODULE,
+    ONNX,
+    ONNX_FP16,
+    ONNX_FP16_INT32,
+    ONNX_INT8,
+    ONNX_INT8_INT32,
+    ONNX_INT32,
+    ONNX_RAW,
+    TORCHSCRIPT,
+    Artifact,
+)
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..spec import ModelSpec, RunConfig
 
@@ -35,7 +46,11 @@ FILE_NAMES = {
     ONNX_INT32: "model.int32.onnx",
     ONNX_FP16: "model.fp16.onnx",
     ONNX_INT8: "model.int8.onnx",
+    ONNX_FP16_INT32: "model.fp16.int32.onnx",
+    ONNX_INT8_INT32: "model.int8.int32.onnx",
 }
+# The int64 -> int32 variant of each ONNX artifact, and what it is made from.
+INT32_SOURCES = {ONNX_INT32: ONNX, ONNX_FP16_INT32: ONNX_FP16, ONNX_INT8_INT32: ONNX_INT8}
 # Simplification must leave outputs unchanged up to float re-association: |s - r| <= tol * (max|r| + |r|).
 SIMPLIFY_TOLERANCE = 1e-5
 
@@ -151,9 +166,11 @@ class ArtifactStore:
             TORCHSCRIPT: self._torchscript,
             ONNX_RAW: self._onnx_raw,
             ONNX: self._onnx,
-            ONNX_INT32: self._onnx_int32,
+            ONNX_INT32: lambda: self._int32_of(ONNX_INT32),
             ONNX_FP16: self._onnx_fp16,
             ONNX_INT8: self._onnx_int8,
+            ONNX_FP16_INT32: lambda: self._int32_of(ONNX_FP16_INT32),
+            ONNX_INT8_INT32: lambda: self._int32_of(ONNX_INT8_INT32),
         }
         if kind not in builders:
             raise ExportError(f"unknown artifact kind '{kind}'")
@@ -301,6 +318,9 @@ class ArtifactStore:
         raw = self.get(ONNX_RAW)
         meta = self._cached(ONNX)
         if meta is not None and meta.get("verified_inputs") in (self.inputs_digest, None):
+            previous = meta.get("check", {})
+            self._record(Step("check", status=previous.get("status", "ok"), reason=previous.get("reason", ""),
+                              cached=True), None)
             return self._from_cache(ONNX, "simplify")  # type: ignore[return-value]
         from . import passes
 
@@ -325,7 +345,8 @@ class ArtifactStore:
                 self._simplify_verified(raw.path, path, step)  # type: ignore[arg-type]
         artifact = self._file_artifact(ONNX, path, step.details)
         self._record(step, artifact)
-        self._save_meta(ONNX, artifact, step, {"verified_inputs": step.details.get("verified_inputs")})
+        self._save_meta(ONNX, artifact, step, {"verified_inputs": step.details.get("verified_inputs"),
+                                               "check": check.to_dict()})
         return artifact
 
     def _simplify_verified(self, raw_path: Path, path: Path, step: Step) -> None:
@@ -361,23 +382,26 @@ class ArtifactStore:
             step.details["verified_inputs"] = self.inputs_digest
         os.replace(tmp, path)
 
-    def _onnx_int32(self) -> Artifact:
-        source = self.get(ONNX)
-        cached = self._from_cache(ONNX_INT32, "int64-to-int32")
+    def _int32_of(self, kind: str) -> Artifact:
+        """The int64 -> int32 pass on another ONNX artifact, verified to give identical outputs."""
+        source = self.get(INT32_SOURCES[kind])
+        step_name = "int64-to-int32" + ("" if kind == ONNX_INT32 else f" ({INT32_SOURCES[kind]})")
+        cached = self._from_cache(kind, step_name)
         if cached:
             return cached
         from . import passes
 
-        step = Step("int64-to-int32", reproduce=self.reproduce)
+        step = Step(step_name, reproduce=self.reproduce)
         try:
-            with self._timed(step, "int64 -> int32"):
+            with self._timed(step, f"int64 -> int32 ({INT32_SOURCES[kind]})"):
                 model, details = passes.cast_int64_to_int32(passes.load_onnx(source.path))
                 step.details = _as_dict(details)
                 import onnx
 
                 passes.check_onnx(model)
-                onnx.save(model, str(self._path(ONNX_INT32)))
-                verdict = verify_same_outputs(source.path, self._path(ONNX_INT32), self.inputs, tolerance=0.0)
+                with atomic_path(self._path(kind)) as tmp:
+                    onnx.save(model, str(tmp))
+                verdict = verify_same_outputs(source.path, self._path(kind), self.inputs, tolerance=0.0)
                 step.details["verification"] = verdict
                 if verdict["status"] == "fail":
                     raise ExportError(f"the int32 model computes something else: {verdict['reason']}")
@@ -385,9 +409,9 @@ class ArtifactStore:
             step.status, step.reason = "fail", exc.one_line()
             self._record(step, None)
             raise
-        artifact = self._file_artifact(ONNX_INT32, self._path(ONNX_INT32), step.details)
+        artifact = self._file_artifact(kind, self._path(kind), step.details)
         self._record(step, artifact)
-        self._save_meta(ONNX_INT32, artifact, step)
+        self._save_meta(kind, artifact, step)
         return artifact
 
     def _onnx_fp16(self) -> Artifact:
@@ -403,8 +427,6 @@ class ArtifactStore:
                 model, details = passes.convert_fp16(passes.load_onnx(source.path), keep_io_types=True)
                 step.details = _as_dict(details)
                 import onnx
-
-                from .._util import atomic_path
 
                 with atomic_path(self._path(ONNX_FP16)) as tmp:
                     onnx.save(model, str(tmp))
@@ -520,11 +542,7 @@ def verify_same_outputs(
 
 def _feeds_for(path: Path | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs cast to what the model declares (int32 after the int64 pass), range-checked."""
-    import onnxruntime
-
-    from ..backends.onnxruntime import _ORT_TYPES
     from ..inputs import adapt_for_backend
+    from .passes import onnx_input_dtypes
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    dtypes = {i.name: _ORT_TYPES.get(i.type, i.type) for i in session.get_inputs()}
-    return adapt_for_backend(inputs, dtypes, "verification")
+    return adapt_for_backend(inputs, onnx_input_dtypes(path), "verification")

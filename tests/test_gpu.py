@@ -1,0 +1,83 @@
+"""GPU backends on a CUDA machine (`make test-gpu`). Each test skips with its reason where the
+device or the library is missing; nothing here is faked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deployval.backends.base import check_available
+from deployval.backends.onnxruntime import OnnxRuntimeRunner
+from deployval.backends.onnxruntime_tensorrt import OnnxRuntimeTensorRTRunner
+from deployval.backends.tensorrt import TensorRTRunner
+from deployval.backends.torch_eager import TorchEagerRunner
+
+TORCH_CUDA = check_available(TorchEagerRunner, "cuda")
+ORT_CUDA = check_available(OnnxRuntimeRunner, "cuda")
+TRT = check_available(TensorRTRunner, "cuda")
+ORT_TRT = check_available(OnnxRuntimeTensorRTRunner, "cuda")
+
+needs_cuda = pytest.mark.skipif(not TORCH_CUDA[0], reason=f"torch CUDA: {TORCH_CUDA[1]}")
+needs_ort_cuda = pytest.mark.skipif(not ORT_CUDA[0], reason=f"ORT CUDA: {ORT_CUDA[1]}")
+needs_trt = pytest.mark.skipif(not TRT[0], reason=f"TensorRT: {TRT[1]}")
+needs_ort_trt = pytest.mark.skipif(not ORT_TRT[0], reason=f"ORT TensorRT provider: {ORT_TRT[1]}")
+
+
+def _rows(cli, tmp_path, *args):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", *args, "--device", "cuda", "--json", report_path, "-q")
+    report = json.loads(report_path.read_text())
+    return result, {(r["backend"], r["precision"]): r for r in report["results"]}, report
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torch_and_torchscript_on_cuda_fp32_fp16(cli, tmp_path):
+    result, rows, report = _rows(cli, tmp_path, "convs", "--backends", "torch,torchscript", "--precisions", "fp32,fp16")
+    assert result.code == 0, result.out + result.err
+    assert report["device"]["gpu"]
+    assert rows[("torchscript", "fp32")]["status"] == "pass"
+    fp16 = rows[("torch", "fp16")]
+    assert fp16["status"] == "pass" and fp16["outputs"][0]["metrics"]["max_abs"] > 0
+    assert fp16["latency"]["device_median_ms"] > 0  # CUDA events around each run
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+def test_ort_cuda_provider_is_really_used(cli, tmp_path):
+    result, rows, _ = _rows(cli, tmp_path, "srcnn", "--input-shape", "image=1x3x64x64", "--backends", "torch,ort",
+                            "--precisions", "fp32,fp16")
+    assert result.code == 0, result.out + result.err
+    ort = rows[("ort", "fp32")]
+    assert ort["details"]["providers"][0] == "CUDAExecutionProvider"
+    assert rows[("ort", "fp16")]["faithful"] is True  # real fp16 kernels on the GPU
+    assert ort["latency"]["device_median_ms"] > 0
+
+
+@pytest.mark.tensorrt
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_engine_builds_runs_and_is_cached(cli, tmp_path, precision):
+    args = ("convs", "--backends", "torch,trt", "--precisions", precision, "--cache-dir", tmp_path / "cache")
+    result, rows, _ = _rows(cli, tmp_path, *args)
+    assert result.code == 0, result.out + result.err
+    trt = rows[("trt", precision)]
+    assert trt["details"]["engine_cache"] == "miss" and trt["details"]["route"]
+    result, rows, _ = _rows(cli, tmp_path, *args)
+    assert rows[("trt", precision)]["details"]["engine_cache"] == "hit"
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_on_the_int64_model(cli, tmp_path):
+    result, _, _ = _rows(cli, tmp_path, "tagger", "--backends", "torch,trt")
+    assert result.code == 0, result.out + result.err
+
+
+@pytest.mark.tensorrt
+@needs_ort_trt
+def test_ort_tensorrt_provider(cli, tmp_path):
+    result, rows, _ = _rows(cli, tmp_path, "convs", "--backends", "torch,ort-trt", "--cache-dir", tmp_path / "c")
+    assert result.code == 0, result.out + result.err
+    assert rows[("ort-trt", "fp32")]["details"]["providers"][0] == "TensorrtExecutionProvider"
