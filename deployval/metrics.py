@@ -18,38 +18,60 @@ FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
 
 
+@dataclass
+class _Pair:
+    """Reference and candidate as float64 over the elements finite in both, with |c - r| computed
+    once: every statistic and the verdict read from it (outputs can be tens of millions of values)."""
+
+    r: np.ndarray
+    c: np.ndarray
+    diff: np.ndarray
+    abs_r: np.ndarray
+    nan: int
+    inf: int
+    size: int
+    excluded_ref: int  # elements left out because the reference is not finite
+
+    @classmethod
+    def of(cls, ref: np.ndarray, cand: np.ndarray) -> _Pair:
+        r = np.asarray(ref, dtype=np.float64).ravel()
+        c = np.asarray(cand, dtype=np.float64).ravel()
+        nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
+        finite_ref = np.isfinite(r)
+        excluded = int(r.size - np.count_nonzero(finite_ref))
+        keep = finite_ref if excluded else None
+        if nan or inf:
+            keep = np.isfinite(c) if keep is None else keep & np.isfinite(c)
+        if keep is not None:
+            r, c = r[keep], c[keep]
+        return cls(r, c, np.abs(c - r), np.abs(r), nan, inf, int(np.asarray(ref).size), excluded)
+
+
 def error_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    """Error statistics of `cand` against `ref` (same shape), over elements finite in `ref`."""
-    r = np.asarray(ref, dtype=np.float64)
-    c = np.asarray(cand, dtype=np.float64)
-    finite_ref = np.isfinite(r)
-    all_finite_ref = bool(finite_ref.all())
-    if not all_finite_ref:
-        r, c = r[finite_ref], c[finite_ref]
-    finite_c = np.isfinite(c)
-    nan_count = int(np.isnan(c).sum())
-    inf_count = int(np.isinf(c).sum())
-    metrics: dict[str, float] = {"nan": nan_count, "inf": inf_count, "elements": int(np.asarray(ref).size)}
-    if not finite_c.all():
-        r, c = r[finite_c], c[finite_c]
+    """Error statistics of `cand` against `ref` (same shape), over elements finite in both."""
+    return _error_metrics(_Pair.of(ref, cand))
+
+
+def _error_metrics(pair: _Pair) -> dict[str, float]:
+    metrics: dict[str, float] = {"nan": pair.nan, "inf": pair.inf, "elements": pair.size}
+    r, c, diff, abs_r = pair.r, pair.c, pair.diff, pair.abs_r
     if r.size == 0:
         metrics.update(max_abs=0.0, mean_abs=0.0, median_abs=0.0, p99_abs=0.0, rel_l2=0.0, max_rel=0.0,
                        cosine=1.0, sqnr_db=math.inf, ref_abs_max=0.0)
         return metrics
-    diff = np.abs(c - r)
-    abs_r = np.abs(r)
     ref_abs_max = float(abs_r.max())
-    norm_r = float(np.linalg.norm(r))
-    norm_c = float(np.linalg.norm(c))
-    norm_d = float(np.linalg.norm(c - r))
+    norm_r = math.sqrt(float(np.dot(r, r)))
+    norm_c = math.sqrt(float(np.dot(c, c)))
+    norm_d = math.sqrt(float(np.dot(diff, diff)))
     eps = 1e-6 * ref_abs_max if ref_abs_max > 0 else 1e-30
     with np.errstate(over="ignore", divide="ignore"):
         max_rel = float((diff / (abs_r + eps)).max())
+    median, p99 = np.percentile(diff, [50, 99])
     metrics.update(
         max_abs=float(diff.max()),
         mean_abs=float(diff.mean()),
-        median_abs=float(np.median(diff)),
-        p99_abs=float(np.percentile(diff, 99)),
+        median_abs=float(median),
+        p99_abs=float(p99),
         rel_l2=rel_l2(norm_d, norm_r),
         max_rel=max_rel,
         cosine=cosine(r, c, norm_r, norm_c),
@@ -90,14 +112,13 @@ def mismatch_fraction(ref: np.ndarray, cand: np.ndarray) -> float:
 
 def min_passing_elementwise(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> dict[str, float]:
     """The smallest atol (at the given rtol) and rtol (at the given atol) that would have passed."""
-    r = np.asarray(ref, dtype=np.float64)
-    c = np.asarray(cand, dtype=np.float64)
-    mask = np.isfinite(r) & np.isfinite(c)
-    r, c = r[mask], c[mask]
-    if r.size == 0:
+    return _min_passing(_Pair.of(ref, cand), atol, rtol)
+
+
+def _min_passing(pair: _Pair, atol: float, rtol: float) -> dict[str, float]:
+    if pair.r.size == 0:
         return {"atol": 0.0, "rtol": 0.0}
-    diff = np.abs(c - r)
-    abs_r = np.abs(r)
+    diff, abs_r = pair.diff, pair.abs_r
     min_atol = float(max((diff - rtol * abs_r).max(), 0.0))
     excess = diff - atol
     over = excess > 0
@@ -118,16 +139,14 @@ def argmax_agreement(ref: np.ndarray, cand: np.ndarray, axis: int) -> float:
 def dice_per_class(ref: np.ndarray, cand: np.ndarray, axis: int) -> dict[int, float]:
     """Dice between the argmax label maps, for every class present in either."""
     a, b = np.argmax(ref, axis=axis).ravel(), np.argmax(cand, axis=axis).ravel()
-    classes = int(ref.shape[axis])
+    return _dice_from_labels(a, b, a == b, int(ref.shape[axis]))
+
+
+def _dice_from_labels(a: np.ndarray, b: np.ndarray, same: np.ndarray, classes: int) -> dict[int, float]:
     count_a = np.bincount(a, minlength=classes)
     count_b = np.bincount(b, minlength=classes)
-    both = np.bincount(a[a == b], minlength=classes)
-    scores = {}
-    for k in range(classes):
-        total = count_a[k] + count_b[k]
-        if total:
-            scores[k] = float(2.0 * both[k] / total)
-    return scores
+    both = np.bincount(a[same], minlength=classes)
+    return {k: float(2.0 * both[k] / (count_a[k] + count_b[k])) for k in range(classes) if count_a[k] + count_b[k]}
 
 
 def topk_overlap(ref: np.ndarray, cand: np.ndarray, axis: int, k: int) -> float:
@@ -147,9 +166,11 @@ def task_metrics(ref: np.ndarray, cand: np.ndarray, task: TaskSpec) -> dict[str,
     axis = task.axis if task.axis >= 0 else ref.ndim + task.axis
     if ref.ndim == 0 or not 0 <= axis < ref.ndim:
         return {}
-    result: dict[str, Any] = {"argmax_agreement": argmax_agreement(ref, cand, axis)}
+    labels_r, labels_c = np.argmax(ref, axis=axis), np.argmax(cand, axis=axis)  # once, for every metric
+    same = labels_r == labels_c
+    result: dict[str, Any] = {"argmax_agreement": float(np.count_nonzero(same) / same.size) if same.size else 1.0}
     if task.kind == "segmentation":
-        dice = dice_per_class(ref, cand, axis)
+        dice = _dice_from_labels(labels_r.ravel(), labels_c.ravel(), same.ravel(), int(ref.shape[axis]))
         result["dice_per_class"] = {str(k): v for k, v in dice.items()}
         result["dice_mean"] = float(np.mean(list(dice.values()))) if dice else 1.0
         result["dice_min"] = float(min(dice.values())) if dice else 1.0
@@ -235,23 +256,24 @@ def compare_output(
         result.passed = not result.failures
         return result
 
-    metrics = error_metrics(ref, cand)
+    pair = _Pair.of(ref, cand)
+    metrics = _error_metrics(pair)
     result.metrics = metrics
-    finite_ref = np.isfinite(ref.astype(np.float64, copy=False))
-    bad_nonfinite = int((~np.isfinite(cand.astype(np.float64, copy=False)) & finite_ref).sum())
-    if bad_nonfinite:
-        result.failures.append(f"{bad_nonfinite} non-finite values (NaN {metrics['nan']}, Inf {metrics['inf']}) "
-                               "where the reference is finite")
-    if not finite_ref.all():
-        result.warnings.append(f"reference has {int((~finite_ref).sum())} non-finite values, left out of the metrics")
+    if metrics["nan"] or metrics["inf"]:
+        bad_nonfinite = int((~np.isfinite(cand) & np.isfinite(ref)).sum())
+        if bad_nonfinite:
+            result.failures.append(f"{bad_nonfinite} non-finite values (NaN {metrics['nan']}, Inf {metrics['inf']}) "
+                                   "where the reference is finite")
+    if pair.excluded_ref:
+        result.warnings.append(f"reference has {pair.excluded_ref} non-finite values, left out of the metrics")
     if task is not None and task.applies_to(name):
         result.task = task_metrics(ref, cand, task)
 
     if tolerance.elementwise:
         atol, rtol = tolerance.atol or 0.0, tolerance.rtol or 0.0
-        result.min_passing = min_passing_elementwise(ref, cand, atol, rtol)
+        result.min_passing = _min_passing(pair, atol, rtol)
         result.min_passing["at_rtol"], result.min_passing["at_atol"] = rtol, atol
-        _check_elementwise(ref, cand, atol, rtol, result)
+        _check_elementwise(ref, cand, pair, atol, rtol, result)
     for stat in ("mean_abs", "p99_abs", "rel_l2"):
         bound = getattr(tolerance, stat)
         result.min_passing.setdefault(stat, metrics[stat])
@@ -278,17 +300,24 @@ def _kind(array: np.ndarray) -> str:
     return array.dtype.kind
 
 
-def _check_elementwise(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float, out: OutputComparison) -> None:
-    r = ref.astype(np.float64, copy=False)
-    c = cand.astype(np.float64, copy=False)
-    mask = np.isfinite(r) & np.isfinite(c)
-    allowed = atol + rtol * np.abs(r)
-    excess = np.where(mask, np.abs(c - r) - allowed, -np.inf)
-    violations = int((excess > 0).sum())
+def _check_elementwise(ref: np.ndarray, cand: np.ndarray, pair: _Pair, atol: float, rtol: float,
+                       out: OutputComparison) -> None:
+    excess = pair.diff - (atol + rtol * pair.abs_r)
+    violations = int(np.count_nonzero(excess > 0))
     if violations:
-        worst = np.unravel_index(int(np.argmax(excess)), r.shape)
-        where = "[" + ",".join(str(int(i)) for i in worst) + "]"
+        worst = int(np.argmax(excess))
+        allowed = atol + rtol * pair.abs_r[worst]
+        where = _position(ref, cand, pair, worst)
         out.failures.append(
-            f"{violations} of {r.size} elements exceed atol+rtol*|ref| (worst at {where}: "
-            f"|diff| {abs(c[worst] - r[worst]):.3g} > {allowed[worst]:.3g})"
+            f"{violations} of {pair.size} elements exceed atol+rtol*|ref| (worst at {where}: "
+            f"|diff| {pair.diff[worst]:.3g} > {allowed:.3g})"
         )
+
+
+def _position(ref: np.ndarray, cand: np.ndarray, pair: _Pair, flat_index: int) -> str:
+    """The index in the original array of the `flat_index`-th compared element."""
+    if pair.r.size != pair.size:  # some elements were left out: map back through the finite mask
+        finite = (np.isfinite(np.asarray(ref, dtype=np.float64)) & np.isfinite(np.asarray(cand, dtype=np.float64)))
+        flat_index = int(np.flatnonzero(finite.ravel())[flat_index])
+    index = np.unravel_index(flat_index, np.shape(ref))
+    return "[" + ",".join(str(int(i)) for i in index) + "]"

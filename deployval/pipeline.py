@@ -6,7 +6,6 @@ still run and reported. Only problems with the user's input stop the run early (
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import shlex
@@ -171,7 +170,6 @@ def compare(
             report.steps = list(store.steps)
             if on_progress is not None:
                 on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
-            gc.collect()
     finally:
         report.steps = list(store.steps)
         store.close()

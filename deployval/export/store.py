@@ -215,8 +215,9 @@ class ArtifactStore:
                 "details": artifact.details, **(extra or {}),
             })
 
-    def _file_artifact(self, kind: str, path: Path, details: dict[str, Any] | None = None) -> Artifact:
-        return Artifact(kind=kind, path=path, sha256=sha256_file(path), input_names=self.spec.input_names,
+    def _file_artifact(self, kind: str, path: Path, details: dict[str, Any] | None = None,
+                       sha256: str | None = None) -> Artifact:
+        return Artifact(kind=kind, path=path, sha256=sha256 or sha256_file(path), input_names=self.spec.input_names,
                         output_names=self.output_names, details=details or {})
 
     def _record(self, step: Step, artifact: Artifact | None) -> None:
@@ -224,11 +225,11 @@ class ArtifactStore:
             step.artifact = artifact.to_dict()
         self.steps.append(step)
 
-    def _from_cache(self, kind: str, step_name: str) -> Artifact | None:
-        meta = self._cached(kind)
+    def _from_cache(self, kind: str, step_name: str, meta: dict[str, Any] | None = None) -> Artifact | None:
+        meta = meta if meta is not None else self._cached(kind)
         if meta is None:
             return None
-        artifact = self._file_artifact(kind, self._path(kind), meta.get("details", {}))
+        artifact = self._file_artifact(kind, self._path(kind), meta.get("details", {}), sha256=meta["sha256"])
         previous = meta.get("step", {})
         step = Step(step_name, status=previous.get("status", "ok"), reason=previous.get("reason", ""),
                     cached=True, details=previous.get("details", {}), reproduce=self.reproduce)
@@ -321,7 +322,7 @@ class ArtifactStore:
             previous = meta.get("check", {})
             self._record(Step("check", status=previous.get("status", "ok"), reason=previous.get("reason", ""),
                               cached=True), None)
-            return self._from_cache(ONNX, "simplify")  # type: ignore[return-value]
+            return self._from_cache(ONNX, "simplify", meta)  # type: ignore[return-value]
         from . import passes
 
         check = Step("check", reproduce=self.reproduce)
@@ -445,7 +446,7 @@ class ArtifactStore:
         calibration_digest = sha256_json([sorted(s) for s in samples]) + _samples_digest(samples)
         meta = self._cached(ONNX_INT8)
         if meta is not None and meta.get("calibration") == calibration_digest:
-            return self._from_cache(ONNX_INT8, "int8")  # type: ignore[return-value]
+            return self._from_cache(ONNX_INT8, "int8", meta)  # type: ignore[return-value]
         from . import passes
 
         step = Step("int8", reproduce=self.reproduce)
