@@ -30,6 +30,27 @@ def timed_import(name: str) -> Any:
     return module
 
 
+@contextlib.contextmanager
+def quiet_libraries(*logger_names: str) -> Iterator[None]:
+    """Silence what exporters and quantizers print (stdout, warnings, the named loggers; "" is the
+    root logger): the report says what matters."""
+    import io
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name or None) for name in logger_names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file."""
     path = Path(path)

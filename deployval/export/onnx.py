@@ -3,36 +3,17 @@ or as a recorded fallback when dynamo fails."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._util import atomic_path, timed_import
+from .._util import atomic_path, quiet_libraries, timed_import
 from ..errors import ExportError, first_line
 
 LEGACY_DEFAULT_OPSET = 17
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 # Above this many bytes of weights the protobuf 2 GB limit is near: keep weights in a side file.
 EXTERNAL_DATA_BYTES = 1_500_000_000
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporters print progress and warnings of their own; the report says what matters."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def export_onnx(
@@ -84,7 +65,7 @@ def export_onnx(
 
 def _export(torch: Any, module: Any, args: tuple[Any, ...], path: Path, *, dynamo: bool, opset: int | None,
             large: bool, **common: Any) -> None:
-    with atomic_path(path) as tmp, _quiet(), torch.no_grad():
+    with atomic_path(path) as tmp, quiet_libraries(*EXPORTER_LOGGERS), torch.no_grad():
         if dynamo:
             torch.onnx.export(module, args, str(tmp), dynamo=True, opset_version=opset, verbose=False,
                               external_data=large, **common)

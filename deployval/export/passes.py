@@ -10,8 +10,6 @@ functions so that `deployval` imports, lists and parses specs without them.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
 import warnings
@@ -21,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
 
 if TYPE_CHECKING:
@@ -1229,8 +1228,9 @@ def quantize_int8(
         else:
             details.preprocess = f"failed: {failure}; unprocessed model used"
         try:
-            # ORT's calibrators print progress to stdout, which belongs to deployval's own report.
-            with contextlib.redirect_stdout(io.StringIO()):
+            # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
+            # axes of 1-D norm weights); deployval's report is where results go.
+            with quiet_libraries(""):
                 quantize_static(
                     str(input_path),
                     str(out),

@@ -16,11 +16,9 @@ FINE_ORGANS = ModelSpec(
     ),
     output_names=("logits",),
     task=TaskSpec("segmentation", axis=1),
-    tolerances=ToleranceTable(
-        {
-            "*:fp16": Tolerance(rel_l2=1e-2, argmax_agreement=0.995),
-        }
-    ),
+    # fp16 flips voxels whose two best logits are nearly tied: measured 99.38% argmax agreement with
+    # real half arithmetic (torch CPU, 48x80x80), 99.56-99.63% on ORT's CPU provider (see README).
+    tolerances=ToleranceTable({"*:fp16": Tolerance(rel_l2=1e-2, cosine=0.9999, argmax_agreement=0.99)}),
     gate={
         "cpu": ("torch:fp32", "torchscript:fp32", "ort:fp32", "ort:fp16"),
         "cuda": ("torch:fp32", "torchscript:fp32", "ort:fp32", "trt:fp32", "trt:fp16"),
