@@ -68,6 +68,11 @@ WorkspaceOpt = Annotated[int | None, typer.Option(
 Fp16RouteOpt = Annotated[str, typer.Option(
     "--trt-fp16-route", help="TensorRT fp16 from the fp16 ONNX ('onnx', strongly typed) or, on TensorRT 10, "
                              "from the BuilderFlag.FP16 ('flag').")]
+IsolateOpt = Annotated[bool | None, typer.Option(
+    "--isolate/--no-isolate", help="Run each backend in its own process, so a crash or hang costs only its row "
+                                   "[default: TensorRT backends, or all when --timeout is set].")]
+TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", help="Seconds each isolated backend may take before it is killed and reported.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(
     "--calibration", help="Directory of .npy/.npz samples to calibrate int8 with (default: the run's inputs).")]
 
@@ -224,6 +229,8 @@ def compare_command(
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
+    isolate: IsolateOpt = None,
+    timeout: TimeoutOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -242,7 +249,7 @@ def compare_command(
     spec = _resolve(model, input_shape, input_range, checkpoint)
     config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
                      time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                     calibration=calibration,
+                     calibration=calibration, isolate=isolate, timeout_s=timeout,
                      backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
     raise typer.Exit(_run_and_report(
@@ -267,6 +274,8 @@ def validate_command(
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
+    isolate: IsolateOpt = None,
+    timeout: TimeoutOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -283,8 +292,8 @@ def validate_command(
     if not gate:
         raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
     config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
-                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration,
-                     backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
+                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration, isolate=isolate,
+                     timeout_s=timeout, backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
     backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))
     precisions = tuple(dict.fromkeys(item.partition(":")[2] or "fp32" for item in gate))

@@ -21,11 +21,11 @@ from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
 from .backends.base import MODULE, ONNX_RAW, Artifact, Runner, check_available, get_backend
 from .errors import DeployvalError, UsageError, first_line
+from .execution import execute, infer_once, time_runner
 from .export.store import ArtifactStore, Progress, Step
 from .metrics import compare_output
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
-from .timing import measure, summarize
 
 
 @dataclass
@@ -165,7 +165,8 @@ def compare(
                     reference_result.backend, reference_result.precision):
                     job.result = reference_result
                 else:
-                    job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation)
+                    job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
+                                          trust_checkpoint)
             report.results.append(job.result)
             report.steps = list(store.steps)
             if on_progress is not None:
@@ -260,7 +261,7 @@ def _run_reference(
             runner.activate()
             prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
             first_start = time.perf_counter()
-            outputs = runner.to_host(_infer(runner, prepared))
+            outputs = runner.to_host(infer_once(runner, prepared))
             first_run = time.perf_counter() - first_start
         runner.artifact.output_names = runner.output_names
     except DeployvalError:
@@ -279,43 +280,17 @@ def _run_reference(
                                    reproduce=invocation.command(runner.name, "fp32", config.device))
             result.artifact = runner.artifact.to_dict() if runner.artifact.path else {"kind": runner.artifact.kind}
             with progress.step(f"timing {runner.name} fp32"):
-                result.latency, seconds = _time(runner, prepared, config, first_run, _batch(feeds))
+                result.latency, seconds = time_runner(runner, prepared, config, first_run)
             result.seconds = {"prepare": 0.0, "correctness": first_run, **seconds}
     finally:
         runner.deactivate()
     return outputs, result
 
 
-def _batch(feeds: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feeds.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
-def _time(runner: Runner, feeds: Mapping[str, np.ndarray], config: RunConfig, first_run_s: float,
-          batch: int) -> tuple[Any, dict[str, float]]:
-    def run_once() -> float | None:
-        runner.to_host(_infer(runner, feeds))
-        return runner.device_time_ms()
-
-    start = time.perf_counter()
-    host, device = measure(
-        run_once, extra_warmup=config.warmup - 1, iterations=config.iterations,
-        time_budget_s=config.time_budget_s, max_iterations=config.max_iterations,
-    )
-    stats = summarize(host, batch=batch, warmup=config.warmup, first_run_ms=first_run_s * 1000.0,
-                      device_samples_ms=device)
-    return stats, {"timing": time.perf_counter() - start}
-
-
-def _infer(runner: Runner, feeds: Mapping[str, np.ndarray]) -> Any:
-    outputs = runner.infer_impl(runner.to_device(feeds))
-    runner.synchronize()
-    return outputs
-
-
 def _run_job(
     job: Job, spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray], config: RunConfig, progress: Progress, invocation: Invocation,
+    trust_checkpoint: bool = False,
 ) -> BackendResult:
     assert job.runner is not None
     cls = job.runner
@@ -324,6 +299,7 @@ def _run_job(
     result.faithful = cls.faithful(job.precision, config.device)
     result.warnings.extend(cls.caveats(job.precision, config.device))
     options = backend_options(spec, config, store)
+    kind = "?"
     try:
         kind = cls.artifact_for(job.precision, options)
         artifact = store.get(kind)
@@ -335,45 +311,32 @@ def _run_job(
         result.reason = f"artifact '{kind}' could not be made: {first_line(exc)}"
         return result
     result.artifact = artifact.to_dict() if artifact.path else {"kind": artifact.kind}
-    runner = cls(artifact, job.precision, config.device, options)
     label = f"{job.backend} {job.precision}"
-    try:
-        start = time.perf_counter()
-        with progress.step(f"loading {label}"):
-            runner.activate()
-        result.seconds["prepare"] = time.perf_counter() - start
-        prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), job.backend)
-        with progress.step(f"running {label}"):
-            start = time.perf_counter()
-            outputs = runner.to_host(_infer(runner, prepared))
-            first_run = time.perf_counter() - start
-        result.seconds["correctness"] = first_run
+    if config.isolates(cls.isolate_by_default):
+        from .isolation import execute_isolated
+
+        execution = execute_isolated(cls, artifact, job.precision, config.device, options, feeds, config, spec,
+                                     timeout_s=config.timeout_s, progress=progress, label=label,
+                                     trust_checkpoint=trust_checkpoint)
+    else:
+        execution = execute(cls, artifact, job.precision, config.device, options, feeds, config, progress, label)
+    result.details.update(execution.details)
+    result.seconds.update(execution.seconds)
+    result.warnings.extend(execution.warnings)
+    result.latency = execution.latency
+    if execution.outputs is not None:
         start = time.perf_counter()
         result.outputs = [
-            compare_output(name, ref, outputs.get(name), _tolerance(spec, job, name, config), spec.task)
+            compare_output(name, ref, execution.outputs.get(name), _tolerance(spec, job, name, config), spec.task)
             for name, ref in reference.items()
         ]
-        extra = sorted(set(outputs) - set(reference))
+        extra = sorted(set(execution.outputs) - set(reference))
         if extra:
             result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")
         result.seconds["compare"] = time.perf_counter() - start
-        del outputs
-        with progress.step(f"timing {label}"):
-            result.latency, seconds = _time(runner, prepared, config, first_run, _batch(feeds))
-        result.seconds.update(seconds)
-    except DeployvalError as exc:
-        result.reason = exc.one_line()
-        result.usage_error = isinstance(exc, UsageError)
+    if execution.error is not None:  # the outputs it produced before failing are still reported
+        result.reason, result.usage_error = execution.error, execution.usage_error
         return result
-    except Exception as exc:  # a crashing runtime is a result, not the end of the run
-        result.reason = f"{job.backend} failed: {first_line(exc)}"
-        return result
-    finally:
-        result.details.update(runner.details)
-        try:
-            runner.deactivate()
-        except Exception as exc:
-            result.warnings.append(f"deactivate failed: {first_line(exc)}")
     failed = [o for o in result.outputs if not o.passed]
     result.status = FAIL if failed else PASS
     if failed:

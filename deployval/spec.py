@@ -317,6 +317,15 @@ class RunConfig:
     use_cache: bool = True
     exporter: str | None = None  # override the spec's exporter
     calibration: Path | None = None  # directory of .npy/.npz calibration inputs for int8
+    # Run backends in their own process: None = those that build native engines (TensorRT), or all
+    # when a timeout is set; True = all; False = none.
+    isolate: bool | None = None
+    timeout_s: float | None = None  # per isolated backend; None = no limit
+
+    def isolates(self, isolate_by_default: bool) -> bool:
+        if self.isolate is not None:
+            return self.isolate
+        return isolate_by_default or self.timeout_s is not None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -327,6 +336,10 @@ class RunConfig:
             raise UsageError("--iterations must be 0 or more")
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise UsageError("--time-budget must be a positive number of seconds")
+        if self.timeout_s is not None and not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
+            raise UsageError("--timeout must be a positive number of seconds")
+        if self.timeout_s is not None and self.isolate is False:
+            raise UsageError("--timeout needs backends in their own process; drop --no-isolate")
         for name in ("atol", "rtol"):
             value = getattr(self, name)
             if value is not None and not (value >= 0 and math.isfinite(value)):

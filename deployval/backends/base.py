@@ -61,6 +61,9 @@ class Runner(ABC):
     description: ClassVar[str] = ""
     artifacts: ClassVar[Mapping[str, str]] = {}  # precision -> artifact kind consumed
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    # Runtimes that build native engines run in their own process unless told otherwise, so that a
+    # crash in them cannot take the other results down.
+    isolate_by_default: ClassVar[bool] = False
 
     def __init__(self, artifact: Artifact, precision: str = "fp32", device: str = "cpu",
                  options: Mapping[str, Any] | None = None) -> None:

@@ -38,6 +38,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
     description: ClassVar[str] = "ONNX Runtime with the TensorRT execution provider (CUDA provider as fallback)"
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX, "fp16": ONNX_FP16, "int8": ONNX_INT8}
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    isolate_by_default: ClassVar[bool] = True
 
     @classmethod
     def available(cls, device: str = "cuda") -> tuple[bool, str]:

@@ -269,6 +269,7 @@ class TensorRTRunner(Runner):
     description: ClassVar[str] = "TensorRT engine from the pipeline's ONNX (fp32, fp16 ONNX, Q/DQ int8), torch buffers"
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX_INT32, "fp16": ONNX_FP16_INT32, "int8": ONNX_INT8_INT32}
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
+    isolate_by_default: ClassVar[bool] = True
 
     @classmethod
     def available(cls, device: str = "cuda") -> tuple[bool, str]:

@@ -1,0 +1,98 @@
+"""Running one backend: activate, the correctness run, warm-ups and timed runs, deactivate.
+
+The same code runs in the deployval process or, isolated, in a child process (see isolation.py);
+either way the caller gets an `Execution`: the outputs of the correctness run on the host, the
+latency statistics, and the error if the backend failed part-way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import inputs as inputs_mod
+from .backends.base import Artifact, Runner
+from .errors import DeployvalError, UsageError, first_line
+from .export.store import Progress
+from .spec import RunConfig
+from .timing import LatencyStats, measure, summarize
+
+
+@dataclass
+class Execution:
+    outputs: dict[str, np.ndarray] | None = None
+    latency: LatencyStats | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    usage_error: bool = False
+
+
+def batch_size(feeds: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def infer_once(runner: Runner, feeds: Mapping[str, np.ndarray]) -> Any:
+    """One complete run as the harness times it: inputs to the device, run, wait for the device."""
+    outputs = runner.infer_impl(runner.to_device(feeds))
+    runner.synchronize()
+    return outputs
+
+
+def time_runner(runner: Runner, feeds: Mapping[str, np.ndarray], config: RunConfig,
+                first_run_s: float) -> tuple[LatencyStats, dict[str, float]]:
+    """Warm-ups and timed runs after the correctness run (which was the first warm-up)."""
+
+    def run_once() -> float | None:
+        runner.to_host(infer_once(runner, feeds))
+        return runner.device_time_ms()
+
+    start = time.perf_counter()
+    host, device = measure(run_once, extra_warmup=config.warmup - 1, iterations=config.iterations,
+                           time_budget_s=config.time_budget_s, max_iterations=config.max_iterations)
+    stats = summarize(host, batch=batch_size(feeds), warmup=config.warmup, first_run_ms=first_run_s * 1000.0,
+                      device_samples_ms=device)
+    return stats, {"timing": time.perf_counter() - start}
+
+
+def execute(
+    runner_cls: type[Runner], artifact: Artifact, precision: str, device: str, options: Mapping[str, Any],
+    feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress | None = None, label: str = "",
+) -> Execution:
+    """Run one backend in this process. Failures become `Execution.error`; outputs of a correctness
+    run that succeeded are kept even if timing fails afterwards."""
+    progress = progress or Progress()
+    label = label or f"{runner_cls.name} {precision}"
+    result = Execution()
+    runner = runner_cls(artifact, precision, device, options)
+    try:
+        start = time.perf_counter()
+        with progress.step(f"loading {label}"):
+            runner.activate()
+        result.seconds["prepare"] = time.perf_counter() - start
+        prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner_cls.name)
+        with progress.step(f"running {label}"):
+            start = time.perf_counter()
+            result.outputs = runner.to_host(infer_once(runner, prepared))
+            first_run = time.perf_counter() - start
+        result.seconds["correctness"] = first_run
+        with progress.step(f"timing {label}"):
+            result.latency, seconds = time_runner(runner, prepared, config, first_run)
+        result.seconds.update(seconds)
+    except DeployvalError as exc:
+        result.error, result.usage_error = exc.one_line(), isinstance(exc, UsageError)
+    except Exception as exc:  # a crashing runtime is a result, not the end of the run
+        result.error = f"{runner_cls.name} failed: {first_line(exc)}"
+    finally:
+        result.details.update(runner.details)
+        try:
+            runner.deactivate()
+        except Exception as exc:
+            result.warnings.append(f"deactivate failed: {first_line(exc)}")
+    return result
