@@ -175,7 +175,8 @@ class ArtifactStore:
         if kind not in builders:
             raise ExportError(f"unknown artifact kind '{kind}'")
         try:
-            artifact = builders[kind]()
+            with self._lock(kind):
+                artifact = builders[kind]()
         except DeployvalError as exc:
             self._failed[kind] = exc
             raise
@@ -186,6 +187,32 @@ class ArtifactStore:
         return next((s for s in reversed(self.steps) if s.name == name), None)
 
     # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _lock(self, kind: str) -> Iterator[None]:
+        """Hold an exclusive lock on one cache entry while it is checked and built, so that two
+        deployval processes sharing a cache do not build the same artifact twice (the second waits
+        and then finds it cached). Locks follow the artifact dependencies downwards, so they cannot
+        deadlock. POSIX only; elsewhere the atomic writes still keep entries whole."""
+        if kind not in FILE_NAMES or not self.config.use_cache:
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        lock_path = self._path(kind).with_name(self._path(kind).name + ".lock")
+        with open(lock_path, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.progress.note(f"waiting for another deployval process to finish {FILE_NAMES[kind]}")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _path(self, kind: str) -> Path:
         return self.directory / FILE_NAMES[kind]
 
