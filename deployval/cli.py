@@ -7,6 +7,7 @@ modules are imported at start-up, so `deployval --help` does not pay for torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -16,6 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from .errors import DeployvalError, ExitCode, UsageError, first_line
+
+_ARGV: list[str] = []  # the command line, for the report's `command`
 
 app = typer.Typer(
     name="deployval",
@@ -153,18 +156,27 @@ def _invocation_args(input_shape: list[str] | None, input_range: list[str] | Non
 
 
 def _write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None) -> None:
-    if json_path:
-        from .report.json import write_json
+    """Write every requested report; a report that cannot be written (disk full, permissions changed
+    since the start) is one error line and exit code 3, after the others were written."""
+    from .report.json import write_json
+    from .report.junit import write_junit
+    from .report.markdown import write_markdown
 
-        write_json(report, json_path)
-    if junit:
-        from .report.junit import write_junit
+    failures = []
+    for what, path, writer in (("JSON", json_path, write_json), ("JUnit", junit, write_junit),
+                               ("Markdown", markdown, write_markdown)):
+        if path is None:
+            continue
+        try:
+            writer(report, path)
+        except OSError as exc:
+            failures.append(f"cannot write the {what} report '{path}': {exc.strerror or exc}")
+    if failures:
+        raise ReportWriteError("; ".join(failures))
 
-        write_junit(report, junit)
-    if markdown:
-        from .report.markdown import write_markdown
 
-        write_markdown(report, markdown)
+class ReportWriteError(DeployvalError):
+    exit_code = ExitCode.BACKEND
 
 
 def _progress(quiet: bool) -> Any:
@@ -188,15 +200,16 @@ def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[s
         if json_path:
             from .report.json import write_json
 
-            write_json(report, json_path)
+            with contextlib.suppress(OSError):  # best effort; the final write reports its failure
+                write_json(report, json_path)
 
     report = run_compare(
         spec, backends, precisions, config, inputs=inputs, save_inputs=save_inputs,
         allow_nonfinite_inputs=allow_nonfinite, trust_checkpoint=trust, progress=_progress(quiet),
-        invocation=invocation, command=shlex.join(["deployval", *sys.argv[1:]]), gate=gate, on_progress=partial,
+        invocation=invocation, command=shlex.join(["deployval", *_ARGV]), gate=gate, on_progress=partial,
     )
-    _write_reports(report, json_path, junit, markdown)
     render(report)
+    _write_reports(report, json_path, junit, markdown)
     if report.exit_code in (ExitCode.BACKEND, ExitCode.USAGE):
         from .report.console import print_error
 
@@ -416,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: every error becomes one line on stderr and its exit code, never a traceback."""
     from .report.console import print_error
 
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     click_exceptions = _click_exceptions()
     exit_types = (typer.Exit, getattr(click_exceptions, "Exit", typer.Exit))
     abort_types = (typer.Abort, getattr(click_exceptions, "Abort", typer.Abort))

@@ -66,11 +66,12 @@ class InputSpec:
             )
         bad = [(i, d, m) for i, (d, m) in enumerate(zip(shape, self.multiple_of)) if m > 1 and d % m]
         if bad:
-            need = "x".join(str(m if m > 1 else "*") for m in self.multiple_of)
+            constrained = [(i, m) for i, m in enumerate(self.multiple_of) if m > 1]
+            need = ", ".join(f"dim {i}: {m}" for i, m in constrained)
             dims = ", ".join(f"dim {i} = {d} is not a multiple of {m}" for i, d, m in bad)
             raise UsageError(
                 f"input '{self.name}': shape {format_shape(shape)} does not fit the network ({dims}; "
-                f"each dimension must be a multiple of {need})"
+                f"it needs multiples of {need})"
             )
 
     def with_shape(self, shape: tuple[int, ...]) -> InputSpec:

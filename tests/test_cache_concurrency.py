@@ -22,7 +22,7 @@ def test_concurrent_runs_share_the_cache_without_rebuilding(tmp_path):
                "--json", str(tmp_path / f"{name}.json"), "-q"]
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
     reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b")]
     for step in ("torchscript", "export-onnx", "simplify"):
