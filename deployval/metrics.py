@@ -60,9 +60,18 @@ def _error_metrics(pair: _Pair) -> dict[str, float]:
                        cosine=1.0, sqnr_db=math.inf, ref_abs_max=0.0)
         return metrics
     ref_abs_max = float(abs_r.max())
+    scale = max(ref_abs_max, float(np.abs(c).max()))
+    if not 1e-100 < scale < 1e100:  # squares would overflow or underflow: work on scaled copies
+        scale = scale or 1.0
+        r, c, diff = r / scale, c / scale, diff / scale
+    else:
+        scale = 1.0
     norm_r = math.sqrt(float(np.dot(r, r)))
     norm_c = math.sqrt(float(np.dot(c, c)))
     norm_d = math.sqrt(float(np.dot(diff, diff)))
+    cos = cosine(r, c, norm_r, norm_c)
+    norm_r, norm_c, norm_d = norm_r * scale, norm_c * scale, norm_d * scale
+    r, c, diff = pair.r, pair.c, pair.diff
     eps = 1e-6 * ref_abs_max if ref_abs_max > 0 else 1e-30
     with np.errstate(over="ignore", divide="ignore"):
         max_rel = float((diff / (abs_r + eps)).max())
@@ -74,7 +83,7 @@ def _error_metrics(pair: _Pair) -> dict[str, float]:
         p99_abs=float(p99),
         rel_l2=rel_l2(norm_d, norm_r),
         max_rel=max_rel,
-        cosine=cosine(r, c, norm_r, norm_c),
+        cosine=cos,
         sqnr_db=sqnr_db(norm_r, norm_d),
         ref_abs_max=ref_abs_max,
     )

@@ -172,3 +172,50 @@ def test_absolute_errors_are_symmetric(a, b):
     a, b = a[:n], b[:n]
     assert error_metrics(a, b)["max_abs"] == error_metrics(b, a)["max_abs"]
     assert error_metrics(a, b)["mean_abs"] == pytest.approx(error_metrics(b, a)["mean_abs"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.floats(-1e30, 1e30, allow_nan=False, allow_infinity=False), st.integers(1, 40))
+def test_constant_reference_and_identical_candidate(value, size):
+    ref = np.full(size, value)
+    result = compare_output("y", ref, ref.copy(), Tolerance(atol=0.0, rtol=0.0, rel_l2=0.0))
+    assert result and result.metrics["max_abs"] == 0.0 and result.metrics["rel_l2"] == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e-30, 1e-30)),
+       st.floats(1e-40, 1e-20))
+def test_tiny_references_never_divide_by_zero(ref, offset):
+    m = error_metrics(ref, ref + offset)
+    assert all(np.isfinite(m[k]) or m[k] == np.inf for k in ("max_rel", "rel_l2"))
+    assert not np.isnan(m["max_rel"]) and not np.isnan(m["cosine"]) and not np.isnan(m["rel_l2"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e300, 1e300)))
+def test_huge_values_do_not_overflow_into_nan(ref):
+    m = error_metrics(ref, ref * (1 + 1e-9))
+    assert not any(np.isnan(m[k]) for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "max_rel"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(2, 40), elements=st.floats(-10, 10)), st.integers(0, 39),
+       st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_nonfinite_reference_elements_are_left_out_and_flagged(ref, index, bad):
+    index %= ref.size
+    ref = ref.copy()
+    ref[index] = bad
+    cand = np.where(np.isfinite(ref), ref, 0.0)
+    result = compare_output("y", ref, cand, Tolerance(atol=0.0, rtol=0.0))
+    assert result.passed  # every finite element is identical
+    assert "non-finite" in result.warnings[0]
+    assert result.metrics["max_abs"] == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-10, 10)), st.integers(0, 39),
+       st.sampled_from([np.nan, np.inf, -np.inf]))
+def test_nonfinite_candidate_always_fails(ref, index, bad):
+    cand = ref.copy()
+    cand[index % ref.size] = bad
+    assert not compare_output("y", ref, cand, Tolerance(atol=1e300, rtol=1e300, rel_l2=1e300))
