@@ -73,7 +73,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: non-finite floats (an identical output's SQNR is infinite) are written as the
+    strings "Infinity", "-Infinity" and "NaN", which float() reads back."""
+    text = json.dumps(finite_json(data), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def finite_json(data: Any) -> Any:
+    if isinstance(data, float):
+        if data != data:
+            return "NaN"
+        if data in (float("inf"), float("-inf")):
+            return "Infinity" if data > 0 else "-Infinity"
+        return data
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    if hasattr(data, "to_dict"):
+        return finite_json(data.to_dict())
+    return data
 
 
 @contextlib.contextmanager

@@ -273,7 +273,12 @@ def compare_command(
 
 @app.command("validate")
 def validate_command(
-    model: ModelArg,
+    model: Annotated[str | None, typer.Argument(
+        help="A registered model, pkg.module:factory or file; leave out with --all.", show_default=False)] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Validate every model of the manifest.")] = False,
+    manifest: Annotated[Path, typer.Option("--manifest", help="The release manifest (TOML).")] = Path("deployval.toml"),
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="With --all: run only shard I of N (e.g. 2/4), for parallel CI jobs.")] = None,
     device: DeviceOpt = "cpu",
     inputs: InputsOpt = None,
     input_shape: InputShapeOpt = None,
@@ -296,17 +301,34 @@ def validate_command(
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the model's release gate: the backends, precisions and tolerances its spec requires."""
+    """Run the model's release gate (the backends, precisions and tolerances its spec requires), or with
+    --all every model of the release manifest."""
     from .pipeline import Invocation
 
     _check_report_paths(json=json_path, junit=junit, markdown=markdown)
+    backend_options = _backend_options(keep_int64, trt_workspace, trt_fp16_route)
+    if all_models or shard:
+        if not all_models:
+            raise UsageError("--shard works with --all")
+        if model is not None or inputs or input_shape or input_range or checkpoint:
+            raise UsageError("--all takes the models, inputs and checkpoints from the manifest; drop MODEL and "
+                             "the per-model options")
+        overrides = {k: v for k, v in {
+            "iterations": iterations, "time_budget_s": time_budget, "cache_dir": cache_dir,
+            "use_cache": False if no_cache else None, "calibration": calibration, "isolate": isolate,
+            "timeout_s": timeout, "backend_options": backend_options,
+            "device": device if device != "cpu" else None}.items() if v is not None}
+        raise typer.Exit(_validate_all(manifest, shard, overrides, trust_checkpoint, quiet, json_path, junit,
+                                       markdown))
+    if model is None:
+        raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
     spec = _resolve(model, input_shape, input_range, checkpoint)
     gate = spec.gate_for(device)
     if not gate:
         raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
     config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
                      cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration, isolate=isolate,
-                     timeout_s=timeout, backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
+                     timeout_s=timeout, backend_options=backend_options)
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
     backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))
     precisions = tuple(dict.fromkeys(item.partition(":")[2] or "fp32" for item in gate))
@@ -314,6 +336,97 @@ def validate_command(
         spec, backends=backends, precisions=precisions, config=config, gate=gate, inputs=inputs, save_inputs=None,
         allow_nonfinite=False, trust=trust_checkpoint, quiet=quiet, invocation=invocation, json_path=json_path,
         junit=junit, markdown=markdown))
+
+
+def _validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool, quiet: bool,
+                  json_path: Path | None, junit: Path | None, markdown: Path | None) -> int:
+    from ._util import atomic_write_json
+    from .manifest import load_manifest, parse_shard, shard
+    from .pipeline import Invocation
+    from .pipeline import compare as run_compare
+    from .report.console import render, render_suite
+    from .suite import run_manifest, suite_dict
+
+    manifest = load_manifest(manifest_path)
+    entries = list(manifest.entries)
+    if shard_text:
+        entries = shard(entries, *parse_shard(shard_text))
+    progress = _progress(quiet)
+
+    def run(spec: Any, checks: tuple[str, ...], config: Any, entry: Any) -> Any:
+        report = run_compare(
+            spec, tuple(dict.fromkeys(c.partition(":")[0] for c in checks)), (), config, inputs=entry.inputs,
+            trust_checkpoint=trust, progress=progress, invocation=Invocation(entry.model, entry.command_args()),
+            command=shlex.join(["deployval", *_ARGV]), gate=checks,
+        )
+        render(report)
+        return report
+
+    reports, errors = run_manifest(manifest, entries, run=run, overrides=overrides)
+    suite = suite_dict(reports, errors, manifest=str(manifest_path), shard=shard_text)
+    render_suite(suite)
+    failures = []
+    for what, path, write in (
+        ("JSON", json_path, lambda p: atomic_write_json(p, suite)),
+        ("JUnit", junit, lambda p: _junit_suite(reports, p)),
+        ("Markdown", markdown, lambda p: _markdown_suite(suite, reports, p)),
+    ):
+        if path is not None:
+            try:
+                write(path)
+            except OSError as exc:
+                failures.append(f"cannot write the {what} report '{path}': {exc.strerror or exc}")
+    if failures:
+        raise ReportWriteError("; ".join(failures))
+    return int(suite["summary"]["exit_code"])
+
+
+def _junit_suite(reports: list[dict[str, Any]], path: Path) -> None:
+    from .report.junit import write_junit
+
+    write_junit(reports, path)
+
+
+def _markdown_suite(suite: dict[str, Any], reports: list[dict[str, Any]], path: Path) -> None:
+    from ._util import atomic_write_text
+    from .report.markdown import suite_markdown
+
+    atomic_write_text(path, suite_markdown(suite, reports))
+
+
+report_app = typer.Typer(help="Work with JSON reports.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("merge")
+def report_merge_command(
+    reports: Annotated[list[Path], typer.Argument(help="JSON reports (shards of validate --all, or compare/validate).",
+                                                  show_default=False)],
+    json_path: JsonOpt = None,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
+) -> None:
+    """Merge shard reports into one and recompute the overall verdict (its exit code is the merged one)."""
+    from .report.console import render_suite
+    from .suite import load_reports, suite_dict
+
+    _check_report_paths(json=json_path, junit=junit, markdown=markdown)
+    merged, errors = load_reports(reports)
+    suite = suite_dict(merged, errors, manifest=None, shard=None)
+    suite["merged_from"] = [str(p) for p in reports]
+    render_suite(suite)
+    try:
+        if json_path:
+            from ._util import atomic_write_json
+
+            atomic_write_json(json_path, suite)
+        if junit:
+            _junit_suite(merged, junit)
+        if markdown:
+            _markdown_suite(suite, merged, markdown)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write the merged report: {exc.strerror or exc}") from None
+    raise typer.Exit(int(suite["summary"]["exit_code"]))
 
 
 @app.command("export")

@@ -12,7 +12,7 @@ from typing import Any
 from ..export.store import Progress, Step
 from ..results import Report
 from ..spec import format_shape
-from .formatting import fmt, fmt_ms, status_text, task_summary
+from .formatting import fmt, fmt_ms, mean_column, status_text, task_summary
 
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "error": "red", "skipped": "dim", "reference": "cyan",
                  "ok": "green"}
@@ -69,13 +69,13 @@ def render(report: Report, console: Any | None = None) -> None:
         style = STATUS_STYLES.get(result.status, "")
         latency = fmt_ms(result.latency.median_ms) if result.latency else "-"
         runs = str(result.latency.iterations) if result.latency else "-"
-        status = f"[{style}]{status_text(result)}[/]"
+        status = f"[{style}]{status_text(result.status, result.faithful)}[/]"
         if not result.outputs:
             table.add_row(result.backend, result.precision, status, "-", "-", "-", "-", "-", latency, runs)
             continue
         for index, output in enumerate(result.outputs):
             m = output.metrics
-            mean = f"{m['mismatch']:.3%} differ" if "mismatch" in m else fmt(m.get("mean_abs"))
+            mean = mean_column(m)
             out_style = "" if output.passed or result.status == "reference" else "red"
             table.add_row(
                 result.backend if index == 0 else "", result.precision if index == 0 else "",
@@ -92,7 +92,7 @@ def render(report: Report, console: Any | None = None) -> None:
             if result.status == "fail":
                 for output in result.outputs:
                     if not output.passed:
-                        console.print(f"    {output.name}: tolerance {output.tolerance.describe()}; "
+                        console.print(f"    {output.name}: tolerance {_tolerance_text(output)}; "
                                       f"would pass at {_min_passing(output.min_passing)}")
         for warning in result.warnings:
             console.print(f"[yellow]{result.label}[/] {'* ' if not result.faithful else ''}{warning}")
@@ -116,11 +116,43 @@ def _render_steps(steps: list[Step], console: Any) -> None:
         console.print(f"[{style}]step {step.name}[/] {step.status}: {step.reason}")
 
 
+def _tolerance_text(output: Any) -> str:
+    if "mismatch" in output.metrics:  # labels and indices are judged by the share that differs
+        return f"mismatch<={fmt(output.tolerance.mismatch or 0.0)}"
+    return output.tolerance.describe()
+
+
 def _min_passing(values: dict[str, float]) -> str:
     if "atol" in values:
         return (f"atol={fmt(values['atol'])} (rtol={fmt(values.get('at_rtol', 0.0))}) or "
                 f"rtol={fmt(values['rtol'])} (atol={fmt(values.get('at_atol', 0.0))})")
     return ", ".join(f"{k}={fmt(v)}" for k, v in values.items()) or "-"
+
+
+def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
+    """One line per model of a manifest run (or a merge of shard reports), then the verdict."""
+    from rich.table import Table
+
+    console = console or _console()
+    title = "release gate" + (f", shard {suite['shard']}" if suite.get("shard") else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "verdict", "checks", "failed or not run"):
+        table.add_column(column)
+    for data in suite["reports"]:
+        counts: dict[str, int] = {}
+        for r in data["results"]:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        bad = [f"{r['backend']}:{r['precision']}" for r in data["results"] if r["status"] in ("fail", "error")]
+        verdict = data["summary"]["verdict"]
+        style = "green" if verdict == "PASS" else "red"
+        table.add_row(data.get("entry") or data["model"]["name"], f"[{style}]{verdict}[/]",
+                      ", ".join(f"{v} {k}" for k, v in counts.items()), ", ".join(bad) or "-")
+    for error in suite.get("errors", []):
+        table.add_row(error["entry"], "[red]ERROR[/]", "-", error["reason"])
+    console.print(table)
+    summary = suite["summary"]
+    style = "green" if summary["exit_code"] == 0 else "red"
+    console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models) exit code {summary['exit_code']}")
 
 
 def print_error(message: str) -> None:

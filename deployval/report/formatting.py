@@ -1,14 +1,27 @@
-"""Number formatting shared by the human-readable reports."""
+"""Formatting shared by the human-readable reports. The file reports (JUnit, Markdown, suites) are
+rendered from the JSON contract (`Report.to_dict()`), so a merged set of JSON reports renders
+exactly like a fresh run."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from ..results import BackendResult
+
+def number(value: Any) -> float | None:
+    """A metric from a report dict ("Infinity"/"NaN" strings included) as a float."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return float(value)
 
 
 def fmt(value: Any, digits: int = 2) -> str:
+    value = number(value) if isinstance(value, str) else value
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -31,15 +44,22 @@ def fmt_ms(value: float | None) -> str:
 def task_summary(task: dict[str, Any]) -> str:
     if not task:
         return "-"
-    parts = [f"argmax {task['argmax_agreement']:.3%}"] if "argmax_agreement" in task else []
+    parts = [f"argmax {number(task['argmax_agreement']):.3%}"] if "argmax_agreement" in task else []
     if "dice_mean" in task:
-        parts.append(f"dice {task['dice_mean']:.4f}")
-    parts += [f"{k.replace('_overlap', '')} {v:.3%}" for k, v in task.items() if k.endswith("_overlap")]
+        parts.append(f"dice {number(task['dice_mean']):.4f}")
+    parts += [f"{k.replace('_overlap', '')} {number(v):.3%}" for k, v in task.items() if k.endswith("_overlap")]
     return ", ".join(parts) or "-"
 
 
-def status_text(result: BackendResult) -> str:
-    text = result.status.upper()
-    if not result.faithful and result.status in ("pass", "fail"):
+def status_text(status: str, faithful: bool = True) -> str:
+    text = status.upper()
+    if not faithful and status in ("pass", "fail"):
         text += "*"
     return text
+
+
+def mean_column(metrics: dict[str, Any]) -> str:
+    """mean |diff|, or for integer outputs the share of differing elements."""
+    if "mismatch" in metrics:
+        return f"{number(metrics['mismatch']):.3%} differ"
+    return fmt(metrics.get("mean_abs"))

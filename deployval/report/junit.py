@@ -3,47 +3,68 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .._util import atomic_write_bytes
-from ..results import ERROR, FAIL, REFERENCE, SKIPPED, Report
+from ..results import Report
+from .formatting import number
 
 
-def to_junit(report: Report, suite_name: str | None = None) -> bytes:
-    name = suite_name or f"deployval.{report.model.get('name', 'model')}"
-    suite = ET.Element("testsuite", name=name, timestamp=report.created)
+def testsuite(data: Mapping[str, Any], name: str | None = None) -> ET.Element:
+    """One <testsuite> for one report (a dict in the JSON report's format)."""
+    name = name or f"deployval.{data['model'].get('name', 'model')}"
+    suite = ET.Element("testsuite", name=name, timestamp=data.get("created", ""))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for result in report.results:
-        classname = f"{name}.{result.backend}.{result.precision}"
-        cases = [(o.name, o) for o in result.outputs] or [("model", None)]
-        for output_name, output in cases:
-            seconds = result.latency.median_ms / 1000.0 if result.latency else 0.0
-            case = ET.SubElement(suite, "testcase", classname=classname, name=output_name, time=f"{seconds:.6f}")
+    for result in data["results"]:
+        classname = f"{name}.{result['backend']}.{result['precision']}"
+        latency = result.get("latency") or {}
+        seconds = (number(latency.get("median_ms")) or 0.0) / 1000.0
+        for output in result["outputs"] or [None]:
+            case = ET.SubElement(suite, "testcase", classname=classname,
+                                 name=output["name"] if output else "model", time=f"{seconds:.6f}")
             counts["tests"] += 1
-            if result.status == SKIPPED:
-                ET.SubElement(case, "skipped", message=result.reason)
+            if result["status"] == "skipped":
+                ET.SubElement(case, "skipped", message=result["reason"])
                 counts["skipped"] += 1
-            elif result.status == ERROR:
-                ET.SubElement(case, "error", message=result.reason, type="BackendError")
+            elif result["status"] == "error":
+                ET.SubElement(case, "error", message=result["reason"], type="BackendError")
                 counts["errors"] += 1
-            elif output is not None and not output.passed:
-                failure = ET.SubElement(case, "failure", message=output.failures[0], type="AccuracyFailure")
-                failure.text = "\n".join(output.failures)
+            elif output is not None and not output["passed"]:
+                failure = ET.SubElement(case, "failure", message=output["failures"][0], type="AccuracyFailure")
+                failure.text = "\n".join(output["failures"])
                 counts["failures"] += 1
-            elif result.status == FAIL and output is None:
-                ET.SubElement(case, "failure", message=result.reason, type="AccuracyFailure")
+            elif result["status"] == "fail" and output is None:
+                ET.SubElement(case, "failure", message=result["reason"], type="AccuracyFailure")
                 counts["failures"] += 1
-            if output is not None and result.status != REFERENCE:
-                metrics = ", ".join(f"{k}={v:.4g}" for k, v in output.metrics.items() if isinstance(v, float))
-                out = ET.SubElement(case, "system-out")
-                out.text = f"tolerance: {output.tolerance.describe()}\n{metrics}\nreproduce: {result.reproduce}"
-            for warning in result.warnings:
+            if output is not None and result["status"] != "reference":
+                metrics = ", ".join(f"{k}={v}" for k, v in output["metrics"].items())
+                tolerance = ", ".join(f"{k}={v}" for k, v in output["tolerance"].items())
+                ET.SubElement(case, "system-out").text = (
+                    f"tolerance: {tolerance}\n{metrics}\nreproduce: {result.get('reproduce')}")
+            for warning in result.get("warnings", []):
                 ET.SubElement(case, "system-err").text = warning
     for key, value in counts.items():
         suite.set(key, str(value))
-    ET.indent(suite)
-    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return suite
 
 
-def write_junit(report: Report, path: Path) -> None:
+def to_junit(reports: Report | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
+    """A single report gives one <testsuite>; several (a manifest run) a <testsuites> of them."""
+    if isinstance(reports, Report):
+        reports = reports.to_dict()
+    if isinstance(reports, Mapping):
+        root = testsuite(reports)
+    else:
+        root = ET.Element("testsuites", name="deployval")
+        for data in reports:
+            root.append(testsuite(data, name=f"deployval.{data.get('entry') or data['model'].get('name')}"))
+        for key in ("tests", "failures", "errors", "skipped"):
+            root.set(key, str(sum(int(s.get(key, 0)) for s in root)))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(report: Report | Mapping[str, Any] | Sequence[Mapping[str, Any]], path: Path) -> None:
     atomic_write_bytes(Path(path), to_junit(report))

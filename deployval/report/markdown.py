@@ -2,50 +2,85 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .._util import atomic_write_text
 from ..results import Report
 from ..spec import format_shape
-from .formatting import fmt, fmt_ms, status_text, task_summary
+from .formatting import fmt, fmt_ms, mean_column, number, status_text, task_summary
 
 
-def to_markdown(report: Report) -> str:
-    model = report.model
-    inputs = ", ".join(f"`{i['name']}` {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
+def report_table(data: Mapping[str, Any]) -> list[str]:
     lines = [
-        f"## deployval: {model.get('name')} — {report.verdict} (exit {int(report.exit_code)})",
-        "",
-        f"Inputs: {inputs} ({report.inputs_source}); device: {report.device.get('device')}"
-        f" ({report.device.get('gpu') or report.device.get('cpu')})",
-        "",
         "| backend | precision | status | output | max abs | mean abs | rel L2 | task | median ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in report.results:
-        latency = fmt_ms(r.latency.median_ms) if r.latency else "-"
-        if not r.outputs:
-            lines.append(f"| {r.backend} | {r.precision} | {status_text(r)} | - | - | - | - | - | {latency} |")
+    for r in data["results"]:
+        latency = fmt_ms(number((r.get("latency") or {}).get("median_ms")))
+        status = status_text(r["status"], r.get("faithful", True))
+        if not r["outputs"]:
+            lines.append(f"| {r['backend']} | {r['precision']} | {status} | - | - | - | - | - | {latency} |")
             continue
-        for o in r.outputs:
-            m = o.metrics
-            mismatch = f"{m['mismatch']:.3%} differ" if "mismatch" in m else None
+        for o in r["outputs"]:
+            m = o["metrics"]
             lines.append(
-                f"| {r.backend} | {r.precision} | {status_text(r)} | {o.name} | {fmt(m.get('max_abs'))} | "
-                f"{mismatch or fmt(m.get('mean_abs'))} | {fmt(m.get('rel_l2'))} | {task_summary(o.task)} | "
-                f"{latency} |"
+                f"| {r['backend']} | {r['precision']} | {status} | {o['name']} | {fmt(m.get('max_abs'))} | "
+                f"{mean_column(m)} | {fmt(m.get('rel_l2'))} | {task_summary(o['task'])} | {latency} |"
             )
-    notes = [f"- **{r.label}**: {r.reason}" for r in report.results if r.reason and r.status not in ("reference",)]
-    notes += [f"- {r.label}: {w}" for r in report.results for w in r.warnings]
+    notes = [f"- **{r['backend']}:{r['precision']}**: {r['reason']}" for r in data["results"]
+             if r["reason"] and r["status"] != "reference"]
+    notes += [f"- {r['backend']}:{r['precision']}: {w}" for r in data["results"] for w in r.get("warnings", [])]
     if notes:
         lines += ["", *notes]
-    if any(not r.faithful for r in report.results):
+    if any(not r.get("faithful", True) for r in data["results"]):
         lines += ["", "\\* not faithful to the precision's arithmetic (see notes)."]
-    failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
+    failing = [r["reproduce"] for r in data["results"] if r["status"] in ("fail", "error") and r.get("reproduce")]
     if failing:
-        lines += ["", "Reproduce:", "", "```", *(r.reproduce or "" for r in failing), "```"]
+        lines += ["", "Reproduce:", "", "```", *failing, "```"]
+    return lines
+
+
+def to_markdown(report: Report | Mapping[str, Any]) -> str:
+    data = report.to_dict() if isinstance(report, Report) else report
+    summary = data["summary"]
+    inputs = ", ".join(f"`{i['name']}` {format_shape(i['shape'])} {i['dtype']}" for i in data["inputs"])
+    device = data["device"]
+    lines = [
+        f"## deployval: {data['model'].get('name')} — {summary['verdict']} (exit {summary['exit_code']})",
+        "",
+        f"Inputs: {inputs} ({data['inputs_source']}); device: {device.get('device')}"
+        f" ({device.get('gpu') or device.get('cpu')})",
+        "",
+        *report_table(data),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(report: Report, path: Path) -> None:
+def suite_markdown(suite: Mapping[str, Any], reports: Sequence[Mapping[str, Any]]) -> str:
+    """The summary of a manifest run: one line per model, then each model's table folded away."""
+    summary = suite["summary"]
+    lines = [
+        f"## deployval release gate — {summary['verdict']} (exit {summary['exit_code']})",
+        "",
+        f"{summary['models']} models; checks: " + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()),
+        "",
+        "| model | verdict | failed or not run |",
+        "| --- | --- | --- |",
+    ]
+    for data in reports:
+        bad = [f"{r['backend']}:{r['precision']}" for r in data["results"] if r["status"] in ("fail", "error")]
+        lines.append(f"| {data.get('entry') or data['model']['name']} | {data['summary']['verdict']} | "
+                     f"{', '.join(bad) or '-'} |")
+    for error in suite.get("errors", []):
+        lines.append(f"| {error['entry']} | ERROR | {error['reason']} |")
+    for data in reports:
+        name = data.get("entry") or data["model"]["name"]
+        lines += ["", f"<details><summary>{name}: {data['summary']['verdict']}</summary>", "", *report_table(data),
+                  "", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: Report | Mapping[str, Any], path: Path) -> None:
     atomic_write_text(Path(path), to_markdown(report))
