@@ -40,11 +40,11 @@ def manifest(tmp_path):
 
 def _by_entry(path):
     data = json.loads(path.read_text())
-    return data["summary"], {
-        (r.get("entry") or r["model"]["name"]): (r["summary"]["verdict"],
-                                                 sorted((x["backend"], x["precision"], x["status"]) for x in r["results"]))
-        for r in data["reports"]
-    }
+    entries = {}
+    for r in data["reports"]:
+        checks = sorted((x["backend"], x["precision"], x["status"]) for x in r["results"])
+        entries[r.get("entry") or r["model"]["name"]] = (r["summary"]["verdict"], checks)
+    return data["summary"], entries
 
 
 def test_sharded_runs_merge_to_the_unsharded_verdict(cli, manifest, tmp_path):
