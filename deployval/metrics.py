@@ -297,6 +297,15 @@ def compare_output(
         result.min_passing["argmax_agreement"] = agreement
         if agreement < tolerance.argmax_agreement:
             result.failures.append(f"argmax agreement {agreement:.4%} below {tolerance.argmax_agreement:.4%}")
+    drops = {"dice_drop": ("dice_mean", "Dice"), "topk_drop": (f"top{task.topk}_overlap" if task else "", "top-k")}
+    for bound_name, (metric, label) in drops.items():
+        bound = getattr(tolerance, bound_name)
+        if bound is not None and metric in result.task:
+            drop = 1.0 - result.task[metric]
+            result.task[bound_name] = drop
+            result.min_passing[bound_name] = drop
+            if drop > bound:
+                result.failures.append(f"{label} drop {drop:.4f} exceeds {bound:.4f}")
     result.passed = not result.failures
     return result
 

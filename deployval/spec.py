@@ -106,6 +106,10 @@ class Tolerance:
     rel_l2: float | None = None
     cosine: float | None = None  # lower bound
     argmax_agreement: float | None = None  # lower bound; needs a task that defines argmax
+    # Task-metric drops against the reference's own prediction (1 - mean Dice for segmentation,
+    # 1 - top-k overlap for classification): "Dice drop <= 0.01".
+    dice_drop: float | None = None
+    topk_drop: float | None = None
     mismatch: float | None = None  # upper bound, integer outputs
 
     @property
@@ -122,7 +126,7 @@ class Tolerance:
         parts = []
         if self.elementwise:
             parts.append(f"atol={_g(self.atol or 0.0)} rtol={_g(self.rtol or 0.0)}")
-        for name in ("mean_abs", "p99_abs", "rel_l2", "mismatch"):
+        for name in ("mean_abs", "p99_abs", "rel_l2", "dice_drop", "topk_drop", "mismatch"):
             if getattr(self, name) is not None:
                 parts.append(f"{name}<={_g(getattr(self, name))}")
         for name in ("cosine", "argmax_agreement"):

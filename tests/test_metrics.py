@@ -219,3 +219,21 @@ def test_nonfinite_candidate_always_fails(ref, index, bad):
     cand = ref.copy()
     cand[index % ref.size] = bad
     assert not compare_output("y", ref, cand, Tolerance(atol=1e300, rtol=1e300, rel_l2=1e300))
+
+
+def test_task_metric_drops_as_gates():
+    ref = np.zeros((1, 3, 10, 10))
+    ref[0, 0] = 1.0
+    ref[0, 1, :5] = 2.0  # classes 0 and 1, half each
+    cand = ref.copy()
+    cand[0, 2, 0, :4] = 3.0  # 4 voxels of class 1 become class 2
+    seg = TaskSpec("segmentation")
+    loose = compare_output("logits", ref, cand, Tolerance(dice_drop=0.5), seg)
+    assert loose and loose.task["dice_drop"] == pytest.approx(1 - loose.task["dice_mean"])
+    strict = compare_output("logits", ref, cand, Tolerance(dice_drop=0.01), seg)
+    assert not strict and "Dice drop" in strict.failures[0]
+    logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    swapped = np.array([[3.0, 0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    cls = TaskSpec("classification", axis=-1, topk=2)
+    assert not compare_output("y", logits, swapped, Tolerance(topk_drop=0.1), cls)
+    assert compare_output("y", logits, swapped, Tolerance(topk_drop=0.25), cls)
