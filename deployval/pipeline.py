@@ -128,9 +128,14 @@ def compare(
         return module_cache["module"]
 
     reference_runner = _reference_runner(spec, module, config)
+    # Activation ranges against fp16's limits, when an fp16 row will be judged (torch models only).
+    ranges: list[Any] | None = None
+    if spec.kind != "onnx" and any(j.precision == "fp16" and j.result is None for j in jobs):
+        ranges = []
     reference_outputs, reference_result = _run_reference(
-        reference_runner, spec, feeds, config, progress, timings, invocation, jobs
+        reference_runner, spec, feeds, config, progress, timings, invocation, jobs, ranges
     )
+    range_findings = _range_findings(ranges, config, report, progress)
     output_names = tuple(reference_outputs)
     report.model["output_names"] = list(output_names)
     if spec.kind != "onnx":
@@ -167,6 +172,8 @@ def compare(
                 else:
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint)
+                    if job.precision == "fp16":
+                        _judge_ranges(job.result, range_findings)
             report.results.append(job.result)
             report.steps = list(store.steps)
             if on_progress is not None:
@@ -250,10 +257,11 @@ def _reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunCon
 
 def _run_reference(
     runner: Runner, spec: ModelSpec, feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress,
-    timings: dict[str, float], invocation: Invocation, jobs: list[Job],
+    timings: dict[str, float], invocation: Invocation, jobs: list[Job], ranges: list[Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], BackendResult | None]:
     """Run the reference once, and time it too when it is one of the requested rows. Its outputs
-    (named by the spec, or by the model's output structure) are what every backend must match."""
+    (named by the spec, or by the model's output structure) are what every backend must match.
+    With `ranges`, the activation range of every module is recorded during that one run."""
     as_row = next((j for j in jobs if j.result is None and j.precision == "fp32" and j.backend == runner.name), None)
     start = time.perf_counter()
     try:
@@ -261,7 +269,14 @@ def _run_reference(
             runner.activate()
             prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
             first_start = time.perf_counter()
-            outputs = runner.to_host(infer_once(runner, prepared))
+            if ranges is not None:
+                from .precision.ranges import record_ranges
+
+                with record_ranges(runner.module) as recorded:  # type: ignore[attr-defined]
+                    outputs = runner.to_host(infer_once(runner, prepared))
+                ranges.extend(recorded)
+            else:
+                outputs = runner.to_host(infer_once(runner, prepared))
             first_run = time.perf_counter() - first_start
         runner.artifact.output_names = runner.output_names
     except DeployvalError:
@@ -342,6 +357,41 @@ def _run_job(
     if failed:
         result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
     return result
+
+
+def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress) -> list[Any]:
+    """fp16 findings of the reference run's activation ranges: recorded in the report and said at
+    once, before any engine is built."""
+    if ranges is None:
+        return []
+    from .precision.ranges import findings
+
+    found = findings(ranges, "fp16", config.keep_fp32)
+    top = sorted(ranges, key=lambda r: r.max_abs, reverse=True)[:10]
+    report.analysis["activation_ranges"] = {
+        "layers": len(ranges),
+        "largest": [{"module": r.module, "type": r.type, "max_abs": r.max_abs} for r in top],
+        "fp16": [{"module": f.module, "kind": f.kind, "value": f.value, "finding": f.describe()} for f in found],
+        "keep_fp32": list(config.keep_fp32),
+    }
+    for finding in found:
+        progress.note(f"fp16: {finding.describe()}")
+    return found
+
+
+def _judge_ranges(result: BackendResult, found: list[Any]) -> None:
+    """An fp16 result from an executor that computes in fp32 (ORT's CPU provider) cannot show an
+    overflow; the reference's ranges decide for it. A faithful executor shows the outcome itself;
+    there the finding explains it."""
+    overflows = [f for f in found if f.kind == "overflow"]
+    flushes = [f for f in found if f.kind == "flush"]
+    if result.status in (PASS, FAIL) and not result.faithful and overflows:
+        result.status = FAIL
+        reason = overflows[0].describe() + (f" (and {len(overflows) - 1} more layers)" if len(overflows) > 1 else "")
+        result.reason = f"{reason}; {result.reason}" if result.reason else reason
+    elif overflows and result.status == FAIL:
+        result.reason += f"; likely cause: {overflows[0].describe()}"
+    result.warnings.extend(f.describe() for f in flushes[:3])
 
 
 def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class Report:
     results: list[BackendResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)  # e.g. activation ranges against fp16
     gate: list[str] | None = None
     complete: bool = False  # False while rows are still being added (partial reports)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -126,6 +127,7 @@ class Report:
             "steps": [s.to_dict() for s in self.steps],
             "results": [r.to_dict() for r in self.results],
             "warnings": self.warnings,
+            "analysis": self.analysis,
             "timings": self.timings,
             "summary": {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": counts},
         }

@@ -130,8 +130,8 @@ class Tolerance:
             if getattr(self, name) is not None:
                 parts.append(f"{name}<={_g(getattr(self, name))}")
         for name in ("cosine", "argmax_agreement"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}>={_g(getattr(self, name))}")
+            if getattr(self, name) is not None:  # bounds close to 1: show every digit that matters
+                parts.append(f"{name}>={getattr(self, name):.8g}")
         return ", ".join(parts) or "none"
 
 
@@ -326,6 +326,9 @@ class RunConfig:
     # when a timeout is set; True = all; False = none.
     isolate: bool | None = None
     timeout_s: float | None = None  # per isolated backend; None = no limit
+    # Modules (fnmatch patterns over module names) or ONNX op types ("op:InstanceNormalization") kept
+    # in fp32 in the fp16 artifact; such modules are also exempt from the fp16 range findings.
+    keep_fp32: tuple[str, ...] = ()
 
     def isolates(self, isolate_by_default: bool) -> bool:
         if self.isolate is not None:

@@ -69,3 +69,26 @@ class BigOffset(nn.Module):
 
 def big_offset() -> nn.Module:
     return BigOffset().eval()
+
+
+class HotLayer(nn.Module):
+    """Healthy in fp32, but one layer's activations (~1e5) exceed fp16's 65504; the norm after it
+    brings the output back to O(1), so only a faithful fp16 run (or the range check) shows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.amplify = nn.Conv2d(8, 8, 1)
+        self.norm = nn.InstanceNorm2d(8, affine=True)
+        self.head = nn.Conv2d(8, 2, 1)
+        with torch.no_grad():
+            self.amplify.weight.fill_(9000.0)
+            self.amplify.bias.fill_(10.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.norm(self.amplify(torch.relu(self.stem(x)) + 1.0))))
+
+
+def hot_layer() -> nn.Module:
+    torch.manual_seed(0)
+    return HotLayer().eval()
