@@ -64,6 +64,15 @@ InputsOpt = Annotated[Path | None, typer.Option(
     "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random.")]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
 NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")]
+CalibrationLimitOpt = Annotated[int | None, typer.Option(
+    "--calibration-limit", help="Calibrate on the first N samples of --calibration (by file name).")]
+CalibrationMethodOpt = Annotated[str, typer.Option(
+    "--calibration-method", help="int8 calibration: minmax, entropy or percentile.")]
+Int8ExcludeOpt = Annotated[list[str] | None, typer.Option(
+    "--int8-exclude", help="Keep ONNX nodes out of int8 (fnmatch over node names, or op:TYPE); repeatable.")]
+KeepFp32Opt = Annotated[list[str] | None, typer.Option(
+    "--keep-fp32", help="Keep modules (fnmatch over module names) or op:TYPE in fp32 in the fp16 artifact; "
+                        "repeatable.")]
 KeepInt64Opt = Annotated[bool, typer.Option(
     "--keep-int64", help="Build TensorRT engines from the ONNX as is, without the int64 -> int32 pass.")]
 WorkspaceOpt = Annotated[int | None, typer.Option(
@@ -239,6 +248,10 @@ def compare_command(
     device: DeviceOpt = "cpu",
     exporter: ExporterOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_limit: CalibrationLimitOpt = None,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    int8_exclude: Int8ExcludeOpt = None,
+    keep_fp32: KeepFp32Opt = None,
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
@@ -262,7 +275,9 @@ def compare_command(
     spec = _resolve(model, input_shape, input_range, checkpoint)
     config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
                      time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                     calibration=calibration, isolate=isolate, timeout_s=timeout,
+                     calibration=calibration, calibration_limit=calibration_limit,
+                     calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
+                     keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                      backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
     raise typer.Exit(_run_and_report(
@@ -289,6 +304,10 @@ def validate_command(
     iterations: IterationsOpt = None,
     time_budget: BudgetOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_limit: CalibrationLimitOpt = None,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    int8_exclude: Int8ExcludeOpt = None,
+    keep_fp32: KeepFp32Opt = None,
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
@@ -327,7 +346,9 @@ def validate_command(
     if not gate:
         raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
     config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
-                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration, isolate=isolate,
+                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration,
+                     calibration_limit=calibration_limit, calibration_method=calibration_method,
+                     int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()), isolate=isolate,
                      timeout_s=timeout, backend_options=backend_options)
     invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
     backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))

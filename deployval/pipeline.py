@@ -155,7 +155,7 @@ def compare(
         calibration_dir = Path(config.calibration)
 
         def calibration() -> list[dict[str, np.ndarray]]:
-            return load_calibration(calibration_dir, spec)
+            return load_calibration(calibration_dir, spec, limit=config.calibration_limit)
 
     store = ArtifactStore(
         spec, feeds, config, module=module, output_names=output_names, model_digest=model_digest,
@@ -414,11 +414,11 @@ def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tol
     return tolerance
 
 
-def load_calibration(directory: Path, spec: ModelSpec) -> list[dict[str, np.ndarray]]:
+def load_calibration(directory: Path, spec: ModelSpec, limit: int | None = None) -> list[dict[str, np.ndarray]]:
     """Every .npy/.npz/.pt file in `directory` is one calibration sample, checked like --inputs."""
     if not directory.is_dir():
         raise UsageError(f"--calibration '{directory}' is not a directory")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in inputs_mod.INPUT_SUFFIXES)
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in inputs_mod.INPUT_SUFFIXES)[:limit]
     if not files:
         raise UsageError(f"--calibration '{directory}' holds no .npy, .npz or .pt files")
     samples = []
@@ -480,7 +480,8 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
                     _reference_runner(spec, lambda: module_obj, config) as runner:
                 output_names = tuple(runner.infer(feeds))
         digest = module_digest(spec, module_obj)
-    calibration = (lambda: load_calibration(Path(config.calibration), spec)) if config.calibration else None
+    calibration = ((lambda: load_calibration(Path(config.calibration), spec, limit=config.calibration_limit))
+                   if config.calibration else None)
     store = ArtifactStore(spec, feeds, config, module=lambda: module_obj, output_names=output_names,
                           model_digest=digest, inputs_digest=inputs_mod.digest(feeds), progress=progress,
                           calibration=calibration)

@@ -321,7 +321,11 @@ class RunConfig:
     cache_dir: Path | None = None
     use_cache: bool = True
     exporter: str | None = None  # override the spec's exporter
-    calibration: Path | None = None  # directory of .npy/.npz calibration inputs for int8
+    calibration: Path | None = None  # directory of .npy/.npz/.pt or image calibration samples for int8
+    calibration_limit: int | None = None  # use the first N samples (by file name)
+    calibration_method: str = "minmax"  # or entropy, percentile
+    # Nodes kept out of int8 quantization: fnmatch patterns over ONNX node names, or "op:Type".
+    int8_exclude: tuple[str, ...] = ()
     # Run backends in their own process: None = those that build native engines (TensorRT), or all
     # when a timeout is set; True = all; False = none.
     isolate: bool | None = None
@@ -344,6 +348,10 @@ class RunConfig:
             raise UsageError("--iterations must be 0 or more")
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise UsageError("--time-budget must be a positive number of seconds")
+        if self.calibration_method not in ("minmax", "entropy", "percentile"):
+            raise UsageError(f"unknown calibration method '{self.calibration_method}' (minmax, entropy, percentile)")
+        if self.calibration_limit is not None and self.calibration_limit < 1:
+            raise UsageError("--calibration-limit must be at least 1")
         if self.timeout_s is not None and not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise UsageError("--timeout must be a positive number of seconds")
         if self.timeout_s is not None and self.isolate is False:

@@ -53,3 +53,24 @@ def test_record_ranges_measures_max_and_flush_to_zero():
     assert findings(ranges, "fp16", keep_fp32=("0",)) == []
     assert LIMITS["fp16"]["max"] == float(torch.finfo(torch.float16).max)
     assert LIMITS["fp16"]["min_subnormal"] == float(torch.finfo(torch.float16).smallest_normal) / 2**10
+
+
+def test_int8_calibration_method_limit_and_exclusions(cli, tmp_path):
+    calibration = tmp_path / "cal"
+    calibration.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(5):
+        np.savez(calibration / f"{index:02d}.npz", x=rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32))
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "convs", "-b", "torch,ort", "-p", "int8", "--calibration", calibration,
+                 "--calibration-limit", "3", "--calibration-method", "percentile", "--int8-exclude", "node_conv2d_1*",
+                 "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    step = next(s for s in json.loads(report_path.read_text())["steps"] if s["name"] == "int8")
+    assert step["details"]["samples"] == 3 and step["details"]["method"] == "percentile"
+    assert "node_conv2d_1" in step["details"]["excluded_nodes"] and step["reason"] == ""
+
+
+def test_int8_exclusion_that_matches_nothing_is_refused(cli):
+    result = cli("compare", "convs", "-b", "torch,ort", "-p", "int8", "--int8-exclude", "nope*", "-q")
+    assert result.code == 2 and "matches no ONNX node" in result.err

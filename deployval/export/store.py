@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,17 +470,22 @@ class ArtifactStore:
     def _onnx_int8(self) -> Artifact:
         source = self.get(ONNX)
         samples = self._calibration() if self._calibration else [self.inputs]
-        calibration_digest = sha256_json([sorted(s) for s in samples]) + _samples_digest(samples)
+        from . import passes
+
+        model = passes.load_onnx(source.path)
+        nodes, op_types = int8_exclusions(model, self.config.int8_exclude)
+        recipe = {"method": self.config.calibration_method, "nodes": nodes, "op_types": op_types}
+        calibration_digest = sha256_json([[sorted(s) for s in samples], recipe]) + _samples_digest(samples)
         meta = self._cached(ONNX_INT8)
         if meta is not None and meta.get("calibration") == calibration_digest:
             return self._from_cache(ONNX_INT8, "int8", meta)  # type: ignore[return-value]
-        from . import passes
 
         step = Step("int8", reproduce=self.reproduce)
         source_name = str(self.config.calibration) if self.config.calibration else "the run's inputs"
         try:
-            with self._timed(step, f"int8 Q/DQ calibration ({len(samples)} samples)"):
-                details = passes.quantize_int8(passes.load_onnx(source.path), samples, self._path(ONNX_INT8))
+            with self._timed(step, f"int8 Q/DQ calibration ({len(samples)} samples, {recipe['method']})"):
+                details = passes.quantize_int8(model, samples, self._path(ONNX_INT8), method=recipe["method"],
+                                               exclude_nodes=nodes, exclude_op_types=op_types)
                 step.details = {**_as_dict(details), "calibration_source": source_name}
         except DeployvalError as exc:
             step.status, step.reason = "fail", exc.one_line()
@@ -512,6 +517,30 @@ class ArtifactStore:
                 shutil.copyfile(artifact.path, target)
             written[kind] = target
         return written, errors
+
+
+def int8_exclusions(model: Any, patterns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`--int8-exclude` patterns -> (node names, op types). A pattern that matches nothing is an
+    error rather than a silently quantized layer."""
+    from fnmatch import fnmatchcase
+
+    names = [n.name for n in model.graph.node]
+    ops = sorted({n.op_type for n in model.graph.node})
+    nodes: list[str] = []
+    op_types: list[str] = []
+    for pattern in patterns:
+        if pattern.startswith("op:"):
+            wanted = pattern[3:]
+            if wanted not in ops:
+                raise UsageError(f"--int8-exclude '{pattern}': the model has no {wanted} op (it has {', '.join(ops)})")
+            op_types.append(wanted)
+            continue
+        matched = [n for n in names if fnmatchcase(n, pattern)]
+        if not matched:
+            raise UsageError(f"--int8-exclude '{pattern}' matches no ONNX node (names look like "
+                             f"{', '.join(names[:3])}; or use op:TYPE)")
+        nodes.extend(m for m in matched if m not in nodes)
+    return nodes, op_types
 
 
 def _as_dict(details: Any) -> dict[str, Any]:
