@@ -15,6 +15,7 @@ from ._version import __version__
 
 _LAZY = {
     "compare": ("deployval.api", "compare"),
+    "mark": ("deployval.debug", "mark"),
     "validate": ("deployval.api", "validate"),
     "export_artifacts": ("deployval.api", "export_artifacts"),
     "ModelSpec": ("deployval.spec", "ModelSpec"),

@@ -51,6 +51,11 @@ MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Write a Ma
 BackendsOpt = Annotated[str, typer.Option(
     "--backends", "-b", help="Comma-separated backends (see `deployval backends`).")]
 PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")]
+HtmlOpt = Annotated[Path | None, typer.Option(
+    "--html", help="Write a self-contained HTML report (tables and error histograms) here.")]
+SubmoduleOpt = Annotated[list[str] | None, typer.Option(
+    "--submodule", help="Validate a sub-module on its own (declared in the spec, or any attribute path with "
+                        "--input-shape); 'all' for every declared one. Repeatable.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every output.")]
@@ -120,6 +125,38 @@ def _resolve(model: str, input_shape: list[str] | None, input_range: list[str] |
     )
 
 
+def _resolve_all(model: str, input_shape: list[str] | None, input_range: list[str] | None,
+                 checkpoint: Path | None, submodules: list[str] | None, trust: bool) -> list[Any]:
+    """The model, or the sub-modules asked for (their input shapes from the spec or --input-shape)."""
+    if not submodules:
+        return [_resolve(model, input_shape, input_range, checkpoint)]
+    from .registry import _apply_ranges, _apply_shapes, _inputs_from_args
+    from .spec import parse_input_range, parse_input_shape
+
+    from .registry import model_entries
+    from .spec import ModelSpec
+
+    if ":" in model and model not in model_entries():  # a factory: its own inputs do not matter here
+        parent = ModelSpec(name=model, inputs=(), kind="module", factory=model,
+                           checkpoint=str(checkpoint) if checkpoint else None)
+    else:
+        parent = _resolve(model, None, None, checkpoint)
+    shapes = [parse_input_shape(s) for s in input_shape or []]
+    ranges = [parse_input_range(r) for r in input_range or []]
+    names = [s.name for s in parent.submodules] if submodules == ["all"] else list(dict.fromkeys(submodules))
+    if not names:
+        raise UsageError(f"'{parent.name}' declares no sub-modules; name one with --submodule PATH --input-shape ...")
+    specs = []
+    for name in names:
+        declared = any(s.name == name for s in parent.submodules)
+        inputs = () if declared or not shapes else _inputs_from_args(f"{model} --submodule {name}", shapes)
+        spec = parent.submodule(name, inputs, trust_checkpoint=trust)
+        if declared and shapes:
+            spec = _apply_shapes(spec, shapes)
+        specs.append(_apply_ranges(spec, ranges) if ranges else spec)
+    return specs
+
+
 def _config(spec: Any, **options: Any) -> Any:
     from .spec import RunConfig
 
@@ -164,16 +201,22 @@ def _invocation_args(input_shape: list[str] | None, input_range: list[str] | Non
     return tuple(args)
 
 
-def _write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None) -> None:
+def _write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
+                   html: Path | None = None) -> None:
     """Write every requested report; a report that cannot be written (disk full, permissions changed
     since the start) is one error line and exit code 3, after the others were written."""
     from .report.json import write_json
     from .report.junit import write_junit
     from .report.markdown import write_markdown
 
+    def write_html(data: Any, path: Path) -> None:
+        from .report.html import write_html as write
+
+        write(data, path)
+
     failures = []
     for what, path, writer in (("JSON", json_path, write_json), ("JUnit", junit, write_junit),
-                               ("Markdown", markdown, write_markdown)):
+                               ("Markdown", markdown, write_markdown), ("HTML", html, write_html)):
         if path is None:
             continue
         try:
@@ -198,7 +241,7 @@ def _progress(quiet: bool) -> Any:
 def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[str, ...], config: Any,
                     gate: tuple[str, ...] | None, inputs: Path | None, save_inputs: Path | None,
                     allow_nonfinite: bool, trust: bool, quiet: bool, invocation: Any, json_path: Path | None,
-                    junit: Path | None, markdown: Path | None) -> int:
+                    junit: Path | None, markdown: Path | None, html: Path | None = None) -> int:
     from ._util import timed_import
 
     timed_import("numpy")  # counted as an import (torch would pay for it otherwise)
@@ -218,9 +261,9 @@ def _run_and_report(spec: Any, *, backends: tuple[str, ...], precisions: tuple[s
         invocation=invocation, command=shlex.join(["deployval", *_ARGV]), gate=gate, on_progress=partial,
     )
     render(report)
-    _write_reports(report, json_path, junit, markdown)
+    _write_reports(report, json_path, junit, markdown, html)
     if report.exit_code in (ExitCode.BACKEND, ExitCode.USAGE):
-        from .report.console import print_error
+        from .errors import print_error
 
         errors = [f"{r.label}: {r.reason}" for r in report.results if r.status == "error"]
         print_error("could not run " + "; ".join(errors))
@@ -257,9 +300,11 @@ def compare_command(
     trt_fp16_route: Fp16RouteOpt = "onnx",
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
+    submodule: SubmoduleOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
+    html: HtmlOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
@@ -271,19 +316,26 @@ def compare_command(
 
     backend_list = parse_list(backends, "backend", tuple(backend_entries()))
     precision_list = parse_list(precisions, "precision", PRECISIONS)
-    _check_report_paths(json=json_path, junit=junit, markdown=markdown)
-    spec = _resolve(model, input_shape, input_range, checkpoint)
-    config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
-                     time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                     calibration=calibration, calibration_limit=calibration_limit,
-                     calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
-                     keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
-                     backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
-    invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
-    raise typer.Exit(_run_and_report(
-        spec, backends=backend_list, precisions=precision_list, config=config, gate=None, inputs=inputs,
-        save_inputs=save_inputs, allow_nonfinite=allow_nonfinite_inputs, trust=trust_checkpoint, quiet=quiet,
-        invocation=invocation, json_path=json_path, junit=junit, markdown=markdown))
+    _check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
+    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint)
+    options = dict(device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
+                   time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
+                   calibration=calibration, calibration_limit=calibration_limit,
+                   calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
+                   keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
+                   backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
+    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter)
+
+    def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
+                html: Path | None) -> int:
+        sub = ("--submodule", spec.name.split(".", 1)[1]) if len(specs) > 1 or submodule else ()
+        return _run_and_report(
+            spec, backends=backend_list, precisions=precision_list, config=_config(spec, **options), gate=None,
+            inputs=inputs, save_inputs=save_inputs, allow_nonfinite=allow_nonfinite_inputs, trust=trust_checkpoint,
+            quiet=quiet, invocation=Invocation(model, (*sub, *args)), json_path=json_path, junit=junit,
+            markdown=markdown, html=html)
+
+    raise typer.Exit(_run_each(specs, run_one, json_path, junit, markdown, html))
 
 
 @app.command("validate")
@@ -313,9 +365,11 @@ def validate_command(
     trt_fp16_route: Fp16RouteOpt = "onnx",
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
+    submodule: SubmoduleOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
+    html: HtmlOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
@@ -324,12 +378,14 @@ def validate_command(
     --all every model of the release manifest."""
     from .pipeline import Invocation
 
-    _check_report_paths(json=json_path, junit=junit, markdown=markdown)
+    _check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
     backend_options = _backend_options(keep_int64, trt_workspace, trt_fp16_route)
     if all_models or shard:
         if not all_models:
             raise UsageError("--shard works with --all")
-        if model is not None or inputs or input_shape or input_range or checkpoint:
+        if html:
+            raise UsageError("--html writes one model's report; use --markdown for a manifest run")
+        if model is not None or inputs or input_shape or input_range or checkpoint or submodule:
             raise UsageError("--all takes the models, inputs and checkpoints from the manifest; drop MODEL and "
                              "the per-model options")
         overrides = {k: v for k, v in {
@@ -341,27 +397,60 @@ def validate_command(
                                        markdown))
     if model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
-    spec = _resolve(model, input_shape, input_range, checkpoint)
-    gate = spec.gate_for(device)
-    if not gate:
-        raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
-    config = _config(spec, device=device, seed=seed, iterations=iterations, time_budget_s=time_budget,
-                     cache_dir=cache_dir, use_cache=not no_cache, calibration=calibration,
-                     calibration_limit=calibration_limit, calibration_method=calibration_method,
-                     int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()), isolate=isolate,
-                     timeout_s=timeout, backend_options=backend_options)
-    invocation = Invocation(model, _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None))
-    backends = tuple(dict.fromkeys(item.partition(":")[0] for item in gate))
-    precisions = tuple(dict.fromkeys(item.partition(":")[2] or "fp32" for item in gate))
-    raise typer.Exit(_run_and_report(
-        spec, backends=backends, precisions=precisions, config=config, gate=gate, inputs=inputs, save_inputs=None,
-        allow_nonfinite=False, trust=trust_checkpoint, quiet=quiet, invocation=invocation, json_path=json_path,
-        junit=junit, markdown=markdown))
+    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint)
+    for spec in specs:
+        if not spec.gate_for(device):
+            raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
+    options = dict(device=device, seed=seed, iterations=iterations, time_budget_s=time_budget, cache_dir=cache_dir,
+                   use_cache=not no_cache, calibration=calibration, calibration_limit=calibration_limit,
+                   calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
+                   keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
+                   backend_options=backend_options)
+    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None)
+
+    def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
+                html: Path | None) -> int:
+        gate = spec.gate_for(device)
+        sub = ("--submodule", spec.name.split(".", 1)[1]) if submodule else ()
+        return _run_and_report(
+            spec, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
+            config=_config(spec, **options), gate=gate, inputs=inputs, save_inputs=None, allow_nonfinite=False,
+            trust=trust_checkpoint, quiet=quiet, invocation=Invocation(model, (*sub, *args)), json_path=json_path,
+            junit=junit, markdown=markdown, html=html)
+
+    raise typer.Exit(_run_each(specs, run_one, json_path, junit, markdown, html))
+
+
+def _run_each(specs: list[Any], run_one: Any, json_path: Path | None, junit: Path | None,
+              markdown: Path | None, html: Path | None) -> int:
+    """One spec: its own reports. Several (sub-modules): each is run and shown, and the files are
+    one combined suite report, as for a manifest."""
+    if len(specs) == 1:
+        return int(run_one(specs[0], json_path, junit, markdown, html))
+    if html:
+        raise UsageError("--html writes one model's report; with several sub-modules use --markdown or --json")
+    import json
+    import tempfile
+
+    from .report.console import render_suite
+    from .suite import suite_dict
+
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="deployval-suite-") as tmp:
+        for index, spec in enumerate(specs):
+            path = Path(tmp) / f"{index}.json"
+            run_one(spec, path, None, None, None)
+            data = json.loads(path.read_text())
+            data["entry"] = spec.name
+            reports.append(data)
+    suite = suite_dict(reports, [], manifest=None, shard=None)
+    render_suite(suite)
+    _write_suite(suite, reports, json_path, junit, markdown)
+    return int(suite["summary"]["exit_code"])
 
 
 def _validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool, quiet: bool,
                   json_path: Path | None, junit: Path | None, markdown: Path | None) -> int:
-    from ._util import atomic_write_json
     from .manifest import load_manifest, parse_shard, shard
     from .pipeline import Invocation
     from .pipeline import compare as run_compare
@@ -386,6 +475,14 @@ def _validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[s
     reports, errors = run_manifest(manifest, entries, run=run, overrides=overrides)
     suite = suite_dict(reports, errors, manifest=str(manifest_path), shard=shard_text)
     render_suite(suite)
+    _write_suite(suite, reports, json_path, junit, markdown)
+    return int(suite["summary"]["exit_code"])
+
+
+def _write_suite(suite: dict[str, Any], reports: list[dict[str, Any]], json_path: Path | None,
+                 junit: Path | None, markdown: Path | None) -> None:
+    from ._util import atomic_write_json
+
     failures = []
     for what, path, write in (
         ("JSON", json_path, lambda p: atomic_write_json(p, suite)),
@@ -399,7 +496,6 @@ def _validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[s
                 failures.append(f"cannot write the {what} report '{path}': {exc.strerror or exc}")
     if failures:
         raise ReportWriteError("; ".join(failures))
-    return int(suite["summary"]["exit_code"])
 
 
 def _junit_suite(reports: list[dict[str, Any]], path: Path) -> None:
@@ -436,17 +532,7 @@ def report_merge_command(
     suite = suite_dict(merged, errors, manifest=None, shard=None)
     suite["merged_from"] = [str(p) for p in reports]
     render_suite(suite)
-    try:
-        if json_path:
-            from ._util import atomic_write_json
-
-            atomic_write_json(json_path, suite)
-        if junit:
-            _junit_suite(merged, junit)
-        if markdown:
-            _markdown_suite(suite, merged, markdown)
-    except OSError as exc:
-        raise ReportWriteError(f"cannot write the merged report: {exc.strerror or exc}") from None
+    _write_suite(suite, merged, json_path, junit, markdown)
     raise typer.Exit(int(suite["summary"]["exit_code"]))
 
 
@@ -491,7 +577,7 @@ def export_command(
     for kind, path in written.items():
         console.print(f"  {kind:<12} {path}")
     if errors:
-        from .report.console import print_error
+        from .errors import print_error
 
         by_message: dict[str, list[str]] = {}
         for kind, error in errors.items():  # one failed export fails everything built on it
@@ -551,6 +637,11 @@ def backends_command() -> None:
     _console().print(table)
 
 
+from .debug.command import debug_command  # noqa: E402 (typer only at import)
+
+app.command("debug")(debug_command)
+
+
 def _click_exceptions() -> Any:
     try:  # typer >= 0.20 carries its own copy of click
         from typer._click import exceptions
@@ -561,7 +652,7 @@ def _click_exceptions() -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error becomes one line on stderr and its exit code, never a traceback."""
-    from .report.console import print_error
+    from .errors import print_error
 
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)

@@ -49,6 +49,14 @@ class ExportError(DeployvalError):
     exit_code = ExitCode.BACKEND
 
 
+def print_error(message: str) -> None:
+    """One line on stderr: the contract for bad input (exit code 2) and for fatal errors."""
+    import sys
+
+    sys.stderr.write(f"deployval: error: {message}\n")
+    sys.stderr.flush()
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first meaningful line of an exception, for one-line error reports."""
     text = str(exc).strip() or type(exc).__name__

@@ -77,7 +77,9 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
 
 
 def _name(target: Any) -> str:
-    return target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
+    if isinstance(target, str):
+        return target
+    return getattr(target, "label", None) or getattr(target, "__qualname__", repr(target))
 
 
 def load_checkpoint_file(path: Path, trust: bool = False) -> Any:

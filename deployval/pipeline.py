@@ -345,6 +345,12 @@ def _run_job(
             compare_output(name, ref, execution.outputs.get(name), _tolerance(spec, job, name, config), spec.task)
             for name, ref in reference.items()
         ]
+        from .report.html import error_histogram  # for the HTML report's histograms: 72 counts per output
+
+        result.details["error_histograms"] = {
+            name: error_histogram(ref, execution.outputs[name]) for name, ref in reference.items()
+            if name in execution.outputs and np.shape(execution.outputs[name]) == np.shape(ref)
+        }
         extra = sorted(set(execution.outputs) - set(reference))
         if extra:
             result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")

@@ -220,6 +220,41 @@ class ExportOptions:
         }
 
 
+@dataclass(frozen=True)
+class SubmoduleSpec:
+    """A part of a model that is deployed (and validated) on its own, with its own inputs: a codec's
+    encoder and decoder, a detector's backbone. `name` is its attribute path in the model."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SubmoduleFactory:
+    """Builds the parent model (checkpoint included) and returns one of its sub-modules; plain data,
+    so the sub-module spec can cross into an isolated process."""
+
+    parent: ModelSpec
+    path: str
+    trust_checkpoint: bool = False
+
+    def __call__(self) -> Any:
+        from .loading import build_module
+
+        module = build_module(self.parent, trust_checkpoint=self.trust_checkpoint)
+        for part in self.path.split("."):
+            if not hasattr(module, part):
+                names = ", ".join(n for n, _ in module.named_children())
+                raise UsageError(f"'{self.parent.name}' has no sub-module '{self.path}' (its children: {names})")
+            module = getattr(module, part)
+        return module
+
+    @property
+    def label(self) -> str:  # names the factory in reports and cache keys
+        return f"{self.parent.name}.{self.path}"
+
+
 # The gate used when a spec names none: the exported artifacts at full precision.
 DEFAULT_GATE: Mapping[str, tuple[str, ...]] = {
     "cpu": ("torch:fp32", "torchscript:fp32", "ort:fp32"),
@@ -253,6 +288,8 @@ class ModelSpec:
     gate: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_GATE))
     # Run settings a heavy model wants by default (e.g. fewer timed iterations).
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Parts deployed on their own, validated with --submodule NAME (or all).
+    submodules: tuple[SubmoduleSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("module", "torchscript", "onnx"):
@@ -280,6 +317,29 @@ class ModelSpec:
             inputs=tuple(i.with_shape(shapes[i.name]) if i.name in shapes else i for i in self.inputs),
         )
 
+    def submodule(self, name: str, inputs: tuple[InputSpec, ...] = (), trust_checkpoint: bool = False) -> ModelSpec:
+        """The spec of one sub-module: declared ones bring their input specs, any other attribute
+        path needs `inputs`."""
+        if self.kind != "module":
+            raise UsageError(f"--submodule needs a PyTorch model; '{self.name}' is a {self.kind} file")
+        declared = next((s for s in self.submodules if s.name == name), None)
+        if declared is None and not inputs:
+            known = ", ".join(s.name for s in self.submodules) or "none declared"
+            raise UsageError(f"'{self.name}' declares no sub-module '{name}' (declared: {known}); for another "
+                             "part give its input shapes with --input-shape")
+        return ModelSpec(
+            name=f"{self.name}.{name}",
+            inputs=inputs or declared.inputs,  # type: ignore[union-attr]
+            kind="module",
+            factory=SubmoduleFactory(self, name, trust_checkpoint),
+            output_names=declared.output_names if declared else None,
+            description=f"sub-module '{name}' of {self.name}",
+            export=self.export,
+            tolerances=self.tolerances,
+            gate=self.gate,
+            run_defaults=self.run_defaults,
+        )
+
     def gate_for(self, device: str) -> tuple[str, ...]:
         return tuple(self.gate.get(device, DEFAULT_GATE.get(device, ())))
 
@@ -300,6 +360,8 @@ class ModelSpec:
 
 
 def _qualname(obj: Any) -> str:
+    if hasattr(obj, "label"):
+        return str(obj.label)
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 

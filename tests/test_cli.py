@@ -205,3 +205,14 @@ def test_plain_python_api():
     ort16 = report.result("ort", "fp16")
     assert ort16 and not ort16.faithful
     assert ort16.outputs[0].metrics["rel_l2"] < 1e-2
+
+
+def test_help_is_fast_and_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "deployval", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "compare" in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not {"torch", "numpy", "onnx", "onnxruntime"} & imported

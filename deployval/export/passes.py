@@ -1009,11 +1009,12 @@ def convert_fp16(
 
     before = floats(model.graph)
     casts_before = sum(n.op_type == "Cast" for n in _iter_nodes(model.graph))
+    source = _separate_consumed_outputs(model) if keep_io_types else _copy_model(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the converter warns per clamped tensor; we count instead
             converted = float16.convert_float_to_float16(
-                _copy_model(model),
+                source,
                 min_positive_val=fp16_tiny,
                 max_finite_val=fp16_max,
                 keep_io_types=keep_io_types,
@@ -1042,6 +1043,31 @@ def convert_fp16(
         if n.op_type in blocked_ops or (n.name and n.name in blocked_nodes)
     ]
     return converted, details
+
+
+def _separate_consumed_outputs(model: ModelProto) -> ModelProto:
+    """A copy where every graph output that other nodes also read is produced by an Identity of
+    its own. onnxconverter-common puts the fp32 Cast of a kept-fp32 output on the value itself, so
+    the nodes reading it inside the graph got fp32 next to fp16 weights (an invalid model, e.g. a
+    codec's z_hat that feeds the hyper-decoder); with the Identity, only the output is cast."""
+    copy = _copy_model(model)
+    graph = copy.graph
+    consumed = {name for node in graph.node for name in node.input}
+    for output in graph.output:
+        if output.name not in consumed:
+            continue
+        internal = f"{output.name}__deployval_internal"
+        for node in graph.node:
+            node.output[:] = [internal if o == output.name else o for o in node.output]
+            node.input[:] = [internal if i == output.name else i for i in node.input]
+        graph.node.append(_make_node("Identity", [internal], [output.name], name=f"{output.name}__deployval_out"))
+    return copy
+
+
+def _make_node(op_type: str, inputs: list[str], outputs: list[str], name: str) -> NodeProto:
+    from onnx import helper
+
+    return helper.make_node(op_type, inputs, outputs, name=name)
 
 
 def _restore_fp32_outputs(original: ModelProto, converted: ModelProto) -> None:

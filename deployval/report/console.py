@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..errors import print_error  # noqa: F401 (re-exported)
 from ..export.store import Progress, Step
 from ..results import Report
 from ..spec import format_shape
@@ -153,9 +153,3 @@ def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
     summary = suite["summary"]
     style = "green" if summary["exit_code"] == 0 else "red"
     console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models) exit code {summary['exit_code']}")
-
-
-def print_error(message: str) -> None:
-    """One line on stderr: the contract for bad input (exit code 2) and for fatal errors."""
-    sys.stderr.write(f"deployval: error: {message}\n")
-    sys.stderr.flush()

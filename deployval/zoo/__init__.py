@@ -3,7 +3,7 @@ when the model is built, so listing the zoo costs no torch import."""
 
 from __future__ import annotations
 
-from ..spec import InputSpec, ModelSpec, TaskSpec, Tolerance, ToleranceTable
+from ..spec import InputSpec, ModelSpec, SubmoduleSpec, TaskSpec, Tolerance, ToleranceTable
 
 FINE_ORGANS = ModelSpec(
     name="fine_organs",
@@ -53,5 +53,36 @@ TAGGER = ModelSpec(
     task=TaskSpec("classification", axis=-1, outputs=("logits",), topk=3),
 )
 
-ZOO: dict[str, ModelSpec] = {spec.name: spec for spec in (FINE_ORGANS, SRCNN, CONVS, TAGGER)}
+# bmshj2018-hyperprior-style codec: channels of the transforms / of z (N) and of the latent y (M).
+HYPERPRIOR_N, HYPERPRIOR_M = 32, 48
+HYPERPRIOR_IMAGE = (1, 3, 64, 64)
+# Sub-module -> (input shape, value range): the ranges cover what the whole model feeds each part from
+# images in [0, 1) (seed 0: y within +-11, so h_a, which reads |y|, sees [0, 11); z within +-4.5).
+HYPERPRIOR_SUBMODULES: dict[str, tuple[tuple[int, ...], tuple[float, float]]] = {
+    "g_a": (HYPERPRIOR_IMAGE, (0.0, 1.0)),
+    "h_a": ((1, HYPERPRIOR_M, 4, 4), (0.0, 10.0)),
+    "entropy_bottleneck": ((1, HYPERPRIOR_N, 1, 1), (-5.0, 5.0)),
+    "h_s": ((1, HYPERPRIOR_N, 1, 1), (-5.0, 5.0)),
+    "g_s": ((1, HYPERPRIOR_M, 4, 4), (-10.0, 10.0)),
+}
+
+HYPERPRIOR = ModelSpec(
+    name="hyperprior",
+    description="learned image codec in the style of bmshj2018-hyperprior: g_a, h_a, median-dequantizing "
+                "entropy bottleneck, h_s, g_s",
+    factory="deployval.zoo.hyperprior:build",
+    # g_a downsamples 4 times and h_a twice more: 64 is the smallest size that survives both.
+    inputs=(InputSpec("x", HYPERPRIOR_IMAGE, low=0.0, high=1.0, multiple_of=(1, 1, 64, 64)),),
+    output_names=("x_hat", "y_likelihoods", "z_hat"),
+    submodules=tuple(
+        SubmoduleSpec(name, (InputSpec("input", shape, low=low, high=high),))
+        for name, (shape, (low, high)) in HYPERPRIOR_SUBMODULES.items()
+    ),
+    gate={
+        "cpu": ("torch:fp32", "torchscript:fp32", "ort:fp32"),
+        "cuda": ("torch:fp32", "torchscript:fp32", "ort:fp32", "trt:fp32"),
+    },
+)
+
+ZOO: dict[str, ModelSpec] = {spec.name: spec for spec in (FINE_ORGANS, SRCNN, CONVS, TAGGER, HYPERPRIOR)}
 DEFAULT_MODEL = "fine_organs"

@@ -1,0 +1,261 @@
+"""ONNX surgery for `debug`: expose intermediate tensors as graph outputs, keep only what those
+outputs need, cut out the sub-graph between given tensors, and estimate its cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto, ValueInfoProto
+
+
+def _subgraph_reads(node: NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing graph."""
+    reads: set[str] = set()
+    for attr in node.attribute:
+        graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        for sub in graphs:
+            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for inner in sub.node:
+                defined.update(inner.output)
+            for inner in sub.node:
+                reads.update(n for n in inner.input if n and n not in defined)
+                reads.update(n for n in _subgraph_reads(inner) if n not in defined)
+    return reads
+
+
+def node_inputs(node: NodeProto) -> list[str]:
+    names = [n for n in node.input if n]
+    return names + sorted(_subgraph_reads(node) - set(names))
+
+
+class GraphIndex:
+    """Producers and types of the tensors of one model."""
+
+    def __init__(self, model: ModelProto, *, infer: bool = True) -> None:
+        import onnx
+
+        self.model = model
+        self.nodes = list(model.graph.node)
+        self.producer: dict[str, int] = {out: i for i, n in enumerate(self.nodes) for out in n.output if out}
+        self.initializers = {t.name for t in model.graph.initializer}
+        self.inputs = [i.name for i in model.graph.input if i.name not in self.initializers]
+        self.outputs = [o.name for o in model.graph.output]
+        self.types: dict[str, ValueInfoProto] = {}
+        source = model
+        if infer:
+            try:
+                source = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
+            except Exception:
+                source = model
+        for info in [*source.graph.value_info, *source.graph.input, *source.graph.output]:
+            if info.type.HasField("tensor_type"):
+                self.types[info.name] = info
+
+    @property
+    def tensor_names(self) -> set[str]:
+        return set(self.producer) | set(self.inputs) | self.initializers
+
+    def value_info(self, name: str) -> ValueInfoProto:
+        import onnx
+
+        info = self.types.get(name)
+        if info is not None:
+            out = onnx.ValueInfoProto()
+            out.CopyFrom(info)
+            return out
+        return onnx.helper.make_empty_tensor_value_info(name)
+
+    def elem_type(self, name: str) -> int | None:
+        info = self.types.get(name)
+        return info.type.tensor_type.elem_type if info is not None else None
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        info = self.types.get(name)
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            return None
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
+
+    def ancestors(self, targets: Iterable[str], stop: set[str]) -> tuple[list[int], set[str]]:
+        """Indices of the nodes `targets` depend on (in graph order), walking back until a tensor in
+        `stop`, an initializer or a graph input; and the graph inputs and `stop` tensors reached."""
+        needed: set[int] = set()
+        reached: set[str] = set()
+        pending = list(targets)
+        seen: set[str] = set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in stop or name in self.inputs:
+                reached.add(name)
+                continue
+            if name in self.initializers:
+                continue
+            index = self.producer.get(name)
+            if index is None or index in needed:
+                continue
+            needed.add(index)
+            pending.extend(node_inputs(self.nodes[index]))
+        return sorted(needed), reached
+
+
+def _model_with(index: GraphIndex, node_indices: Sequence[int], inputs: Sequence[ValueInfoProto],
+                outputs: Sequence[ValueInfoProto], name: str) -> ModelProto:
+    import onnx
+
+    model = index.model
+    nodes = [index.nodes[i] for i in node_indices]
+    used = {n for node in nodes for n in node_inputs(node)}
+    graph = onnx.helper.make_graph(
+        nodes, name, list(inputs), list(outputs),
+        initializer=[t for t in model.graph.initializer if t.name in used],
+    )
+    out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="deployval-debug")
+    out.ir_version = model.ir_version
+    out.functions.extend(model.functions)
+    return out
+
+
+def expose(index: GraphIndex, tensors: Sequence[str], *, keep_outputs: bool = True) -> ModelProto:
+    """The model with `tensors` as extra graph outputs, and without the nodes no output needs (so
+    that an early chunk of layers does not run the whole network)."""
+    outputs = list(index.outputs) if keep_outputs else []
+    outputs += [t for t in dict.fromkeys(tensors) if t not in outputs]
+    node_indices, _ = index.ancestors(outputs, set())
+    graph_inputs = [i for i in index.model.graph.input if i.name not in index.initializers]
+    declared = {o.name: o for o in index.model.graph.output}
+    output_infos = [declared[t] if t in declared else index.value_info(t) for t in outputs]
+    return _model_with(index, node_indices, graph_inputs, output_infos, "debug")
+
+
+@dataclass
+class Region:
+    """The sub-graph that computes `targets` from `inputs` (tensors whose reference values are fed)."""
+
+    model: ModelProto
+    inputs: list[str]
+    targets: list[str]
+    node_names: list[str]
+    graph_inputs: list[str]  # model inputs the region reads directly
+
+
+def region(index: GraphIndex, targets: Sequence[str], available: Iterable[str]) -> Region:
+    """Cut out what computes `targets` from the `available` tensors (and the model's inputs)."""
+    available = set(available)
+    node_indices, reached = index.ancestors(targets, available)
+    region_inputs = [name for name in dict.fromkeys(
+        n for i in node_indices for n in node_inputs(index.nodes[i])) if name in reached]
+    for target in targets:  # a target that is itself available or a graph input
+        if target in reached and target not in region_inputs:
+            region_inputs.append(target)
+    infos = [index.value_info(n) for n in region_inputs]
+    model = _model_with(index, node_indices, infos, [index.value_info(t) for t in targets], "region")
+    return Region(model, region_inputs, list(targets), [index.nodes[i].name for i in node_indices],
+                  [n for n in region_inputs if n in index.inputs and n not in available])
+
+
+def estimate_macs(index: GraphIndex, node_names: Iterable[str]) -> float:
+    """Multiply-accumulates of the convolutions and matrix products among `node_names` (from the
+    inferred shapes), plus one per output element of every other node: what a pure-numpy evaluator
+    has to do."""
+    import math
+
+    wanted = set(node_names)
+    total = 0.0
+    for node in index.nodes:
+        if node.name not in wanted:
+            continue
+        out_shape = index.shape(node.output[0]) if node.output else None
+        out_elems = math.prod(d or 1 for d in out_shape) if out_shape else 1
+        if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") and len(node.input) > 1:
+            w = index.shape(node.input[1 if node.op_type != "QLinearConv" else 3]) or ()
+            per = math.prod(d or 1 for d in w[1:]) if len(w) > 1 else 1
+            if node.op_type == "ConvTranspose":
+                # every input element is spread over the kernel: in * Cout/g * kernel
+                x = index.shape(node.input[0]) or ()
+                total += (math.prod(d or 1 for d in x) if x else out_elems) * per
+                continue
+            total += out_elems * per
+        elif node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul") and node.input:
+            a = index.shape(node.input[0]) or ()
+            k = a[-1] if a and a[-1] else 1
+            total += out_elems * k
+        else:
+            total += out_elems
+    return total
+
+
+WEIGHTS_FILE = "weights.bin"
+
+
+def externalize(model: ModelProto, directory: Path) -> None:
+    """Write the model's weights once to directory/weights.bin and keep only references in memory:
+    every model cut from it (debug chunks, regions) and saved into `directory` is then a small graph
+    file, instead of another copy of the weights per backend run."""
+    from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
+
+    directory.mkdir(parents=True, exist_ok=True)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=1024,
+                                   convert_attribute=False)
+    write_external_data_tensors(model, str(directory))
+
+
+def save_model(model: ModelProto, path: Path) -> Path:
+    """Save next to the weights written by `externalize` (the model's external references are relative)."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def light_copy(model: ModelProto) -> ModelProto:
+    """A copy without the data of large initializers (their names, types and dims stay): enough for
+    shape inference, which then does not copy hundreds of megabytes of weights."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    graph = model.graph
+    if not graph.initializer:
+        copy.CopyFrom(model)
+        return copy
+    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(copy, name, getattr(model, name))
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    light = copy.graph
+    light.name = graph.name
+    light.node.extend(graph.node)
+    light.input.extend(graph.input)
+    light.output.extend(graph.output)
+    light.value_info.extend(graph.value_info)
+    for tensor in graph.initializer:
+        if tensor.ByteSize() <= 4096:
+            light.initializer.append(tensor)
+        else:
+            stub = light.initializer.add()
+            stub.name, stub.data_type = tensor.name, tensor.data_type
+            stub.dims.extend(tensor.dims)
+    return copy
+
+
+def cast_feeds(feeds: Mapping[str, Any], index: GraphIndex) -> dict[str, Any]:
+    """Feeds in the element types the graph declares (fp16 inside an fp16 model)."""
+    import numpy as np
+    import onnx
+
+    out = {}
+    for name, value in feeds.items():
+        elem = index.elem_type(name)
+        value = np.asarray(value)
+        if elem:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            if value.dtype != dtype:
+                value = value.astype(dtype)
+        out[name] = value
+    return out

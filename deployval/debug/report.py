@@ -1,0 +1,253 @@
+"""What `debug` found: one row per layer (module call, mark, final output) in execution order, the
+first divergent layer, where the error is new, and the triage verdict; JSON and console forms."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ExitCode
+
+FORMAT_VERSION = "1.0"
+# Row statuses: compared and within tolerance / beyond it; not compared, and why.
+PASS, FAIL, UNMAPPED, VANISHED, SKIPPED = "pass", "fail", "unmapped", "vanished", "skipped"
+
+NEW_VS_INHERITED = (
+    "new = the layer's own error: its ONNX sub-graph, cut out of the debugged artifact between the "
+    "tensors of its inputs and its output, run on the same backend with the *reference* (eager) inputs; "
+    "inherited = what the layer receives already wrong from upstream. 'new' is own rel L2 / total rel L2, "
+    "capped at 100%."
+)
+
+
+@dataclass
+class LayerResult:
+    index: int
+    label: str
+    kind: str  # module | mark | output
+    type: str
+    tensor: str | None = None  # the tensor in the debugged ONNX artifact
+    shape: list[int] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
+    own_ops: list[str] = field(default_factory=list)
+    status: str = SKIPPED
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    tolerance: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    own: dict[str, Any] | None = None  # {"metrics", "passed", "failures", "region_nodes"} or {"unavailable"}
+    ancestors: list[str] = field(default_factory=list)
+    histogram: dict[str, Any] | None = None
+
+    @property
+    def compared(self) -> bool:
+        return self.status in (PASS, FAIL)
+
+    @property
+    def new_share(self) -> float | None:
+        if not self.own or "metrics" not in self.own or not self.compared:
+            return None
+        total = self.metrics.get("rel_l2", 0.0)
+        own = self.own["metrics"].get("rel_l2", 0.0)
+        if total == 0.0 or not math.isfinite(total):
+            return 0.0 if own == 0.0 else 1.0
+        return min(1.0, own / total)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "label": self.label, "kind": self.kind, "type": self.type, "tensor": self.tensor,
+            "shape": self.shape, "ops": self.ops, "own_ops": self.own_ops, "status": self.status,
+            "reason": self.reason, "metrics": self.metrics, "tolerance": self.tolerance, "failures": self.failures,
+            "own": self.own, "new_share": self.new_share, "ancestors": self.ancestors, "histogram": self.histogram,
+        }
+
+
+@dataclass
+class Localization:
+    """Where the error is new: a layer, a container's own code, or code outside every module."""
+
+    label: str
+    kind: str  # layer | mark | module-code (a container's own code) | model-code (outside modules) | accumulated
+    explanation: str
+    ops: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "explanation": self.explanation, "ops": self.ops}
+
+
+@dataclass
+class Triage:
+    """A third opinion from onnx.reference on the region where the error is new."""
+
+    verdict: str  # export | runtime | both | inconclusive | skipped
+    layer: str
+    explanation: str
+    backend_vs_eager: dict[str, float] = field(default_factory=dict)
+    reference_vs_eager: dict[str, float] = field(default_factory=dict)
+    reference_vs_backend: dict[str, float] = field(default_factory=dict)
+    region_nodes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "layer": self.layer, "explanation": self.explanation,
+                "backend_vs_eager": self.backend_vs_eager, "reference_vs_eager": self.reference_vs_eager,
+                "reference_vs_backend": self.reference_vs_backend, "region_nodes": self.region_nodes,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class DebugReport:
+    command: str
+    model: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    seed: int | None
+    inputs_source: str
+    device: dict[str, Any]
+    versions: dict[str, Any]
+    backend: str
+    precision: str
+    artifact: dict[str, Any] = field(default_factory=dict)
+    exporter: str = ""
+    map_source: str = ""
+    layers: list[LayerResult] = field(default_factory=list)
+    first_divergent: str | None = None
+    localized: Localization | None = None
+    triage: Triage | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    steps: list[Any] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+    faithful: bool = True
+    complete: bool = False
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def __bool__(self) -> bool:
+        return self.exit_code == ExitCode.OK
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when a layer or an output exceeds its tolerance, else 0."""
+        return ExitCode.ACCURACY if any(r.status == FAIL for r in self.layers) else ExitCode.OK
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.exit_code == ExitCode.OK else "FAIL"
+
+    def layer(self, label: str) -> LayerResult:
+        for row in self.layers:
+            if row.label == label:
+                return row
+        raise KeyError(label)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.layers:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "debug",
+            "complete": self.complete,
+            "created": self.created,
+            "command": self.command,
+            "versions": self.versions,
+            "device": self.device,
+            "model": self.model,
+            "inputs": self.inputs,
+            "seed": self.seed,
+            "inputs_source": self.inputs_source,
+            "backend": self.backend,
+            "precision": self.precision,
+            "faithful": self.faithful,
+            "artifact": self.artifact,
+            "exporter": self.exporter,
+            "map_source": self.map_source,
+            "new_vs_inherited": NEW_VS_INHERITED,
+            "layers": [r.to_dict() for r in self.layers],
+            "first_divergent": self.first_divergent,
+            "localized": self.localized.to_dict() if self.localized else None,
+            "triage": self.triage.to_dict() if self.triage else None,
+            "memory": self.memory,
+            "notes": self.notes,
+            "warnings": self.warnings,
+            "steps": [s.to_dict() if hasattr(s, "to_dict") else s for s in self.steps],
+            "timings": self.timings,
+            "summary": {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": self.counts()},
+        }
+
+
+# ----------------------------------------------------------------------------- console
+
+
+def _ops(row: LayerResult, limit: int = 3) -> str:
+    ops = row.own_ops if row.kind == "module" and row.own_ops else row.ops
+    text = ",".join(ops[:limit])
+    return text + ("…" if len(ops) > limit else "") if text else "-"
+
+
+def render_debug(report: DebugReport, console: Any | None = None) -> None:
+    """The per-layer table in execution order, then the first divergent layer, where the error is
+    new, and the triage verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..report.console import _console
+    from ..report.formatting import fmt
+    from ..spec import format_shape
+
+    console = console or _console()
+    inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
+    title = (f"debug {report.model.get('name')} on {report.backend}:{report.precision} "
+             f"({report.device.get('device')}) — inputs {inputs}, {report.inputs_source}")
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("ops", "left"),
+                            ("max abs", "right"), ("mean abs", "right"), ("rel L2", "right"), ("cosine", "right"),
+                            ("new", "right"), ("status", "left")):
+        table.add_column(column, justify=justify, no_wrap=column not in ("layer", "ops"))
+    styles = {PASS: "green", FAIL: "bold red", UNMAPPED: "dim", VANISHED: "dim", SKIPPED: "dim"}
+    for row in report.layers:
+        m = row.metrics
+        share = row.new_share
+        new = "-" if share is None else f"{share:.0%}"
+        status = row.status.upper() if row.compared else row.status
+        if row.label == report.first_divergent:
+            status += " ← first"
+        if report.localized is not None and row.label == report.localized.label and row.label != report.first_divergent:
+            status += " ← new here"
+        cosine = "-" if "cosine" not in m else f"{m['cosine']:.6f}"
+        label = escape(row.label if row.kind != "output" else f"[output] {row.label}")
+        table.add_row(str(row.index), label, row.type, _ops(row), fmt(m.get("max_abs")), fmt(m.get("mean_abs")),
+                      fmt(m.get("rel_l2")), cosine, new, f"[{styles.get(row.status, '')}]{status}[/]")
+    console.print(table)
+    skipped = [r for r in report.layers if not r.compared]
+    reasons: dict[str, list[str]] = {}
+    for row in skipped:
+        reasons.setdefault(row.reason or row.status, []).append(row.label)
+    for reason, labels in reasons.items():
+        shown = ", ".join(labels[:6]) + (f" (+{len(labels) - 6} more)" if len(labels) > 6 else "")
+        console.print(f"[dim]not compared: {shown}: {reason}[/]")
+    console.print(f"[dim]layer map: {report.map_source}; artifact {report.artifact.get('kind')}; "
+                  f"{report.memory.get('mode', '')}[/]")
+    if report.first_divergent is None:
+        console.print("[green]no layer exceeds its tolerance[/]")
+    else:
+        first = report.layer(report.first_divergent)
+        console.print(f"[bold red]first divergent layer:[/] {first.label} ({first.type}): "
+                      f"{'; '.join(first.failures[:2])}")
+        if report.localized is not None:
+            console.print(f"[bold]the error is new in:[/] {report.localized.label} — {report.localized.explanation}")
+        if report.triage is not None:
+            style = "yellow" if report.triage.verdict in ("skipped", "inconclusive") else "bold"
+            console.print(f"[{style}]triage: {report.triage.verdict}[/] — {report.triage.explanation}")
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {note}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
+    style = "green" if report.exit_code == 0 else "red"
+    console.print(f"[{style}]{report.verdict}[/] ({counts}) exit code {int(report.exit_code)}")
