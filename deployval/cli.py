@@ -130,11 +130,8 @@ def _resolve_all(model: str, input_shape: list[str] | None, input_range: list[st
     """The model, or the sub-modules asked for (their input shapes from the spec or --input-shape)."""
     if not submodules:
         return [_resolve(model, input_shape, input_range, checkpoint)]
-    from .registry import _apply_ranges, _apply_shapes, _inputs_from_args
-    from .spec import parse_input_range, parse_input_shape
-
-    from .registry import model_entries
-    from .spec import ModelSpec
+    from .registry import _apply_ranges, _apply_shapes, _inputs_from_args, model_entries
+    from .spec import ModelSpec, parse_input_range, parse_input_shape
 
     if ":" in model and model not in model_entries():  # a factory: its own inputs do not matter here
         parent = ModelSpec(name=model, inputs=(), kind="module", factory=model,
