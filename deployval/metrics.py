@@ -306,8 +306,14 @@ def compare_output(
             result.min_passing[bound_name] = drop
             if drop > bound:
                 result.failures.append(f"{label} drop {drop:.4f} exceeds {bound:.4f}")
+    if _has_nonfinite_failure(result):
+        result.min_passing = {}  # no tolerance passes NaN or Inf where the reference is finite
     result.passed = not result.failures
     return result
+
+
+def _has_nonfinite_failure(result: OutputComparison) -> bool:
+    return any("non-finite values" in f for f in result.failures)
 
 
 def _kind(array: np.ndarray) -> str:

@@ -74,3 +74,22 @@ def test_int8_calibration_method_limit_and_exclusions(cli, tmp_path):
 def test_int8_exclusion_that_matches_nothing_is_refused(cli):
     result = cli("compare", "convs", "-b", "torch,ort", "-p", "int8", "--int8-exclude", "nope*", "-q")
     assert result.code == 2 and "matches no ONNX node" in result.err
+
+
+def test_keep_fp32_builds_a_mixed_precision_artifact(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "dv_test_models:hot_layer", "--input-shape", "x=1x3x16x16", "-b", "torch,ort",
+                 "-p", "fp16", "--keep-fp32", "amplify", "--keep-fp32", "op:InstanceNormalization",
+                 "--json", report_path, "-q")
+    report = json.loads(report_path.read_text())
+    ort16 = next(r for r in report["results"] if r["backend"] == "ort")
+    assert ort16["status"] == "pass", ort16["reason"]  # the overflowing layer now runs in fp32
+    step = next(s for s in report["steps"] if s["name"] == "fp16")
+    assert "InstanceNormalization" in step["details"]["op_block_list"] and step["details"]["kept_fp32"]
+    assert report["analysis"]["activation_ranges"]["fp16"] == []  # kept layers are exempt
+    assert result.code == 1  # torch's whole-model .half() still overflows: --keep-fp32 shapes the ONNX artifact
+
+
+def test_keep_fp32_pattern_that_matches_no_module(cli):
+    result = cli("compare", "convs", "-b", "torch,ort", "-p", "fp16", "--keep-fp32", "decoder.*", "-q")
+    assert result.code == 2 and "matches no module" in result.err

@@ -443,29 +443,66 @@ class ArtifactStore:
         return artifact
 
     def _onnx_fp16(self) -> Artifact:
+        """fp16 ONNX with fp32 I/O; modules and op types named by --keep-fp32 stay in fp32 (the usual
+        cure when normalizations or reductions overflow)."""
         source = self.get(ONNX)
-        cached = self._from_cache(ONNX_FP16, "fp16")
-        if cached:
-            return cached
         from . import passes
 
+        model = passes.load_onnx(source.path)
+        nodes, op_types = self._keep_fp32(model)
+        recipe = {"nodes": nodes, "op_types": op_types}
+        meta = self._cached(ONNX_FP16)
+        if meta is not None and meta.get("recipe") == recipe:
+            return self._from_cache(ONNX_FP16, "fp16", meta)  # type: ignore[return-value]
         step = Step("fp16", reproduce=self.reproduce)
         try:
-            with self._timed(step, "fp16 conversion"):
-                model, details = passes.convert_fp16(passes.load_onnx(source.path), keep_io_types=True)
+            with self._timed(step, "fp16 conversion" + (f" ({len(nodes)} nodes kept fp32)" if nodes else "")):
+                converted, details = passes.convert_fp16(model, keep_io_types=True, op_block_list=op_types,
+                                                         node_block_list=nodes)
                 step.details = _as_dict(details)
                 import onnx
 
                 with atomic_path(self._path(ONNX_FP16)) as tmp:
-                    onnx.save(model, str(tmp))
+                    onnx.save(converted, str(tmp))
         except DeployvalError as exc:
             step.status, step.reason = "fail", exc.one_line()
             self._record(step, None)
             raise
         artifact = self._file_artifact(ONNX_FP16, self._path(ONNX_FP16), step.details)
         self._record(step, artifact)
-        self._save_meta(ONNX_FP16, artifact, step)
+        self._save_meta(ONNX_FP16, artifact, step, {"recipe": recipe})
         return artifact
+
+    def _keep_fp32(self, model: Any) -> tuple[list[str], list[str]]:
+        """--keep-fp32 patterns -> node names of the matching modules (through the raw export's
+        module scopes: the simplifier keeps node names) and op types ("op:TYPE")."""
+        patterns = self.config.keep_fp32
+        op_types = [p[3:] for p in patterns if p.startswith("op:")]
+        module_patterns = [p for p in patterns if not p.startswith("op:")]
+        if not module_patterns:
+            return [], op_types
+        if self.spec.kind == "onnx":
+            raise UsageError("--keep-fp32 module patterns need a PyTorch model; for an ONNX file use op:TYPE")
+        from fnmatch import fnmatchcase
+
+        from ..debug.layermap import node_chains
+        from . import passes
+
+        module_names = [name for name, _ in self._module().named_modules() if name]
+        unknown = [p for p in module_patterns if not any(fnmatchcase(n, p) for n in module_names)]
+        if unknown:
+            raise UsageError(f"--keep-fp32 '{unknown[0]}' matches no module (modules look like "
+                             f"{', '.join(module_names[:3])}; or use op:TYPE)")
+        raw = passes.load_onnx(self.get(ONNX_RAW).path)
+        chains, _ = node_chains(raw, module_names)
+        kept = {node.name for node, chain in zip(raw.graph.node, chains)
+                if chain and any(fnmatchcase(m, p) for m in chain for p in module_patterns)}
+        present = {node.name for node in model.graph.node}
+        nodes = sorted(kept & present)
+        if not nodes:
+            raise UsageError(f"--keep-fp32 {', '.join(module_patterns)}: no ONNX node could be traced to those "
+                             "modules (the exporter left no module scopes); use op:TYPE")
+        return nodes, op_types
 
     def _onnx_int8(self) -> Artifact:
         source = self.get(ONNX)

@@ -123,10 +123,12 @@ def _tolerance_text(output: Any) -> str:
 
 
 def _min_passing(values: dict[str, float]) -> str:
+    if not values:
+        return "no tolerance (non-finite values)"
     if "atol" in values:
         return (f"atol={fmt(values['atol'])} (rtol={fmt(values.get('at_rtol', 0.0))}) or "
                 f"rtol={fmt(values['rtol'])} (atol={fmt(values.get('at_atol', 0.0))})")
-    return ", ".join(f"{k}={fmt(v)}" for k, v in values.items()) or "-"
+    return ", ".join(f"{k}={fmt(v)}" for k, v in values.items())
 
 
 def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
