@@ -148,7 +148,7 @@ def test_validate_runs_the_gate(cli, tmp_path):
 def test_second_run_uses_the_cache_and_a_damaged_entry_is_rebuilt(cli, tmp_path):
     cache = tmp_path / "cache"
     args = ("compare", "srcnn", "--input-shape", "image=1x3x32x32", "--backends", "torch,torchscript,ort",
-            "--cache-dir", cache, "-q")
+            "--iterations", "1", "--cache-dir", cache, "-q")
     first, second, third = tmp_path / "1.json", tmp_path / "2.json", tmp_path / "3.json"
     assert cli(*args, "--json", first).code == 0
     assert cli(*args, "--json", second).code == 0
