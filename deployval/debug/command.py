@@ -7,43 +7,40 @@ Register it with ``app.command("debug")(debug_command)`` in deployval/cli.py.
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..options import (
+    CacheDirOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    ExporterOpt,
+    InputRangeOpt,
+    InputShapeOpt,
+    InputsOpt,
+    JsonOpt,
+    NoCacheOpt,
+    NonfiniteOpt,
+    QuietOpt,
+    SeedOpt,
+    TrustOpt,
+)
+
 ModelArg = Annotated[str, typer.Argument(
     help="A registered model (see `deployval models`) or pkg.module:factory (a PyTorch module).",
-    show_default=False)]
+    show_default=False, metavar="MODEL")]
 BackendOpt = Annotated[str, typer.Option(
     "--backend", "-b", help="The backend to localize (one that runs ONNX: ort, trt, ort-trt, ...).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")]
 ModulesOpt = Annotated[list[str] | None, typer.Option(
     "--modules", "-m", help="Module names to report, as fnmatch patterns (comma-separated or repeated), e.g. "
                             "'encoder.*,head'. Default: every submodule, leaves and containers; marks always.")]
-InputsOpt = Annotated[Path | None, typer.Option(
-    "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random.")]
-InputShapeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-shape", help="NAME=1x3x224x224[:DTYPE] (repeat per input; NAME may be left out for one input).")]
-InputRangeOpt = Annotated[list[str] | None, typer.Option(
-    "--input-range", help="NAME=LOW,HIGH: value range of random inputs (repeatable).")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="Weights for the model (a state_dict, or a dict holding one), loaded weights-only.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-checkpoint", help="Allow a checkpoint that needs arbitrary code to unpickle. Only for files you trust.")]
-NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every layer.")]
 RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every layer.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
-ExporterOpt = Annotated[str | None, typer.Option("--exporter", help="dynamo (default) or legacy.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")]
 HtmlOpt = Annotated[Path | None, typer.Option(
     "--html", help="Write a self-contained HTML report here (per-layer error curve, output histograms).")]
-CacheDirOpt = Annotated[Path | None, typer.Option(
-    "--cache-dir", help="Artifact cache (default: $DEPLOYVAL_CACHE_DIR or ~/.cache/deployval).")]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Build every artifact afresh and keep none.")]
 MemoryOpt = Annotated[float | None, typer.Option(
     "--memory-budget", help="MiB of activations one backend run may return; more are streamed in chunks "
                             "[default: 512, at most a quarter of the free memory; $DEPLOYVAL_DEBUG_MEMORY_MB].")]
@@ -53,7 +50,6 @@ OwnOpt = Annotated[str, typer.Option(
 TriageOpt = Annotated[bool, typer.Option(
     "--triage/--no-triage", help="Replay the region where the error is new on onnx.reference to blame the export "
                                  "or the runtime.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
 def debug_command(
@@ -83,6 +79,7 @@ def debug_command(
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
     whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance."""
+    from .. import cli
     from ..cli import _check_report_paths, _config, _progress, _resolve
     from ..errors import UsageError
     from ..spec import PRECISIONS
@@ -106,7 +103,7 @@ def debug_command(
     report = run_debug(
         spec, backend, precision, config, modules=patterns, inputs=inputs,
         allow_nonfinite_inputs=allow_nonfinite_inputs, trust_checkpoint=trust_checkpoint, progress=_progress(quiet),
-        command=shlex.join(["deployval", *sys.argv[1:]]),
+        command=shlex.join(["deployval", *cli._ARGV]),
         memory_budget_bytes=int(memory_budget * (1 << 20)) if memory_budget else None, own_errors=own_errors,
         triage=triage,
     )
