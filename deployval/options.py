@@ -71,3 +71,13 @@ TimeoutOpt = Annotated[float | None, typer.Option(
 CalibrationOpt = Annotated[Path | None, typer.Option(
     "--calibration", help="Directory of .npy/.npz samples to calibrate int8 with (default: the run's inputs).")]
 
+TargetPrecisionOpt = Annotated[str, typer.Option(
+    "--precision", "-p", help="int8 (Q/DQ on ONNX Runtime) or fp16 (torch half): the precision to analyse.")]
+SweepOpt = Annotated[bool, typer.Option(
+    "--sweep", help="Instead: fake-quantize every weight to N bits (per tensor and per channel) and measure the "
+                    "outputs for each N.")]
+BitsOpt = Annotated[str, typer.Option("--bits", help="With --sweep: the bit widths, e.g. 2-8 or 4,6,8.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="With --sweep: write the error-vs-bits plot (PNG).")]
+VerifyOpt = Annotated[bool, typer.Option(
+    "--verify/--no-verify", help="Build and compare the proposal exactly as `deployval compare` would.")]
+AllLayersOpt = Annotated[bool, typer.Option("--all-layers", help="Show every layer, not only the most sensitive.")]

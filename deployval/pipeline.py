@@ -405,6 +405,7 @@ def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) ->
     (shape profiles) and where to cache engines."""
     options: dict[str, Any] = dict(config.backend_options)
     options["input_specs"] = spec.inputs
+    options["keep_fp32"] = config.keep_fp32  # torch eager fp16 keeps the same modules in fp32 as the ONNX artifact
     options["engine_cache_dir"] = store.directory / "engines" if config.use_cache else None
     return options
 

@@ -92,3 +92,26 @@ class HotLayer(nn.Module):
 def hot_layer() -> nn.Module:
     torch.manual_seed(0)
     return HotLayer().eval()
+
+
+class OutlierChannel(nn.Module):
+    """One channel of ~500 next to channels of ~1: int8's per-tensor activation scale for
+    `mix`'s input becomes ~4, every small value rounds to zero, and int8 fails. `mix` ignores the
+    outlier channel, so keeping `mix` in fp32 is the whole cure (the other layers quantize well)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
+        with torch.no_grad():
+            self.stem.bias[0] = 500.0
+            self.mix.weight[:, 0].zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mix(self.stem(x)))
+
+
+def outlier_channel() -> nn.Module:
+    torch.manual_seed(0)
+    return OutlierChannel().eval()

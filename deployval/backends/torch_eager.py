@@ -1,5 +1,6 @@
 """PyTorch eager: the reference at fp32, and a real half-precision run at fp16 (`module.half()`,
-inputs halved, outputs cast back to fp32 for the comparison)."""
+inputs halved, outputs cast back to fp32 for the comparison; modules named by --keep-fp32 stay in
+fp32, as in the fp16 ONNX artifact)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ class TorchEagerRunner(_torch.TorchModuleRunner):
     def load_module(self) -> Any:
         module = self.artifact.obj
         if self.precision == "fp16":
-            module = copy.deepcopy(module).half()  # a copy: the fp32 module stays the reference
+            keep = [p for p in self.options.get("keep_fp32", ()) if not p.startswith("op:")]
+            if keep:  # --keep-fp32: the same mixed precision as the fp16 ONNX artifact
+                from ..precision.mixed import half_except, matching_modules
+
+                kept = matching_modules(module, keep)
+                self.details["kept_fp32"] = kept
+                module = half_except(module, kept)
+            else:
+                module = copy.deepcopy(module).half()  # a copy: the fp32 module stays the reference
         elif self.device != "cpu":
             module = copy.deepcopy(module)  # moving the reference's own module would move it for everyone
         return module.to(self.device).eval()

@@ -10,6 +10,7 @@ functions so that `deployval` imports, lists and parses specs without them.
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import warnings
@@ -1126,6 +1127,7 @@ class Int8Details:
     excluded_nodes: list[str] = field(default_factory=list)
     excluded_op_types: list[str] = field(default_factory=list)
     path: str = ""
+    ranges_from_cache: bool = False  # tensor ranges read from a calibration cache (samples is then 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1183,6 +1185,9 @@ def quantize_int8(
     per_channel: bool = True,
     exclude_nodes: Iterable[str] = (),
     exclude_op_types: Iterable[str] = (),
+    only_nodes: Iterable[str] | None = None,
+    calibration_cache: PathLike | None = None,
+    preprocess: bool = True,
 ) -> Int8Details:
     """Static int8 QDQ quantization for TensorRT's explicit-quantization path; writes `out_path`.
 
@@ -1191,9 +1196,14 @@ def quantize_int8(
     retried without it, and when that fails too the unprocessed model is quantized and the
     details say so. Node names in `exclude_nodes` refer to the model after pre-processing,
     which keeps the names of nodes it does not fuse away.
+
+    For sensitivity analysis: `only_nodes` quantizes just those nodes; `calibration_cache` (a JSON
+    file of tensor ranges, written by the first call and read by later ones where ONNX Runtime
+    supports it) calibrates once for many quantizations of the same model; `preprocess=False` takes
+    a model that already went through `preprocess_for_quantization`.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if method not in _CALIBRATION_METHODS:
@@ -1238,21 +1248,17 @@ def quantize_int8(
         unknown_nodes = [n for n in details.excluded_nodes if n not in known_nodes]
         if unknown_nodes:
             raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
-        prepared = Path(tmp) / "prepared.onnx"
-        attempts: list[tuple[str, dict[str, Any]]] = [
-            ("full", {}),
-            ("no symbolic shape inference", {"skip_symbolic_shape": True}),
-        ]
-        input_path, failure = source, ""
-        for label, kwargs in attempts:
-            try:
-                quant_pre_process(str(source), str(prepared), **kwargs)
-                input_path, details.preprocess = prepared, label
-                break
-            except Exception as exc:
-                failure = _msg(exc)
+        input_path = source
+        if preprocess:
+            prepared = Path(tmp) / "prepared.onnx"
+            details.preprocess = preprocess_for_quantization(source, prepared)
+            if not details.preprocess.startswith("failed"):
+                input_path = prepared
         else:
-            details.preprocess = f"failed: {failure}; unprocessed model used"
+            details.preprocess = "done before"
+        kwargs: dict[str, Any] = {}
+        if calibration_cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            kwargs["calibration_cache_path"] = str(calibration_cache)
         try:
             # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
             # axes of 1-D norm weights); deployval's report is where results go.
@@ -1267,7 +1273,9 @@ def quantize_int8(
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=details.excluded_nodes,
+                    nodes_to_quantize=sorted(only_nodes) if only_nodes is not None else None,
                     calibrate_method=calib_method,
+                    **kwargs,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
                 )
         except DeployvalError:
@@ -1275,10 +1283,28 @@ def quantize_int8(
         except Exception as exc:
             raise ExportError(f"int8 quantization failed: {_msg(exc)}") from None
     details.samples = reader.count
+    details.ranges_from_cache = reader.count == 0
 
     quantized = onnx.load(str(out))
     _summarize_qdq(quantized, details)
     return details
+
+
+def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
+    """ONNX Runtime's `quant_pre_process` (shape inference, fusions) into `out_path`; retried without
+    symbolic shape inference when that fails. Returns what was done ("full", "no symbolic shape
+    inference" or "failed: <why>; unprocessed model used")."""
+    from onnxruntime.quantization import quant_pre_process
+
+    failure = ""
+    for label, kwargs in (("full", {}), ("no symbolic shape inference", {"skip_symbolic_shape": True})):
+        try:
+            with quiet_libraries(""):
+                quant_pre_process(str(source), str(out_path), **kwargs)
+            return label
+        except Exception as exc:
+            failure = _msg(exc)
+    return f"failed: {failure}; unprocessed model used"
 
 
 def _summarize_qdq(model: ModelProto, details: Int8Details) -> None:

@@ -1,0 +1,462 @@
+"""Which layers cannot take int8 (or fp16), and the smallest set to keep at full precision.
+
+Each weighted layer is lowered alone (every other layer stays fp32) and the effect at the outputs
+is measured against the fp32 reference; layers are ranked by that effect. The proposal is the
+shortest prefix of the ranking whose exclusion makes the fully lowered model meet the tolerance,
+found by trying prefixes of growing length and bisecting; it is then verified by the pipeline
+itself, exactly as `deployval compare` would judge it with `--int8-exclude` / `--keep-fp32`.
+
+int8 runs Q/DQ models on ONNX Runtime's CPU provider, which executes real int8 kernels for Conv
+and MatMul; fp16 runs in PyTorch eager with real half arithmetic (ONNX Runtime's CPU provider would
+compute an fp16 model in fp32 and show nothing).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import inputs as inputs_mod
+from ..errors import UsageError
+from ..export.store import Progress
+from ..metrics import OutputComparison, compare_output
+from ..spec import ModelSpec, RunConfig, Tolerance
+
+# Layers lowered one at a time: the ones that carry weights, where int8 and fp16 lose accuracy.
+INT8_LAYER_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+BACKEND_FOR = {"int8": "ort", "fp16": "torch"}
+
+
+@dataclass
+class Trial:
+    """One lowered model, compared with the reference."""
+
+    kept: list[str]  # layers kept at full precision (for single-layer trials: all but `lowered`)
+    lowered: str | None  # the only lowered layer, for single-layer trials
+    passed: bool
+    score: float  # worst relative L2 error over the float outputs (inf when not finite)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # OutputComparison.to_dict() per output
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LayerSensitivity:
+    layer: str  # ONNX node name (int8) or module name (fp16): what --int8-exclude / --keep-fp32 take
+    op_type: str
+    module: str | None  # the PyTorch module the layer belongs to, when known
+    score: float  # worst relative L2 error at the outputs with only this layer lowered
+    passed: bool  # whether lowering only this layer still meets the tolerance
+    summary: str  # the deciding numbers, e.g. "rel_l2 0.012, argmax 99.8%"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SensitivityResult:
+    """True when the model meets the tolerance lowered as a whole, or with a verified proposal."""
+
+    model: str
+    precision: str
+    executor: str
+    tolerance: dict[str, Any]
+    baseline: Trial  # every layer lowered
+    layers: list[LayerSensitivity]  # most sensitive first
+    search: list[Trial]  # exclusion prefixes tried
+    proposal: list[str] | None  # layers to keep at full precision; [] when none is needed
+    option: str  # the command-line option that applies the proposal
+    verification: dict[str, Any] | None = None  # the pipeline's row for the proposal
+    status: str = "fail"  # "pass" (no exclusion needed), "fixed" (proposal verified), "fail"
+    reason: str = ""
+    reproduce: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.status in ("pass", "fixed")
+
+    def apply_args(self) -> list[str]:
+        return [a for layer in self.proposal or () for a in (self.option, glob.escape(layer))]
+
+    def to_dict(self) -> dict[str, Any]:
+        from .._util import finite_json
+
+        data = asdict(self)
+        data["apply"] = shlex.join(self.apply_args()) if self.proposal else ""
+        return finite_json(data)
+
+
+# ----------------------------------------------------------------------------------- lowering
+
+
+class Lowering:
+    """One precision's way of building a model with a chosen set of layers lowered."""
+
+    precision: str
+    executor: str
+    option: str
+
+    def candidates(self) -> list[tuple[str, str, str | None]]:
+        """(layer, op type, module) for every layer that can be lowered alone."""
+        raise NotImplementedError
+
+    def run_only(self, layer: str) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Int8Lowering(Lowering):
+    """Q/DQ models on ONNX Runtime's CPU provider; calibrated once, ranges reused for every trial."""
+
+    precision, executor, option = "int8", "onnxruntime CPU (int8 Q/DQ kernels)", "--int8-exclude"
+
+    def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]], feeds: Mapping[str, np.ndarray],
+                 method: str, node_modules: Mapping[str, str], output_names: Sequence[str]) -> None:
+        from ..export import passes
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
+        self.dir = Path(self._tmp.name)
+        self.prepared = self.dir / "prepared.onnx"
+        self.preprocess = passes.preprocess_for_quantization(onnx_path, self.prepared)
+        if self.preprocess.startswith("failed"):
+            self.prepared = Path(onnx_path)
+        self.model = passes.load_onnx(self.prepared)
+        self.samples, self.feeds, self.method = samples, feeds, method
+        self.node_modules, self.output_names = node_modules, list(output_names)
+        self.cache = self.dir / "ranges.json"
+        self.quantizations = 0
+
+    def candidates(self) -> list[tuple[str, str, str | None]]:
+        return [(n.name, n.op_type, self.node_modules.get(n.name)) for n in self.model.graph.node
+                if n.op_type in INT8_LAYER_OPS and n.name]
+
+    def _run(self, **selection: Any) -> dict[str, np.ndarray]:
+        from ..export import passes
+
+        out = self.dir / f"trial{self.quantizations}.onnx"
+        self.quantizations += 1
+        passes.quantize_int8(self.model, self.samples, out, method=self.method, calibration_cache=self.cache,
+                             preprocess=False, **selection)
+        try:
+            outputs = passes.run_onnxruntime(out, self.feeds)
+        finally:
+            out.unlink(missing_ok=True)
+        return {name: outputs[name] for name in self.output_names if name in outputs}
+
+    def run_only(self, layer: str) -> dict[str, np.ndarray]:
+        return self._run(only_nodes=[layer])
+
+    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+        return self._run(exclude_nodes=list(kept))
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+class Fp16Lowering(Lowering):
+    """PyTorch eager with real half arithmetic, module by module."""
+
+    precision, executor, option = "fp16", "torch eager CPU half (real fp16 arithmetic)", "--keep-fp32"
+
+    def __init__(self, module: Any, spec: ModelSpec, feeds: Mapping[str, np.ndarray], device: str) -> None:
+        self.module, self.spec, self.feeds, self.device = module, spec, feeds, device
+
+    def candidates(self) -> list[tuple[str, str, str | None]]:
+        """Leaf modules that hold parameters: where weights are rounded and most arithmetic happens."""
+        return [(name, type(sub).__name__, name) for name, sub in self.module.named_modules()
+                if name and not list(sub.children()) and any(True for _ in sub.parameters(recurse=False))]
+
+    def _run(self, lowered: Any, half_inputs: bool) -> dict[str, np.ndarray]:
+        import torch
+
+        from ..backends._torch import name_outputs, tensors_to_host, to_tensors
+
+        lowered = lowered.to(self.device)
+        with torch.inference_mode():
+            raw = lowered(*to_tensors(self.feeds, self.spec.input_names, self.device, half=half_inputs))
+        return tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True)
+
+    def run_only(self, layer: str) -> dict[str, np.ndarray]:
+        from .mixed import half_only
+
+        return self._run(half_only(self.module, [layer]), half_inputs=False)
+
+    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+        from .mixed import half_except
+
+        return self._run(half_except(self.module, kept), half_inputs=True)
+
+
+# ----------------------------------------------------------------------------------- analysis
+
+
+def _judge(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+           tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None,
+           seconds: float) -> Trial:
+    comparisons: list[OutputComparison] = [
+        compare_output(name, ref, outputs.get(name), tolerances[name], spec.task) for name, ref in reference.items()
+    ]
+    scores = [math.inf if c.metrics.get("nan") or c.metrics.get("inf") else c.metrics.get("rel_l2", math.inf)
+              for c in comparisons if c.ref_dtype.startswith(("float", "bfloat"))]
+    score = max((s if math.isfinite(s) else math.inf for s in scores), default=0.0)
+    if any(not c.metrics for c in comparisons):  # missing or misshapen output
+        score = math.inf
+    return Trial(kept=kept, lowered=lowered, passed=all(c.passed for c in comparisons), score=score,
+                 outputs=[c.to_dict() for c in comparisons],
+                 failures=[f"{c.name}: {c.failures[0]}" for c in comparisons if c.failures], seconds=seconds)
+
+
+def _summary(trial: Trial) -> str:
+    if not math.isfinite(trial.score):
+        return trial.failures[0] if trial.failures else "non-finite outputs"
+    parts = [f"rel_l2 {trial.score:.3g}"]
+    for output in trial.outputs:
+        task = output.get("task") or {}
+        if "argmax_agreement" in task:
+            parts.append(f"argmax {task['argmax_agreement']:.2%}")
+        if "dice_min" in task:
+            parts.append(f"min Dice {task['dice_min']:.3f}")
+        break
+    return ", ".join(parts)
+
+
+def prefix_lengths(total: int) -> list[int]:
+    """Prefix lengths to try first: 1, 2, 3, 4, then doubling, then everything."""
+    lengths = [n for n in (1, 2, 3, 4) if n <= total]
+    n = 8
+    while n < total:
+        lengths.append(n)
+        n *= 2
+    if total and total not in lengths:
+        lengths.append(total)
+    return lengths
+
+
+def search_exclusions(
+    ranked: Sequence[str], evaluate: Callable[[list[str]], Trial]
+) -> tuple[list[str] | None, list[Trial]]:
+    """The shortest prefix of `ranked` whose exclusion passes, assuming more exclusions never hurt:
+    grow the prefix, then bisect between the longest failing and the shortest passing length."""
+    trials: list[Trial] = []
+    results: dict[int, Trial] = {}
+
+    def passes(n: int) -> bool:
+        if n not in results:
+            results[n] = evaluate(list(ranked[:n]))
+            trials.append(results[n])
+        return results[n].passed
+
+    low, high = 0, None  # low: a length known to fail (0 is the baseline)
+    for n in prefix_lengths(len(ranked)):
+        if passes(n):
+            high = n
+            break
+        low = n
+    if high is None:
+        return None, trials
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(middle):
+            high = middle
+        else:
+            low = middle
+    return list(ranked[:high]), trials
+
+
+def analyze(
+    spec: ModelSpec,
+    precision: str,
+    config: RunConfig | None = None,
+    *,
+    inputs: Mapping[str, np.ndarray] | Path | str | None = None,
+    trust_checkpoint: bool = False,
+    progress: Progress | None = None,
+    model_arg: str | None = None,
+    extra_args: Sequence[str] = (),
+    verify: bool = True,
+) -> SensitivityResult:
+    """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep."""
+    from ..export.store import ArtifactStore
+    from ..loading import build_module, module_digest
+    from ..pipeline import compare
+
+    started = time.perf_counter()
+    config = config or RunConfig()
+    progress = progress or Progress()
+    if precision not in BACKEND_FOR:
+        raise UsageError(f"sensitivity analysis is for int8 or fp16, not '{precision}'")
+    if spec.kind == "onnx":
+        raise UsageError("sensitivity analysis needs a PyTorch model (the reference is torch eager fp32)")
+    if config.device != "cpu":
+        raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
+    if isinstance(inputs, (str, Path)):
+        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
+        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, source=str(inputs))
+        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+    elif inputs is not None:
+        feeds = inputs_mod.check_inputs(inputs, spec.inputs, exact_shapes=False, source="inputs")
+        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+    else:
+        for input_spec in spec.inputs:
+            input_spec.check_shape(input_spec.shape)
+        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
+    backend = BACKEND_FOR[precision]
+    seconds: dict[str, float] = {}
+
+    with progress.step(f"building {spec.name}"):
+        module = build_module(spec, trust_checkpoint=trust_checkpoint)
+    with progress.step("reference run (torch eager fp32)"):
+        reference = Fp16Lowering(module, spec, feeds, "cpu")._run(module.eval(), half_inputs=False)
+    output_names = tuple(reference)
+    tolerances = {name: _resolve_tolerance(spec, backend, precision, name, config) for name in output_names}
+
+    lowering: Lowering
+    if precision == "int8":
+        from ..backends.base import ONNX, ONNX_RAW
+        from .calibration import load_calibration
+
+        samples = (load_calibration(Path(config.calibration), spec, limit=config.calibration_limit)
+                   if config.calibration else [dict(feeds)])
+        store = ArtifactStore(spec, feeds, config, module=lambda: module, output_names=output_names,
+                              model_digest=module_digest(spec, module), inputs_digest=inputs_mod.digest(feeds),
+                              progress=progress)
+        try:  # the store's files live only while it is open (always so with --no-cache)
+            onnx_path, raw_path = store.get(ONNX).path, store.get(ONNX_RAW).path
+            with progress.step("preparing the model for quantization"):
+                lowering = Int8Lowering(Path(onnx_path), samples, feeds, config.calibration_method,
+                                        _node_modules(Path(raw_path), module), output_names)
+        finally:
+            store.close()
+    else:
+        lowering = Fp16Lowering(module, spec, feeds, "cpu")
+
+    def timed(run: Callable[[], dict[str, np.ndarray]], kept: list[str], lowered: str | None) -> Trial:
+        start = time.perf_counter()
+        try:
+            outputs = run()
+        except UsageError:
+            raise
+        except Exception as exc:
+            from ..errors import first_line
+
+            return Trial(kept=kept, lowered=lowered, passed=False, score=math.inf,
+                         failures=[f"could not build or run: {first_line(exc)}"],
+                         seconds=time.perf_counter() - start)
+        return _judge(outputs, reference, tolerances, spec, kept, lowered, time.perf_counter() - start)
+
+    try:
+        candidates = lowering.candidates()
+        if not candidates:
+            raise UsageError(f"{spec.name} has no layer that {precision} lowering applies to "
+                             f"({', '.join(INT8_LAYER_OPS) if precision == 'int8' else 'leaf modules with weights'})")
+        start = time.perf_counter()
+        with progress.step(f"{precision} everywhere ({len(candidates)} layers)"):
+            baseline = timed(lambda: lowering.run_all_except([]), [], None)
+        seconds["baseline"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        layers: list[LayerSensitivity] = []
+        names = [c[0] for c in candidates]
+        for index, (layer, op_type, module_name) in enumerate(candidates, 1):
+            with progress.step(f"{precision} one layer at a time: {index}/{len(candidates)} {module_name or layer}"):
+                trial = timed(lambda layer=layer: lowering.run_only(layer), [n for n in names if n != layer], layer)
+            layers.append(LayerSensitivity(layer, op_type, module_name, trial.score, trial.passed, _summary(trial)))
+        order = sorted(range(len(layers)), key=lambda i: (-_sortable(layers[i].score), i))
+        layers = [layers[i] for i in order]
+        seconds["per_layer"] = time.perf_counter() - start
+
+        result = SensitivityResult(
+            model=spec.name, precision=precision, executor=lowering.executor,
+            tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
+            search=[], proposal=None, option=lowering.option,
+            seconds=seconds,
+            reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
+                                  *extra_args]),
+        )
+        if baseline.passed:
+            result.proposal, result.status = [], "pass"
+            result.reason = f"the model meets the tolerance with every layer in {precision}"
+            seconds["total"] = time.perf_counter() - started
+            return result
+
+        start = time.perf_counter()
+        ranked = [layer.layer for layer in layers]
+
+        def evaluate(kept: list[str]) -> Trial:
+            with progress.step(f"{precision} keeping the {len(kept)} most sensitive layer(s) at fp32"):
+                return timed(lambda: lowering.run_all_except(kept), kept, None)
+
+        result.proposal, result.search = search_exclusions(ranked, evaluate)
+        seconds["search"] = time.perf_counter() - start
+    finally:
+        lowering.close()
+
+    if result.proposal is None:
+        result.reason = (f"even with all {len(ranked)} layers kept at fp32 the model misses the tolerance: "
+                         f"the error comes from elsewhere ({'; '.join(result.search[-1].failures[:2])})")
+        seconds["total"] = time.perf_counter() - started
+        return result
+    if not verify:
+        result.status, result.reason = "fixed", "proposal found (not verified: --no-verify)"
+        seconds["total"] = time.perf_counter() - started
+        return result
+
+    start = time.perf_counter()
+    setting = {"int8_exclude": tuple(glob.escape(n) for n in result.proposal)} if precision == "int8" else {
+        "keep_fp32": tuple(glob.escape(n) for n in result.proposal)}
+    report = compare(spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
+                     inputs=dict(feeds), progress=progress, trust_checkpoint=trust_checkpoint,
+                     command=shlex.join(["deployval", "compare", model_arg or spec.name, "--backends", backend,
+                                         "--precisions", precision, *extra_args, *result.apply_args()]))
+    row = report.results[0]
+    seconds["verification"] = time.perf_counter() - start
+    result.verification = {"backend": row.backend, "precision": row.precision, "status": row.status,
+                           "reason": row.reason, "outputs": [o.to_dict() for o in row.outputs],
+                           "reproduce": report.command, "faithful": row.faithful}
+    if row.status == "pass":
+        result.status = "fixed"
+        result.reason = (f"keeping {len(result.proposal)} of {len(ranked)} layers at fp32 meets the tolerance "
+                         f"(verified: {backend} {precision} passes)")
+    else:
+        result.reason = f"the proposal did not pass verification: {row.reason}"
+    seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def _sortable(score: float) -> float:
+    return 1e300 if not math.isfinite(score) else score
+
+
+def _resolve_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
+    """The tolerance the pipeline would apply to this backend's row (see pipeline._tolerance)."""
+    from ..pipeline import Job, _tolerance
+
+    return _tolerance(spec, Job(backend, precision, None), output, config)
+
+
+def _node_modules(raw_path: Path, module: Any) -> dict[str, str]:
+    """ONNX node name -> innermost PyTorch module it came from (the simplifier keeps node names)."""
+    from ..debug.layermap import node_chains
+    from ..export import passes
+
+    raw = passes.load_onnx(raw_path)
+    chains, _ = node_chains(raw, [name for name, _ in module.named_modules() if name])
+    return {node.name: chain[-1] for node, chain in zip(raw.graph.node, chains) if chain}

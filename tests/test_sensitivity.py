@@ -1,0 +1,122 @@
+"""Sensitivity analysis: layers lowered one at a time, ranked, and the smallest exclusion verified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deployval.precision.mixed import half_except, half_only, matching_modules
+from deployval.precision.sensitivity import Trial, prefix_lengths, search_exclusions
+
+
+def test_int8_sensitivity_finds_and_verifies_the_layers_to_keep(cli, tmp_path):
+    report_path = tmp_path / "s.json"
+    result = cli("precision", "dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16", "-p", "int8",
+                 "--json", report_path)
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "fixed" and not data["baseline"]["passed"]
+    by_module = {layer["module"]: layer for layer in data["layers"]}
+    assert set(by_module) == {"stem", "mix", "head"}
+    # Quantizing stem or mix puts a Q/DQ on the tensor with the outlier channel; head is harmless.
+    assert data["layers"][-1]["module"] == "head" and by_module["head"]["passed"]
+    assert not by_module["mix"]["passed"] and by_module["mix"]["score"] > 10 * by_module["head"]["score"]
+    assert {by_module["stem"]["layer"], by_module["mix"]["layer"]} == set(data["proposal"])
+    verification = data["verification"]
+    assert verification["status"] == "pass" and "--int8-exclude" in verification["reproduce"]
+    assert data["apply"] in verification["reproduce"]
+    assert "FIXED" in result.out and "apply with: --int8-exclude" in result.out
+
+
+def test_fp16_sensitivity_keeps_the_overflowing_layers(cli, tmp_path):
+    report_path = tmp_path / "s.json"
+    result = cli("precision", "dv_test_models:hot_layer", "--input-shape", "x=1x3x16x16", "-p", "fp16",
+                 "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    assert data["executor"].startswith("torch eager CPU half")
+    # amplify overflows in half; norm overflows when amplify's fp32 output is cast to half for it.
+    assert [layer["layer"] for layer in data["layers"][:2]] == ["amplify", "norm"]
+    assert data["proposal"] == ["amplify", "norm"] and data["verification"]["status"] == "pass"
+    assert [len(t["kept"]) for t in data["search"]] == [1, 2]
+
+
+def test_healthy_model_needs_no_exclusion(cli, tmp_path):
+    report_path = tmp_path / "s.json"
+    result = cli("precision", "convs", "-p", "fp16", "--json", report_path, "-q")
+    assert result.code == 0, result.out
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "pass" and data["proposal"] == [] and data["search"] == []
+    assert len(data["layers"]) == 12 and all(layer["passed"] for layer in data["layers"])
+
+
+def test_precision_command_refuses_bad_input(cli):
+    assert cli("precision", "convs", "-p", "fp32", "-q").code == 2
+    assert cli("precision", "convs", "--plot", "x.png", "-q").code == 2
+    result = cli("precision", "convs", "--sweep", "--bits", "1-4", "-q")
+    assert result.code == 2 and "bit widths go from 2 to 16" in result.err
+
+
+def _trial(kept: list[str], passed: bool) -> Trial:
+    return Trial(kept=kept, lowered=None, passed=passed, score=0.0 if passed else 1.0)
+
+
+@pytest.mark.parametrize("needed", [1, 2, 5, 7, 20])
+def test_search_finds_the_shortest_passing_prefix(needed):
+    ranked = [f"l{i}" for i in range(20)]
+    tried: list[int] = []
+
+    def evaluate(kept: list[str]) -> Trial:
+        tried.append(len(kept))
+        return _trial(kept, len(kept) >= needed)
+
+    proposal, trials = search_exclusions(ranked, evaluate)
+    assert proposal == ranked[:needed]
+    assert len(set(tried)) == len(tried) == len(trials)  # no prefix is built twice
+    assert len(trials) <= 9  # 1, 2, 3, 4, 8, 16, 20, then bisection
+
+
+def test_search_reports_none_when_nothing_passes():
+    proposal, trials = search_exclusions(["a", "b", "c"], lambda kept: _trial(kept, False))
+    assert proposal is None and [len(t.kept) for t in trials] == [1, 2, 3]
+    assert prefix_lengths(40) == [1, 2, 3, 4, 8, 16, 32, 40]
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x) * 1000.0)
+
+
+def test_mixed_precision_copies_run_the_asked_precisions():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    x = torch.randn(3, 4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    mixed = half_except(net, ["b"])
+    assert mixed.a.weight.dtype == torch.float16 and mixed.b[0].weight.dtype == torch.float32
+    assert torch.equal(mixed.b[2].weight, net.b[2].weight)  # kept layers keep their fp32 weights exactly
+    out = mixed(x.half())
+    assert out.dtype == torch.float32  # b runs in fp32 and its output is not squeezed back to half
+    np.testing.assert_allclose(out.detach().numpy(), net(x).detach().numpy(), rtol=2e-2, atol=2.0)
+    only = half_only(net, ["a"])
+    assert only.a.inner.weight.dtype == torch.float16 and only.b[0].weight.dtype == torch.float32
+    assert only(x).dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the original is untouched
+    assert matching_modules(net, ["b*"]) == ["b"]  # inner matches are covered by the outer module
+
+
+def test_torch_fp16_honours_keep_fp32(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "dv_test_models:hot_layer", "--input-shape", "x=1x3x16x16", "-b", "torch", "-p", "fp16",
+                 "--keep-fp32", "amplify", "--keep-fp32", "norm", "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    row = json.loads(report_path.read_text())["results"][0]
+    assert row["status"] == "pass" and row["details"]["kept_fp32"] == ["amplify", "norm"]
