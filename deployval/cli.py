@@ -27,6 +27,7 @@ from .options import (
     CalibrationLimitOpt,
     CalibrationMethodOpt,
     CalibrationOpt,
+    CalibrationPreprocessOpt,
     CheckpointOpt,
     DeviceOpt,
     ExporterOpt,
@@ -270,6 +271,7 @@ def compare_command(
     device: DeviceOpt = "cpu",
     exporter: ExporterOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_preprocess: CalibrationPreprocessOpt = None,
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_exclude: Int8ExcludeOpt = None,
@@ -299,7 +301,8 @@ def compare_command(
     specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint)
     options = dict(device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
                    time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                   calibration=calibration, calibration_limit=calibration_limit,
+                   calibration=calibration,
+                   calibration_preprocess=calibration_preprocess, calibration_limit=calibration_limit,
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                    backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
@@ -336,6 +339,7 @@ def validate_command(
     iterations: IterationsOpt = None,
     time_budget: BudgetOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_preprocess: CalibrationPreprocessOpt = None,
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_exclude: Int8ExcludeOpt = None,
@@ -370,7 +374,8 @@ def validate_command(
                              "the per-model options")
         overrides = {k: v for k, v in {
             "iterations": iterations, "time_budget_s": time_budget, "cache_dir": cache_dir,
-            "use_cache": False if no_cache else None, "calibration": calibration, "isolate": isolate,
+            "use_cache": False if no_cache else None, "calibration": calibration,
+            "calibration_preprocess": calibration_preprocess, "isolate": isolate,
             "timeout_s": timeout, "backend_options": backend_options,
             "device": device if device != "cpu" else None}.items() if v is not None}
         raise typer.Exit(_validate_all(manifest, shard, overrides, trust_checkpoint, quiet, json_path, junit,
@@ -382,7 +387,8 @@ def validate_command(
         if not spec.gate_for(device):
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
     options = dict(device=device, seed=seed, iterations=iterations, time_budget_s=time_budget, cache_dir=cache_dir,
-                   use_cache=not no_cache, calibration=calibration, calibration_limit=calibration_limit,
+                   use_cache=not no_cache, calibration=calibration,
+                   calibration_preprocess=calibration_preprocess, calibration_limit=calibration_limit,
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                    backend_options=backend_options)
@@ -532,6 +538,7 @@ def precision_command(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_preprocess: CalibrationPreprocessOpt = None,
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     exporter: ExporterOpt = None,
@@ -557,13 +564,15 @@ def precision_command(
     from .report.precision import render_sensitivity
 
     config = _config(spec, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir, use_cache=not no_cache,
-                     exporter=exporter, calibration=calibration, calibration_limit=calibration_limit,
-                     calibration_method=calibration_method)
+                     exporter=exporter, calibration=calibration, calibration_preprocess=calibration_preprocess,
+                     calibration_limit=calibration_limit, calibration_method=calibration_method)
     args = list(_invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
     if precision == "int8" and calibration:
         args += ["--calibration", str(calibration), "--calibration-method", calibration_method]
         if calibration_limit:
             args += ["--calibration-limit", str(calibration_limit)]
+        if calibration_preprocess:
+            args += ["--calibration-preprocess", calibration_preprocess]
     for flag, value in (("--atol", atol), ("--rtol", rtol)):
         if value is not None:
             args += [flag, str(value)]
@@ -643,6 +652,11 @@ def export_command(
     seed: SeedOpt = 0,
     exporter: ExporterOpt = None,
     calibration: CalibrationOpt = None,
+    calibration_preprocess: CalibrationPreprocessOpt = None,
+    calibration_limit: CalibrationLimitOpt = None,
+    calibration_method: CalibrationMethodOpt = "minmax",
+    int8_exclude: Int8ExcludeOpt = None,
+    keep_fp32: KeepFp32Opt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
@@ -659,7 +673,9 @@ def export_command(
         raise UsageError(f"--out '{out}' exists and is not a directory")
     spec = _resolve(model, input_shape, input_range, checkpoint)
     config = _config(spec, seed=seed, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
-                     calibration=calibration)
+                     calibration=calibration, calibration_preprocess=calibration_preprocess,
+                     calibration_limit=calibration_limit, calibration_method=calibration_method,
+                     int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()))
     written, errors, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
                                     trust_checkpoint=trust_checkpoint)
     console = _console()

@@ -69,7 +69,12 @@ IsolateOpt = Annotated[bool | None, typer.Option(
 TimeoutOpt = Annotated[float | None, typer.Option(
     "--timeout", help="Seconds each isolated backend may take before it is killed and reported.")]
 CalibrationOpt = Annotated[Path | None, typer.Option(
-    "--calibration", help="Directory of .npy/.npz samples to calibrate int8 with (default: the run's inputs).")]
+    "--calibration", help="Directory of samples to calibrate int8 with: .npy/.npz/.pt files, or images for one "
+                          "NCHW input (default: the run's inputs).")]
+CalibrationPreprocessOpt = Annotated[str | None, typer.Option(
+    "--calibration-preprocess", help="How calibration images become inputs, e.g. "
+                                     "'scale=0.003922,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,order=rgb' "
+                                     "[default: resize to the input size, scale 1/255].")]
 
 TargetPrecisionOpt = Annotated[str, typer.Option(
     "--precision", "-p", help="int8 (Q/DQ on ONNX Runtime) or fp16 (torch half): the precision to analyse.")]

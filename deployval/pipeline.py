@@ -152,10 +152,8 @@ def compare(
 
     calibration = None
     if config.calibration is not None:
-        calibration_dir = Path(config.calibration)
-
         def calibration() -> list[dict[str, np.ndarray]]:
-            return load_calibration(calibration_dir, spec, limit=config.calibration_limit)
+            return load_calibration(spec, config)
 
     store = ArtifactStore(
         spec, feeds, config, module=module, output_names=output_names, model_digest=model_digest,
@@ -421,18 +419,13 @@ def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tol
     return tolerance
 
 
-def load_calibration(directory: Path, spec: ModelSpec, limit: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Every .npy/.npz/.pt file in `directory` is one calibration sample, checked like --inputs."""
-    if not directory.is_dir():
-        raise UsageError(f"--calibration '{directory}' is not a directory")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in inputs_mod.INPUT_SUFFIXES)[:limit]
-    if not files:
-        raise UsageError(f"--calibration '{directory}' holds no .npy, .npz or .pt files")
-    samples = []
-    for path in files:
-        loaded = inputs_mod.load_inputs(path, spec.inputs)
-        samples.append(inputs_mod.check_inputs(loaded, spec.inputs, source=str(path)))
-    return samples
+def load_calibration(spec: ModelSpec, config: RunConfig) -> list[dict[str, np.ndarray]]:
+    """The int8 calibration samples `config` names (arrays, or images through its preprocessing)."""
+    from .precision.calibration import ImagePreprocess
+    from .precision.calibration import load_calibration as load
+
+    preprocess = ImagePreprocess.parse(config.calibration_preprocess) if config.calibration_preprocess else None
+    return load(Path(config.calibration or ""), spec, limit=config.calibration_limit, preprocess=preprocess)
 
 
 def device_info(device: str) -> dict[str, Any]:
@@ -487,8 +480,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
                     _reference_runner(spec, lambda: module_obj, config) as runner:
                 output_names = tuple(runner.infer(feeds))
         digest = module_digest(spec, module_obj)
-    calibration = ((lambda: load_calibration(Path(config.calibration), spec, limit=config.calibration_limit))
-                   if config.calibration else None)
+    calibration = (lambda: load_calibration(spec, config)) if config.calibration else None
     store = ArtifactStore(spec, feeds, config, module=lambda: module_obj, output_names=output_names,
                           model_digest=digest, inputs_digest=inputs_mod.digest(feeds), progress=progress,
                           calibration=calibration)

@@ -385,6 +385,7 @@ class RunConfig:
     exporter: str | None = None  # override the spec's exporter
     calibration: Path | None = None  # directory of .npy/.npz/.pt or image calibration samples for int8
     calibration_limit: int | None = None  # use the first N samples (by file name)
+    calibration_preprocess: str | None = None  # how calibration images become inputs (precision.calibration)
     calibration_method: str = "minmax"  # or entropy, percentile
     # Nodes kept out of int8 quantization: fnmatch patterns over ONNX node names, or "op:Type".
     int8_exclude: tuple[str, ...] = ()
@@ -410,6 +411,12 @@ class RunConfig:
             raise UsageError("--iterations must be 0 or more")
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise UsageError("--time-budget must be a positive number of seconds")
+        if self.calibration_preprocess:
+            from .precision.calibration import ImagePreprocess
+
+            ImagePreprocess.parse(self.calibration_preprocess)  # a bad string fails before any work
+        if self.calibration_limit is not None and self.calibration_limit < 1:
+            raise UsageError("--calibration-limit must be at least 1")
         if self.calibration_method not in ("minmax", "entropy", "percentile"):
             raise UsageError(f"unknown calibration method '{self.calibration_method}' (minmax, entropy, percentile)")
         if self.calibration_limit is not None and self.calibration_limit < 1:

@@ -331,10 +331,9 @@ def analyze(
     lowering: Lowering
     if precision == "int8":
         from ..backends.base import ONNX, ONNX_RAW
-        from .calibration import load_calibration
+        from ..pipeline import load_calibration
 
-        samples = (load_calibration(Path(config.calibration), spec, limit=config.calibration_limit)
-                   if config.calibration else [dict(feeds)])
+        samples = load_calibration(spec, config) if config.calibration else [dict(feeds)]
         store = ArtifactStore(spec, feeds, config, module=lambda: module, output_names=output_names,
                               model_digest=module_digest(spec, module), inputs_digest=inputs_mod.digest(feeds),
                               progress=progress)
