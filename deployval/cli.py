@@ -609,7 +609,8 @@ def _sweep(spec: Any, bits: list[int], plot: Path | None, inputs: Path | None, s
     with progress.step(f"building {spec.name}"):
         module = build_module(spec, trust_checkpoint=trust)
     with progress.step(f"weight sweep over {len(bits)} bit widths x 2 schemes"):
-        result = weight_sweep(module, feeds, bits=bits, task=spec.task, output_names=spec.output_names)
+        result = weight_sweep(module, feeds, bits=bits, task=spec.task, output_names=spec.output_names,
+                              input_names=spec.input_names)
     render_sweep(result, _console())
     if plot is not None:
         plot_sweep(result, plot)

@@ -1,0 +1,202 @@
+"""How many bits do the weights need? Every conv and linear weight is fake-quantized to N bits
+(symmetric, per tensor or per output channel), the model is run on the same inputs, and the
+outputs are compared with the fp32 reference, for each N.
+
+Only weights are quantized: the experiment isolates weight precision from activation ranges (which
+int8 calibration and the sensitivity analysis cover). Embeddings are left alone: they are table
+lookups, usually kept at higher precision, and their rows have no output channel to scale by.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics import error_metrics, task_metrics
+from ..spec import TaskSpec
+
+SCHEMES = ("per-tensor", "per-channel")
+
+
+def fake_quantize_weight(weight: Any, bits: int, per_channel: bool, axis: int = 0) -> Any:
+    """Symmetric uniform quantization and back: scale = max|w| / (2^(b-1) - 1), round to nearest.
+    Channels (or tensors) that are all zero stay zero."""
+    import torch
+
+    levels = 2 ** (bits - 1) - 1
+    if per_channel and weight.dim() > 1:
+        dims = [d for d in range(weight.dim()) if d != axis]
+        max_abs = weight.abs().amax(dim=dims, keepdim=True)
+    else:
+        max_abs = weight.abs().max()
+    scale = max_abs / levels
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.clamp(torch.round(weight / safe), -levels, levels) * safe * (scale > 0)
+
+
+def quantizable_layers(module: Any) -> list[tuple[str, Any, int]]:
+    """(name, layer, output-channel axis) of every conv, transposed conv and linear layer."""
+    from torch import nn
+
+    layers = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            layers.append((name, sub, 1))  # weight is (in, out / groups, *kernel)
+        elif isinstance(sub, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            layers.append((name, sub, 0))
+    return layers
+
+
+@dataclass
+class SweepRow:
+    scheme: str
+    bits: int
+    weight_rel_l2: float  # relative L2 error of all quantized weights together
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)  # output -> error metrics
+    task: dict[str, Any] = field(default_factory=dict)  # task metrics of the task's first output
+
+    @property
+    def rel_l2(self) -> float:
+        return max((m["rel_l2"] for m in self.outputs.values()), default=0.0)
+
+
+@dataclass
+class SweepResult:
+    layers: int
+    parameters: int
+    rows: list[SweepRow]
+    task_kind: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from .._util import finite_json
+
+        return finite_json({"layers": self.layers, "parameters": self.parameters, "task": self.task_kind,
+                            "rows": [{**asdict(r), "rel_l2": r.rel_l2} for r in self.rows]})
+
+    def smallest_bits(self, scheme: str, accept: Callable[[SweepRow], bool]) -> int | None:
+        """The fewest bits at which `scheme` meets `accept`, and every wider width too."""
+        found = None
+        for row in sorted((r for r in self.rows if r.scheme == scheme), key=lambda r: -r.bits):
+            if not accept(row):
+                break
+            found = row.bits
+        return found
+
+
+def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[int] = range(2, 9),
+                 schemes: Sequence[str] = SCHEMES, task: TaskSpec | None = None,
+                 output_names: Sequence[str] | None = None, input_names: Sequence[str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> SweepResult:
+    """Run the sweep on a copy of `module` (the caller's weights are never touched)."""
+    import torch
+
+    from ..backends._torch import name_outputs, tensors_to_host
+
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}")
+    work = copy.deepcopy(module).eval().float()
+    layers = quantizable_layers(work)
+    originals = [layer.weight.detach().clone() for _, layer, _ in layers]
+    names = list(input_names or feeds)
+    tensors = [torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in names]
+
+    def run() -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return tensors_to_host(name_outputs(work(*tensors), list(output_names or ())))
+
+    reference = run()
+    weight_norm = float(np.sqrt(sum(float((w.double() ** 2).sum()) for w in originals))) or 1.0
+    task_output = (task.outputs[0] if task and task.outputs else next(iter(reference))) if task else None
+    rows = []
+    for scheme in schemes:
+        for width in bits:
+            if progress:
+                progress(f"{scheme} {width} bits")
+            error_sq = 0.0
+            with torch.no_grad():
+                for (_, layer, axis), original in zip(layers, originals):
+                    quantized = fake_quantize_weight(original, width, scheme == "per-channel", axis)
+                    error_sq += float(((quantized.double() - original.double()) ** 2).sum())
+                    layer.weight.copy_(quantized)
+            outputs = run()
+            row = SweepRow(scheme, width, float(np.sqrt(error_sq)) / weight_norm)
+            for name, ref in reference.items():
+                if np.issubdtype(ref.dtype, np.floating):
+                    metrics = error_metrics(ref, outputs[name])
+                    row.outputs[name] = {k: metrics[k] for k in ("rel_l2", "max_abs", "mean_abs", "cosine", "sqnr_db")}
+            if task is not None and task_output in reference:
+                row.task = task_metrics(reference[task_output], outputs[task_output], task)
+            rows.append(row)
+    with torch.no_grad():
+        for (_, layer, _), original in zip(layers, originals):
+            layer.weight.copy_(original)
+    return SweepResult(len(layers), sum(int(w.numel()) for w in originals), rows, task.kind if task else None)
+
+
+def _task_columns(result: SweepResult) -> list[tuple[str, Callable[[SweepRow], str]]]:
+    if result.task_kind == "segmentation":
+        return [("argmax agreement", lambda r: f"{r.task['argmax_agreement']:.2%}"),
+                ("mean Dice", lambda r: f"{r.task['dice_mean']:.4f}"),
+                ("worst Dice", lambda r: f"{r.task['dice_min']:.4f}")]
+    if result.task_kind:
+        return [("argmax agreement", lambda r: f"{r.task['argmax_agreement']:.2%}")]
+    return []
+
+
+def render_sweep(result: SweepResult, console: Any) -> None:
+    from rich.table import Table
+
+    from ..report.formatting import fmt
+
+    table = Table(title=f"weights fake-quantized ({result.layers} layers, {result.parameters:,} weights); "
+                        "outputs vs fp32", title_justify="left")
+    columns = [("scheme", lambda r: r.scheme), ("bits", lambda r: str(r.bits)),
+               ("weight rel L2", lambda r: fmt(r.weight_rel_l2)), ("output rel L2", lambda r: fmt(r.rel_l2)),
+               ("SQNR dB", lambda r: f"{min(m['sqnr_db'] for m in r.outputs.values()):.1f}" if r.outputs else ""),
+               *_task_columns(result)]
+    for title, _ in columns:
+        table.add_column(title, justify="left" if title == "scheme" else "right")
+    for row in result.rows:
+        table.add_row(*(cell(row) for _, cell in columns))
+    console.print(table)
+    for scheme in dict.fromkeys(r.scheme for r in result.rows):
+        if result.task_kind:
+            bits = result.smallest_bits(scheme, lambda r: r.task.get("argmax_agreement", 0.0) >= 0.99)
+            what = "argmax agreement ≥ 99%"
+        else:
+            bits = result.smallest_bits(scheme, lambda r: r.rel_l2 <= 0.01)
+            what = "output rel L2 ≤ 1%"
+        console.print(f"{scheme}: {what} from {bits} bits" if bits else f"{scheme}: {what} at no width tried")
+
+
+def plot_sweep(result: SweepResult, path: Path) -> None:
+    """Output error (log scale) and, with a task, argmax agreement against bits, per scheme."""
+    from .._util import atomic_path
+    from ..report.html import _pyplot
+
+    plt = _pyplot()
+    panels = 2 if result.task_kind else 1
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    for scheme in dict.fromkeys(r.scheme for r in result.rows):
+        rows = sorted((r for r in result.rows if r.scheme == scheme), key=lambda r: r.bits)
+        bits = [r.bits for r in rows]
+        axes[0][0].semilogy(bits, [max(r.rel_l2, 1e-12) for r in rows], marker="o", label=scheme)
+        if panels == 2:
+            axes[0][1].plot(bits, [100 * r.task.get("argmax_agreement", float("nan")) for r in rows], marker="o",
+                            label=scheme)
+    axes[0][0].set(xlabel="weight bits", ylabel="output relative L2", title="output error")
+    if panels == 2:
+        axes[0][1].set(xlabel="weight bits", ylabel="argmax agreement (%)", title="task agreement")
+    for axis in axes[0]:
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
