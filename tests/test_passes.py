@@ -578,3 +578,25 @@ def test_int32_keeps_int64_where_onnxruntime_has_no_int32_kernel() -> None:
     _, d = convert_and_check(model, {"ids": ids})
     assert d.kept_int64 == ["OneHot 'onehot'"]
     assert d.casts_before == 3 and d.casts_after == 1
+
+
+def _activation_scales(path: Path) -> list[float]:
+    quantized = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    return [float(inits[n.input[1]]) for n in quantized.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].size == 1]
+
+
+def test_int8_entropy_is_not_minmax_in_disguise(tmp_path: Path) -> None:
+    """quantize_static's entropy calibrator has as many histogram bins as quantized bins, which
+    leaves only the full range; deployval calibrates entropy itself with 2048 bins."""
+    model = onnx.load_from_string(conv_model_bytes())
+    minmax, entropy = tmp_path / "minmax.onnx", tmp_path / "entropy.onnx"
+    quantize_int8(model, conv_inputs(8, 0), minmax, method="minmax")
+    d = quantize_int8(model, conv_inputs(8, 0), entropy, method="entropy")
+    assert d.samples == 8 and d.method == "entropy"
+    clipped = [e < 0.95 * m for e, m in zip(_activation_scales(entropy), _activation_scales(minmax))]
+    assert clipped and any(clipped)  # entropy clips outliers: smaller scales than the full range
+    for feeds in conv_inputs(2, 5):
+        ref, out = run_onnxruntime(model, feeds)["y"].ravel(), run_onnxruntime(entropy, feeds)["y"].ravel()
+        assert float(ref @ out / (np.linalg.norm(ref) * np.linalg.norm(out))) > 0.98

@@ -1175,6 +1175,7 @@ class _FeedReader:
 
 
 _CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+ENTROPY_BINS = 2048
 
 
 def quantize_int8(
@@ -1257,8 +1258,20 @@ def quantize_int8(
         else:
             details.preprocess = "done before"
         kwargs: dict[str, Any] = {}
-        if calibration_cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        takes_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+        if calibration_cache is not None and takes_cache:
             kwargs["calibration_cache_path"] = str(calibration_cache)
+        if method == "entropy":
+            # quantize_static gives the entropy calibrator 128 histogram bins for 128 quantized bins,
+            # which leaves one candidate threshold: the full range, i.e. MinMax. Calibrate here with
+            # 2048 bins (as TensorRT's entropy calibrator does) and hand the ranges over as a cache.
+            if not takes_cache:
+                details.method = "entropy (this ONNX Runtime computes it as minmax: no calibration cache support)"
+            else:
+                cache = Path(calibration_cache) if calibration_cache is not None else Path(tmp) / "ranges.json"
+                if not cache.is_file():
+                    _entropy_ranges(input_path, op_types, reader, cache, Path(tmp))
+                kwargs["calibration_cache_path"] = str(cache)
         try:
             # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
             # axes of 1-D norm weights); deployval's report is where results go.
@@ -1288,6 +1301,25 @@ def quantize_int8(
     quantized = onnx.load(str(out))
     _summarize_qdq(quantized, details)
     return details
+
+
+def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: Path, tmp: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    try:
+        with quiet_libraries(""):
+            calibrator = create_calibrator(
+                model_path, op_types, augmented_model_path=str(tmp / "augmented.onnx"),
+                calibrate_method=CalibrationMethod.Entropy,
+                extra_options={"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
+            )
+            calibrator.collect_data(reader)
+            save_tensors_data(calibrator.compute_data(), cache)
+    except DeployvalError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"int8 entropy calibration failed: {_msg(exc)}") from None
 
 
 def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
