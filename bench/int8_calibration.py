@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     from deployval.backends.base import ONNX
-    from deployval.export import passes
+    from deployval.export import int8, passes
     from deployval.export.store import ArtifactStore
     from deployval.loading import build_module, module_digest
     from deployval.metrics import error_metrics, task_metrics
@@ -67,7 +67,7 @@ def main() -> None:
             for method in args.methods.split(","):
                 start = time.perf_counter()
                 out = Path(tmp) / f"{method}.int8.onnx"
-                passes.quantize_int8(onnx_path, samples, out, method=method)
+                int8.quantize_int8(onnx_path, samples, out, method=method)
                 calibrate_s = time.perf_counter() - start
                 agreement, dice_mean, dice_min, rel = [], [], [], []
                 for volume, reference in zip(evaluation, references):

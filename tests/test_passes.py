@@ -16,13 +16,13 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from deployval.errors import ExportError, UsageError
+from deployval.export.fp16 import convert_fp16
+from deployval.export.int8 import quantize_int8
 from deployval.export.passes import (
     INT32_MAX,
     cast_int64_to_int32,
     check_onnx,
-    convert_fp16,
     load_onnx,
-    quantize_int8,
     run_onnxruntime,
     simplify_onnx,
 )

@@ -1,4 +1,4 @@
-"""ONNX-to-ONNX passes: load/check, simplify, int64 -> int32, fp16 and int8 (QDQ).
+"""ONNX-to-ONNX passes: load/check, simplify and int64 -> int32 (fp16 in fp16.py, int8 in int8.py).
 
 Each pass takes a ModelProto and returns a new one (the input is never mutated) plus a small
 details dataclass for the report. None of them verifies numerics: the pipeline compares every
@@ -10,35 +10,37 @@ functions so that `deployval` imports, lists and parses specs without them.
 
 from __future__ import annotations
 
-import inspect
 import os
-import tempfile
-import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
+from .onnx_graph import (
+    DEFAULT_DOMAINS,
+    copy_model,
+    default_opset,
+    error_line,
+    iter_nodes,
+    iter_tensors,
+    subgraphs,
+)
 
 if TYPE_CHECKING:
     import numpy as np
-    from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
+    from onnx import GraphProto, ModelProto, NodeProto, TypeProto
 
 __all__ = [
     "INT32_MAX",
     "INT32_MIN",
-    "Fp16Details",
-    "Int8Details",
     "Int32Details",
     "SimplifyDetails",
+    "as_model",
     "cast_int64_to_int32",
     "check_onnx",
-    "convert_fp16",
     "load_onnx",
-    "quantize_int8",
     "run_onnxruntime",
     "simplify_onnx",
 ]
@@ -49,7 +51,6 @@ INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 _INT32 = 6  # onnx.TensorProto.INT32, spelled out so the module imports without onnx
 _INT64 = 7  # onnx.TensorProto.INT64
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 # Ops that only move elements around without changing their values, and the inputs they move
 # (None: all). A Slice bound that reaches Slice through them can still be clamped exactly; the
 # legacy exporter builds `ends` with Concat. Schemas cannot express this, hence the short list.
@@ -62,65 +63,10 @@ _VALUE_PRESERVING: dict[str, set[int] | None] = {
 }
 
 
-def _msg(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception (the type name when it has no text)."""
-    text = exc.message if isinstance(exc, DeployvalError) else str(exc)
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _copy_model(model: ModelProto) -> ModelProto:
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
-
-
-def _as_model(model_or_path: ModelProto | PathLike) -> ModelProto:
+def as_model(model_or_path: ModelProto | PathLike) -> ModelProto:
     import onnx
 
     return model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_onnx(model_or_path)
-
-
-def _subgraphs(node: NodeProto) -> list[GraphProto]:
-    graphs = []
-    for attr in node.attribute:
-        if attr.HasField("g"):
-            graphs.append(attr.g)
-        graphs.extend(attr.graphs)
-    return graphs
-
-
-def _iter_nodes(graph: GraphProto) -> Iterator[NodeProto]:
-    for node in graph.node:
-        yield node
-        for sub in _subgraphs(node):
-            yield from _iter_nodes(sub)
-
-
-def _iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
-    """Every tensor a graph stores (initializers and attribute tensors, subgraphs included)."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _iter_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _iter_tensors(sub)
-
-
-def _default_opset(model: ModelProto) -> int:
-    for opset in model.opset_import:
-        if opset.domain in _DEFAULT_DOMAINS:
-            return int(opset.version)
-    return 0
 
 
 # --------------------------------------------------------------------------- load and check
@@ -145,15 +91,15 @@ def load_onnx(path: PathLike) -> ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except OSError as exc:
-        raise UsageError(f"cannot read {p}: {_msg(exc)}") from None
+        raise UsageError(f"cannot read {p}: {error_line(exc)}") from None
     except Exception as exc:  # DecodeError and whatever else protobuf raises on garbage
-        raise UsageError(f"not an ONNX model: {p} could not be parsed ({_msg(exc)})") from None
+        raise UsageError(f"not an ONNX model: {p} could not be parsed ({error_line(exc)})") from None
     # Protobuf happily parses many byte strings (a text file, a cut-off file) into a partial
     # message; a model without graph, IR version or opset cannot be the file the user meant.
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
         raise UsageError(f"not an ONNX model: {p} has no graph, IR version or opset import (truncated or wrong file?)")
     base = p.parent
-    external = [t for t in _iter_tensors(model.graph) if uses_external_data(t)]
+    external = [t for t in iter_tensors(model.graph) if uses_external_data(t)]
     for tensor in external:
         location = ExternalDataInfo(tensor).location
         if not (base / location).is_file():
@@ -165,7 +111,7 @@ def load_onnx(path: PathLike) -> ModelProto:
         try:
             load_external_data_for_model(model, str(base))
         except Exception as exc:
-            raise UsageError(f"{p}: cannot read external data ({_msg(exc)})") from None
+            raise UsageError(f"{p}: cannot read external data ({error_line(exc)})") from None
     return model
 
 
@@ -189,7 +135,7 @@ def check_onnx(
     try:
         onnx.checker.check_model(target, full_check=full)
     except Exception as exc:
-        raise error(f"{what} fails the ONNX checker: {_msg(exc)}") from None
+        raise error(f"{what} fails the ONNX checker: {error_line(exc)}") from None
 
 
 # ONNX TensorProto element types -> numpy dtype names, for the types deployval feeds.
@@ -241,7 +187,7 @@ class SimplifyDetails:
 
 def _op_counts(model: ModelProto) -> Counter[str]:
     return Counter(
-        n.op_type if n.domain in _DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}" for n in _iter_nodes(model.graph)
+        n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}" for n in iter_nodes(model.graph)
     )
 
 
@@ -255,9 +201,9 @@ def simplify_onnx(model: ModelProto) -> tuple[ModelProto, SimplifyDetails]:
 
     before = _op_counts(model)
     try:
-        simplified, ok = onnxsim.simplify(_copy_model(model), check_n=0)
+        simplified, ok = onnxsim.simplify(copy_model(model), check_n=0)
     except Exception as exc:
-        raise ExportError(f"onnxsim failed: {_msg(exc)}") from None
+        raise ExportError(f"onnxsim failed: {error_line(exc)}") from None
     if not ok:
         raise ExportError("onnxsim produced a model that fails its own validity check")
     # onnxsim rebuilds the ModelProto; keep what describes the model (producer, metadata).
@@ -373,9 +319,9 @@ class _Int32Pass:
         import onnx
 
         self.onnx = onnx
-        self.model = _copy_model(model)
+        self.model = copy_model(model)
         self.graph = self.model.graph
-        self.opset = _default_opset(self.model)
+        self.opset = default_opset(self.model)
         self.details = Int32Details()
         self.opsets = list(self.model.opset_import)
         self.ir_version = int(self.model.ir_version) or onnx.IR_VERSION
@@ -408,7 +354,7 @@ class _Int32Pass:
     def _outer_refs(self, node: NodeProto) -> set[str]:
         """Names a node's subgraphs read from the enclosing scope."""
         refs: set[str] = set()
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             local = {v.name for v in sub.input} | {t.name for t in sub.initializer}
             for inner in sub.node:
                 refs.update(n for n in inner.input if n and n not in local)
@@ -426,7 +372,7 @@ class _Int32Pass:
                 names.add(node.name)
                 names.update(node.input)
                 names.update(node.output)
-                for sub in _subgraphs(node):
+                for sub in subgraphs(node):
                     visit(sub)
 
         visit(self.graph)
@@ -519,7 +465,7 @@ class _Int32Pass:
         for node in self.graph.node:
             if all(o in self.orig for o in node.output if o):
                 continue
-            if node.domain not in _DEFAULT_DOMAINS or _subgraphs(node):
+            if node.domain not in DEFAULT_DOMAINS or subgraphs(node):
                 continue
             try:
                 out = self._infer(self._schema(node), node, self.orig)
@@ -548,7 +494,7 @@ class _Int32Pass:
             if _INT64 in (sparse.values.data_type, sparse.indices.data_type):
                 raise ExportError(f"int64 -> int32: sparse initializer '{sparse.values.name}' is not handled")
         for i, node in enumerate(self.nodes):
-            if node.domain not in _DEFAULT_DOMAINS or _subgraphs(node):
+            if node.domain not in DEFAULT_DOMAINS or subgraphs(node):
                 continue  # judged as a whole by _refuse_if_int64
             for attr in node.attribute:
                 label = f"{self._node_label(node)} attribute '{attr.name}'"
@@ -580,7 +526,7 @@ class _Int32Pass:
             return False
         for i, j in uses:
             node = self.nodes[i]
-            if node.domain not in _DEFAULT_DOMAINS or j < 0:
+            if node.domain not in DEFAULT_DOMAINS or j < 0:
                 return False
             if node.op_type == "Slice" and j in (1, 2) and self.opset >= 10:
                 continue
@@ -641,10 +587,10 @@ class _Int32Pass:
                 return True
             if any(_mentions_int64(types.get(n)) for n in node.input if n):
                 return True
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 if self._graph_has_int64(sub, types):
                     return True
-            if node.domain not in _DEFAULT_DOMAINS or _subgraphs(node):
+            if node.domain not in DEFAULT_DOMAINS or subgraphs(node):
                 continue  # outputs untyped here; any int64 consumer shows up through its own types
             try:
                 out = self._infer(self._schema(node), node, types)
@@ -670,14 +616,14 @@ class _Int32Pass:
 
     def _refuse_if_int64(self, node: NodeProto) -> None:
         """Pass through a node this pass cannot rewrite, unless int64 is involved."""
-        domain = node.domain not in _DEFAULT_DOMAINS
+        domain = node.domain not in DEFAULT_DOMAINS
         why = f"custom-domain op '{node.domain}::{node.op_type}'" if domain else f"subgraphs ({node.op_type})"
         touched = (
             any(_mentions_int64(self.orig.get(n)) for n in node.input if n)
             or any(_mentions_int64(self.orig.get(n)) for n in node.output if n)
             or any(_mentions_int64(self.orig.get(n)) for n in self._outer_refs(node))
             or self._attrs_have_int64(node)
-            or any(self._graph_has_int64(sub, self.orig) for sub in _subgraphs(node))
+            or any(self._graph_has_int64(sub, self.orig) for sub in subgraphs(node))
         )
         if touched:
             raise ExportError(
@@ -774,7 +720,7 @@ class _Int32Pass:
             out = {n: self.orig[n] for n in node.output if n in self.orig}
         except Exception as exc:
             raise ExportError(
-                f"int64 -> int32: {self._node_label(node)} does not type-check after conversion: {_msg(exc)}"
+                f"int64 -> int32: {self._node_label(node)} does not type-check after conversion: {error_line(exc)}"
             ) from None
         if not keep:
             out = self._retarget_dtype_attrs(schema, node, out)
@@ -837,7 +783,7 @@ class _Int32Pass:
         new_nodes: list[NodeProto] = []
         for index, node in enumerate(self.nodes):
             self._pending_after = []
-            if node.domain not in _DEFAULT_DOMAINS or _subgraphs(node):
+            if node.domain not in DEFAULT_DOMAINS or subgraphs(node):
                 self._refuse_if_int64(node)
             else:
                 self._rewrite_node(index, node, new_nodes)
@@ -932,7 +878,7 @@ def _ort_load_error(model: ModelProto) -> tuple[int | None, str] | None:
         return None
     if model.ByteSize() > 2**31 - 2**26:
         return None
-    probe = _copy_model(model)
+    probe = copy_model(model)
     for i, node in enumerate(probe.graph.node):
         node.name = f"{_PROBE_PREFIX}{i}"
     options = ort.SessionOptions()
@@ -947,422 +893,5 @@ def _ort_load_error(model: ModelProto) -> tuple[int | None, str] | None:
         if index is not None:
             node = model.graph.node[index]
             text = text.replace(match.group(0), node.name or f"{node.op_type} #{index}")
-        return index, _msg(RuntimeError(text))
+        return index, error_line(RuntimeError(text))
     return None
-
-
-# --------------------------------------------------------------------------- fp16
-
-
-@dataclass
-class Fp16Details:
-    kept_fp32: list[str] = field(default_factory=list)  # nodes left in fp32 (op or node block list)
-    casts_added: int = 0
-    initializers_converted: int = 0
-    constants_converted: int = 0  # Constant nodes / tensor attributes made fp16
-    overflow: int = 0  # converted weight values with |w| > fp16 max (65504): clamped to it
-    flush_to_zero: int = 0  # converted weight values with 0 < |w| < smallest fp16 subnormal (2**-24)
-    op_block_list: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def convert_fp16(
-    model: ModelProto,
-    keep_io_types: bool = True,
-    op_block_list: Iterable[str] | None = None,
-    node_block_list: Iterable[str] | None = None,
-) -> tuple[ModelProto, Fp16Details]:
-    """Convert float weights and activations to fp16 with onnxconverter-common.
-
-    `op_block_list` extends the converter's default block list (ops such as Range, TopK, Resize
-    whose fp16 versions are missing or wrong), it does not replace it. Weights are clamped to
-    the finite fp16 range and tiny non-zero weights kept at the smallest subnormal (the
-    converter's own defaults, 1e4 and 1e-7, would clip representable values); the details count
-    how many values that affected, from np.finfo(np.float16), so the report can say so.
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-    from onnxconverter_common import float16
-
-    fp16 = np.finfo(np.float16)
-    fp16_max, fp16_tiny = float(fp16.max), float(fp16.smallest_subnormal)
-    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(op_block_list or ()))
-    blocked_nodes = sorted(set(node_block_list or ()))
-
-    def floats(graph: GraphProto) -> dict[str, Any]:
-        found = {f"init:{t.name}": t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
-        for node in _iter_nodes(graph):
-            for attr in node.attribute:
-                if attr.HasField("t") and attr.t.data_type == onnx.TensorProto.FLOAT:
-                    found[f"attr:{node.name}:{node.output[0] if node.output else ''}:{attr.name}"] = attr.t
-        return found
-
-    def fp16_keys(graph: GraphProto) -> set[str]:
-        keys = {f"init:{t.name}" for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
-        for node in _iter_nodes(graph):
-            for attr in node.attribute:
-                if attr.HasField("t") and attr.t.data_type == onnx.TensorProto.FLOAT16:
-                    keys.add(f"attr:{node.name}:{node.output[0] if node.output else ''}:{attr.name}")
-        return keys
-
-    before = floats(model.graph)
-    casts_before = sum(n.op_type == "Cast" for n in _iter_nodes(model.graph))
-    source = _separate_consumed_outputs(model) if keep_io_types else _copy_model(model)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the converter warns per clamped tensor; we count instead
-            converted = float16.convert_float_to_float16(
-                source,
-                min_positive_val=fp16_tiny,
-                max_finite_val=fp16_max,
-                keep_io_types=keep_io_types,
-                op_block_list=blocked_ops,
-                node_block_list=blocked_nodes,
-            )
-    except Exception as exc:
-        raise ExportError(f"fp16 conversion failed: {_msg(exc)}") from None
-    if keep_io_types:
-        _restore_fp32_outputs(model, converted)
-    check_onnx(converted, full=True, what="the fp16 model")
-
-    details = Fp16Details(op_block_list=blocked_ops)
-    for key in sorted(fp16_keys(converted.graph) & set(before)):
-        values = np.abs(numpy_helper.to_array(before[key]).astype(np.float64))
-        details.overflow += int(np.count_nonzero(np.isfinite(values) & (values > fp16_max)))
-        details.flush_to_zero += int(np.count_nonzero((values > 0) & (values < fp16_tiny)))
-        if key.startswith("init:"):
-            details.initializers_converted += 1
-        else:
-            details.constants_converted += 1
-    details.casts_added = sum(n.op_type == "Cast" for n in _iter_nodes(converted.graph)) - casts_before
-    details.kept_fp32 = [
-        n.name or n.output[0]
-        for n in _iter_nodes(converted.graph)
-        if n.op_type in blocked_ops or (n.name and n.name in blocked_nodes)
-    ]
-    return converted, details
-
-
-def _separate_consumed_outputs(model: ModelProto) -> ModelProto:
-    """A copy where every graph output that other nodes also read is produced by an Identity of
-    its own. onnxconverter-common puts the fp32 Cast of a kept-fp32 output on the value itself, so
-    the nodes reading it inside the graph got fp32 next to fp16 weights (an invalid model, e.g. a
-    codec's z_hat that feeds the hyper-decoder); with the Identity, only the output is cast."""
-    copy = _copy_model(model)
-    graph = copy.graph
-    consumed = {name for node in graph.node for name in node.input}
-    for output in graph.output:
-        if output.name not in consumed:
-            continue
-        internal = f"{output.name}__deployval_internal"
-        for node in graph.node:
-            node.output[:] = [internal if o == output.name else o for o in node.output]
-            node.input[:] = [internal if i == output.name else i for i in node.input]
-        graph.node.append(_make_node("Identity", [internal], [output.name], name=f"{output.name}__deployval_out"))
-    return copy
-
-
-def _make_node(op_type: str, inputs: list[str], outputs: list[str], name: str) -> NodeProto:
-    from onnx import helper
-
-    return helper.make_node(op_type, inputs, outputs, name=name)
-
-
-def _restore_fp32_outputs(original: ModelProto, converted: ModelProto) -> None:
-    """Make graph outputs fp32 again where the converter left them fp16 despite keep_io_types.
-
-    onnxconverter-common casts a blocked node's output back to fp16 even when that output is a
-    graph output. Its trailing Cast is retargeted to FLOAT when nothing else reads it; otherwise
-    the fp16 value is renamed for its readers and a Cast to FLOAT produces the output name.
-    """
-    import onnx
-
-    graph = converted.graph
-    fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-    was_fp32 = {o.name for o in original.graph.output if o.type.tensor_type.elem_type == fp32}
-    producers = {out: node for node in graph.node for out in node.output}
-    names = {n.name for n in graph.node} | set(producers) | {t.name for t in graph.initializer}
-    for vi in graph.output:
-        if vi.name not in was_fp32 or vi.type.tensor_type.elem_type != fp16:
-            continue
-        node = producers.get(vi.name)
-        if node is None:
-            raise ExportError(f"fp16 conversion made graph output '{vi.name}' fp16 and it has no producer to cast")
-        vi.type.tensor_type.elem_type = fp32
-        readers = [n for n in graph.node if vi.name in n.input]
-        if node.op_type == "Cast" and not readers:
-            next(a for a in node.attribute if a.name == "to").i = fp32
-            continue
-        half = vi.name + "__fp16"
-        while half in names:
-            half += "_"
-        names.add(half)
-        node.output[list(node.output).index(vi.name)] = half
-        for reader in readers:
-            for k, name in enumerate(reader.input):
-                if name == vi.name:
-                    reader.input[k] = half
-        for info in graph.value_info:
-            if info.name == vi.name:
-                info.name = half
-        graph.node.append(onnx.helper.make_node("Cast", [half], [vi.name], name=half + "__cast_fp32", to=fp32))
-
-
-# --------------------------------------------------------------------------- int8 (QDQ)
-
-
-@dataclass
-class Int8Details:
-    method: str
-    samples: int
-    per_channel: bool
-    quantize_nodes: int = 0
-    dequantize_nodes: int = 0
-    quantized_op_types: list[str] = field(default_factory=list)
-    nonzero_zero_points: int = 0  # must be 0 for TensorRT explicit quantization
-    preprocess: str = "full"  # "full", "no symbolic shape inference" or "failed: <why>; unprocessed model used"
-    excluded_nodes: list[str] = field(default_factory=list)
-    excluded_op_types: list[str] = field(default_factory=list)
-    path: str = ""
-    ranges_from_cache: bool = False  # tensor ranges read from a calibration cache (samples is then 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _FeedReader:
-    """CalibrationDataReader over any iterable of feeds, counting what it hands out.
-
-    Feeds are checked against the model's inputs (a mismatch is the user's calibration data,
-    not a failed export) and cast to the input dtypes (float64 arrays from numpy are common).
-    """
-
-    def __init__(self, first: Mapping[str, Any], rest: Iterator[Mapping[str, Any]], inputs: Mapping[str, Any]) -> None:
-        self._first: Mapping[str, Any] | None = first
-        self._rest = rest
-        self._inputs = inputs  # input name -> numpy dtype
-        self.count = 0
-
-    def get_next(self) -> dict[str, Any] | None:
-        import numpy as np
-
-        if self._first is not None:
-            feed, self._first = self._first, None
-        else:
-            feed = next(self._rest, None)
-            if feed is None:
-                return None
-        unknown = sorted(set(feed) - set(self._inputs))
-        missing = sorted(set(self._inputs) - set(feed))
-        if unknown or missing:
-            raise UsageError(
-                f"calibration sample {self.count + 1}: "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"unknown input(s) {', '.join(unknown)}" if unknown else "",
-                        f"missing input(s) {', '.join(missing)}" if missing else "",
-                    )
-                    if part
-                )
-                + f" (model inputs: {', '.join(self._inputs)})"
-            )
-        self.count += 1
-        return {k: np.asarray(v).astype(self._inputs[k], copy=False) for k, v in feed.items()}
-
-
-_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-ENTROPY_BINS = 2048
-
-
-def quantize_int8(
-    model: ModelProto | PathLike,
-    calibration: Iterable[Mapping[str, np.ndarray]],
-    out_path: PathLike,
-    method: str = "minmax",
-    per_channel: bool = True,
-    exclude_nodes: Iterable[str] = (),
-    exclude_op_types: Iterable[str] = (),
-    only_nodes: Iterable[str] | None = None,
-    calibration_cache: PathLike | None = None,
-    preprocess: bool = True,
-) -> Int8Details:
-    """Static int8 QDQ quantization for TensorRT's explicit-quantization path; writes `out_path`.
-
-    Activations and weights are symmetric QInt8 (zero-point 0, which TensorRT requires), weights
-    per channel. `quant_pre_process` runs first; when symbolic shape inference fails it is
-    retried without it, and when that fails too the unprocessed model is quantized and the
-    details say so. Node names in `exclude_nodes` refer to the model after pre-processing,
-    which keeps the names of nodes it does not fuse away.
-
-    For sensitivity analysis: `only_nodes` quantizes just those nodes; `calibration_cache` (a JSON
-    file of tensor ranges, written by the first call and read by later ones where ONNX Runtime
-    supports it) calibrates once for many quantizations of the same model; `preprocess=False` takes
-    a model that already went through `preprocess_for_quantization`.
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    if method not in _CALIBRATION_METHODS:
-        raise UsageError(f"unknown calibration method '{method}' (one of {', '.join(_CALIBRATION_METHODS)})")
-    calib_method = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
-    feeds = iter(calibration)
-    first = next(feeds, None)
-    if first is None:
-        raise UsageError("int8 quantization needs calibration data, but the calibration set is empty")
-    excluded_types = sorted(set(exclude_op_types))
-    op_types = sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - set(excluded_types))
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    details = Int8Details(
-        method=method,
-        samples=0,
-        per_channel=per_channel,
-        excluded_nodes=sorted(set(exclude_nodes)),
-        excluded_op_types=excluded_types,
-        path=str(out),
-    )
-
-    with tempfile.TemporaryDirectory(prefix="deployval-int8-") as tmp:
-        source = Path(tmp) / "model.onnx"
-        loaded = _as_model(model)
-        onnx.save(loaded, str(source))
-        initializers = {t.name for t in loaded.graph.initializer}
-        reader = _FeedReader(
-            first,
-            feeds,
-            {
-                v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
-                for v in loaded.graph.input
-                if v.name not in initializers
-            },
-        )
-        known_nodes = {n.name for n in loaded.graph.node}
-        unknown_nodes = [n for n in details.excluded_nodes if n not in known_nodes]
-        if unknown_nodes:
-            raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
-        input_path = source
-        if preprocess:
-            prepared = Path(tmp) / "prepared.onnx"
-            details.preprocess = preprocess_for_quantization(source, prepared)
-            if not details.preprocess.startswith("failed"):
-                input_path = prepared
-        else:
-            details.preprocess = "done before"
-        kwargs: dict[str, Any] = {}
-        takes_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-        if calibration_cache is not None and takes_cache:
-            kwargs["calibration_cache_path"] = str(calibration_cache)
-        if method == "entropy":
-            # quantize_static gives the entropy calibrator 128 histogram bins for 128 quantized bins,
-            # which leaves one candidate threshold: the full range, i.e. MinMax. Calibrate here with
-            # 2048 bins (as TensorRT's entropy calibrator does) and hand the ranges over as a cache.
-            if not takes_cache:
-                details.method = "entropy (this ONNX Runtime computes it as minmax: no calibration cache support)"
-            else:
-                cache = Path(calibration_cache) if calibration_cache is not None else Path(tmp) / "ranges.json"
-                if not cache.is_file():
-                    _entropy_ranges(input_path, op_types, reader, cache, Path(tmp))
-                kwargs["calibration_cache_path"] = str(cache)
-        try:
-            # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
-            # axes of 1-D norm weights); deployval's report is where results go.
-            with quiet_libraries(""):
-                quantize_static(
-                    str(input_path),
-                    str(out),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=op_types,
-                    per_channel=per_channel,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=details.excluded_nodes,
-                    nodes_to_quantize=sorted(only_nodes) if only_nodes is not None else None,
-                    calibrate_method=calib_method,
-                    **kwargs,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-                )
-        except DeployvalError:
-            raise
-        except Exception as exc:
-            raise ExportError(f"int8 quantization failed: {_msg(exc)}") from None
-    details.samples = reader.count
-    details.ranges_from_cache = reader.count == 0
-
-    quantized = onnx.load(str(out))
-    _summarize_qdq(quantized, details)
-    return details
-
-
-def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: Path, tmp: Path) -> None:
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-    try:
-        with quiet_libraries(""):
-            calibrator = create_calibrator(
-                model_path, op_types, augmented_model_path=str(tmp / "augmented.onnx"),
-                calibrate_method=CalibrationMethod.Entropy,
-                extra_options={"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
-            )
-            calibrator.collect_data(reader)
-            save_tensors_data(calibrator.compute_data(), cache)
-    except DeployvalError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"int8 entropy calibration failed: {_msg(exc)}") from None
-
-
-def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
-    """ONNX Runtime's `quant_pre_process` (shape inference, fusions) into `out_path`; retried without
-    symbolic shape inference when that fails. Returns what was done ("full", "no symbolic shape
-    inference" or "failed: <why>; unprocessed model used")."""
-    from onnxruntime.quantization import quant_pre_process
-
-    failure = ""
-    for label, kwargs in (("full", {}), ("no symbolic shape inference", {"skip_symbolic_shape": True})):
-        try:
-            with quiet_libraries(""):
-                quant_pre_process(str(source), str(out_path), **kwargs)
-            return label
-        except Exception as exc:
-            failure = _msg(exc)
-    return f"failed: {failure}; unprocessed model used"
-
-
-def _summarize_qdq(model: ModelProto, details: Int8Details) -> None:
-    """Count Q/DQ nodes, non-zero zero-points and the op types fed by DequantizeLinear."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    consts: dict[str, TensorProto] = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
-            consts[node.output[0]] = node.attribute[0].t
-    dq_outputs: set[str] = set()
-    for node in _iter_nodes(model.graph):
-        if node.op_type == "QuantizeLinear":
-            details.quantize_nodes += 1
-        elif node.op_type == "DequantizeLinear":
-            details.dequantize_nodes += 1
-            dq_outputs.update(node.output)
-        else:
-            continue
-        if len(node.input) > 2 and node.input[2] in consts:
-            details.nonzero_zero_points += int(np.count_nonzero(numpy_helper.to_array(consts[node.input[2]])))
-    details.quantized_op_types = sorted(
-        {
-            n.op_type
-            for n in _iter_nodes(model.graph)
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dq_outputs.intersection(n.input)
-        }
-    )

@@ -446,7 +446,7 @@ class ArtifactStore:
         """fp16 ONNX with fp32 I/O; modules and op types named by --keep-fp32 stay in fp32 (the usual
         cure when normalizations or reductions overflow)."""
         source = self.get(ONNX)
-        from . import passes
+        from . import fp16, passes
 
         model = passes.load_onnx(source.path)
         nodes, op_types = self._keep_fp32(model)
@@ -457,7 +457,7 @@ class ArtifactStore:
         step = Step("fp16", reproduce=self.reproduce)
         try:
             with self._timed(step, "fp16 conversion" + (f" ({len(nodes)} nodes kept fp32)" if nodes else "")):
-                converted, details = passes.convert_fp16(model, keep_io_types=True, op_block_list=op_types,
+                converted, details = fp16.convert_fp16(model, keep_io_types=True, op_block_list=op_types,
                                                          node_block_list=nodes)
                 step.details = _as_dict(details)
                 import onnx
@@ -507,7 +507,7 @@ class ArtifactStore:
     def _onnx_int8(self) -> Artifact:
         source = self.get(ONNX)
         samples = self._calibration() if self._calibration else [self.inputs]
-        from . import passes
+        from . import int8, passes
 
         model = passes.load_onnx(source.path)
         nodes, op_types = int8_exclusions(model, self.config.int8_exclude)
@@ -521,7 +521,7 @@ class ArtifactStore:
         source_name = str(self.config.calibration) if self.config.calibration else "the run's inputs"
         try:
             with self._timed(step, f"int8 Q/DQ calibration ({len(samples)} samples, {recipe['method']})"):
-                details = passes.quantize_int8(model, samples, self._path(ONNX_INT8), method=recipe["method"],
+                details = int8.quantize_int8(model, samples, self._path(ONNX_INT8), method=recipe["method"],
                                                exclude_nodes=nodes, exclude_op_types=op_types)
                 step.details = {**_as_dict(details), "calibration_source": source_name}
         except DeployvalError as exc:

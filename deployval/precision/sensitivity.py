@@ -130,12 +130,12 @@ class Int8Lowering(Lowering):
 
     def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]], feeds: Mapping[str, np.ndarray],
                  method: str, node_modules: Mapping[str, str], output_names: Sequence[str]) -> None:
-        from ..export import passes
+        from ..export import int8, passes
 
         self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
         self.dir = Path(self._tmp.name)
         self.prepared = self.dir / "prepared.onnx"
-        self.preprocess = passes.preprocess_for_quantization(onnx_path, self.prepared)
+        self.preprocess = int8.preprocess_for_quantization(onnx_path, self.prepared)
         if self.preprocess.startswith("failed"):
             self.prepared = Path(onnx_path)
         self.model = passes.load_onnx(self.prepared)
@@ -149,11 +149,11 @@ class Int8Lowering(Lowering):
                 if n.op_type in INT8_LAYER_OPS and n.name]
 
     def _run(self, **selection: Any) -> dict[str, np.ndarray]:
-        from ..export import passes
+        from ..export import int8, passes
 
         out = self.dir / f"trial{self.quantizations}.onnx"
         self.quantizations += 1
-        passes.quantize_int8(self.model, self.samples, out, method=self.method, calibration_cache=self.cache,
+        int8.quantize_int8(self.model, self.samples, out, method=self.method, calibration_cache=self.cache,
                              preprocess=False, **selection)
         try:
             outputs = passes.run_onnxruntime(out, self.feeds)

@@ -1,0 +1,77 @@
+"""Small helpers over ONNX protos shared by the export passes (no numerics, no runtime)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ..errors import DeployvalError
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, ModelProto, NodeProto, TensorProto
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception (the type name when it has no text)."""
+    text = exc.message if isinstance(exc, DeployvalError) else str(exc)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def copy_model(model: ModelProto) -> ModelProto:
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def subgraphs(node: NodeProto) -> list[GraphProto]:
+    graphs = []
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            graphs.append(attr.g)
+        graphs.extend(attr.graphs)
+    return graphs
+
+
+def iter_nodes(graph: GraphProto) -> Iterator[NodeProto]:
+    """Every node of a graph, the nodes of its If/Loop/Scan bodies included (depth first)."""
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from iter_nodes(sub)
+
+
+def iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
+    """The graph and every subgraph nested in it."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from iter_graphs(sub)
+
+
+def iter_tensors(graph: GraphProto) -> Iterator[TensorProto]:
+    """Every tensor a graph stores (initializers and attribute tensors, subgraphs included)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from iter_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from iter_tensors(sub)
+
+
+def default_opset(model: ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in DEFAULT_DOMAINS:
+            return int(opset.version)
+    return 0
