@@ -19,6 +19,7 @@ import typer
 from .errors import DeployvalError, ExitCode, UsageError, first_line
 from .options import (
     AllLayersOpt,
+    ArgOpt,
     AtolOpt,
     BackendsOpt,
     BitsOpt,
@@ -94,9 +95,10 @@ def _root(
 
 
 def _resolve(model: str, input_shape: list[str] | None, input_range: list[str] | None,
-             checkpoint: Path | None) -> Any:
+             checkpoint: Path | None, inputs: Path | None = None, arg: list[str] | None = None) -> Any:
+    """The model's spec; an --inputs file defines its input shapes, --arg its forward() arguments."""
     from .registry import resolve_model
-    from .spec import parse_input_range, parse_input_shape
+    from .spec import parse_arguments, parse_input_range, parse_input_shape
 
     if checkpoint is not None and not checkpoint.exists():
         raise UsageError(f"checkpoint '{checkpoint}' does not exist")
@@ -105,14 +107,19 @@ def _resolve(model: str, input_shape: list[str] | None, input_range: list[str] |
         input_shapes=[parse_input_shape(s) for s in input_shape or []],
         input_ranges=[parse_input_range(r) for r in input_range or []],
         checkpoint=str(checkpoint) if checkpoint else None,
+        inputs_file=inputs,
+        arguments=parse_arguments(arg),
     )
 
 
 def _resolve_all(model: str, input_shape: list[str] | None, input_range: list[str] | None,
-                 checkpoint: Path | None, submodules: list[str] | None, trust: bool) -> list[Any]:
+                 checkpoint: Path | None, submodules: list[str] | None, trust: bool, inputs: Path | None = None,
+                 arg: list[str] | None = None) -> list[Any]:
     """The model, or the sub-modules asked for (their input shapes from the spec or --input-shape)."""
     if not submodules:
-        return [_resolve(model, input_shape, input_range, checkpoint)]
+        return [_resolve(model, input_shape, input_range, checkpoint, inputs, arg)]
+    if arg:
+        raise UsageError("--arg applies to the model's forward(), not to --submodule")
     from .registry import _apply_ranges, _apply_shapes, _inputs_from_args, model_entries
     from .spec import ModelSpec, parse_input_range, parse_input_shape
 
@@ -164,8 +171,11 @@ def _check_report_paths(**paths: Path | None) -> None:
 
 
 def _invocation_args(input_shape: list[str] | None, input_range: list[str] | None, checkpoint: Path | None,
-                     inputs: Path | None, seed: int, exporter: str | None) -> tuple[str, ...]:
+                     inputs: Path | None, seed: int, exporter: str | None,
+                     arg: list[str] | None = None) -> tuple[str, ...]:
     args: list[str] = []
+    for argument in arg or []:
+        args += ["--arg", argument]
     for shape in input_shape or []:
         args += ["--input-shape", shape]
     for value_range in input_range or []:
@@ -282,6 +292,7 @@ def compare_command(
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
     submodule: SubmoduleOpt = None,
+    arg: ArgOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -298,7 +309,7 @@ def compare_command(
     backend_list = parse_list(backends, "backend", tuple(backend_entries()))
     precision_list = parse_list(precisions, "precision", PRECISIONS)
     _check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
-    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint)
+    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint, inputs, arg)
     options = dict(device=device, seed=seed, atol=atol, rtol=rtol, warmup=warmup, iterations=iterations,
                    time_budget_s=time_budget, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
                    calibration=calibration,
@@ -306,7 +317,7 @@ def compare_command(
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                    backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
-    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter)
+    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg)
 
     def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
                 html: Path | None) -> int:
@@ -350,6 +361,7 @@ def validate_command(
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
     submodule: SubmoduleOpt = None,
+    arg: ArgOpt = None,
     json_path: JsonOpt = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -369,7 +381,7 @@ def validate_command(
             raise UsageError("--shard works with --all")
         if html:
             raise UsageError("--html writes one model's report; use --markdown for a manifest run")
-        if model is not None or inputs or input_shape or input_range or checkpoint or submodule:
+        if model is not None or inputs or input_shape or input_range or checkpoint or submodule or arg:
             raise UsageError("--all takes the models, inputs and checkpoints from the manifest; drop MODEL and "
                              "the per-model options")
         overrides = {k: v for k, v in {
@@ -382,7 +394,7 @@ def validate_command(
                                        markdown))
     if model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
-    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint)
+    specs = _resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint, inputs, arg)
     for spec in specs:
         if not spec.gate_for(device):
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
@@ -392,7 +404,7 @@ def validate_command(
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                    backend_options=backend_options)
-    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None)
+    args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, None, arg)
 
     def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
                 html: Path | None) -> int:
@@ -544,6 +556,7 @@ def precision_command(
     exporter: ExporterOpt = None,
     verify: VerifyOpt = True,
     all_layers: AllLayersOpt = False,
+    arg: ArgOpt = None,
     json_path: JsonOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -557,7 +570,7 @@ def precision_command(
     if sweep:
         _check_report_paths(plot=plot)
         bit_widths = parse_bits(bits)
-    spec = _resolve(model, input_shape, input_range, checkpoint)
+    spec = _resolve(model, input_shape, input_range, checkpoint, inputs, arg)
     if sweep:
         raise typer.Exit(_sweep(spec, bit_widths, plot, inputs, seed, trust_checkpoint, json_path, quiet))
     from .precision.sensitivity import analyze
@@ -566,7 +579,7 @@ def precision_command(
     config = _config(spec, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir, use_cache=not no_cache,
                      exporter=exporter, calibration=calibration, calibration_preprocess=calibration_preprocess,
                      calibration_limit=calibration_limit, calibration_method=calibration_method)
-    args = list(_invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter))
+    args = list(_invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg))
     if precision == "int8" and calibration:
         args += ["--calibration", str(calibration), "--calibration-method", calibration_method]
         if calibration_limit:
@@ -646,11 +659,13 @@ def export_command(
     kinds: Annotated[str | None, typer.Option(
         "--kinds", help="Artifacts to write (default all): torchscript, onnx-raw, onnx, onnx-int32, onnx-fp16, "
                         "onnx-int8.")] = None,
+    inputs: InputsOpt = None,
     input_shape: InputShapeOpt = None,
     input_range: InputRangeOpt = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
     seed: SeedOpt = 0,
+    arg: ArgOpt = None,
     exporter: ExporterOpt = None,
     calibration: CalibrationOpt = None,
     calibration_preprocess: CalibrationPreprocessOpt = None,
@@ -672,13 +687,13 @@ def export_command(
     kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' exists and is not a directory")
-    spec = _resolve(model, input_shape, input_range, checkpoint)
+    spec = _resolve(model, input_shape, input_range, checkpoint, inputs, arg)
     config = _config(spec, seed=seed, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
                      calibration=calibration, calibration_preprocess=calibration_preprocess,
                      calibration_limit=calibration_limit, calibration_method=calibration_method,
                      int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()))
     written, errors, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
-                                    trust_checkpoint=trust_checkpoint)
+                                    trust_checkpoint=trust_checkpoint, inputs=inputs)
     console = _console()
     for step in steps:
         style = {"ok": "green", "fail": "red", "skipped": "dim"}.get(step.status, "")

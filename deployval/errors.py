@@ -60,8 +60,13 @@ def print_error(message: str) -> None:
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first meaningful line of an exception, for one-line error reports."""
     text = str(exc).strip() or type(exc).__name__
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[0] if lines else text
+    if line.startswith("The following operation failed in the TorchScript interpreter") and len(lines) > 1:
+        line = lines[-1]  # the interpreter's own traceback comes first; the error itself is last
     if len(line) > limit:  # runtimes put the cause at the end: keep both ends
         head = limit // 3
         line = line[:head] + " … " + line[-(limit - head - 3):]
-    return line if isinstance(exc, DeployvalError) else f"{type(exc).__name__}: {line}"
+    if isinstance(exc, DeployvalError) or line.startswith(f"{type(exc).__name__}: "):
+        return line
+    return f"{type(exc).__name__}: {line}"

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._util import atomic_write_bytes
 from .errors import UsageError
-from .spec import InputSpec, format_shape
+from .spec import DTYPES, InputShapeArg, InputSpec, format_shape
 
 INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
@@ -45,6 +45,12 @@ def _np_dtype(dtype: str) -> np.dtype:
 def load_inputs(path: Path, specs: Sequence[InputSpec], trust_pickle: bool = False) -> dict[str, np.ndarray]:
     """Read `.npy` (one input), `.npz` (arrays named after the inputs) or `.pt` (a tensor or a dict
     of tensors, loaded with weights_only=True)."""
+    return read_inputs_file(path, [s.name for s in specs], trust_pickle)
+
+
+def read_inputs_file(path: Path, names: Sequence[str] = (), trust_pickle: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of an inputs file by input name. Without `names` (the model's inputs are not known
+    yet), a single unnamed array (.npy, or a bare tensor in .pt) is keyed ''."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"inputs file '{path}' does not exist")
@@ -53,10 +59,12 @@ def load_inputs(path: Path, specs: Sequence[InputSpec], trust_pickle: bool = Fal
     suffix = path.suffix.lower()
     if suffix not in INPUT_SUFFIXES:
         raise UsageError(f"inputs file '{path}': unsupported type '{suffix}' (use .npy, .npz or .pt)")
-    names = [s.name for s in specs]
+    names = list(names)
     try:
         if suffix == ".npy":
             array = np.load(path, allow_pickle=False)
+            if not names:
+                return {"": array}
             if len(names) != 1:
                 raise UsageError(
                     f"inputs file '{path}' holds one array but the model has {len(names)} inputs "
@@ -89,7 +97,7 @@ def _load_torch_inputs(path: Path, names: list[str], trust_pickle: bool) -> dict
     except RuntimeError as exc:
         raise UsageError(f"cannot read inputs file '{path}': {_short(exc)}") from None
     if isinstance(obj, torch.Tensor):
-        obj = {names[0]: obj} if len(names) == 1 else obj
+        obj = {names[0] if names else "": obj} if len(names) <= 1 else obj
     if isinstance(obj, (list, tuple)) and len(obj) == len(names):
         obj = dict(zip(names, obj))
     if not isinstance(obj, Mapping):
@@ -103,6 +111,22 @@ def _load_torch_inputs(path: Path, names: list[str], trust_pickle: bool) -> dict
             raise UsageError(f"inputs file '{path}': entry '{key}' is a {type(value).__name__}, not a tensor")
         result[str(key)] = value.detach().cpu().numpy()
     return result
+
+
+def file_input_shapes(path: Path) -> list[InputShapeArg]:
+    """What an inputs file says about the run: each array's name, shape and dtype (float64 arrays,
+    which numpy makes by default, are declared float32: models take float32)."""
+    shapes = []
+    for name, value in read_inputs_file(path).items():
+        value = np.asarray(value)
+        dtype = "float32" if value.dtype == np.float64 else str(value.dtype)
+        if dtype not in DTYPES:
+            raise UsageError(f"inputs file '{path}': '{name or 'the array'}' has dtype {dtype}, which deployval "
+                             f"cannot feed (one of {', '.join(DTYPES)})")
+        shapes.append(InputShapeArg(name, tuple(int(d) for d in value.shape), dtype))
+    if not shapes:
+        raise UsageError(f"inputs file '{path}' holds no arrays")
+    return shapes
 
 
 def _short(exc: BaseException) -> str:

@@ -49,7 +49,7 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
     """The model as a torch module in eval mode, with the spec's checkpoint loaded."""
     torch = timed_import("torch")
     if spec.kind == "torchscript":
-        return load_torchscript(Path(spec.path or ""))
+        return bind_arguments(load_torchscript(Path(spec.path or "")), spec.arguments)
     if spec.factory is None:
         raise UsageError(f"model '{spec.name}' has no factory")
     factory = resolve_callable(spec.factory, "model factory")
@@ -73,7 +73,71 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
                 raise UsageError(f"checkpoint '{spec.checkpoint}' does not load: {first_line(exc)}") from None
         else:
             load_state_dict(module, checkpoint, spec.checkpoint)
-    return module.eval()
+    return bind_arguments(module.eval(), spec.arguments)
+
+
+def bind_arguments(module: Any, arguments: Mapping[str, Any]) -> Any:
+    """The module with its non-tensor forward() arguments bound: every backend, tracer and exporter then
+    sees a model of tensors only, and the values are fixed in the artifacts as the user's build would."""
+    if not arguments:
+        return module
+    torch = timed_import("torch")
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):  # TorchScript methods carry a schema instead
+        signature = None
+    if signature is not None and not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        unknown = [n for n in arguments if n not in signature.parameters]
+        if unknown:
+            raise UsageError(f"--arg {unknown[0]}: forward() has no such argument "
+                             f"(it takes {', '.join(signature.parameters) or 'nothing'})")
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:
+        known = [a.name for a in schema.arguments]
+        unknown = [n for n in arguments if n not in known]
+        if unknown:
+            raise UsageError(f"--arg {unknown[0]}: forward() has no such argument (it takes {', '.join(known[1:])})")
+    return BoundArguments.make(torch, module, dict(arguments))
+
+
+def bound_model(module: Any) -> Any | None:
+    """The model behind `bind_arguments`, or None for any other module."""
+    cls = BoundArguments._class
+    return module.bound_model() if cls is not None and isinstance(module, cls) else None
+
+
+class BoundArguments:
+    """Factory of the binding module (defined on first use so that this module imports without torch)."""
+
+    _class: Any = None
+
+    @classmethod
+    def make(cls, torch: Any, module: Any, arguments: dict[str, Any]) -> Any:
+        if cls._class is None:
+            class Bound(torch.nn.Module):
+                """forward(*tensors) = model(*tensors, **arguments). A Python module shares the model's
+                children, parameters and buffers, so module names (debug, --keep-fp32) stay the model's
+                own; a TorchScript module is a child ('model'), which tracing requires."""
+
+                def __init__(self, model: Any, arguments: dict[str, Any]) -> None:
+                    super().__init__()
+                    if isinstance(model, torch.jit.ScriptModule):
+                        self.model = model
+                    else:
+                        object.__setattr__(self, "model", model)
+                        self._modules = model._modules
+                        self._parameters = model._parameters
+                        self._buffers = model._buffers
+                    self.arguments = arguments
+
+                def forward(self, *tensors: Any) -> Any:
+                    return self.model(*tensors, **self.arguments)
+
+                def bound_model(self) -> Any:
+                    return self.model
+
+            cls._class = Bound
+        return cls._class(module, arguments).eval()
 
 
 def _name(target: Any) -> str:
@@ -157,8 +221,10 @@ def module_digest(spec: ModelSpec, module: Any) -> str:
     h = hashlib.sha256()
     if spec.kind == "torchscript" and spec.path:
         h.update(sha256_file(Path(spec.path)).encode())
+        h.update(repr(sorted(spec.arguments.items())).encode())
         return h.hexdigest()
     h.update(repr(spec.factory if isinstance(spec.factory, str) else _name(spec.factory)).encode())
+    h.update(repr(sorted(spec.arguments.items())).encode())
     for name, tensor in module.state_dict().items():
         if not hasattr(tensor, "detach"):
             h.update(f"{name}|{tensor!r}|".encode())
@@ -176,7 +242,8 @@ def module_digest(spec: ModelSpec, module: Any) -> str:
 
 def _source_files(module: Any) -> set[str]:
     files: set[str] = set()
-    for sub in module.modules():
+    bound = bound_model(module)  # a model behind bind_arguments is not among its modules()
+    for sub in [*module.modules(), *([bound] if bound is not None else [])]:
         mod = sys.modules.get(type(sub).__module__)
         if mod is None or type(sub).__module__.startswith("torch."):
             continue

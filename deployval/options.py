@@ -44,7 +44,11 @@ IterationsOpt = Annotated[int | None, typer.Option(
 BudgetOpt = Annotated[float | None, typer.Option(
     "--time-budget", help="Seconds of timed runs per backend when --iterations is not given [default: 2].")]
 InputsOpt = Annotated[Path | None, typer.Option(
-    "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random.")]
+    "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random; "
+                     "their shapes and dtypes define the run (no --input-shape needed).")]
+ArgOpt = Annotated[list[str] | None, typer.Option(
+    "--arg", help="NAME=VALUE: a non-tensor argument of forward() (int, float, true/false or string), e.g. "
+                  "sr=16000; repeatable. Fixed in every export.")]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
 NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")]
 CalibrationLimitOpt = Annotated[int | None, typer.Option(

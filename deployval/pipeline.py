@@ -130,7 +130,7 @@ def compare(
     reference_runner = _reference_runner(spec, module, config)
     # Activation ranges against fp16's limits, when an fp16 row will be judged (torch models only).
     ranges: list[Any] | None = None
-    if spec.kind != "onnx" and any(j.precision == "fp16" and j.result is None for j in jobs):
+    if spec.kind == "module" and any(j.precision == "fp16" and j.result is None for j in jobs):
         ranges = []
     reference_outputs, reference_result = _run_reference(
         reference_runner, spec, feeds, config, progress, timings, invocation, jobs, ranges
@@ -405,6 +405,8 @@ def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) ->
     options["input_specs"] = spec.inputs
     options["keep_fp32"] = config.keep_fp32  # torch eager fp16 keeps the same modules in fp32 as the ONNX artifact
     options["engine_cache_dir"] = store.directory / "engines" if config.use_cache else None
+    if spec.kind == "torchscript" and spec.arguments:
+        options["forward_arguments"] = dict(spec.arguments)  # the file as shipped, called with --arg values
     return options
 
 
@@ -457,15 +459,22 @@ def _cpu_name() -> str:
 
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
            kinds: Sequence[str] | None = None, progress: Progress | None = None,
-           trust_checkpoint: bool = False) -> tuple[dict[str, Path], dict[str, DeployvalError], list[Step]]:
+           trust_checkpoint: bool = False, inputs: Path | str | None = None,
+           ) -> tuple[dict[str, Path], dict[str, DeployvalError], list[Step]]:
     """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`; returns the files
-    written, the reason for each artifact that could not be made, and the steps."""
+    written, the reason for each artifact that could not be made, and the steps. `inputs` (a file) are
+    the example inputs the exporters trace with and int8 calibrates on when no --calibration is given."""
     from .backends.base import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
     from .loading import build_module, module_digest
 
     config = config or RunConfig()
     progress = progress or Progress()
-    feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
+    if inputs is not None:
+        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
+        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, source=str(inputs))
+        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+    else:
+        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
     if spec.kind == "onnx":
         from ._util import sha256_file
 

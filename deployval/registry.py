@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError, first_line
 from .spec import InputShapeArg, InputSpec, ModelSpec, format_shape
@@ -42,12 +43,23 @@ def resolve_model(
     input_shapes: Sequence[InputShapeArg] = (),
     input_ranges: Sequence[tuple[str, float, float]] = (),
     checkpoint: str | None = None,
+    inputs_file: str | Path | None = None,
+    arguments: Mapping[str, Any] | None = None,
 ) -> ModelSpec:
-    """Find the model and apply command-line input shapes, ranges and checkpoint."""
+    """Find the model and apply command-line input shapes, ranges, checkpoint and forward arguments.
+
+    With `inputs_file`, the file defines the run: its arrays' shapes (and, for models that declare no
+    inputs, their names and dtypes) make the input specs; an `--input-shape` that says otherwise is an
+    error rather than silently one or the other."""
     entries = model_entries()
+    from_file = False
+    if inputs_file is not None:
+        input_shapes = _shapes_from_file(Path(inputs_file), input_shapes)
+        from_file = True
     if model in entries:
         spec = _load_entry(model, entries[model])
-        spec = _apply_shapes(spec, input_shapes)
+        # Registered specs declare their dtypes; the file's values are converted to them.
+        spec = _apply_shapes(spec, [replace(a, dtype=None) for a in input_shapes] if from_file else input_shapes)
     elif _FACTORY_RE.match(model) and not Path(model).exists():
         spec = ModelSpec(name=model, kind="module", factory=model, inputs=_inputs_from_args(model, input_shapes))
     else:
@@ -69,7 +81,34 @@ def resolve_model(
         if spec.kind != "module":
             raise UsageError(f"--checkpoint applies to PyTorch modules, not to a {spec.kind} file")
         spec = replace(spec, checkpoint=checkpoint)
+    if arguments:
+        if spec.kind == "onnx":
+            raise UsageError("--arg passes non-tensor arguments to a PyTorch forward(); an ONNX model takes "
+                             "tensors only (give them with --inputs)")
+        spec = replace(spec, arguments={**spec.arguments, **arguments})
     return spec
+
+
+def _shapes_from_file(path: Path, given: Sequence[InputShapeArg]) -> list[InputShapeArg]:
+    """The inputs file's shapes, checked against any --input-shape given as well."""
+    from .inputs import file_input_shapes
+
+    from_file = file_input_shapes(path)
+    if len(from_file) == 1 and not from_file[0].name and len(given) == 1 and given[0].name:
+        from_file = [replace(from_file[0], name=given[0].name)]  # a .npy named by --input-shape
+    by_name = {a.name: a for a in from_file}
+    for arg in given:
+        found = by_name.get(arg.name) if arg.name else (from_file[0] if len(from_file) == 1 else None)
+        if found is None:
+            names = ", ".join(a.name or "(unnamed)" for a in from_file)
+            raise UsageError(f"--input-shape {arg.name or format_shape(arg.shape)}: '{path}' has no such input "
+                             f"({names}); the inputs file defines the run, drop --input-shape")
+        if found.shape != arg.shape or (arg.dtype and arg.dtype != found.dtype):
+            said = format_shape(arg.shape) + (f":{arg.dtype}" if arg.dtype else "")
+            raise UsageError(f"--input-shape {arg.name or found.name}={said} differs from '{path}', whose "
+                             f"'{found.name or 'array'}' is {format_shape(found.shape)}:{found.dtype}; the "
+                             "inputs file defines the run, drop --input-shape")
+    return from_file
 
 
 def _load_entry(name: str, entry: ModelSpec | str) -> ModelSpec:
@@ -174,7 +213,9 @@ def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         arg = given.get(value.name) or (unnamed[0] if unnamed else None)
         if arg is not None:
-            if len(arg.shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, arg.shape)):
+            declared_rank = tensor.HasField("shape")
+            if declared_rank and (len(arg.shape) != len(dims)
+                                  or any(d is not None and d != s for d, s in zip(dims, arg.shape))):
                 declared = "x".join("?" if d is None else str(d) for d in dims)
                 raise UsageError(
                     f"--input-shape {value.name}={format_shape(arg.shape)} does not fit the ONNX input "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,9 @@ class ModelSpec:
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
     # Parts deployed on their own, validated with --submodule NAME (or all).
     submodules: tuple[SubmoduleSpec, ...] = ()
+    # Non-tensor arguments of forward() (int, float, bool, str), passed by name on every call and
+    # fixed in every export: `forward(x, sr=16000)` (--arg sr=16000).
+    arguments: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("module", "torchscript", "onnx"):
@@ -356,6 +359,7 @@ class ModelSpec:
             "output_names": list(self.output_names) if self.output_names else None,
             "export": self.export.to_dict(),
             "task": None if self.task is None else {"kind": self.task.kind, "axis": self.task.axis},
+            "arguments": dict(self.arguments) or None,
         }
 
 
@@ -471,6 +475,39 @@ def parse_input_shape(text: str) -> InputShapeArg:
     if dtype is not None and dtype not in DTYPES:
         raise UsageError(f"bad --input-shape '{text}': unknown dtype '{dtype}' (one of {', '.join(DTYPES)})")
     return InputShapeArg(name.strip(), parse_shape(shape_text), dtype)
+
+
+_ARG_NAME_RE = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def parse_argument(text: str) -> tuple[str, int | float | bool | str]:
+    """'sr=16000' -> ('sr', 16000): an int, a float, true/false, or else a string (quotes optional)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not _ARG_NAME_RE.match(name):
+        raise UsageError(f"bad --arg '{text}': expected NAME=VALUE with a Python argument name, e.g. sr=16000")
+    raw = raw.strip()
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        raw = raw[1:-1]
+    return name, raw
+
+
+def parse_arguments(texts: Sequence[str] | None) -> dict[str, int | float | bool | str]:
+    parsed: dict[str, int | float | bool | str] = {}
+    for text in texts or ():
+        name, value = parse_argument(text)
+        if name in parsed and parsed[name] != value:
+            raise UsageError(f"--arg {name} is given twice with different values")
+        parsed[name] = value
+    return parsed
 
 
 def parse_input_range(text: str) -> tuple[str, float, float]:

@@ -115,3 +115,74 @@ class OutlierChannel(nn.Module):
 def outlier_channel() -> nn.Module:
     torch.manual_seed(0)
     return OutlierChannel().eval()
+
+
+class Boosted(nn.Module):
+    """`boost` and `norm` are small, but the product computed between them in forward exceeds fp16's
+    65504: only a check of every tensor (not of module outputs) sees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boost = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+        with torch.no_grad():
+            self.boost.weight.copy_(2.0 * torch.eye(16))
+            self.boost.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.boost(x) * 250.0 * 250.0)
+
+
+class FunctionalOverflow(nn.Module):
+    """Inputs in [0, 1) give ~1.2e5 in `block`'s forward code (inputs below 0.5 stay within fp16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Boosted()
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x))
+
+
+def functional_overflow() -> nn.Module:
+    torch.manual_seed(0)
+    return FunctionalOverflow().eval()
+
+
+class Scaled(nn.Module):
+    """forward() with non-tensor arguments (--arg): a float and a string that choose the computation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0, mode: str = "plain") -> torch.Tensor:
+        y = self.proj(x) * scale
+        return torch.tanh(y) if mode == "tanh" else y
+
+
+def scaled() -> nn.Module:
+    torch.manual_seed(0)
+    return Scaled().eval()
+
+
+class RateDependent(nn.Module):
+    """What an audio TorchScript file looks like: forward(Tensor x, int sr) with a branch per rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv16k = nn.Conv1d(1, 2, 5, padding=2)
+        self.conv8k = nn.Conv1d(1, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, sr: int) -> torch.Tensor:
+        if sr == 16000:
+            return self.conv16k(x.unsqueeze(1)).mean(-1)
+        return self.conv8k(x.unsqueeze(1)).mean(-1)
+
+
+def rate_dependent_script(path: str) -> str:
+    """Script RateDependent to `path` (a TorchScript file as a package would ship it)."""
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(RateDependent().eval()), path)
+    return path

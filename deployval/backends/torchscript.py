@@ -21,4 +21,10 @@ class TorchScriptRunner(_torch.TorchModuleRunner):
         return _torch.torch_available(device)
 
     def load_module(self) -> Any:
-        return self._torch.jit.load(str(self.artifact.path), map_location=self.device).eval()
+        module = self._torch.jit.load(str(self.artifact.path), map_location=self.device).eval()
+        arguments = self.options.get("forward_arguments")
+        if arguments:  # a TorchScript file whose forward() takes non-tensor arguments (--arg)
+            from ..loading import bind_arguments
+
+            module = bind_arguments(module, arguments)
+        return module

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ..options import (
+    ArgOpt,
     CacheDirOpt,
     CheckpointOpt,
     DeviceOpt,
@@ -75,6 +76,7 @@ def debug_command(
     memory_budget: MemoryOpt = None,
     own_errors: OwnOpt = "auto",
     triage: TriageOpt = True,
+    arg: ArgOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
@@ -90,7 +92,7 @@ def debug_command(
         raise UsageError("--memory-budget must be a positive number of MiB")
     patterns = [p.strip() for item in modules or [] for p in item.split(",") if p.strip()] or None
     _check_report_paths(json=json_path, html=html_path)
-    spec = _resolve(model, input_shape, input_range, checkpoint)
+    spec = _resolve(model, input_shape, input_range, checkpoint, inputs, arg)
     config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir,
                      use_cache=not no_cache, exporter=exporter)
 

@@ -30,6 +30,14 @@ def export_onnx(
     """Export to `path`; returns details (exporter used, fallback reason, opset) for the report."""
     torch = timed_import("torch")
     details: dict[str, Any] = {"exporter_requested": exporter}
+    from ..loading import bound_model
+
+    if isinstance(bound_model(module), torch.jit.ScriptModule):
+        # A TorchScript file behind bound --arg values: neither exporter traces into a ScriptModule held
+        # by a Python module, but a trace of the whole is TorchScript, which the legacy exporter takes.
+        with torch.no_grad():
+            module = torch.jit.trace(module, args, check_trace=False, strict=False)
+        details["traced_first"] = "TorchScript file with bound arguments, traced before export"
     if isinstance(module, torch.jit.ScriptModule) and exporter == "dynamo":
         details["fallback_reason"] = "TorchScript modules only export with the legacy exporter"
         exporter = "legacy"

@@ -287,7 +287,7 @@ class ArtifactStore:
     def _torchscript(self) -> Artifact:
         if self.spec.kind == "onnx":
             raise UsageError(f"model '{self.spec.name}' is an ONNX file: there is no TorchScript to run")
-        if self.spec.kind == "torchscript":
+        if self.spec.kind == "torchscript":  # its runner binds any --arg values at load
             artifact = self._file_artifact(TORCHSCRIPT, Path(self.spec.path or ""))
             self._record(Step("torchscript", status="skipped", reason="the model is a TorchScript file"), artifact)
             return artifact
