@@ -30,14 +30,16 @@ from ..options import (
 )
 
 ModelArg = Annotated[str, typer.Argument(
-    help="A registered model (see `deployval models`) or pkg.module:factory (a PyTorch module).",
+    help="A registered model (see `deployval models`), pkg.module:factory (a PyTorch module), or an ONNX file "
+         "(its nodes are the layers, ONNX Runtime fp32 on the file the reference).",
     show_default=False, metavar="MODEL")]
 BackendOpt = Annotated[str, typer.Option(
     "--backend", "-b", help="The backend to localize (one that runs ONNX: ort, trt, ort-trt, ...).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")]
 ModulesOpt = Annotated[list[str] | None, typer.Option(
     "--modules", "-m", help="Module names to report, as fnmatch patterns (comma-separated or repeated), e.g. "
-                            "'encoder.*,head'. Default: every submodule, leaves and containers; marks always.")]
+                            "'encoder.*,head' (for an ONNX file: node names or op types). Default: every submodule, "
+                            "leaves and containers; marks always.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every layer.")]
 RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every layer.")]
 HtmlOpt = Annotated[Path | None, typer.Option(

@@ -206,9 +206,9 @@ def run_debug(
     started = time.perf_counter()
     config = config or RunConfig()
     progress = progress or Progress()
-    if spec.kind != "module":
-        raise UsageError(f"debug needs a PyTorch model (a registered model or pkg.module:factory); "
-                         f"'{spec.name}' is a {spec.kind} file")
+    if spec.kind not in ("module", "onnx"):
+        raise UsageError(f"debug needs a PyTorch model (a registered model or pkg.module:factory) or an ONNX "
+                         f"file; '{spec.name}' is a {spec.kind} file")
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     if own_errors not in ("auto", "all", "divergent"):
@@ -222,6 +222,12 @@ def run_debug(
         raise BackendUnavailable(f"{backend} cannot run on {config.device}: {reason}")
 
     feeds, inputs_source, seed = _inputs(spec, config, inputs, allow_nonfinite_inputs)
+    if spec.kind == "onnx":  # the file's nodes are the layers, ONNX Runtime fp32 the reference
+        from .onnx_file import debug_onnx_file
+
+        return debug_onnx_file(spec, cls, precision, config, feeds, inputs_source, seed, patterns=modules,
+                               progress=progress, command=command, budget=memory_budget(memory_budget_bytes),
+                               own_errors=own_errors, triage=triage)
     timings: dict[str, Any] = {}
     timed_import("torch")
     timed_import("onnx")
