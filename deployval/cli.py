@@ -38,6 +38,7 @@ from .options import (
     InputShapeOpt,
     InputsOpt,
     Int8ExcludeOpt,
+    Int8MatmulsOpt,
     IsolateOpt,
     IterationsOpt,
     JsonOpt,
@@ -152,14 +153,22 @@ def _config(spec: Any, **options: Any) -> Any:
     return RunConfig(**settings)
 
 
-def _backend_options(keep_int64: bool, trt_workspace: int | None, trt_fp16_route: str) -> dict[str, Any]:
+def _backend_options(keep_int64: bool, trt_workspace: int | None, trt_fp16_route: str,
+                     int8_activation_matmuls: bool = False) -> dict[str, Any]:
     from .backends.tensorrt import FP16_ROUTES
 
     if trt_fp16_route not in FP16_ROUTES:
         raise UsageError(f"unknown --trt-fp16-route '{trt_fp16_route}' ({' or '.join(FP16_ROUTES)})")
     if trt_workspace is not None and trt_workspace <= 0:
         raise UsageError("--trt-workspace must be a positive number of MiB")
-    return {"keep_int64": keep_int64, "trt_workspace_mb": trt_workspace, "trt_fp16_route": trt_fp16_route}
+    return {"keep_int64": keep_int64, "trt_workspace_mb": trt_workspace, "trt_fp16_route": trt_fp16_route,
+            **_int8_options(int8_activation_matmuls)}
+
+
+def _int8_options(activation_matmuls: bool) -> dict[str, Any]:
+    from .export.int8 import ACTIVATION_MATMULS_OPTION
+
+    return {ACTIVATION_MATMULS_OPTION: True} if activation_matmuls else {}
 
 
 def _check_report_paths(**paths: Path | None) -> None:
@@ -285,6 +294,7 @@ def compare_command(
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_exclude: Int8ExcludeOpt = None,
+    int8_activation_matmuls: Int8MatmulsOpt = False,
     keep_fp32: KeepFp32Opt = None,
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
@@ -316,7 +326,7 @@ def compare_command(
                    calibration_preprocess=calibration_preprocess, calibration_limit=calibration_limit,
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
-                   backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route))
+                   backend_options=_backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls))
     args = _invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg)
 
     def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
@@ -354,6 +364,7 @@ def validate_command(
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_exclude: Int8ExcludeOpt = None,
+    int8_activation_matmuls: Int8MatmulsOpt = False,
     keep_fp32: KeepFp32Opt = None,
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
@@ -375,7 +386,7 @@ def validate_command(
     from .pipeline import Invocation
 
     _check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
-    backend_options = _backend_options(keep_int64, trt_workspace, trt_fp16_route)
+    backend_options = _backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls)
     if all_models or shard:
         if not all_models:
             raise UsageError("--shard works with --all")
@@ -557,6 +568,7 @@ def precision_command(
     verify: VerifyOpt = True,
     all_layers: AllLayersOpt = False,
     arg: ArgOpt = None,
+    int8_activation_matmuls: Int8MatmulsOpt = False,
     json_path: JsonOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -578,8 +590,11 @@ def precision_command(
 
     config = _config(spec, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir, use_cache=not no_cache,
                      exporter=exporter, calibration=calibration, calibration_preprocess=calibration_preprocess,
-                     calibration_limit=calibration_limit, calibration_method=calibration_method)
+                     calibration_limit=calibration_limit, calibration_method=calibration_method,
+                     backend_options=_int8_options(int8_activation_matmuls))
     args = list(_invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg))
+    if int8_activation_matmuls:
+        args.append("--int8-activation-matmuls")
     if precision == "int8" and calibration:
         args += ["--calibration", str(calibration), "--calibration-method", calibration_method]
         if calibration_limit:
@@ -672,6 +687,7 @@ def export_command(
     calibration_limit: CalibrationLimitOpt = None,
     calibration_method: CalibrationMethodOpt = "minmax",
     int8_exclude: Int8ExcludeOpt = None,
+    int8_activation_matmuls: Int8MatmulsOpt = False,
     keep_fp32: KeepFp32Opt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
@@ -691,7 +707,8 @@ def export_command(
     config = _config(spec, seed=seed, cache_dir=cache_dir, use_cache=not no_cache, exporter=exporter,
                      calibration=calibration, calibration_preprocess=calibration_preprocess,
                      calibration_limit=calibration_limit, calibration_method=calibration_method,
-                     int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()))
+                     int8_exclude=tuple(int8_exclude or ()), keep_fp32=tuple(keep_fp32 or ()),
+                     backend_options=_int8_options(int8_activation_matmuls))
     written, errors, steps = export(spec, out, config, kinds=kind_list, progress=_progress(quiet),
                                     trust_checkpoint=trust_checkpoint, inputs=inputs)
     console = _console()

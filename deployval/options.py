@@ -60,6 +60,9 @@ Int8ExcludeOpt = Annotated[list[str] | None, typer.Option(
 KeepFp32Opt = Annotated[list[str] | None, typer.Option(
     "--keep-fp32", help="Keep modules (fnmatch over module names) or op:TYPE in fp32 in the fp16 artifact; "
                         "repeatable.")]
+Int8MatmulsOpt = Annotated[bool, typer.Option(
+    "--int8-activation-matmuls", help="Also quantize MatMuls of two activations (attention QK^T and AV); by "
+                                      "default only MatMuls with a weight are int8.")]
 KeepInt64Opt = Annotated[bool, typer.Option(
     "--keep-int64", help="Build TensorRT engines from the ONNX as is, without the int64 -> int32 pass.")]
 WorkspaceOpt = Annotated[int | None, typer.Option(

@@ -19,9 +19,10 @@ import numpy as np
 
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
-from .backends.base import MODULE, ONNX_RAW, Artifact, Runner, check_available, get_backend
+from .backends.base import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact, Runner, check_available, get_backend
 from .errors import DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
+from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore, Progress, Step
 from .metrics import compare_output
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
@@ -128,14 +129,17 @@ def compare(
         return module_cache["module"]
 
     reference_runner = _reference_runner(spec, module, config)
-    # Activation ranges against fp16's limits, when an fp16 row will be judged (torch models only).
+    # Activation ranges against fp16's limits, when an fp16 row will be judged: module outputs (torch
+    # models), and every tensor of the fp32 ONNX graph when an fp16 row runs an ONNX artifact (that
+    # check judges then; the module outputs stay the fallback).
     ranges: list[Any] | None = None
     if spec.kind == "module" and any(j.precision == "fp16" and j.result is None for j in jobs):
         ranges = []
+    fp16_onnx = _fp16_onnx_kind(jobs, config)
     reference_outputs, reference_result = _run_reference(
         reference_runner, spec, feeds, config, progress, timings, invocation, jobs, ranges
     )
-    range_findings = _range_findings(ranges, config, report, progress)
+    range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None)
     output_names = tuple(reference_outputs)
     report.model["output_names"] = list(output_names)
     if spec.kind != "onnx":
@@ -168,6 +172,10 @@ def compare(
                     reference_result.backend, reference_result.precision):
                     job.result = reference_result
                 else:
+                    if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
+                        range_findings = _tensor_range_findings(spec, store, feeds, config, report, progress,
+                                                                module, fp16_onnx, range_findings)
+                        fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint)
                     if job.precision == "fp16":
@@ -316,6 +324,9 @@ def _run_job(
     try:
         kind = cls.artifact_for(job.precision, options)
         artifact = store.get(kind)
+    except NothingToQuantize as exc:  # a float-only graph has no int8 to validate
+        result.status, result.reason = SKIPPED, exc.one_line()
+        return result
     except DeployvalError as exc:
         result.reason = f"artifact '{kind}' could not be made: {exc.one_line()}"
         result.usage_error = isinstance(exc, UsageError)
@@ -363,9 +374,10 @@ def _run_job(
     return result
 
 
-def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress) -> list[Any]:
+def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
+                    quiet: bool = False) -> list[Any]:
     """fp16 findings of the reference run's activation ranges: recorded in the report and said at
-    once, before any engine is built."""
+    once, before any engine is built (unless `quiet`: the tensor-level check will speak)."""
     if ranges is None:
         return []
     from .precision.ranges import findings
@@ -373,10 +385,78 @@ def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report,
     found = findings(ranges, "fp16", config.keep_fp32)
     top = sorted(ranges, key=lambda r: r.max_abs, reverse=True)[:10]
     report.analysis["activation_ranges"] = {
+        "level": "module",
         "layers": len(ranges),
         "largest": [{"module": r.module, "type": r.type, "max_abs": r.max_abs} for r in top],
         "fp16": [{"module": f.module, "kind": f.kind, "value": f.value, "finding": f.describe()} for f in found],
         "keep_fp32": list(config.keep_fp32),
+    }
+    for finding in [] if quiet else found:
+        progress.note(f"fp16: {finding.describe()}")
+    return found
+
+
+def _fp16_onnx_kind(jobs: list[Job], config: RunConfig) -> str | None:
+    """The artifact of the first fp16 row that runs an ONNX artifact, if any: then the fp32 ONNX graph it
+    is made from has its every tensor checked against fp16's range."""
+    for job in jobs:
+        if job.result is None and job.precision == "fp16" and job.runner is not None:
+            try:
+                kind = job.runner.artifact_for("fp16", dict(config.backend_options))
+            except DeployvalError:
+                continue
+            if kind not in (MODULE, TORCHSCRIPT):
+                return kind
+    return None
+
+
+def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray], config: RunConfig,
+                           report: Report, progress: Progress, module: Callable[[], Any], kind: str,
+                           fallback: list[Any]) -> list[Any]:
+    """fp16 findings of every tensor of the fp32 ONNX graph that the fp16 artifact `kind` is made from,
+    named by module; recorded in the report and said at once. Where the check cannot run, the
+    module-level findings (`fallback`) stay the judge."""
+    import contextlib
+
+    from .backends.base import ONNX
+    from .precision import tensor_ranges
+
+    try:
+        with contextlib.suppress(DeployvalError):  # its row says why; the check does without its details
+            store.get(kind)  # its conversion step says which nodes stay fp32
+        source = store.get(ONNX)
+        raw = store.get(ONNX_RAW).path if spec.kind != "onnx" else None
+        names = [n for n, _ in module().named_modules() if n] if spec.kind != "onnx" else []
+        step = store.step_for("fp16")
+        details = step.details if step is not None and step.status == "ok" else None
+        with progress.step("fp16 ranges of every tensor (fp32 ONNX on ONNX Runtime)"):
+            check = tensor_ranges.record_tensor_ranges(Path(source.path or ""), feeds, raw_path=raw,
+                                                       module_names=names, keep_fp32=config.keep_fp32,
+                                                       fp16_details=details)
+    except Exception as exc:  # the check is an aid: its failure must not cost the rows
+        reason = exc.one_line() if isinstance(exc, DeployvalError) else first_line(exc)
+        report.analysis.setdefault("activation_ranges", {"level": "none"})["tensor_level_error"] = reason
+        progress.note(f"fp16: the ranges of every tensor could not be checked ({reason})")
+        for finding in fallback:
+            progress.note(f"fp16: {finding.describe()}")
+        return fallback
+    found = tensor_ranges.findings(check, "fp16")
+    top = sorted(check.ranges, key=lambda r: r.max_abs, reverse=True)[:10]
+    module_level = report.analysis.get("activation_ranges")
+    report.analysis["activation_ranges"] = {
+        "level": "tensor",
+        "layers": len(check.ranges),
+        "largest": [{"module": r.module, "after": r.after, "node": r.node, "op": r.op, "tensor": r.tensor,
+                     "max_abs": r.max_abs} for r in top],
+        "fp16": [{"module": f.module, "node": f.node, "tensor": f.tensor, "kind": f.kind, "value": f.value,
+                  "finding": f.describe()} for f in found],
+        "keep_fp32": list(config.keep_fp32),
+        "float_tensors": check.float_tensors,
+        "exempt": {"kept_fp32": check.kept_fp32, "saturating_constants": check.saturating},
+        "copies_not_measured": check.copies,
+        "segments": check.segments, "budget_bytes": check.budget_bytes, "exposed_bytes": check.exposed_bytes,
+        "seconds": round(check.seconds, 3), "layer_map": check.map_source, "notes": check.notes,
+        **({"module_level": module_level} if module_level else {}),
     }
     for finding in found:
         progress.note(f"fp16: {finding.describe()}")

@@ -58,8 +58,10 @@ def resolve_model(
         from_file = True
     if model in entries:
         spec = _load_entry(model, entries[model])
-        # Registered specs declare their dtypes; the file's values are converted to them.
-        spec = _apply_shapes(spec, [replace(a, dtype=None) for a in input_shapes] if from_file else input_shapes)
+        if not from_file:
+            # A registered spec declares its inputs: the file's arrays are checked against them (names,
+            # rank, dtype, shapes the network takes) when they are loaded, and then define the run.
+            spec = _apply_shapes(spec, input_shapes)
     elif _FACTORY_RE.match(model) and not Path(model).exists():
         spec = ModelSpec(name=model, kind="module", factory=model, inputs=_inputs_from_args(model, input_shapes))
     else:

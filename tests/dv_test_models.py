@@ -118,28 +118,30 @@ def outlier_channel() -> nn.Module:
 
 
 class Boosted(nn.Module):
-    """`boost` and `norm` are small, but the product computed between them in forward exceeds fp16's
-    65504: only a check of every tensor (not of module outputs) sees it."""
+    """`boost` and `norm` output small values, but the product computed between them in forward
+    exceeds fp16's 65504: only a check of every tensor (not of module outputs) sees it. The relu
+    keeps onnx-simplifier from folding the product into the conv's weights."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.boost = nn.Linear(16, 16)
-        self.norm = nn.LayerNorm(16)
+        self.boost = nn.Conv2d(4, 4, 1)
+        self.norm = nn.InstanceNorm2d(4, affine=True)
         with torch.no_grad():
-            self.boost.weight.copy_(2.0 * torch.eye(16))
+            self.boost.weight.copy_(2.0 * torch.eye(4).view(4, 4, 1, 1))
             self.boost.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.boost(x) * 250.0 * 250.0)
+        return self.norm(torch.relu(self.boost(x)) * 250.0 * 250.0)
 
 
 class FunctionalOverflow(nn.Module):
-    """Inputs in [0, 1) give ~1.2e5 in `block`'s forward code (inputs below 0.5 stay within fp16)."""
+    """Inputs in [0, 1) reach ~1.2e5 inside `block`'s forward code (inputs below 0.5 stay within
+    fp16). ONNX Runtime's CPU provider keeps the product in fp32 between Conv and InstanceNorm."""
 
     def __init__(self) -> None:
         super().__init__()
         self.block = Boosted()
-        self.head = nn.Linear(16, 4)
+        self.head = nn.Conv2d(4, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.block(x))
@@ -186,3 +188,26 @@ def rate_dependent_script(path: str) -> str:
     torch.manual_seed(0)
     torch.jit.save(torch.jit.script(RateDependent().eval()), path)
     return path
+
+
+class OutlierShortcut(nn.Module):
+    """A residual block whose shortcut conv carries one channel of ~500, which the output drops.
+    TensorRT-style int8 quantizes the shortcut input of the residual Add (so that TensorRT fuses the Add
+    into the main branch's conv): its per-tensor scale becomes ~4, the small channels round away, and
+    the culprit is the Add, not any layer with weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.shortcut = nn.Conv2d(3, 8, 1)
+        with torch.no_grad():
+            self.shortcut.bias[0] = 500.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.b(torch.relu(self.a(x))) + self.shortcut(x))[:, 1:]
+
+
+def outlier_shortcut() -> nn.Module:
+    torch.manual_seed(0)
+    return OutlierShortcut().eval()

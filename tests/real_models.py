@@ -104,6 +104,12 @@ def silero_onnx() -> Path:
     return silero_dir() / "silero_vad.onnx"
 
 
+def silero_onnx_op15() -> Path:
+    """The 16 kHz ONNX file for opset 15: the encoder's convolutions sit in the main graph (int8 can
+    quantize them), the LSTM decoder inside an If."""
+    return silero_dir() / "silero_vad_16k_op15.onnx"
+
+
 def speech_like(samples: int = 512, seed: int = 0, rate: int = 16000) -> np.ndarray:
     """A voiced-speech-like chunk: a few harmonics of a wandering pitch under a syllable envelope, plus
     noise; what a VAD is trained to tell from silence (and what calibration should see)."""
@@ -348,6 +354,9 @@ CORPUS: tuple[CorpusModel, ...] = (
                 _minilm_spec(128), lambda: minilm_inputs(1, 128)[0], lambda: minilm_inputs(8, 128), slow=True),
     CorpusModel("silero-onnx", "Silero VAD v6 ONNX file: If subgraphs, recurrent state, int64 scalar sr",
                 lambda: _file_spec(silero_onnx(), silero_onnx_inputs(1)[0]), lambda: silero_onnx_inputs(1)[0],
+                lambda: silero_onnx_inputs(8), backends=("ort",)),
+    CorpusModel("silero-onnx-op15", "Silero VAD v6 16 kHz ONNX file (opset 15), convolutions outside the If",
+                lambda: _file_spec(silero_onnx_op15(), silero_onnx_inputs(1)[0]), lambda: silero_onnx_inputs(1)[0],
                 lambda: silero_onnx_inputs(8), backends=("ort",)),
     # The TorchScript file's own code does not export to ONNX (the package ships ONNX files instead) and
     # does not run in half precision: torch and TorchScript at fp32 are what it can be validated on.

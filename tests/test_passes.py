@@ -532,7 +532,7 @@ def test_int8_qdq_symmetric_and_accurate(tmp_path: Path) -> None:
     d = quantize_int8(model, iter(conv_inputs(16, 0)), out_path)
     assert out_path.is_file() and d.samples == 16 and d.method == "minmax"
     assert d.quantize_nodes > 0 and d.dequantize_nodes > 0
-    assert "Conv" in d.quantized_op_types
+    assert d.quantized_op_types == ["Conv"]  # Q/DQ on the inputs of the convolutions only (TensorRT's placement)
     assert d.nonzero_zero_points == 0
     quantized = onnx.load(str(out_path))
     inits = {t.name: t for t in quantized.graph.initializer}
@@ -560,8 +560,14 @@ def test_int8_refuses_empty_calibration_and_unknown_method(tmp_path: Path) -> No
 def test_int8_percentile_and_excluded_op_type(tmp_path: Path) -> None:
     model = onnx.load_from_string(conv_model_bytes())
     float64_feeds = ({"x": f["x"].astype(np.float64)} for f in conv_inputs(4, 1))  # cast to the input dtype
-    d = quantize_int8(model, float64_feeds, tmp_path / "q.onnx", method="percentile", exclude_op_types=["Conv"])
-    assert d.samples == 4 and "Conv" not in d.quantized_op_types
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    d = quantize_int8(model, float64_feeds, tmp_path / "q.onnx", method="percentile", exclude_nodes=[convs[0]])
+    assert d.samples == 4 and d.quantized_per_op_type == {"Conv": len(convs) - 1}
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    dq_outputs = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert not dq_outputs.intersection(next(n for n in quantized.graph.node if n.name == convs[0]).input)
+    d = quantize_int8(model, conv_inputs(1, 0), tmp_path / "none.onnx", exclude_op_types=["Conv"])
+    assert d.quantized_nodes == 0 and d.quantize_nodes == 0 and d.samples == 0  # all excluded: nothing calibrated
 
 
 def test_int32_keeps_int64_where_onnxruntime_has_no_int32_kernel() -> None:

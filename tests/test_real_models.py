@@ -56,7 +56,11 @@ def test_corpus_model(entry, tmp_path):
                    if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
         half = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in tensors)
         assert half > len(tensors) / 2, (half, len(tensors))
-    if ("ort", "int8") in rows:
+    if ("ort", "int8") in rows and steps["int8"]["status"] == "skipped":
+        # Only where every Conv/MatMul sits inside control flow, which the quantizer cannot calibrate.
+        assert entry.name == "silero-onnx" and "If" in steps["int8"]["reason"], steps["int8"]
+        assert rows[("ort", "int8")]["status"] == "skipped"
+    elif ("ort", "int8") in rows:
         assert rows[("ort", "int8")]["status"] in ("pass", "fail")
         details = steps["int8"]["details"]
         assert details["quantize_nodes"] > 0 and details["nonzero_zero_points"] == 0

@@ -21,14 +21,34 @@ def test_int8_sensitivity_finds_and_verifies_the_layers_to_keep(cli, tmp_path):
     assert data["status"] == "fixed" and not data["baseline"]["passed"]
     by_module = {layer["module"]: layer for layer in data["layers"]}
     assert set(by_module) == {"stem", "mix", "head"}
-    # Quantizing stem or mix puts a Q/DQ on the tensor with the outlier channel; head is harmless.
-    assert data["layers"][-1]["module"] == "head" and by_module["head"]["passed"]
-    assert not by_module["mix"]["passed"] and by_module["mix"]["score"] > 10 * by_module["head"]["score"]
-    assert {by_module["stem"]["layer"], by_module["mix"]["layer"]} == set(data["proposal"])
+    # Only mix reads the tensor with the outlier channel (Q/DQ go on inputs, never on a Conv's output).
+    assert data["layers"][0]["module"] == "mix" and not by_module["mix"]["passed"]
+    assert by_module["stem"]["passed"] and by_module["head"]["passed"]
+    assert by_module["mix"]["score"] > 10 * max(by_module["stem"]["score"], by_module["head"]["score"])
+    assert 400 < max(by_module["mix"]["input_ranges"].values()) < 600  # the outlier's ~500, step ~4
+    assert data["proposal"] == [by_module["mix"]["layer"]] and data["op_types"] == []  # one op type: no groups
     verification = data["verification"]
     assert verification["status"] == "pass" and "--int8-exclude" in verification["reproduce"]
     assert data["apply"] in verification["reproduce"]
     assert "FIXED" in result.out and "apply with: --int8-exclude" in result.out
+
+
+def test_int8_sensitivity_finds_a_culprit_without_weights(cli, tmp_path):
+    """The residual Add is quantized on its shortcut input (TensorRT fuses it into the main branch's
+    conv); that shortcut carries a channel of ~500, so the Add alone breaks int8."""
+    report_path = tmp_path / "s.json"
+    result = cli("precision", "dv_test_models:outlier_shortcut", "--input-shape", "x=1x3x16x16", "-p", "int8",
+                 "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "fixed" and not data["baseline"]["passed"]
+    top = data["layers"][0]
+    assert top["op_type"] == "Add" and top["module"] is None and not top["passed"]
+    assert all(layer["passed"] for layer in data["layers"][1:])  # a, b and shortcut quantize well
+    assert data["proposal"] == [top["layer"]] and data["verification"]["status"] == "pass"
+    groups = {group["layer"]: group for group in data["op_types"]}
+    assert set(groups) == {"op:Conv", "op:Add"} and groups["op:Conv"]["passed"] and not groups["op:Add"]["passed"]
+    assert "max |x| 500" in data["reason"] or "max |x| 501" in data["reason"]
 
 
 def test_fp16_sensitivity_keeps_the_overflowing_layers(cli, tmp_path):

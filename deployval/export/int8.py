@@ -1,11 +1,22 @@
-"""int8 artifact: static Q/DQ quantization calibrated on real samples, for TensorRT's explicit
-quantization and ONNX Runtime."""
+"""int8 artifact: static Q/DQ quantization calibrated on real samples, placed the way TensorRT's
+explicit quantization wants it, for TensorRT and ONNX Runtime.
+
+Placement follows TensorRT's "Q/DQ layer placement recommendations" (and NVIDIA's TensorRT Model
+Optimizer, which implements them for ONNX): Q/DQ on the inputs of the compute-heavy ops only (Conv,
+ConvTranspose, MatMul, Gemm; weights per output channel, activations per tensor, symmetric, zero-point
+0), none on their outputs, none on Softmax, normalizations, residual sums of transformers or the
+attention-mask path. A residual Add gets one Q/DQ, on its shortcut input, only where TensorRT fuses the
+Add into the Conv that makes its other input. MatMuls of two activations (attention's QK^T and AV) are
+quantized only on request. Biases stay float: TensorRT's dequantize layer takes INT8/FP8 inputs only.
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import tempfile
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,16 +24,35 @@ from typing import TYPE_CHECKING, Any
 
 from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
-from .onnx_graph import error_line, iter_nodes
+from .onnx_graph import copy_model, default_opset, error_line, iter_graphs, iter_nodes
 from .passes import as_model
 
 if TYPE_CHECKING:
     import numpy as np
-    from onnx import ModelProto, TensorProto
+    from onnx import GraphProto, ModelProto, NodeProto, TensorProto
 
-__all__ = ["ENTROPY_BINS", "Int8Details", "preprocess_for_quantization", "quantize_int8"]
+__all__ = [
+    "ACTIVATION_MATMULS_OPTION", "ENTROPY_BINS", "PLACEMENT", "WEIGHTED_OPS", "Int8Details", "NothingToQuantize",
+    "Placement", "activation_ranges", "name_nodes", "plan_placement", "preprocess_for_quantization", "quantize_int8",
+]
 
 PathLike = str | os.PathLike[str]
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+PLACEMENT = "tensorrt-2"  # part of the artifact cache key: change it when the placement rules change
+ACTIVATION_MATMULS_OPTION = "int8_activation_matmuls"  # backend option: also quantize activation x activation MatMuls
+MIN_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (the axis attribute)
+INT8_MAX = 127  # symmetric int8: [-127, 127], scale = max|x| / 127
+PLACEMENT_RULES = (
+    "TensorRT explicit quantization: Q/DQ on the inputs of Conv, ConvTranspose, MatMul and Gemm (weights per "
+    "channel, activations per tensor, symmetric, zero-point 0), none on outputs, biases float; a residual Add "
+    "only on its shortcut input, where TensorRT fuses it into the Conv making the other input"
+)
+
+
+class NothingToQuantize(DeployvalError):
+    """The graph has no op the placement quantizes: an int8 row is skipped with this reason, not failed."""
+
 
 @dataclass
 class Int8Details:
@@ -38,9 +68,30 @@ class Int8Details:
     excluded_op_types: list[str] = field(default_factory=list)
     path: str = ""
     ranges_from_cache: bool = False  # tensor ranges read from a calibration cache (samples is then 0)
+    placement: str = PLACEMENT_RULES
+    quantized_nodes: int = 0  # nodes reading at least one DequantizeLinear output
+    quantized_per_op_type: dict[str, int] = field(default_factory=dict)
+    qdq_pairs: int = 0  # activation QuantizeLinear -> DequantizeLinear pairs
+    weights_quantized: int = 0  # int8 weight initializers read by a DequantizeLinear
+    int32_dequantize_inputs: int = 0  # must be 0: TensorRT's dequantize layer takes INT8/FP8 inputs only
+    activation_matmuls: int = 0  # MatMul/Gemm nodes whose two inputs are activations (attention QK^T, AV)
+    activation_matmuls_quantized: bool = False
+    residual_adds: int = 0  # Adds quantized on their shortcut input
+    opset: str = ""  # set when the graph was upgraded to opset 13 first
+    widest_ranges: list[dict[str, Any]] = field(default_factory=list)  # the quantized activations with most range
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Placement:
+    """Where Q/DQ go: node names in graph order."""
+
+    nodes: dict[str, str]  # node -> op type: every node the placement quantizes
+    activation_matmuls: list[str]  # MatMul/Gemm nodes with two non-constant inputs (in `nodes` only on request)
+    residual_adds: dict[str, int]  # Add -> index of its conv-branch input, which stays float
+    inputs: dict[str, list[str]]  # node -> the activation tensors it quantizes
 
 
 class _FeedReader:
@@ -99,14 +150,16 @@ def quantize_int8(
     only_nodes: Iterable[str] | None = None,
     calibration_cache: PathLike | None = None,
     preprocess: bool = True,
+    quantize_activation_matmuls: bool = False,
 ) -> Int8Details:
     """Static int8 QDQ quantization for TensorRT's explicit-quantization path; writes `out_path`.
 
-    Activations and weights are symmetric QInt8 (zero-point 0, which TensorRT requires), weights
-    per channel. `quant_pre_process` runs first; when symbolic shape inference fails it is
-    retried without it, and when that fails too the unprocessed model is quantized and the
-    details say so. Node names in `exclude_nodes` refer to the model after pre-processing,
-    which keeps the names of nodes it does not fuse away.
+    Q/DQ go where `plan_placement` says (the module docstring has the rules). A graph below opset 13
+    is upgraded first. `quant_pre_process` runs first; when symbolic shape inference fails it is
+    retried without it, and when that fails too the unprocessed model is quantized and the details
+    say so. Node names in `exclude_nodes` refer to the model after pre-processing, which keeps the
+    names of nodes it does not fuse away. Raises NothingToQuantize when the graph has no node the
+    placement quantizes.
 
     For sensitivity analysis: `only_nodes` quantizes just those nodes; `calibration_cache` (a JSON
     file of tensor ranges, written by the first call and read by later ones where ONNX Runtime
@@ -114,22 +167,13 @@ def quantize_int8(
     a model that already went through `preprocess_for_quantization`.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if method not in _CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration method '{method}' (one of {', '.join(_CALIBRATION_METHODS)})")
-    calib_method = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[method]
     feeds = iter(calibration)
     first = next(feeds, None)
     if first is None:
         raise UsageError("int8 quantization needs calibration data, but the calibration set is empty")
-    excluded_types = sorted(set(exclude_op_types))
-    op_types = sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - set(excluded_types))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     details = Int8Details(
@@ -137,14 +181,18 @@ def quantize_int8(
         samples=0,
         per_channel=per_channel,
         excluded_nodes=sorted(set(exclude_nodes)),
-        excluded_op_types=excluded_types,
+        excluded_op_types=sorted(set(exclude_op_types)),
         path=str(out),
+        activation_matmuls_quantized=quantize_activation_matmuls,
     )
 
     with tempfile.TemporaryDirectory(prefix="deployval-int8-") as tmp:
-        source = Path(tmp) / "model.onnx"
         loaded = as_model(model)
-        onnx.save(loaded, str(source))
+        known_nodes = {n.name for n in loaded.graph.node}
+        unknown_nodes = [n for n in details.excluded_nodes if n not in known_nodes]
+        if unknown_nodes:
+            raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
+        loaded, details.opset = _upgrade_opset(loaded)
         initializers = {t.name for t in loaded.graph.initializer}
         reader = _FeedReader(
             first,
@@ -155,62 +203,96 @@ def quantize_int8(
                 if v.name not in initializers
             },
         )
-        known_nodes = {n.name for n in loaded.graph.node}
-        unknown_nodes = [n for n in details.excluded_nodes if n not in known_nodes]
-        if unknown_nodes:
-            raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
-        input_path = source
         if preprocess:
-            prepared = Path(tmp) / "prepared.onnx"
+            source, prepared = Path(tmp) / "model.onnx", Path(tmp) / "prepared.onnx"
+            onnx.save(loaded, str(source))
             details.preprocess = preprocess_for_quantization(source, prepared)
-            if not details.preprocess.startswith("failed"):
-                input_path = prepared
+            planned = onnx.load(str(source if details.preprocess.startswith("failed") else prepared))
         else:
             details.preprocess = "done before"
-        kwargs: dict[str, Any] = {}
-        takes_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-        if calibration_cache is not None and takes_cache:
-            kwargs["calibration_cache_path"] = str(calibration_cache)
-        if method == "entropy":
-            # quantize_static gives the entropy calibrator 128 histogram bins for 128 quantized bins,
-            # which leaves one candidate threshold: the full range, i.e. MinMax. Calibrate here with
-            # 2048 bins (as TensorRT's entropy calibrator does) and hand the ranges over as a cache.
-            if not takes_cache:
-                details.method = "entropy (this ONNX Runtime computes it as minmax: no calibration cache support)"
-            else:
-                cache = Path(calibration_cache) if calibration_cache is not None else Path(tmp) / "ranges.json"
-                if not cache.is_file():
-                    _entropy_ranges(input_path, op_types, reader, cache, Path(tmp))
-                kwargs["calibration_cache_path"] = str(cache)
-        try:
-            # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
-            # axes of 1-D norm weights); deployval's report is where results go.
-            with quiet_libraries(""):
-                quantize_static(
-                    str(input_path),
-                    str(out),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=op_types,
-                    per_channel=per_channel,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=details.excluded_nodes,
-                    nodes_to_quantize=sorted(only_nodes) if only_nodes is not None else None,
-                    calibrate_method=calib_method,
-                    **kwargs,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-                )
-        except DeployvalError:
-            raise
-        except Exception as exc:
-            raise ExportError(f"int8 quantization failed: {error_line(exc)}") from None
+            planned = copy_model(loaded)  # named and folded below: the caller's model stays as it is
+        name_nodes(planned)
+        placement = plan_placement(planned, quantize_activation_matmuls)
+        details.activation_matmuls = len(placement.activation_matmuls)
+        if not placement.nodes:
+            raise NothingToQuantize(_nothing_to_quantize(planned, placement))
+        only = set(only_nodes) if only_nodes is not None else None
+        selected = [name for name, op_type in placement.nodes.items()
+                    if (only is None or name in only) and name not in details.excluded_nodes
+                    and op_type not in details.excluded_op_types]
+        _fold_gemm_beta(planned, selected)
+        planned_path = Path(tmp) / "planned.onnx"
+        onnx.save(planned, str(planned_path))
+        if not selected:  # everything excluded: the float model, as the quantizer would leave it
+            shutil.copyfile(planned_path, out)
+        else:
+            # Calibrate the inputs of every op type the placement uses, whatever this call selects, so
+            # that a calibration cache written by one call serves every later selection.
+            _quantize(planned_path, out, reader, method, per_channel, sorted(set(placement.nodes.values())),
+                      selected, calibration_cache, details, Path(tmp))
+            allowed = {name: {1 - placement.residual_adds[name]} if name in placement.residual_adds else {0, 1}
+                       for name in selected}
+            quantized = onnx.load(str(out))
+            if _confine_qdq(quantized.graph, planned.graph, allowed):
+                onnx.save(quantized, str(out))
+            details.residual_adds = sum(name in placement.residual_adds for name in selected)
     details.samples = reader.count
-    details.ranges_from_cache = reader.count == 0
+    details.ranges_from_cache = bool(selected) and reader.count == 0
 
-    quantized = onnx.load(str(out))
-    _summarize_qdq(quantized, details)
+    _summarize_qdq(onnx.load(str(out)), details)
     return details
+
+
+def _quantize(source: Path, out: Path, reader: _FeedReader, method: str, per_channel: bool, op_types: list[str],
+              selected: list[str], calibration_cache: PathLike | None, details: Int8Details, tmp: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    kwargs: dict[str, Any] = {}
+    takes_cache = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+    if calibration_cache is not None and takes_cache:
+        kwargs["calibration_cache_path"] = str(calibration_cache)
+    if method == "entropy":
+        # quantize_static gives the entropy calibrator 128 histogram bins for 128 quantized bins,
+        # which leaves one candidate threshold: the full range, i.e. MinMax. Calibrate here with
+        # 2048 bins (as TensorRT's entropy calibrator does) and hand the ranges over as a cache.
+        if not takes_cache:
+            details.method = "entropy (this ONNX Runtime computes it as minmax: no calibration cache support)"
+        else:
+            cache = Path(calibration_cache) if calibration_cache is not None else tmp / "ranges.json"
+            if not cache.is_file():
+                _entropy_ranges(source, op_types, reader, cache, tmp)
+            kwargs["calibration_cache_path"] = str(cache)
+    try:
+        # ORT's calibrators print progress to stdout and warnings to the root logger (e.g. per-channel
+        # axes of 1-D norm weights); deployval's report is where results go.
+        with quiet_libraries(""):
+            quantize_static(
+                str(source),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=selected,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
+                **kwargs,
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,  # an int32 bias into DequantizeLinear is not TensorRT's
+                    "OpTypesToExcludeOutputQuantization": op_types,
+                },
+            )
+    except DeployvalError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"int8 quantization failed: {error_line(exc)}") from None
 
 
 def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: Path, tmp: Path) -> None:
@@ -249,15 +331,251 @@ def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
     return f"failed: {failure}; unprocessed model used"
 
 
+# ----------------------------------------------------------------------------------- placement
+
+
+def plan_placement(model: ModelProto, quantize_activation_matmuls: bool = False) -> Placement:
+    """The nodes whose inputs get Q/DQ (main graph only: ONNX Runtime's quantizer does not enter
+    If/Loop bodies). Nodes need names (`name_nodes`)."""
+    graph = model.graph
+    consts = _constant_names(graph)
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: Counter[str] = Counter(i for node in graph.node for i in node.input)
+    consumers.update(o.name for o in graph.output)
+    placement = Placement({}, [], {}, {})
+    for node in graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            if node.op_type in ("MatMul", "Gemm") and not any(i in consts for i in node.input[:2]):
+                placement.activation_matmuls.append(node.name)
+                if not quantize_activation_matmuls:
+                    continue
+            placement.nodes[node.name] = node.op_type
+            placement.inputs[node.name] = [i for i in node.input[:2] if i and i not in consts]
+        elif node.op_type == "Add":
+            index = _conv_branch_input(node, producers, consumers, consts)
+            if index is not None:
+                placement.residual_adds[node.name] = index
+                placement.nodes[node.name] = node.op_type
+                placement.inputs[node.name] = [node.input[1 - index]]
+    return placement
+
+
+def _conv_branch_input(add: NodeProto, producers: Mapping[str, NodeProto], consumers: Counter[str],
+                       consts: set[str]) -> int | None:
+    """For a residual Add TensorRT fuses into a Conv: the index of the input that Conv makes (it stays
+    float; the other, the shortcut, is quantized). None for any other Add. As in TensorRT Model
+    Optimizer: when both inputs come from Convs, the one on the longer path from their lowest common
+    ancestor is the fused one; an input that derives from the other's Conv is no shortcut."""
+    if len(add.input) != 2 or any(i in consts or i not in producers for i in add.input):
+        return None
+    chains = [_conv_chain(i, producers, consumers, consts) for i in add.input]
+    if not any(chains):
+        return None
+    depths = [_depths(i, producers, consts) for i in add.input]
+    common = set(depths[0]) & set(depths[1])
+    if not common:
+        return None
+    lca = min(common, key=lambda t: (depths[0][t] + depths[1][t], t))
+    if chains[0] and chains[1]:
+        if chains[0][-1] == chains[1][-1]:
+            return None
+        return 0 if depths[0][lca] > depths[1][lca] else 1
+    index = 0 if chains[0] else 1
+    return None if lca in chains[index] else index
+
+
+def _conv_chain(tensor: str, producers: Mapping[str, NodeProto], consumers: Counter[str],
+                consts: set[str]) -> list[str] | None:
+    """The tensors from `tensor` back to the Conv/ConvTranspose output it is made of, through what
+    TensorRT fuses into a convolution (BatchNormalization, Relu, a constant bias or scale), each read
+    only by the next op; None when `tensor` is not such a convolution's epilogue."""
+    chain = [tensor]
+    for _ in range(6):
+        node = producers.get(tensor)
+        if node is None or consumers[tensor] != 1:
+            return None
+        if node.op_type in ("Conv", "ConvTranspose"):
+            return chain
+        if node.op_type in ("BatchNormalization", "Relu"):
+            tensor = node.input[0]
+        elif node.op_type in ("Add", "Mul") and len(node.input) == 2 and sum(i in consts for i in node.input) == 1:
+            tensor = next(i for i in node.input if i not in consts)
+        else:
+            return None
+        chain.append(tensor)
+    return None
+
+
+def _depths(tensor: str, producers: Mapping[str, NodeProto], consts: set[str]) -> dict[str, int]:
+    """Every non-constant tensor `tensor` is computed from, with its distance in ops."""
+    depth = {tensor: 0}
+    queue = deque([tensor])
+    while queue:
+        current = queue.popleft()
+        node = producers.get(current)
+        for name in node.input if node is not None else ():
+            if name and name not in consts and name not in depth:
+                depth[name] = depth[current] + 1
+                queue.append(name)
+    return depth
+
+
+def _constant_names(graph: GraphProto) -> set[str]:
+    names = {t.name for t in graph.initializer}
+    names.update(node.output[0] for node in graph.node if node.op_type == "Constant" and node.output)
+    return names
+
+
+def name_nodes(model: ModelProto) -> int:
+    """Name the main graph's unnamed nodes (the quantizer selects nodes by name); returns how many."""
+    taken = {node.name for node in model.graph.node if node.name}
+    named = 0
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            named += 1
+    return named
+
+
+def _nothing_to_quantize(model: ModelProto, placement: Placement) -> str:
+    if placement.activation_matmuls:
+        return (f"nothing to quantize in int8: the only MatMul/Gemm nodes ({len(placement.activation_matmuls)}) "
+                f"multiply two activations, quantized only with the backend option {ACTIVATION_MATMULS_OPTION}")
+    nested = sum(1 for graph in iter_graphs(model.graph) if graph is not model.graph
+                 for node in graph.node if node.op_type in WEIGHTED_OPS)
+    if nested:
+        return (f"nothing to quantize in int8: no Conv, ConvTranspose, MatMul or Gemm in the main graph ({nested} "
+                "inside If/Loop/Scan bodies, which ONNX Runtime's quantizer does not enter)")
+    ops = sorted({node.op_type for node in model.graph.node})
+    return f"nothing to quantize in int8: no Conv, ConvTranspose, MatMul or Gemm (the graph has {', '.join(ops)})"
+
+
+def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
+    """Opset 13 or later, which per-channel Q/DQ needs; converted with ONNX's version converter."""
+    version = default_opset(model)
+    if not version or version >= MIN_OPSET:
+        return model, ""
+    import onnx
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, MIN_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:
+        raise ExportError(f"int8 needs opset {MIN_OPSET} (per-channel QuantizeLinear), and converting this "
+                          f"opset-{version} model failed: {error_line(exc)}") from None
+    return upgraded, f"upgraded from opset {version} to {MIN_OPSET} (per-channel QuantizeLinear needs it)"
+
+
+def _fold_gemm_beta(model: ModelProto, names: Iterable[str]) -> None:
+    """ONNX Runtime resets a quantized Gemm's beta to 1 even when it leaves the bias float: fold beta
+    into the bias first."""
+    from onnx import helper, numpy_helper
+
+    selected = set(names)
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Gemm" or node.name not in selected or len(node.input) < 3:
+            continue
+        beta = next((a for a in node.attribute if a.name == "beta"), None)
+        if beta is None or beta.f == 1.0 or node.input[2] not in initializers:
+            continue
+        bias = numpy_helper.to_array(initializers[node.input[2]])
+        folded = numpy_helper.from_array((bias * beta.f).astype(bias.dtype), f"{node.input[2]}_beta_{node.name}")
+        model.graph.initializer.append(folded)
+        node.input[2] = folded.name
+        node.attribute.remove(beta)
+        node.attribute.append(helper.make_attribute("beta", 1.0))
+
+
+def _confine_qdq(graph: GraphProto, planned: GraphProto, allowed: Mapping[str, set[int]]) -> bool:
+    """ONNX Runtime's quantizer hands a quantized tensor's DequantizeLinear output to every node that
+    reads the tensor, and makes it the graph output when the tensor is one. Give the float tensor back
+    to every input the placement does not quantize (a UNet's skip Concat, a residual Add's conv branch,
+    graph outputs), taking it from `planned`, the graph before quantization. Returns whether it changed."""
+    changed = False
+    producers = {out: node for node in graph.node for out in node.output}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        q = producers.get(dq.input[0])
+        name = dq.output[0]
+        if name not in {o.name for o in graph.output} or q is None or q.input[0] not in producers:
+            continue
+        # a quantized graph output: ORT renamed its producer's output and made the DQ output the graph output
+        renamed, source = q.input[0], producers[q.input[0]]
+        source.output[list(source.output).index(renamed)] = name
+        q.input[0] = name
+        dq.output[0] = f"{name}_DequantizeLinear_Output"
+        for node in graph.node:
+            for index, tensor in enumerate(node.input):
+                if tensor == name and index in allowed.get(node.name, ()):
+                    node.input[index] = dq.output[0]
+        changed = True
+    dq_outputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    originals = {node.name: node for node in planned.node}
+    float_tensors = {t.name: t for t in planned.initializer}
+    present = {t.name for t in graph.initializer}
+    for node in graph.node:
+        original = originals.get(node.name)
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or original is None:
+            continue
+        for index, tensor in enumerate(node.input):
+            if tensor in dq_outputs and index not in allowed.get(node.name, ()):
+                node.input[index] = original.input[index]
+                if original.input[index] in float_tensors and original.input[index] not in present:
+                    graph.initializer.append(float_tensors[original.input[index]])  # a weight shared with it
+                    present.add(original.input[index])
+                changed = True
+    if not changed:
+        return False
+    while True:  # drop the pairs nothing reads any more
+        read = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+        dead = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not read.intersection(node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {i for node in iter_nodes(graph) for i in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+    return True
+
+
+# ----------------------------------------------------------------------------------- summary
+
+
+def activation_ranges(model: ModelProto | PathLike) -> dict[str, float]:
+    """Quantized activation tensor -> the largest magnitude its Q/DQ represents (127 x scale)."""
+    from onnx import numpy_helper
+
+    loaded = as_model(model)
+    scales = {t.name: t for t in loaded.graph.initializer}
+    consts = _constant_names(loaded.graph)
+    ranges: dict[str, float] = {}
+    for node in loaded.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] not in consts and node.input[1] in scales:
+            scale = numpy_helper.to_array(scales[node.input[1]])
+            if scale.size == 1:
+                ranges[node.input[0]] = float(scale.reshape(())) * INT8_MAX
+    return ranges
+
+
 def _summarize_qdq(model: ModelProto, details: Int8Details) -> None:
-    """Count Q/DQ nodes, non-zero zero-points and the op types fed by DequantizeLinear."""
+    """Count Q/DQ nodes and pairs, quantized nodes per op type, non-zero zero-points, int32 inputs of
+    DequantizeLinear, and the widest quantized activation ranges."""
     import numpy as np
+    from onnx import TensorProto as TP
     from onnx import numpy_helper
 
     consts: dict[str, TensorProto] = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
             consts[node.output[0]] = node.attribute[0].t
+    producers = {out: node for node in iter_nodes(model.graph) for out in node.output}
     dq_outputs: set[str] = set()
     for node in iter_nodes(model.graph):
         if node.op_type == "QuantizeLinear":
@@ -265,14 +583,30 @@ def _summarize_qdq(model: ModelProto, details: Int8Details) -> None:
         elif node.op_type == "DequantizeLinear":
             details.dequantize_nodes += 1
             dq_outputs.update(node.output)
+            source = node.input[0]
+            if source in consts:
+                details.weights_quantized += 1
+                details.int32_dequantize_inputs += consts[source].data_type == TP.INT32
+            elif source in producers and producers[source].op_type == "QuantizeLinear":
+                details.qdq_pairs += 1
         else:
             continue
         if len(node.input) > 2 and node.input[2] in consts:
             details.nonzero_zero_points += int(np.count_nonzero(numpy_helper.to_array(consts[node.input[2]])))
-    details.quantized_op_types = sorted(
-        {
-            n.op_type
-            for n in iter_nodes(model.graph)
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dq_outputs.intersection(n.input)
-        }
-    )
+    readers: dict[str, list[str]] = {}  # quantized float tensor -> the nodes reading its DequantizeLinear
+    per_type: Counter[str] = Counter()
+    for node in iter_nodes(model.graph):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not dq_outputs.intersection(node.input):
+            continue
+        per_type[node.op_type] += 1
+        for name in dq_outputs.intersection(node.input):
+            q = producers.get(producers[name].input[0])
+            readers.setdefault(q.input[0] if q is not None else name, []).append(node.name)
+    details.quantized_nodes = sum(per_type.values())
+    details.quantized_per_op_type = dict(sorted(per_type.items()))
+    details.quantized_op_types = sorted(per_type)
+    ranges = activation_ranges(model)
+    details.widest_ranges = [
+        {"tensor": name, "max_abs": amax, "step": amax / INT8_MAX, "read_by": readers.get(name, [])[:4]}
+        for name, amax in sorted(ranges.items(), key=lambda item: -item[1])[:5]
+    ]

@@ -4,7 +4,7 @@ Each pass takes a ModelProto and returns a new one (the input is never mutated) 
 details dataclass for the report. None of them verifies numerics: the pipeline compares every
 artifact against the reference on real inputs, which random-input checks cannot replace.
 
-Heavy imports (onnx, numpy, onnxsim, onnxruntime, onnxconverter_common) live inside the
+Heavy imports (onnx, numpy, onnxsim, onnxruntime) live inside the
 functions so that `deployval` imports, lists and parses specs without them.
 """
 

@@ -119,13 +119,19 @@ class RangeFinding:
     kind: str  # "overflow" or "flush"
     value: float  # max |x|, or the share flushed to zero
     precision: str
+    # Set by the tensor-level check (tensor_ranges.py): how to name the place, the node and tensor.
+    where: str = ""  # e.g. "layer 'block'" (default), "the forward code after layer 'boost'", "node 'Mul_3'"
+    detail: str = ""  # e.g. " in node 'Mul_0' (Mul)"
+    node: str = ""
+    tensor: str = ""
 
     def describe(self) -> str:
         limit = LIMITS[self.precision]
+        place = self.where or f"layer '{self.module}'"
         if self.kind == "overflow":
-            return (f"layer '{self.module}' reaches {self.value:.3g}, beyond {self.precision}'s largest value "
+            return (f"{place} reaches {self.value:.3g}{self.detail}, beyond {self.precision}'s largest value "
                     f"{limit['max']:.6g}: a faithful {self.precision} run overflows to inf there")
-        return (f"layer '{self.module}': {self.value:.1%} of its non-zero values are below {self.precision}'s "
+        return (f"{place}{self.detail}: {self.value:.1%} of its non-zero values are below {self.precision}'s "
                 f"smallest subnormal {limit['min_subnormal']:.3g} and flush to zero")
 
 

@@ -1,7 +1,10 @@
 """Which layers cannot take int8 (or fp16), and the smallest set to keep at full precision.
 
-Each weighted layer is lowered alone (every other layer stays fp32) and the effect at the outputs
-is measured against the fp32 reference; layers are ranked by that effect. The proposal is the
+Each layer is lowered alone (every other layer stays fp32) and the effect at the outputs is measured
+against the fp32 reference; layers are ranked by that effect. For int8 the layers are every node the
+int8 placement quantizes (Conv, ConvTranspose, MatMul, Gemm, the residual Adds TensorRT fuses, and the
+activation x activation MatMuls when they are quantized), and each op type is also lowered as a group;
+for fp16 they are the leaf modules with weights. The proposal is the
 shortest prefix of the ranking whose exclusion makes the fully lowered model meet the tolerance,
 found by trying prefixes of growing length and bisecting; it is then verified by the pipeline
 itself, exactly as `deployval compare` would judge it with `--int8-exclude` / `--keep-fp32`.
@@ -31,7 +34,7 @@ from ..export.store import Progress
 from ..metrics import OutputComparison, compare_output
 from ..spec import ModelSpec, RunConfig, Tolerance
 
-# Layers lowered one at a time: the ones that carry weights, where int8 and fp16 lose accuracy.
+# The op types int8 quantizes (export/int8.py's placement adds the residual Adds TensorRT fuses).
 INT8_LAYER_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 BACKEND_FOR = {"int8": "ort", "fp16": "torch"}
 
@@ -60,6 +63,7 @@ class LayerSensitivity:
     score: float  # worst relative L2 error at the outputs with only this layer lowered
     passed: bool  # whether lowering only this layer still meets the tolerance
     summary: str  # the deciding numbers, e.g. "rel_l2 0.012, argmax 99.8%"
+    input_ranges: dict[str, float] = field(default_factory=dict)  # int8: quantized input -> max |x| it covers
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +88,7 @@ class SensitivityResult:
     reproduce: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    op_types: list[LayerSensitivity] = field(default_factory=list)  # int8: each op type lowered as a group
 
     def __bool__(self) -> bool:
         return self.status in ("pass", "fixed")
@@ -113,7 +118,18 @@ class Lowering:
         """(layer, op type, module) for every layer that can be lowered alone."""
         raise NotImplementedError
 
+    def groups(self) -> list[tuple[str, str, list[str]]]:
+        """(exclusion pattern, op type, layers) for groups worth lowering together; none by default."""
+        return []
+
+    def input_ranges(self, layer: str) -> dict[str, float]:
+        """What the lowered layer's inputs must represent, where that decides its error."""
+        return {}
+
     def run_only(self, layer: str) -> dict[str, np.ndarray]:
+        return self.run_only_many([layer])
+
+    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
@@ -124,12 +140,14 @@ class Lowering:
 
 
 class Int8Lowering(Lowering):
-    """Q/DQ models on ONNX Runtime's CPU provider; calibrated once, ranges reused for every trial."""
+    """Q/DQ models on ONNX Runtime's CPU provider; calibrated once, ranges reused for every trial.
+    The candidates are the nodes the int8 placement quantizes, named as `--int8-exclude` takes them."""
 
     precision, executor, option = "int8", "onnxruntime CPU (int8 Q/DQ kernels)", "--int8-exclude"
 
     def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]], feeds: Mapping[str, np.ndarray],
-                 method: str, node_modules: Mapping[str, str], output_names: Sequence[str]) -> None:
+                 method: str, node_modules: Mapping[str, str], output_names: Sequence[str],
+                 activation_matmuls: bool = False) -> None:
         from ..export import int8, passes
 
         self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
@@ -139,33 +157,60 @@ class Int8Lowering(Lowering):
         if self.preprocess.startswith("failed"):
             self.prepared = Path(onnx_path)
         self.model = passes.load_onnx(self.prepared)
+        int8.name_nodes(self.model)
+        self.activation_matmuls = activation_matmuls
+        self.placement = int8.plan_placement(self.model, activation_matmuls)
         self.samples, self.feeds, self.method = samples, feeds, method
         self.node_modules, self.output_names = node_modules, list(output_names)
         self.cache = self.dir / "ranges.json"
+        self.ranges: dict[str, float] = {}  # quantized activation -> max |x|, from the fully quantized model
         self.quantizations = 0
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
-        return [(n.name, n.op_type, self.node_modules.get(n.name)) for n in self.model.graph.node
-                if n.op_type in INT8_LAYER_OPS and n.name]
+        return [(name, op_type, self.node_modules.get(name) or self._module_by_parameter(name))
+                for name, op_type in self.placement.nodes.items()]
 
-    def _run(self, **selection: Any) -> dict[str, np.ndarray]:
+    def _module_by_parameter(self, name: str) -> str | None:
+        """Nodes the simplifier made (MatMul + Add -> Gemm) lose their module scope, but still read
+        parameters named after their module, e.g. `bert.encoder.layer.0.output.dense.bias`."""
+        node = next(n for n in self.model.graph.node if n.name == name)
+        initializers = {t.name for t in self.model.graph.initializer}
+        for tensor in node.input:
+            if tensor in initializers and tensor.endswith((".weight", ".bias")):
+                return tensor.rsplit(".", 1)[0]
+        return None
+
+    def groups(self) -> list[tuple[str, str, list[str]]]:
+        by_type: dict[str, list[str]] = {}
+        for name, op_type in self.placement.nodes.items():
+            by_type.setdefault(op_type, []).append(name)
+        if len(by_type) < 2:  # one op type: the group is the baseline
+            return []
+        return [(f"op:{op_type}", op_type, names) for op_type, names in by_type.items()]
+
+    def input_ranges(self, layer: str) -> dict[str, float]:
+        return {t: self.ranges[t] for t in self.placement.inputs.get(layer, ()) if t in self.ranges}
+
+    def _run(self, record_ranges: bool = False, **selection: Any) -> dict[str, np.ndarray]:
         from ..export import int8, passes
 
         out = self.dir / f"trial{self.quantizations}.onnx"
         self.quantizations += 1
         int8.quantize_int8(self.model, self.samples, out, method=self.method, calibration_cache=self.cache,
-                             preprocess=False, **selection)
+                           preprocess=False, quantize_activation_matmuls=self.activation_matmuls, **selection)
         try:
+            if record_ranges:
+                self.ranges = int8.activation_ranges(out)
             outputs = passes.run_onnxruntime(out, self.feeds)
         finally:
             out.unlink(missing_ok=True)
         return {name: outputs[name] for name in self.output_names if name in outputs}
 
-    def run_only(self, layer: str) -> dict[str, np.ndarray]:
-        return self._run(only_nodes=[layer])
+    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        return self._run(only_nodes=list(layers))
 
     def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
-        return self._run(exclude_nodes=list(kept))
+        return self._run(record_ranges=not kept, exclude_nodes=list(kept))
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -194,10 +239,10 @@ class Fp16Lowering(Lowering):
             raw = lowered(*to_tensors(self.feeds, self.spec.input_names, self.device, half=half_inputs))
         return tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True)
 
-    def run_only(self, layer: str) -> dict[str, np.ndarray]:
+    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
         from .mixed import half_only
 
-        return self._run(half_only(self.module, [layer]), half_inputs=False)
+        return self._run(half_only(self.module, list(layers)), half_inputs=False)
 
     def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
         from .mixed import half_except
@@ -224,7 +269,7 @@ def _judge(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray
                  failures=[f"{c.name}: {c.failures[0]}" for c in comparisons if c.failures], seconds=seconds)
 
 
-def _summary(trial: Trial) -> str:
+def _summary(trial: Trial, ranges: Mapping[str, float] | None = None) -> str:
     if not math.isfinite(trial.score):
         return trial.failures[0] if trial.failures else "non-finite outputs"
     parts = [f"rel_l2 {trial.score:.3g}"]
@@ -235,7 +280,19 @@ def _summary(trial: Trial) -> str:
         if "dice_min" in task:
             parts.append(f"min Dice {task['dice_min']:.3f}")
         break
+    if ranges:
+        widest = max(ranges.values())
+        parts.append(f"input max |x| {widest:.3g} (int8 step {widest / 127:.2g})")
     return ", ".join(parts)
+
+
+def _culprit(layers: Sequence[LayerSensitivity]) -> str:
+    """The most sensitive layer and the tensor range that makes int8 coarse for it, when known."""
+    if not layers or layers[0].passed or not layers[0].input_ranges:
+        return ""
+    tensor, widest = max(layers[0].input_ranges.items(), key=lambda item: item[1])
+    return (f"; the most sensitive, {layers[0].module or layers[0].layer}, reads {tensor} with max |x| {widest:.3g}: "
+            f"one int8 step is {widest / 127:.2g}")
 
 
 def prefix_lengths(total: int) -> list[int]:
@@ -331,6 +388,7 @@ def analyze(
     lowering: Lowering
     if precision == "int8":
         from ..backends.base import ONNX, ONNX_RAW
+        from ..export.int8 import ACTIVATION_MATMULS_OPTION
         from ..pipeline import load_calibration
 
         samples = load_calibration(spec, config) if config.calibration else [dict(feeds)]
@@ -341,7 +399,8 @@ def analyze(
             onnx_path, raw_path = store.get(ONNX).path, store.get(ONNX_RAW).path
             with progress.step("preparing the model for quantization"):
                 lowering = Int8Lowering(Path(onnx_path), samples, feeds, config.calibration_method,
-                                        _node_modules(Path(raw_path), module), output_names)
+                                        _node_modules(Path(raw_path), module), output_names,
+                                        bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
         finally:
             store.close()
     else:
@@ -365,7 +424,8 @@ def analyze(
         candidates = lowering.candidates()
         if not candidates:
             raise UsageError(f"{spec.name} has no layer that {precision} lowering applies to "
-                             f"({', '.join(INT8_LAYER_OPS) if precision == 'int8' else 'leaf modules with weights'})")
+                             f"({', '.join(INT8_LAYER_OPS) if precision == 'int8' else 'leaf modules with weights'}"
+                             f"{' with a constant weight input' if precision == 'int8' else ''})")
         start = time.perf_counter()
         with progress.step(f"{precision} everywhere ({len(candidates)} layers)"):
             baseline = timed(lambda: lowering.run_all_except([]), [], None)
@@ -377,16 +437,29 @@ def analyze(
         for index, (layer, op_type, module_name) in enumerate(candidates, 1):
             with progress.step(f"{precision} one layer at a time: {index}/{len(candidates)} {module_name or layer}"):
                 trial = timed(lambda layer=layer: lowering.run_only(layer), [n for n in names if n != layer], layer)
-            layers.append(LayerSensitivity(layer, op_type, module_name, trial.score, trial.passed, _summary(trial)))
+            ranges = lowering.input_ranges(layer)
+            layers.append(LayerSensitivity(layer, op_type, module_name, trial.score, trial.passed,
+                                           _summary(trial, ranges), ranges))
         order = sorted(range(len(layers)), key=lambda i: (-_sortable(layers[i].score), i))
         layers = [layers[i] for i in order]
         seconds["per_layer"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        op_types: list[LayerSensitivity] = []
+        for pattern, op_type, members in lowering.groups():
+            with progress.step(f"{precision} one op type at a time: {op_type} ({len(members)} layers)"):
+                trial = timed(lambda members=members: lowering.run_only_many(members),
+                              [n for n in names if n not in members], pattern)
+            op_types.append(LayerSensitivity(pattern, op_type, None, trial.score, trial.passed, _summary(trial)))
+        op_types.sort(key=lambda group: -_sortable(group.score))
+        if op_types:
+            seconds["per_op_type"] = time.perf_counter() - start
 
         result = SensitivityResult(
             model=spec.name, precision=precision, executor=lowering.executor,
             tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
             search=[], proposal=None, option=lowering.option,
-            seconds=seconds,
+            seconds=seconds, op_types=op_types,
             reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
                                   *extra_args]),
         )
@@ -411,6 +484,8 @@ def analyze(
     if result.proposal is None:
         result.reason = (f"even with all {len(ranked)} layers kept at fp32 the model misses the tolerance: "
                          f"the error comes from elsewhere ({'; '.join(result.search[-1].failures[:2])})")
+        if precision == "int8":
+            result.reason += "; with no node quantized, the error is in the graph prepared for quantization itself"
         seconds["total"] = time.perf_counter() - started
         return result
     if not verify:
@@ -433,7 +508,7 @@ def analyze(
     if row.status == "pass":
         result.status = "fixed"
         result.reason = (f"keeping {len(result.proposal)} of {len(ranked)} layers at fp32 meets the tolerance "
-                         f"(verified: {backend} {precision} passes)")
+                         f"(verified: {backend} {precision} passes){_culprit(layers)}")
     else:
         result.reason = f"the proposal did not pass verification: {row.reason}"
     seconds["total"] = time.perf_counter() - started

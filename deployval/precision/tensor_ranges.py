@@ -1,0 +1,502 @@
+"""fp16 ranges of every float tensor of the fp32 ONNX graph, not only of module outputs.
+
+An overflow in forward code between two modules (`norm(relu(boost(x)) * 250.0 * 250.0)`) never shows
+in a module's output, and ONNX Runtime's CPU provider keeps such a product in fp32, so only the
+values of the graph's own tensors tell. The fp32 ONNX artifact (the source of the fp16 one) runs on
+ONNX Runtime's CPU provider with its float tensors exposed as outputs, in consecutive segments whose
+exposed tensors fit the memory budget; each segment is fed the tensors earlier segments made, so the
+graph runs once in all. Each tensor is named by the module of its node, through the raw export's
+scopes (the simplifier keeps node names).
+
+Exempt are tensors the fp16 artifact keeps in fp32 (made and read only by kept nodes: --keep-fp32,
+the converter's block list) and tensors that carry a constant beyond fp16's range through
+value-moving ops: an attention mask's finfo(float32).min is a stand-in for -inf that the converter
+clamps to -65504, not an activation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .ranges import LIMITS, RangeFinding
+
+if TYPE_CHECKING:
+    import numpy as np
+    from onnx import ModelProto
+
+FLOAT = 1  # onnx.TensorProto.FLOAT: what the fp16 converter converts
+BLOCK_ELEMENTS = 1 << 20  # statistics over blocks of this many values: small temporaries
+PROTOBUF_LIMIT = 1_800_000_000  # above this a segment goes to ONNX Runtime as a file with external data
+# Ops whose output carries an input's values (moved, selected, scaled or offset): a constant beyond
+# fp16's range stays a stand-in for infinity through them.
+VALUE_MOVING = frozenset({
+    "Add", "Sub", "Mul", "Div", "Neg", "Where", "Min", "Max", "Clip", "Sum", "Mean", "Identity", "Cast", "CastLike",
+    "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Expand", "Tile", "Concat", "Split", "Slice",
+    "Gather", "GatherElements", "GatherND", "Pad", "Dropout", "ScatterND", "ScatterElements",
+})
+# Ops whose outputs are probabilities (or exp): values below fp16's subnormals are ~0 by design.
+PROBABILITY = frozenset({"Softmax", "Sigmoid", "HardSigmoid", "Exp"})
+LAYOUT = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Expand", "Tile",
+                    "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Where", "Dropout"})
+CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
+# Ops whose float output holds only values of their float inputs: not measured again when those were.
+COPIES = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Concat", "Split", "Slice",
+                    "Gather", "Expand", "Tile", "Dropout"})
+Target = tuple[str, int, "int | None"]  # tensor, index of its producing node, bytes (None: unknown)
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """One tensor's values against the limits of the lower precisions."""
+
+    tensor: str
+    node: str  # producing ONNX node ('' for a graph input)
+    op: str  # its op type ('input' for a graph input)
+    module: str  # innermost module of the node ('' outside every module or without module names)
+    after: str  # for forward code outside modules: the nearest module upstream
+    max_abs: float
+    elements: int
+    nonzero: int
+    below: dict[str, float]  # precision -> share of non-zero values below its smallest subnormal
+    subnormal: dict[str, float]  # precision -> share of non-zero values stored as subnormals
+    probability: bool = False  # softmax / sigmoid values: flushing the tiny ones to zero is harmless
+    merged: str = ""  # op the simplifier merged into this node (its tensor holds that later value)
+
+    def overflows(self, precision: str) -> bool:
+        return self.max_abs > LIMITS[precision]["max"]
+
+    def place(self) -> str:
+        if self.op == "input":
+            return f"input '{self.tensor}'"
+        if self.module:
+            return f"layer '{self.module}'"
+        if self.after:
+            return f"the forward code after layer '{self.after}'"
+        return f"node '{self.node}' ({self.op})"
+
+    def detail(self) -> str:
+        if self.op == "input" or not (self.module or self.after):
+            return ""
+        merged = f", with the {self.merged} after it merged in" if self.merged else ""
+        return f" in node '{self.node}' ({self.op}{merged})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TensorRangeCheck:
+    """What the tensor-level check measured, and what it left out and why."""
+
+    ranges: list[TensorRange]
+    float_tensors: int  # float tensors of the graph (inputs and node outputs)
+    kept_fp32: int  # exempt: made and read only by nodes the fp16 artifact keeps in fp32
+    copies: int  # not measured: moved values of measured tensors (Reshape, Concat...)
+    saturating: int  # exempt: carry a constant beyond fp16's range (masks' finfo.min)
+    segments: int
+    budget_bytes: int
+    exposed_bytes: int
+    seconds: float = 0.0
+    map_source: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+
+def record_tensor_ranges(
+    model_path: Path,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    raw_path: Path | None = None,
+    module_names: Sequence[str] = (),
+    keep_fp32: Sequence[str] = (),
+    fp16_details: Mapping[str, Any] | None = None,
+    budget_bytes: int | None = None,
+    precisions: Sequence[str] = ("fp16",),
+) -> TensorRangeCheck:
+    """Run the fp32 ONNX model at `model_path` on `feeds` and measure every float tensor that the fp16
+    artifact stores in fp16. `raw_path` (the raw export) and `module_names` name the modules;
+    `keep_fp32` (the --keep-fp32 patterns) and `fp16_details` (the fp16 step's details: kept_fp32,
+    op_block_list) say which nodes stay fp32. Exposed tensors per ONNX Runtime run stay within
+    `budget_bytes` (default: debug's memory budget)."""
+    import numpy as np
+    import onnx
+
+    from ..debug.graph import GraphIndex, cast_feeds, node_inputs
+    from ..debug.run import memory_budget
+    from ..export.passes import load_onnx
+
+    start = time.perf_counter()
+    budget = memory_budget(budget_bytes)
+    model = load_onnx(model_path)
+    index = GraphIndex(model)
+    shapes = _run_shapes(model, feeds)
+    feeds = cast_feeds({k: v for k, v in feeds.items() if k in index.inputs}, index)
+
+    names = _Names(model, raw_path, module_names)
+    kept = _kept_nodes(model, names.chains, keep_fp32, fp16_details)
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(index.nodes):
+        for name in node_inputs(node):
+            consumers.setdefault(name, []).append(i)
+    saturating = _carriers(model, _saturating_constants(model), VALUE_MOVING)
+    probability = _carriers(model, {o for n in model.graph.node if n.op_type in PROBABILITY for o in n.output}, LAYOUT)
+
+    def stored_fp16(name: str, producer: int | None) -> bool:
+        readers = consumers.get(name, [])
+        made_fp16 = producer is not None and index.nodes[producer].name not in kept
+        return made_fp16 or any(index.nodes[r].name not in kept for r in readers)
+
+    check = TensorRangeCheck([], 0, 0, 0, 0, 0, budget, 0, map_source=names.source)
+    measured: set[str] = set()
+    weight_types = {t.name: t.data_type for t in model.graph.initializer}
+    for name in index.inputs:
+        value = feeds.get(name)
+        if value is None or value.dtype != np.float32:
+            continue
+        check.float_tensors += 1
+        if name in saturating:
+            check.saturating += 1
+        elif not stored_fp16(name, None):
+            check.kept_fp32 += 1
+        else:
+            check.ranges.append(_range(name, "", "input", "", "", value, precisions))
+            measured.add(name)
+
+    # The tensors to measure, in graph order, with their size when known.
+    targets: list[Target] = []
+    for i, node in enumerate(index.nodes):
+        if node.op_type in CONSTANT_OPS:
+            continue
+        floats_in = [n for n in node.input if n and weight_types.get(n, index.elem_type(n)) in (FLOAT, None)]
+        copy = node.op_type in COPIES and bool(floats_in) and all(n in measured for n in floats_in)
+        for out in node.output:
+            elem = index.elem_type(out)
+            if not out or elem not in (FLOAT, None):
+                continue
+            check.float_tensors += 1
+            if out in saturating:
+                check.saturating += 1
+            elif not stored_fp16(out, i):
+                check.kept_fp32 += 1
+            elif copy:  # its values are some of its inputs', measured already
+                check.copies += 1
+                measured.add(out)
+            else:
+                shape = shapes.get(out)
+                size = 4 * math.prod(shape) if shape is not None and None not in shape else None
+                targets.append((out, i, size))  # type: ignore[arg-type]
+                measured.add(out)
+    known = [s for _, _, s in targets if s is not None]
+    guess = max(known) if known else budget // 16
+    if len(known) < len(targets):
+        check.notes.append(f"{len(targets) - len(known)} tensors of unknown shape counted as {guess} bytes each")
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in index.nodes for a in n.attribute):
+        check.notes.append("tensors inside If / Loop / Scan bodies are not measured (their outputs are)")
+
+    segments = _segments(targets, guess, budget)
+    check.segments = len(segments)
+    last_use = {name: max(readers) for name, readers in consumers.items()}
+    held: dict[str, np.ndarray] = dict(feeds)
+    lo = -1
+    for segment in segments:
+        hi = max(i for _, i, _ in segment)
+        frontier = [out for node in index.nodes[lo + 1:hi + 1] for out in node.output
+                    if out and last_use.get(out, -1) > hi]
+        wanted = [t for t, _, _ in segment]
+        values = _run_segment(index, list(dict.fromkeys(wanted + frontier)), held)
+        for tensor, i, _ in segment:
+            value = values.get(tensor)
+            if value is None or value.dtype != np.float32:
+                continue
+            check.exposed_bytes += value.nbytes
+            node = index.nodes[i]
+            check.ranges.append(_range(tensor, node.name, node.op_type, *names.where(node.name), value, precisions,
+                                       probability=tensor in probability, merged=names.changed.get(tensor, "")))
+        held.update({t: values[t] for t in frontier if t in values})
+        for name in [n for n in held if last_use.get(n, -1) <= hi and n not in feeds]:
+            del held[name]
+        values.clear()
+        lo = hi
+    check.seconds = time.perf_counter() - start
+    return check
+
+
+def findings(check: TensorRangeCheck, precision: str) -> list[RangeFinding]:
+    """Overflowing tensors first (in graph order), then tensors that flush to zero (probabilities,
+    whose tiny values are ~0 by design, excepted)."""
+    from .ranges import FLUSH_REPORT_SHARE
+
+    if precision not in LIMITS:
+        return []
+
+    def finding(r: TensorRange, kind: str, value: float) -> RangeFinding:
+        return RangeFinding(r.module or r.after, kind, value, precision, where=r.place(), detail=r.detail(),
+                            node=r.node, tensor=r.tensor)
+
+    result = [finding(r, "overflow", r.max_abs) for r in check.ranges if r.overflows(precision)]
+    result += [finding(r, "flush", r.below[precision]) for r in check.ranges
+               if not r.probability and r.below.get(precision, 0.0) > FLUSH_REPORT_SHARE]
+    return result
+
+
+# ----------------------------------------------------------------------------- naming
+
+
+class _Names:
+    """Module scopes of the artifact's nodes, from the raw export: by node name, else by the raw
+    producer of the node's output tensor, else by the raw readers of its weights (onnxsim's Gemm for
+    MatMul + Add), else the scope its neighbours share."""
+
+    def __init__(self, model: ModelProto, raw_path: Path | None, module_names: Sequence[str]) -> None:
+        self.changed: dict[str, str] = {}
+        self.source = "none"
+        self.nodes = list(model.graph.node)
+        self.index = {node.name: i for i, node in enumerate(self.nodes)}
+        self.producer = {out: i for i, node in enumerate(self.nodes) for out in node.output if out}
+        self.found: list[tuple[str, ...] | None] = [None] * len(self.nodes)
+        self.chains: dict[str, tuple[str, ...]] = {}
+        if raw_path is None or not module_names:
+            return
+        import onnx
+
+        from ..debug.layermap import changed_meaning, node_chains
+
+        raw = onnx.load(str(raw_path), load_external_data=False)
+        chains, self.source = node_chains(raw, module_names)
+        by_name: dict[str, tuple[str, ...]] = {}
+        by_output: dict[str, tuple[str, ...]] = {}
+        by_weight: dict[str, list[tuple[str, ...]]] = {}
+        for node, chain in zip(raw.graph.node, chains):
+            if chain is None:
+                continue
+            by_name[node.name] = chain
+            by_output.update(dict.fromkeys(node.output, chain))
+            for name in node.input:
+                by_weight.setdefault(name, []).append(chain)
+        self.changed = changed_meaning(raw, model)
+        del raw
+        weights = {t.name for t in model.graph.initializer}
+        readers: dict[str, list[int]] = {}
+        for i, node in enumerate(self.nodes):
+            for name in node.input:
+                readers.setdefault(name, []).append(i)
+        found = self.found
+        for i, node in enumerate(self.nodes):
+            found[i] = by_name.get(node.name) or next((by_output[o] for o in node.output if o in by_output), None)
+            if found[i] is None:
+                owners = [c for name in node.input if name in weights for c in by_weight.get(name, [])]
+                found[i] = _common_prefix(owners) if owners else None
+        for strict in (True, True, False, False):
+            for i, node in enumerate(self.nodes):
+                if found[i] is not None:
+                    continue
+                around = [found[self.producer[n]] for n in node.input if n in self.producer]
+                around += [found[j] for out in node.output for j in readers.get(out, [])]
+                known = [c for c in around if c is not None]
+                if known and (not strict or len(known) == len(around)):
+                    found[i] = _common_prefix(known)
+        self.chains = {node.name: found[i] or () for i, node in enumerate(self.nodes)}
+
+    def where(self, node: str) -> tuple[str, str]:
+        """(innermost module, '') or, for forward code outside modules, ('', the nearest module upstream)."""
+        chain = self.chains.get(node, ())
+        if chain:
+            return chain[-1], ""
+        if node not in self.index or not self.chains:
+            return "", ""
+        pending, seen = [self.index[node]], {self.index[node]}
+        while pending:
+            j = pending.pop(0)
+            for name in self.nodes[j].input:
+                k = self.producer.get(name)
+                if k is None or k in seen:
+                    continue
+                if self.found[k]:
+                    return "", self.found[k][-1]  # type: ignore[index]
+                seen.add(k)
+                pending.append(k)
+        return "", ""
+
+
+def _common_prefix(chains: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    common: list[str] = []
+    for parts in zip(*chains):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return tuple(common)
+
+
+# ----------------------------------------------------------------------------- exemptions
+
+
+def _kept_nodes(model: ModelProto, chains: Mapping[str, tuple[str, ...]], keep_fp32: Sequence[str],
+                details: Mapping[str, Any] | None) -> set[str]:
+    """Names of the nodes the fp16 artifact computes in fp32: those its conversion step reports, and
+    (whether or not that step ran) those the converter's block list and --keep-fp32 name."""
+    blocked = {p[3:] for p in keep_fp32 if p.startswith("op:")}
+    blocked |= set((details or {}).get("op_block_list") or ())
+    from ..export.fp16 import DEFAULT_OP_BLOCK_LIST
+
+    blocked |= set(DEFAULT_OP_BLOCK_LIST)
+    patterns = [p for p in keep_fp32 if not p.startswith("op:")]
+    kept = set((details or {}).get("kept_fp32") or ())
+    for node in model.graph.node:
+        if node.op_type in blocked or (patterns and any(
+                fnmatchcase(m, p) for m in chains.get(node.name, ()) for p in patterns)):
+            kept.add(node.name)
+    return kept
+
+
+def _saturating_constants(model: ModelProto) -> set[str]:
+    """Float constants (initializers, Constant / ConstantOfShape values) with a finite value beyond fp16's
+    range: the converter clamps them to +-65504."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    limit = LIMITS["fp16"]["max"]
+
+    def beyond(tensor: Any) -> bool:
+        if tensor.data_type != FLOAT:
+            return False
+        values = numpy_helper.to_array(tensor)
+        if not values.size:
+            return False
+        peak = max(-float(values.min()), float(values.max()))  # no temporaries for the usual weights
+        if math.isfinite(peak):
+            return peak > limit
+        finite = np.abs(values[np.isfinite(values)])
+        return bool(finite.size) and float(finite.max()) > limit
+
+    found = {t.name for t in model.graph.initializer if beyond(t)}
+    for node in model.graph.node:
+        if node.op_type in CONSTANT_OPS and any(a.HasField("t") and beyond(a.t) for a in node.attribute):
+            found.update(node.output)
+    return found
+
+
+def _carriers(model: ModelProto, sources: set[str], through: frozenset[str]) -> set[str]:
+    """`sources` and every tensor computed from one of them by `through` ops only."""
+    carried = set(sources)
+    for node in model.graph.node:  # graph order is topological
+        if node.op_type in through and any(name in carried for name in node.input):
+            carried.update(o for o in node.output if o)
+    return carried
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _run_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int | None, ...]]:
+    """Every tensor's shape for this run's input shapes (for the memory budget), from shape inference on a
+    light copy whose inputs have these dims; the model that runs keeps its own declarations (ONNX
+    Runtime's If inference can fail on dims a branch does not expect)."""
+    import onnx
+
+    from ..debug.graph import light_copy
+
+    copy = light_copy(model)
+    for info in copy.graph.input:
+        value = feeds.get(info.name)
+        if value is None or not info.type.HasField("tensor_type"):
+            continue
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) != value.ndim:
+            continue
+        for dim, size in zip(dims, value.shape):
+            dim.Clear()
+            dim.dim_value = int(size)
+    del copy.graph.value_info[:]
+    try:
+        copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False)
+    except Exception:
+        return {}
+    return {info.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
+            for info in copy.graph.value_info
+            if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")}
+
+
+def _segments(targets: list[Target], guess: int, budget: int) -> list[list[Target]]:
+    """Consecutive runs of targets whose sizes add up to at most `budget` (one target at least)."""
+    segments: list[list[Target]] = []
+    current: list[Target] = []
+    size = 0
+    for target in targets:
+        nbytes = target[2] if target[2] is not None else guess
+        if current and size + nbytes > budget:
+            segments.append(current)
+            current, size = [], 0
+        current.append(target)
+        size += nbytes
+    if current:
+        segments.append(current)
+    return segments
+
+
+def _run_segment(index: Any, outputs: list[str], held: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of the graph that computes `outputs` from the `held` tensors, run once on ONNX Runtime's
+    CPU provider."""
+    import tempfile
+
+    import onnx
+
+    from ..debug.graph import region
+    from ..export.passes import run_onnxruntime
+
+    cut = region(index, outputs, held.keys())
+    for info in cut.model.graph.input:  # a tensor shape inference could not type: type it from its value
+        if not info.type.tensor_type.elem_type and info.name in held:
+            value = held[info.name]
+            info.CopyFrom(onnx.helper.make_tensor_value_info(
+                info.name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+    feeds = {name: held[name] for name in cut.inputs}
+    weights = sum(math.prod(t.dims) * 8 for t in cut.model.graph.initializer)  # bound, without serializing
+    if weights < PROTOBUF_LIMIT:
+        return run_onnxruntime(cut.model, feeds)
+    with tempfile.TemporaryDirectory(prefix="deployval-ranges-") as tmp:
+        path = Path(tmp) / "segment.onnx"
+        onnx.save(cut.model, str(path), save_as_external_data=True, location="weights.bin")
+        return run_onnxruntime(path, feeds)
+
+
+def _range(tensor: str, node: str, op: str, module: str, after: str, value: np.ndarray, precisions: Sequence[str],
+           *, probability: bool = False, merged: str = "") -> TensorRange:
+    peak, elements, nonzero, below, subnormal = array_stats(value, precisions)
+    count = max(nonzero, 1)
+    return TensorRange(tensor, node, op, module, after, peak, elements, nonzero,
+                       {p: below[p] / count for p in precisions}, {p: subnormal[p] / count for p in precisions},
+                       probability, merged)
+
+
+def array_stats(value: np.ndarray, precisions: Sequence[str]) -> tuple[float, int, int, dict[str, int], dict[str, int]]:
+    """max |x| over finite values, element count, non-zero count, and per precision the non-zero values
+    below its smallest subnormal and those in its subnormal range; over blocks, so temporaries stay small."""
+    import numpy as np
+
+    flat = value.reshape(-1)
+    peak, zeros = 0.0, 0
+    below = dict.fromkeys(precisions, 0)
+    subnormal = dict.fromkeys(precisions, 0)
+    buffer = np.empty(min(flat.size, BLOCK_ELEMENTS), dtype=flat.dtype)
+    for begin in range(0, flat.size, BLOCK_ELEMENTS):
+        block = flat[begin:begin + BLOCK_ELEMENTS]
+        magnitude = np.abs(block, out=buffer[:block.size])
+        top = float(magnitude.max())
+        if not math.isfinite(top):
+            finite = magnitude[np.isfinite(magnitude)]
+            top = float(finite.max()) if finite.size else 0.0
+        peak = max(peak, top)
+        block_zeros = block.size - int(np.count_nonzero(block))
+        zeros += block_zeros
+        for p in precisions:
+            under_normal = int(np.count_nonzero(magnitude < LIMITS[p]["min_normal"])) - block_zeros
+            if under_normal:
+                under_sub = int(np.count_nonzero(magnitude < LIMITS[p]["min_subnormal"])) - block_zeros
+                below[p] += under_sub
+                subnormal[p] += under_normal - under_sub
+    return peak, int(flat.size), int(flat.size) - zeros, below, subnormal
