@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import io
 import json
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -24,74 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-SUITES = ("pytorch-converted", "pytorch-operator", "simple", "light")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-
-def corpus() -> list[tuple[str, Path, Path | None]]:
-    """(label, model file, test_data_set_0 directory or None)."""
-    import onnx
-
-    root = Path(onnx.__file__).parent / "backend" / "test" / "data"
-    found = []
-    for suite in SUITES:
-        for entry in sorted((root / suite).iterdir()):
-            if entry.is_dir() and (entry / "model.onnx").is_file():
-                data = entry / "test_data_set_0"
-                found.append((f"{suite}/{entry.name}", entry / "model.onnx", data if data.is_dir() else None))
-            elif entry.suffix == ".onnx":
-                found.append((f"{suite}/{entry.stem}", entry, None))
-    with contextlib.suppress(ImportError):
-        import silero_vad
-
-        for path in sorted((Path(silero_vad.__file__).parent / "data").glob("*.onnx")):
-            found.append((f"silero/{path.stem}", path, None))
-    return found
-
-
-def pb_inputs(model_path: Path, data_dir: Path) -> dict[str, np.ndarray] | str:
-    """test_data_set_0/input_*.pb keyed by graph input name, or why they cannot be fed."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    initializers = {t.name for t in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in initializers]
-    feeds: dict[str, np.ndarray] = {}
-    files = sorted(data_dir.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
-    for index, path in enumerate(files):
-        tensor = onnx.TensorProto()
-        tensor.ParseFromString(path.read_bytes())
-        if not tensor.dims and not tensor.raw_data and tensor.data_type == 0:
-            return "non-tensor input (sequence or optional)"
-        name = tensor.name if tensor.name in names else (names[index] if index < len(names) else "")
-        if not name:
-            return f"input_{index}.pb matches no graph input"
-        feeds[name] = numpy_helper.to_array(tensor)
-    return feeds
-
-
-def silero_inputs(model_path: Path) -> dict[str, np.ndarray]:
-    """Speech-like audio, zero recurrent state, 16 kHz."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    rng = np.random.default_rng(0)
-    feeds: dict[str, np.ndarray] = {}
-    for value in model.graph.input:
-        dims = [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
-        if value.name == "sr":
-            feeds["sr"] = np.array(16000, dtype=np.int64)
-        elif value.name == "input":
-            length = dims[-1] if len(dims) > 1 and dims[-1] > 1 else 512
-            t = np.arange(length) / 16000.0
-            audio = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.normal(size=length)
-            feeds["input"] = audio.reshape(1, length).astype(np.float32)
-        else:
-            feeds[value.name] = np.zeros(dims, dtype=np.float32)
-    for value in model.graph.input:  # silero_vad_half.onnx takes fp16
-        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
-            feeds[value.name] = feeds[value.name].astype(np.float16)
-    return feeds
+from onnx_wild import UPGRADE_OPSET, corpus, pb_inputs, silero_inputs, upgraded
 
 
 def run_one(label: str, path: Path, data_dir: Path | None, precisions: tuple[str, ...],
@@ -103,6 +39,8 @@ def run_one(label: str, path: Path, data_dir: Path | None, precisions: tuple[str
         inputs = silero_inputs(path)
     elif data_dir is not None:
         inputs = pb_inputs(path, data_dir)
+    if label.startswith(f"opset{UPGRADE_OPSET}/"):
+        path = upgraded(path, cache)
     if isinstance(inputs, str):
         return {p: {"status": "not run", "reason": inputs} for p in precisions}
     try:

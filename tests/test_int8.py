@@ -268,3 +268,25 @@ def test_inputs_the_calibrator_does_not_quantize(tmp_path: Path) -> None:
     assert d.samples == 4 and d.quantized_per_op_type == {"MatMul": 1}
     feed = {"x": rng.normal(size=(2, 4)).astype(np.float32), "flag": np.asarray(True), "n": np.asarray(3, np.int64)}
     np.testing.assert_allclose(run_onnxruntime(out, feed)["y"], run_onnxruntime(model, feed)["y"], rtol=0.1, atol=0.1)
+
+
+def test_ir3_opset9_graph_with_initializers_outside_the_inputs_is_upgraded(tmp_path):
+    """IR 3 wants initializers listed as graph inputs and ONNX's version converter checks it; files in the
+    wild often do not list them. The upgrade lists them first instead of failing the row."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployval.export.int8 import quantize_int8
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)]
+    details = quantize_int8(model, feeds, tmp_path / "q.onnx")
+    assert "upgraded from opset 9" in details.opset
+    assert details.quantize_nodes > 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))

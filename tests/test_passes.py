@@ -606,3 +606,27 @@ def test_int8_entropy_is_not_minmax_in_disguise(tmp_path: Path) -> None:
     for feeds in conv_inputs(2, 5):
         ref, out = run_onnxruntime(model, feeds)["y"].ravel(), run_onnxruntime(entropy, feeds)["y"].ravel()
         assert float(ref @ out / (np.linalg.norm(ref) * np.linalg.norm(out))) > 0.98
+
+
+def test_topological_sort_orders_readers_after_producers_and_bodies_after_outer_values():
+    from deployval.export.onnx_graph import topological_sort
+
+    then_graph = helper.make_graph([helper.make_node("Identity", ["h"], ["t"])], "then", [],
+                                   [helper.make_tensor_value_info("t", TP.FLOAT, [2])])
+    else_graph = helper.make_graph([helper.make_node("Neg", ["h"], ["e"])], "else", [],
+                                   [helper.make_tensor_value_info("e", TP.FLOAT, [2])])
+    nodes = [  # the If reads 'h' inside its bodies only; both it and the Relu come before their producers
+        helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="if"),
+        helper.make_node("Relu", ["g"], ["h"], name="relu"),
+        helper.make_node("Abs", ["x"], ["g"], name="abs"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [2]),
+                                           helper.make_tensor_value_info("c", TP.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)
+    assert topological_sort(model.graph)
+    assert [n.name for n in model.graph.node] == ["abs", "relu", "if"]
+    onnx.checker.check_model(model)
+    assert not topological_sort(model.graph)  # already sorted: unchanged

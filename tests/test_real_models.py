@@ -66,3 +66,28 @@ def test_corpus_model(entry, tmp_path):
         assert details["quantize_nodes"] > 0 and details["nonzero_zero_points"] == 0
     if ("torch", "fp16") in rows:
         assert rows[("torch", "fp16")]["status"] == "pass", rows[("torch", "fp16")]["outputs"]
+
+
+@pytest.mark.skipif(_missing(real_models.CORPUS[0]) is not None, reason=str(_missing(real_models.CORPUS[0])))
+def test_minilm_int8_ends_with_a_verified_proposal(cli, tmp_path):
+    """The trained transformer does not pass int8 as it is; `precision` finds which quantized nodes to keep
+    in fp32 and the pipeline verifies the proposal within the default int8 tolerance."""
+    import json
+
+    import numpy as np
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for index, sample in enumerate(real_models.minilm_inputs(8, 16)):
+        np.savez(calibration / f"{index:03d}.npz", **sample)
+    np.savez(tmp_path / "inputs.npz", **real_models.minilm_inputs(1, 16)[0])
+    result = cli("precision", "real_models:minilm", "--inputs", tmp_path / "inputs.npz", "--precision", "int8",
+                 "--calibration", calibration, "--json", tmp_path / "sensitivity.json", "-q")
+    data = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert result.code == 0, data["reason"]
+    assert not data["baseline"]["passed"]  # int8 everywhere does not pass: there is something to find
+    assert data["status"] == "fixed" and data["proposal"]
+    verified = data["verification"]
+    assert verified["status"] == "pass"
+    output = verified["outputs"][0]["metrics"]
+    assert output["rel_l2"] <= 0.1 and output["cosine"] >= 0.995

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
-from .onnx_graph import copy_model, default_opset, error_line, iter_graphs, iter_nodes
+from .onnx_graph import copy_model, default_opset, error_line, iter_graphs, iter_nodes, topological_sort
 from .passes import as_model
 
 if TYPE_CHECKING:
@@ -192,6 +192,8 @@ def quantize_int8(
         unknown_nodes = [n for n in details.excluded_nodes if n not in known_nodes]
         if unknown_nodes:
             raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
+        if not any(node.op_type in WEIGHTED_OPS for node in loaded.graph.node):  # before any upgrade
+            raise NothingToQuantize(_nothing_to_quantize(loaded, Placement({}, [], {}, {})))
         loaded, details.opset = _upgrade_opset(loaded)
         initializers = {t.name for t in loaded.graph.initializer}
         reader = _FeedReader(
@@ -239,7 +241,14 @@ def quantize_int8(
     details.samples = reader.count
     details.ranges_from_cache = bool(selected) and reader.count == 0
 
-    _summarize_qdq(onnx.load(str(out)), details)
+    result = onnx.load(str(out))
+    if topological_sort(result.graph):  # ONNX Runtime's quantizer can leave readers before producers
+        onnx.save(result, str(out))
+    try:  # what TensorRT and other runtimes will parse: a broken artifact is an export failure, not a row
+        onnx.checker.check_model(result)
+    except Exception as exc:
+        raise ExportError(f"the int8 model fails the ONNX checker: {error_line(exc)}") from None
+    _summarize_qdq(result, details)
     return details
 
 
@@ -444,7 +453,7 @@ def name_nodes(model: ModelProto) -> int:
 def _nothing_to_quantize(model: ModelProto, placement: Placement) -> str:
     if placement.activation_matmuls:
         return (f"nothing to quantize in int8: the only MatMul/Gemm nodes ({len(placement.activation_matmuls)}) "
-                f"multiply two activations, quantized only with the backend option {ACTIVATION_MATMULS_OPTION}")
+                f"multiply two activations, quantized only with --int8-activation-matmuls")
     nested = sum(1 for graph in iter_graphs(model.graph) if graph is not model.graph
                  for node in graph.node if node.op_type in WEIGHTED_OPS)
     if nested:
@@ -462,8 +471,19 @@ def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
     import onnx
     from onnx import version_converter
 
+    source = model
+    graph_inputs = {value.name for value in model.graph.input}
+    missing = [t for t in model.graph.initializer if t.name not in graph_inputs]
+    if model.ir_version < 4 and missing:
+        # IR 3 wants every initializer listed as a graph input too, and the converter checks that.
+        source = copy_model(model)
+        for tensor in missing:
+            source.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
     try:
-        upgraded = version_converter.convert_version(model, MIN_OPSET)
+        upgraded = version_converter.convert_version(source, MIN_OPSET)
+        # The converter keeps the IR version; IR 3 would require every new Q/DQ initializer as an input.
+        upgraded.ir_version = max(upgraded.ir_version,
+                                  onnx.helper.find_min_ir_version_for(list(upgraded.opset_import)))
         onnx.checker.check_model(upgraded)
     except Exception as exc:
         raise ExportError(f"int8 needs opset {MIN_OPSET} (per-channel QuantizeLinear), and converting this "

@@ -75,3 +75,44 @@ def default_opset(model: ModelProto) -> int:
         if opset.domain in DEFAULT_DOMAINS:
             return int(opset.version)
     return 0
+
+
+def _reads(node: NodeProto) -> set[str]:
+    """Every name a node reads, the outer values its If/Loop/Scan bodies read included."""
+    names = {name for name in node.input if name}
+    for sub in subgraphs(node):
+        for inner in iter_nodes(sub):
+            names.update(name for name in inner.input if name)
+    return names
+
+
+def topological_sort(graph: GraphProto) -> bool:
+    """Order the graph's nodes so that each comes after the producers of what it reads (a body's outer
+    values count), keeping the existing order where it is already valid; True when it changed. Some
+    rewriters append nodes at the end; ONNX Runtime tolerates that, the checker and TensorRT do not."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    deps = [{producer[name] for name in _reads(node) if name in producer and producer[name] != i}
+            for i, node in enumerate(nodes)]
+    placed: list[int] = []
+    done: set[int] = set()
+    pending = list(range(len(nodes)))
+    while pending:
+        progress = False
+        rest = []
+        for i in pending:
+            if deps[i] <= done:
+                placed.append(i)
+                done.add(i)
+                progress = True
+            else:
+                rest.append(i)
+        if not progress:  # a cycle: leave the graph as it is for the checker to name
+            return False
+        pending = rest
+    if placed == list(range(len(nodes))):
+        return False
+    ordered = [nodes[i] for i in placed]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return True
