@@ -123,3 +123,15 @@ def test_backends_lists_gpu_backends_with_reasons():
     assert result.code == 0
     for name in ("trt", "ort-trt", "torch", "torchscript", "ort"):
         assert f"│ {name} " in result.out
+
+
+def test_engine_cache_key_hashes_graphs_made_on_the_fly(tmp_path):
+    """debug's exposed graphs come without the store's hash: two different files must not share a key."""
+    from deployval.backends.base import Artifact
+    from deployval.backends.tensorrt import onnx_digest
+
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"graph a")
+    b.write_bytes(b"graph b")
+    assert onnx_digest(Artifact("onnx", path=a)) != onnx_digest(Artifact("onnx", path=b))
+    assert onnx_digest(Artifact("onnx", path=a, sha256="given")) == "given"

@@ -125,6 +125,17 @@ def derive_profiles(
     return profiles
 
 
+def onnx_digest(artifact: Any) -> str:
+    """The ONNX file's content hash for the engine cache key: the store's, or read from the file for
+    graphs made on the fly (debug's exposed graphs carry none, and an empty hash would let two graphs
+    with the same inputs share one cached engine)."""
+    if artifact.sha256:
+        return str(artifact.sha256)
+    from .._util import sha256_file
+
+    return sha256_file(Path(artifact.path)) if artifact.path and Path(artifact.path).is_file() else ""
+
+
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu: Mapping[str, Any], plan: BuildPlan,
                      profiles: Mapping[str, Profile], workspace_bytes: int) -> str:
     """Everything an engine depends on: the model bytes, TensorRT, the GPU, and the build settings."""
@@ -316,7 +327,7 @@ class TensorRTRunner(Runner):
             {n: s.max_shape for n, s in specs.items() if getattr(s, "max_shape", None)},
         )
         workspace = int(self.options.get("trt_workspace_mb") or DEFAULT_WORKSPACE_MB) * 2**20
-        key = engine_cache_key(self.artifact.sha256 or "", trt.__version__, gpu, plan, profiles, workspace)
+        key = engine_cache_key(onnx_digest(self.artifact), trt.__version__, gpu, plan, profiles, workspace)
         cache = EngineCache(self.options.get("engine_cache_dir"))
         runtime = trt.Runtime(_logger(trt))
         self.details.update(gpu, tensorrt=trt.__version__, route=plan.route, engine_key=key[:16])
