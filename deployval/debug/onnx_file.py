@@ -44,8 +44,8 @@ from ..backends.base import ONNX, ONNX_INT32, ONNX_RAW, Artifact, Runner, check_
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.store import ArtifactStore, Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
+from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, Triage
-from .run import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
 
 if TYPE_CHECKING:
     from onnx import ModelProto

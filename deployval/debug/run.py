@@ -41,13 +41,12 @@ import contextlib
 import fnmatch
 import itertools
 import json
-import os
 import shlex
 import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +55,10 @@ import numpy as np
 from .. import inputs as inputs_mod
 from .._util import IMPORT_SECONDS, atomic_write_json, library_versions, timed_import
 from ..backends.base import (
-    ONNX,
     ONNX_FP16,
     ONNX_FP16_INT32,
     ONNX_INT8,
     ONNX_INT8_INT32,
-    ONNX_INT32,
     ONNX_RAW,
     Artifact,
     Runner,
@@ -70,42 +67,10 @@ from ..backends.base import (
 )
 from ..errors import BackendError, BackendUnavailable, DeployvalError, UsageError, first_line
 from ..export.store import ArtifactStore, Progress, Step
+from ..memory import memory_budget
 from ..spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
+from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, UNMAPPED, VANISHED, DebugReport, LayerResult, Localization, Triage
-
-ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)
-DEFAULT_BUDGET_BYTES = 512 << 20  # exposed activations per backend run (also capped by free memory)
-OWN_ALL_BYTES = 64 << 20  # below this much exposed data, every layer's own error is computed
-NEIGHBOURS = 3  # diverging layers after the first that also get their own error
-TRIAGE_MAX_MACS = 3e9  # what onnx.reference (numpy) replays in seconds, not minutes
-MEMORY_ENV = "DEPLOYVAL_DEBUG_MEMORY_MB"
-
-
-def memory_budget(requested_bytes: int | None = None) -> int:
-    """Bytes of exposed activations one backend run may return: the request, $DEPLOYVAL_DEBUG_MEMORY_MB,
-    or 512 MiB capped at a quarter of the memory available now."""
-    if requested_bytes:
-        return int(requested_bytes)
-    env = os.environ.get(MEMORY_ENV)
-    if env:
-        try:
-            return int(float(env) * (1 << 20))
-        except ValueError:
-            raise UsageError(f"${MEMORY_ENV} must be a number of MiB, not '{env}'") from None
-    available = _available_memory()
-    return min(DEFAULT_BUDGET_BYTES, available // 4) if available else DEFAULT_BUDGET_BYTES
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
 
 # ----------------------------------------------------------------------------- plan
 
@@ -152,16 +117,6 @@ class _State:
 
 def _selected(name: str, patterns: Sequence[str] | None) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def layer_tolerance(spec: ModelSpec, backend: str, precision: str, label: str, config: RunConfig) -> Tolerance:
-    """The model's tolerance for backend x precision (a spec entry may name a layer like an output);
-    task bounds such as argmax agreement do not apply to activations. --atol/--rtol override."""
-    tolerance = spec.tolerances.resolve(backend, precision, label)
-    if config.atol is not None or config.rtol is not None:
-        tolerance = replace(tolerance, atol=config.atol if config.atol is not None else (tolerance.atol or 0.0),
-                            rtol=config.rtol if config.rtol is not None else (tolerance.rtol or 0.0))
-    return tolerance
 
 
 def _match_input(shape: tuple[int | None, ...] | None, values: Sequence[np.ndarray], used: set[int]) -> int | None:

@@ -127,8 +127,8 @@ def record_tensor_ranges(
     import onnx
 
     from ..debug.graph import GraphIndex, cast_feeds, node_inputs
-    from ..debug.run import memory_budget
     from ..export.passes import load_onnx
+    from ..memory import memory_budget
 
     start = time.perf_counter()
     budget = memory_budget(budget_bytes)
