@@ -49,6 +49,7 @@ FILE_NAMES = {
     ONNX_FP16_INT32: "model.fp16.int32.onnx",
     ONNX_INT8_INT32: "model.int8.int32.onnx",
 }
+DEVICE_KINDS = (TORCHSCRIPT,)  # traced on the device its rows run on
 # The int64 -> int32 variant of each ONNX artifact, and what it is made from.
 INT32_SOURCES = {ONNX_INT32: ONNX, ONNX_FP16_INT32: ONNX_FP16, ONNX_INT8_INT32: ONNX_INT8}
 # Simplification must leave outputs unchanged up to float re-association: |s - r| <= tol * (max|r| + |r|).
@@ -214,7 +215,17 @@ class ArtifactStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _path(self, kind: str) -> Path:
-        return self.directory / FILE_NAMES[kind]
+        return self.artifact_path(kind)
+
+    def artifact_path(self, kind: str) -> Path:
+        """Where the artifact of `kind` lives in this store. A traced TorchScript is per device: tracing
+        freezes devices (`torch.arange(..., device=x.device)` becomes a CPU constant), so a CUDA row runs
+        a module traced on CUDA."""
+        name = FILE_NAMES[kind]
+        if kind in DEVICE_KINDS and self.config.device != "cpu":
+            stem, _, suffix = name.rpartition(".")
+            name = f"{stem}.{self.config.device}.{suffix}"
+        return self.directory / name
 
     def _meta_path(self, kind: str) -> Path:
         return self._path(kind).with_suffix(self._path(kind).suffix + ".json")
@@ -300,7 +311,14 @@ class ArtifactStore:
         step = Step("torchscript", reproduce=self.reproduce)
         try:
             with self._timed(step, f"TorchScript ({mode})"):
-                step.details = export_torchscript(self._module(), self._torch_args(), self._path(TORCHSCRIPT), mode)
+                module, args = self._module(), self._torch_args()
+                if self.config.device != "cpu":  # trace where it will run (a copy: the reference stays put)
+                    import copy
+
+                    module = copy.deepcopy(module).to(self.config.device)
+                    args = tuple(a.to(self.config.device) for a in args)
+                step.details = {**export_torchscript(module, args, self._path(TORCHSCRIPT), mode),
+                                "device": self.config.device}
         except DeployvalError as exc:
             step.status, step.reason = "fail", exc.one_line()
             self._record(step, None)
