@@ -52,11 +52,18 @@ class CudaStreamTimer:
         return float(self.start.elapsed_time(self.end))
 
 
+def c_contiguous(array: Any) -> Any:
+    """`array` in C order (itself when it already is): torch.from_numpy keeps a Fortran-ordered or
+    transposed array's strides (and refuses negative ones), and backends that hand a runtime a bare
+    device pointer read it as C order."""
+    return array if array.flags.c_contiguous else array.copy(order="C")
+
+
 def to_cuda(array: Any, stream: Any | None = None) -> Any:
-    """A host numpy array as a CUDA tensor (copied on `stream`, or the current stream)."""
+    """A host numpy array as a C-contiguous CUDA tensor (copied on `stream`, or the current stream)."""
     import torch
 
-    tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(c_contiguous(array))
     if stream is None:
         return tensor.to("cuda", non_blocking=False)
     with torch.cuda.stream(stream):
