@@ -20,7 +20,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
 from .backends.base import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact, Runner, check_available, get_backend
-from .errors import DeployvalError, UsageError, first_line
+from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore, Progress, Step
@@ -285,6 +285,9 @@ def _run_reference(
                 outputs = runner.to_host(infer_once(runner, prepared))
             first_run = time.perf_counter() - first_start
         runner.artifact.output_names = runner.output_names
+    except BackendError as exc:  # the reference runtime refuses the user's model itself: bad input, not a row
+        runner.deactivate()
+        raise UsageError(f"the reference ({runner.name} fp32) cannot run this model: {exc.one_line()}") from None
     except DeployvalError:
         runner.deactivate()
         raise

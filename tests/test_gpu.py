@@ -155,3 +155,134 @@ def test_ort_tensorrt_fp16_row_is_judged(cli, tmp_path):
     assert _flag(row["details"]["provider_options"]["TensorrtExecutionProvider"], "trt_fp16_enable")
     assert row["outputs"][0]["metrics"]["max_abs"] > 0  # fp16 arithmetic shows
     assert any("weakly typed" in warning for warning in row["warnings"])
+
+
+# ---------------------------------------------------------------------- TensorRT profiles, bindings, log (issue 12)
+def _trt_pyramid3d():
+    """A 4-level 3D U-Net (stride-2 convs down, transposed convs up, skips concatenated): like
+    fine_organs, every spatial size must be a multiple of 16 (ONNX Runtime fails at 8^3)."""
+    import torch
+    from torch import nn
+
+    class Pyramid3d(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = nn.ModuleList(nn.Conv3d(1 if i == 0 else 4, 4, 3, stride=2, padding=1) for i in range(4))
+            self.up = nn.ModuleList(nn.ConvTranspose3d(4 if i == 0 else 8, 4, 2, stride=2) for i in range(4))
+            self.head = nn.Conv3d(5, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skips = [x]
+            for conv in self.down:
+                skips.append(torch.relu(conv(skips[-1])))
+            y = skips.pop()
+            for up in self.up:
+                y = torch.cat([up(y), skips.pop()], dim=1)
+            return self.head(y)
+
+    torch.manual_seed(0)
+    return Pyramid3d().eval()
+
+
+def _trt_onnx(path, nodes, inputs, outputs, initializers=()):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_profile_of_dynamic_axes_starts_at_multiple_of(tmp_path):
+    from deployval.api import compare
+    from deployval.spec import ExportOptions, InputSpec, ModelSpec
+
+    axes = {2: "d", 3: "h", 4: "w"}
+    spec = ModelSpec(name="pyramid3d", factory=_trt_pyramid3d, output_names=("y",),
+                     inputs=(InputSpec("x", (1, 1, 32, 48, 32), low=-1.0, high=1.0, multiple_of=(1, 1, 16, 16, 16)),),
+                     export=ExportOptions(dynamic_axes={"x": axes, "y": axes}))
+    report = compare(spec, ("torch", "trt"), ("fp32",), device="cuda", cache_dir=tmp_path / "cache")
+    row = next(r for r in report.results if r.backend == "trt")
+    assert row.status == "pass", row.reason
+    assert row.details["profiles"] == {"x": [[1, 1, 16, 16, 16], [1, 1, 32, 48, 32], [1, 1, 32, 48, 32]]}
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_runs_a_shape_tensor_input(cli, tmp_path):
+    """Reshape's target shape comes from an input: TensorRT makes it a shape tensor, bound from host
+    memory, and the engine is built from the run's values."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    model = _trt_onnx(tmp_path / "reshape.onnx",
+                      [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"])],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12]),
+                       helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, x=np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 12), shape=np.array([4, 6]))
+    result, rows, _ = _rows(cli, tmp_path, model, "--inputs", feeds, "--backends", "trt", "--cache-dir", tmp_path / "c")
+    assert result.code == 0, result.out + result.err
+    row = rows[("trt", "fp32")]
+    assert row["status"] == "pass", row["reason"]
+    assert "shape" in row["details"]["engine_built"]
+    assert row["details"]["host_tensors"] == ["shape (shape tensor)"]
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_runs_empty_tensors(tmp_path):
+    """Empty inputs and outputs have data_ptr() 0, which enqueueV3 refuses: they get a placeholder."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployval.backends.base import ONNX, Artifact
+    from deployval.spec import InputSpec
+
+    path = _trt_onnx(
+        tmp_path / "empty.onnx",
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["e"], ["z"]),
+         helper.make_node("Slice", ["x", "zero", "zero", "one"], ["w"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("e", TensorProto.FLOAT, [0, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [0, 4]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 0])],
+        [numpy_helper.from_array(np.array([0]), "zero"), numpy_helper.from_array(np.array([1]), "one")],
+    )
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), "e": np.zeros((0, 4), np.float32)}
+    options = {"input_specs": (InputSpec("x", (2, 3)), InputSpec("e", (0, 4)))}
+    with TensorRTRunner(Artifact(ONNX, path=path), "fp32", "cuda", options) as runner:
+        outputs = runner.infer(feeds)
+    np.testing.assert_array_equal(outputs["y"], np.maximum(feeds["x"], 0))
+    assert outputs["z"].shape == (0, 4) and outputs["w"].shape == (2, 0)
+
+
+@pytest.mark.tensorrt
+@needs_trt
+def test_tensorrt_log_is_filtered_in_cpp_and_collected(tmp_path, capfd):
+    """trt.Logger drops VERBOSE/INFO in C++ (a Python ILogger would be called for each); warnings and
+    errors are still read back into error messages, and nothing reaches the terminal."""
+    import tensorrt as trt
+    from onnx import TensorProto, helper
+
+    from deployval.backends.tensorrt import build_engine, trt_logger
+    from deployval.backends.tensorrt_plan import plan_build
+    from deployval.errors import BackendError
+
+    assert type(trt_logger(trt)) is trt.Logger
+    path = _trt_onnx(tmp_path / "dynamic.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    plan = plan_build("fp32", trt.__version__)
+    with pytest.raises(BackendError) as info:  # a dynamic input without an optimization profile
+        build_engine(trt, path, plan, {}, 1 << 28)
+    message = info.value.one_line()
+    assert "[ERROR]" in message and "profile" in message and "[VERBOSE]" not in message and "[INFO]" not in message
+    assert build_engine(trt, path, plan, {"x": ((1, 3), (2, 3), (4, 3))}, 1 << 28)
+    assert "[TRT]" not in capfd.readouterr().out
