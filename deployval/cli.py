@@ -200,6 +200,16 @@ def _invocation_args(input_shape: list[str] | None, input_range: list[str] | Non
     return tuple(args)
 
 
+def _invocation(model: str, args: tuple[str, ...], spec: Any, options: dict[str, Any],
+                allow_nonfinite: bool = False) -> Any:
+    """How to ask for this run again: the model's arguments, and the run settings from the configuration
+    itself (so a reproduction line cannot drop one); --trust-checkpoint is the user's to give again."""
+    from .pipeline import Invocation
+
+    flags = ("--allow-nonfinite-inputs",) if allow_nonfinite else ()
+    return Invocation(model, args, (*_config(spec, **options).to_args(), *flags))
+
+
 def _write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
                    html: Path | None = None) -> None:
     """Write every requested report; a report that cannot be written (disk full, permissions changed
@@ -313,7 +323,6 @@ def compare_command(
 ) -> None:
     """Run the same inputs through each backend and precision and judge each against torch eager."""
     from .backends.base import backend_entries
-    from .pipeline import Invocation
     from .spec import PRECISIONS, parse_list
 
     backend_list = parse_list(backends, "backend", tuple(backend_entries()))
@@ -335,7 +344,8 @@ def compare_command(
         return _run_and_report(
             spec, backends=backend_list, precisions=precision_list, config=_config(spec, **options), gate=None,
             inputs=inputs, save_inputs=save_inputs, allow_nonfinite=allow_nonfinite_inputs, trust=trust_checkpoint,
-            quiet=quiet, invocation=Invocation(model, (*sub, *args)), json_path=json_path, junit=junit,
+            quiet=quiet, invocation=_invocation(model, (*sub, *args), spec, options, allow_nonfinite_inputs),
+            json_path=json_path, junit=junit,
             markdown=markdown, html=html)
 
     raise typer.Exit(_run_each(specs, run_one, json_path, junit, markdown, html))
@@ -383,7 +393,6 @@ def validate_command(
 ) -> None:
     """Run the model's release gate (the backends, precisions and tolerances its spec requires), or with
     --all every model of the release manifest."""
-    from .pipeline import Invocation
 
     _check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
     backend_options = _backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls)
@@ -424,7 +433,8 @@ def validate_command(
         return _run_and_report(
             spec, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
             config=_config(spec, **options), gate=gate, inputs=inputs, save_inputs=None, allow_nonfinite=False,
-            trust=trust_checkpoint, quiet=quiet, invocation=Invocation(model, (*sub, *args)), json_path=json_path,
+            trust=trust_checkpoint, quiet=quiet, invocation=_invocation(model, (*sub, *args), spec, options),
+            json_path=json_path,
             junit=junit, markdown=markdown, html=html)
 
     raise typer.Exit(_run_each(specs, run_one, json_path, junit, markdown, html))

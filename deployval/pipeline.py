@@ -42,13 +42,14 @@ class Invocation:
     """How the run was asked for, to print a reproduction command for every result."""
 
     model: str
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # what defines the model and its inputs (shared with `deployval export`)
+    run_args: tuple[str, ...] = ()  # the run's settings (RunConfig.to_args())
 
     def command(self, backend: str, precision: str, device: str) -> str:
         parts = ["deployval", "compare", self.model, "--backends", backend, "--precisions", precision]
         if device != "cpu":
             parts += ["--device", device]
-        return shlex.join([*parts, *self.args])
+        return shlex.join([*parts, *self.args, *self.run_args])
 
 
 def compare(

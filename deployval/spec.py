@@ -401,6 +401,44 @@ class RunConfig:
     # in fp32 in the fp16 artifact; such modules are also exempt from the fp16 range findings.
     keep_fp32: tuple[str, ...] = ()
 
+    def to_args(self) -> list[str]:
+        """The command-line options that make this configuration: every run setting that differs from
+        the default, so a row's reproduction line cannot drop one. The model, its inputs and seed, the
+        exporter (shared with `deployval export`), the device and the artifact cache are the
+        invocation's, not the configuration's."""
+        default = RunConfig()
+        args: list[str] = []
+
+        def flag(name: str, value: Any) -> None:
+            args.extend([name, str(value)])
+
+        for name, option in (("warmup", "--warmup"), ("iterations", "--iterations"), ("atol", "--atol"),
+                             ("rtol", "--rtol"), ("calibration", "--calibration"),
+                             ("calibration_limit", "--calibration-limit"),
+                             ("calibration_preprocess", "--calibration-preprocess"),
+                             ("calibration_method", "--calibration-method"), ("timeout_s", "--timeout")):
+            value = getattr(self, name)
+            if value is not None and value != getattr(default, name):
+                flag(option, value)
+        if self.iterations is None and self.time_budget_s != default.time_budget_s:
+            flag("--time-budget", self.time_budget_s)
+        for pattern in self.int8_exclude:
+            flag("--int8-exclude", pattern)
+        for pattern in self.keep_fp32:
+            flag("--keep-fp32", pattern)
+        if self.isolate is not None:
+            args.append("--isolate" if self.isolate else "--no-isolate")
+        options = self.backend_options
+        if options.get("keep_int64"):
+            args.append("--keep-int64")
+        if options.get("trt_workspace_mb"):
+            flag("--trt-workspace", options["trt_workspace_mb"])
+        if options.get("trt_fp16_route", "onnx") != "onnx":
+            flag("--trt-fp16-route", options["trt_fp16_route"])
+        if options.get("int8_activation_matmuls"):
+            args.append("--int8-activation-matmuls")
+        return args
+
     def isolates(self, isolate_by_default: bool) -> bool:
         if self.isolate is not None:
             return self.isolate
