@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     from deployval.backends.base import ONNX
-    from deployval.export import int8, passes
+    from deployval.export import int8, onnx_io
     from deployval.export.store import ArtifactStore
     from deployval.loading import build_module, module_digest
     from deployval.metrics import error_metrics, task_metrics
@@ -71,7 +71,7 @@ def main() -> None:
                 calibrate_s = time.perf_counter() - start
                 agreement, dice_mean, dice_min, rel = [], [], [], []
                 for volume, reference in zip(evaluation, references):
-                    logits = passes.run_onnxruntime(out, {"input": volume})["logits"]
+                    logits = onnx_io.run_onnxruntime(out, {"input": volume})["logits"]
                     task = task_metrics(reference, logits, spec.task)
                     agreement.append(task["argmax_agreement"])
                     dice_mean.append(task["dice_mean"])

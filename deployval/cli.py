@@ -241,7 +241,7 @@ class ReportWriteError(DeployvalError):
 
 
 def _progress(quiet: bool) -> Any:
-    from .export.store import Progress
+    from .progress import Progress
     from .report.console import ConsoleProgress
 
     return Progress() if quiet else ConsoleProgress()

@@ -17,7 +17,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from .backends.base import Artifact, Runner
 from .errors import DeployvalError, UsageError, first_line
-from .export.store import Progress
+from .progress import Progress
 from .spec import RunConfig
 from .timing import LatencyStats, measure, summarize
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .backends.base import MODULE, Artifact, Runner
 from .execution import Execution
-from .export.store import Progress
+from .progress import Progress
 from .spec import ModelSpec, RunConfig
 
 LOG_TAIL_LINES = 6

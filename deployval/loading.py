@@ -8,6 +8,7 @@ line; nothing here executes code from a checkpoint or a TorchScript file as Pyth
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import inspect
@@ -19,7 +20,7 @@ from typing import Any
 
 from ._util import sha256_file, timed_import
 from .errors import UsageError, first_line
-from .spec import ModelSpec
+from .spec import ModelSpec, SubmoduleFactory
 
 
 def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..., Any]:
@@ -52,7 +53,10 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
         return bind_arguments(load_torchscript(Path(spec.path or "")), spec.arguments)
     if spec.factory is None:
         raise UsageError(f"model '{spec.name}' has no factory")
-    factory = resolve_callable(spec.factory, "model factory")
+    if isinstance(spec.factory, SubmoduleFactory):
+        factory = functools.partial(build_submodule, spec.factory)
+    else:
+        factory = resolve_callable(spec.factory, "model factory")
     try:
         module = factory()
     except Exception as exc:
@@ -74,6 +78,17 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
         else:
             load_state_dict(module, checkpoint, spec.checkpoint)
     return bind_arguments(module.eval(), spec.arguments)
+
+
+def build_submodule(factory: SubmoduleFactory) -> Any:
+    """The parent model, built with its checkpoint, then the sub-module at the factory's attribute path."""
+    module = build_module(factory.parent, trust_checkpoint=factory.trust_checkpoint)
+    for part in factory.path.split("."):
+        if not hasattr(module, part):
+            names = ", ".join(n for n, _ in module.named_children())
+            raise UsageError(f"'{factory.parent.name}' has no sub-module '{factory.path}' (its children: {names})")
+        module = getattr(module, part)
+    return module
 
 
 def bind_arguments(module: Any, arguments: Mapping[str, Any]) -> Any:

@@ -97,11 +97,16 @@ def rel_l2(norm_diff: float, norm_ref: float) -> float:
 
 
 def cosine(r: np.ndarray, c: np.ndarray, norm_r: float, norm_c: float) -> float:
+    return cosine_of_sums(float(np.dot(r.ravel(), c.ravel())), norm_r, norm_c)
+
+
+def cosine_of_sums(dot: float, norm_r: float, norm_c: float) -> float:
+    """Cosine from r.c and the two norms (a streamed comparison accumulates them block by block)."""
     if norm_r == 0.0 and norm_c == 0.0:
         return 1.0
     if norm_r == 0.0 or norm_c == 0.0:
         return 0.0
-    return float(np.dot(r.ravel(), c.ravel()) / (norm_r * norm_c))
+    return dot / (norm_r * norm_c)
 
 
 def sqnr_db(norm_ref: float, norm_diff: float) -> float:

@@ -23,8 +23,9 @@ from .backends.base import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact, Runner, chec
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
 from .export.int8 import NothingToQuantize
-from .export.store import ArtifactStore, Progress, Step
+from .export.store import ArtifactStore
 from .metrics import compare_output
+from .progress import Progress, Step
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
 
@@ -358,7 +359,7 @@ def _run_job(
             compare_output(name, ref, execution.outputs.get(name), _tolerance(spec, job, name, config), spec.task)
             for name, ref in reference.items()
         ]
-        from .report.html import error_histogram  # for the HTML report's histograms: 72 counts per output
+        from .stats import error_histogram  # for the HTML report's histograms: 72 counts per output
 
         result.details["error_histograms"] = {
             name: error_histogram(ref, execution.outputs[name]) for name, ref in reference.items()
@@ -507,8 +508,8 @@ def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tol
 
 def load_calibration(spec: ModelSpec, config: RunConfig) -> list[dict[str, np.ndarray]]:
     """The int8 calibration samples `config` names (arrays, or images through its preprocessing)."""
-    from .precision.calibration import ImagePreprocess
-    from .precision.calibration import load_calibration as load
+    from .calibration import load_calibration as load
+    from .preprocess import ImagePreprocess
 
     preprocess = ImagePreprocess.parse(config.calibration_preprocess) if config.calibration_preprocess else None
     return load(Path(config.calibration or ""), spec, limit=config.calibration_limit, preprocess=preprocess)

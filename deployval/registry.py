@@ -194,7 +194,7 @@ def sniff_model_file(path: Path) -> str:
 
 
 def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
-    from .export.passes import ONNX_DTYPES, load_onnx
+    from .export.onnx_io import ONNX_DTYPES, load_onnx
 
     model = load_onnx(path)
     initializers = {init.name for init in model.graph.initializer}

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExitCode
-from .export.store import Step
 from .metrics import OutputComparison
+from .progress import Step
 from .timing import LatencyStats
 
 FORMAT_VERSION = "1.0"

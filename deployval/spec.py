@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .preprocess import ImagePreprocess
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -232,23 +233,13 @@ class SubmoduleSpec:
 
 @dataclass(frozen=True)
 class SubmoduleFactory:
-    """Builds the parent model (checkpoint included) and returns one of its sub-modules; plain data,
-    so the sub-module spec can cross into an isolated process."""
+    """The factory of a sub-module spec: the parent model (checkpoint included) and the attribute path
+    of one of its sub-modules. Plain data, so the sub-module spec can cross into an isolated process;
+    loading.build_submodule builds it."""
 
     parent: ModelSpec
     path: str
     trust_checkpoint: bool = False
-
-    def __call__(self) -> Any:
-        from .loading import build_module
-
-        module = build_module(self.parent, trust_checkpoint=self.trust_checkpoint)
-        for part in self.path.split("."):
-            if not hasattr(module, part):
-                names = ", ".join(n for n, _ in module.named_children())
-                raise UsageError(f"'{self.parent.name}' has no sub-module '{self.path}' (its children: {names})")
-            module = getattr(module, part)
-        return module
 
     @property
     def label(self) -> str:  # names the factory in reports and cache keys
@@ -267,14 +258,14 @@ class ModelSpec:
     """Everything deployval needs to know about a model to validate its deployment.
 
     `kind` says what `factory`/`path` holds: "module" (a callable returning an nn.Module, or its
-    "pkg.module:function" path), "torchscript" or "onnx" (a file). For ONNX models the reference
+    "pkg.module:function" path, or a SubmoduleFactory), "torchscript" or "onnx" (a file). For ONNX models the reference
     is ONNX Runtime fp32 on the CPU.
     """
 
     name: str
     inputs: tuple[InputSpec, ...]
     kind: str = "module"
-    factory: str | Callable[..., Any] | None = None
+    factory: str | Callable[..., Any] | SubmoduleFactory | None = None
     path: str | None = None
     checkpoint: str | None = None
     # "pkg.module:function" or callable (module, checkpoint_object) -> None; default: load a
@@ -389,7 +380,7 @@ class RunConfig:
     exporter: str | None = None  # override the spec's exporter
     calibration: Path | None = None  # directory of .npy/.npz/.pt or image calibration samples for int8
     calibration_limit: int | None = None  # use the first N samples (by file name)
-    calibration_preprocess: str | None = None  # how calibration images become inputs (precision.calibration)
+    calibration_preprocess: str | None = None  # how calibration images become inputs (preprocess.py)
     calibration_method: str = "minmax"  # or entropy, percentile
     # Nodes kept out of int8 quantization: fnmatch patterns over ONNX node names, or "op:Type".
     int8_exclude: tuple[str, ...] = ()
@@ -454,8 +445,6 @@ class RunConfig:
         if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
             raise UsageError("--time-budget must be a positive number of seconds")
         if self.calibration_preprocess:
-            from .precision.calibration import ImagePreprocess
-
             ImagePreprocess.parse(self.calibration_preprocess)  # a bad string fails before any work
         if self.calibration_limit is not None and self.calibration_limit < 1:
             raise UsageError("--calibration-limit must be at least 1")

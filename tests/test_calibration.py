@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployval.calibration import load_calibration
 from deployval.errors import UsageError
-from deployval.precision.calibration import ImagePreprocess, load_calibration
 from deployval.precision.synthetic import organ_volumes, write_organ_volumes
+from deployval.preprocess import ImagePreprocess
 from deployval.registry import resolve_model
 from deployval.spec import InputShapeArg, RunConfig
 

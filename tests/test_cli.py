@@ -53,7 +53,7 @@ def test_export_only_defect_fails_and_names_the_output(cli, tmp_path, exporter):
 def test_int64_model_runs_int32_onnx_identically(tmp_path, cli):
     import onnx
 
-    from deployval.export.passes import run_onnxruntime
+    from deployval.export.onnx_io import run_onnxruntime
 
     out = tmp_path / "tagger"
     result = cli("export", "tagger", "--out", out, "--kinds", "onnx,onnx-int32", "--quiet")
@@ -171,9 +171,9 @@ def test_simplification_that_changes_outputs_is_dropped(cli, tmp_path, monkeypat
     """A simplifier bug (planted: one weight changed) must be caught by the verification."""
     from onnx import numpy_helper
 
-    from deployval.export import passes
+    from deployval.export import simplify
 
-    real = passes.simplify_onnx
+    real = simplify.simplify_onnx
 
     def broken(model):
         simplified, details = real(model)
@@ -183,7 +183,7 @@ def test_simplification_that_changes_outputs_is_dropped(cli, tmp_path, monkeypat
         weight.CopyFrom(numpy_helper.from_array(array, weight.name))
         return simplified, details
 
-    monkeypatch.setattr(passes, "simplify_onnx", broken)
+    monkeypatch.setattr(simplify, "simplify_onnx", broken)
     report_path = tmp_path / "r.json"
     result = cli("compare", "convs", "--backends", "torch,ort", "--no-cache", "--json", report_path, "-q")
     assert result.code == 0, result.err  # the unsimplified model is kept, and it is correct

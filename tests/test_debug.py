@@ -207,7 +207,7 @@ def test_fp16_artifact_is_debugged_layer_by_layer():
 
 
 def test_legacy_scope_names_resolve_to_module_paths():
-    from deployval.debug.layermap import _legacy_chain
+    from deployval.export.scopes import _legacy_chain
 
     names = {"convs1", "convs1.0", "stages.0", "stages.0.blocks", "stages.0.blocks.1", "stages.0.blocks.1.0",
              "stages.0.blocks.1.0.conv", "decoder", "decoder.up", "decoder.fuse", "decoder.fuse.0", "a", "a.conv"}
@@ -265,9 +265,9 @@ def test_debug_package_imports_light():
 
 
 def test_stats_match_the_metrics_module():
-    from deployval.debug.stats import compare_tensors
     from deployval.metrics import error_metrics
     from deployval.spec import Tolerance
+    from deployval.stats import compare_tensors
 
     rng = np.random.default_rng(3)
     ref = rng.standard_normal(700_001).astype(np.float32)

@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 from deployval.export.fp16 import convert_fp16
 from deployval.export.onnx_graph import iter_graphs, iter_nodes
-from deployval.export.passes import run_onnxruntime
+from deployval.export.onnx_io import run_onnxruntime
 
 pytest.importorskip("onnxruntime")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployval.report.html import error_histogram, render_html, write_html
+from deployval.report.html import render_html, write_html
+from deployval.stats import error_histogram
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

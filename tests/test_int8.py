@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from deployval.errors import ExportError
 from deployval.export.int8 import NothingToQuantize, activation_ranges, plan_placement, quantize_int8
-from deployval.export.passes import run_onnxruntime
+from deployval.export.onnx_io import run_onnxruntime
 
 WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 

@@ -18,14 +18,9 @@ from onnx import helper, numpy_helper
 from deployval.errors import ExportError, UsageError
 from deployval.export.fp16 import convert_fp16
 from deployval.export.int8 import quantize_int8
-from deployval.export.passes import (
-    INT32_MAX,
-    cast_int64_to_int32,
-    check_onnx,
-    load_onnx,
-    run_onnxruntime,
-    simplify_onnx,
-)
+from deployval.export.int32 import INT32_MAX, cast_int64_to_int32
+from deployval.export.onnx_io import check_onnx, load_onnx, run_onnxruntime
+from deployval.export.simplify import simplify_onnx
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min

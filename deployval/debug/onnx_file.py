@@ -42,7 +42,8 @@ from .. import inputs as inputs_mod
 from .._util import IMPORT_SECONDS, library_versions, sha256_file, timed_import
 from ..backends.base import ONNX, ONNX_INT32, ONNX_RAW, Artifact, Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
-from ..export.store import ArtifactStore, Progress
+from ..export.store import ArtifactStore
+from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, Triage
@@ -180,7 +181,7 @@ class _FileDebugger:
     # ------------------------------------------------------------------ plan
     def run(self) -> None:
         from ..export.onnx_graph import iter_nodes, subgraphs
-        from ..export.passes import load_onnx
+        from ..export.onnx_io import load_onnx
         from .graph import GraphIndex, externalize
         from .layermap import changed_meaning
 
@@ -407,7 +408,7 @@ class _FileDebugger:
         return {k: np.asarray(v) for k, v in values.items()}
 
     def _compare(self, row: _Row, reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
-        from .stats import compare_tensors
+        from ..stats import compare_tensors
 
         result = row.result
         ref, cand = reference.get(result.tensor or ""), values.get(result.tensor or "")
@@ -425,7 +426,7 @@ class _FileDebugger:
     def _compare_outputs(self, reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
         """The graph outputs, judged as `compare` judges them (the outputs' tolerance, task metrics)."""
         from ..metrics import compare_output
-        from .stats import compare_tensors
+        from ..stats import compare_tensors
 
         for result in (r.result for r in self.rows if r.result.kind == "output" and r.result.status == PASS):
             name = result.tensor or ""
@@ -468,8 +469,8 @@ class _FileDebugger:
                             row.result.own = {"unavailable": again.one_line()}
 
     def _replay(self, rows: list[_Row], reference: Mapping[str, np.ndarray]) -> None:
+        from ..stats import compare_tensors
         from .graph import cast_feeds, save_model
-        from .stats import compare_tensors
 
         feeds = {n: reference[n] for r in rows for n in r.inputs}
         model, names = self._merged(rows, feeds)
@@ -561,8 +562,8 @@ class _FileDebugger:
         own = self.first_own
         if not self.do_triage or own is None:
             return
+        from ..stats import passes
         from .graph import cast_feeds, estimate_macs, save_model
-        from .stats import passes
 
         result, start = own.row.result, time.perf_counter()
         names = [self.index.nodes[i].name for i in own.row.nodes]

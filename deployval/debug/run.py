@@ -66,8 +66,9 @@ from ..backends.base import (
     get_backend,
 )
 from ..errors import BackendError, BackendUnavailable, DeployvalError, UsageError, first_line
-from ..export.store import ArtifactStore, Progress, Step
+from ..export.store import ArtifactStore
 from ..memory import memory_budget
+from ..progress import Progress, Step
 from ..spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, UNMAPPED, VANISHED, DebugReport, LayerResult, Localization, Triage
@@ -344,7 +345,7 @@ class _Debugger:
 
     # ------------------------------------------------------------------ map
     def run(self) -> None:
-        from ..export.passes import load_onnx
+        from ..export.onnx_io import load_onnx
         from .graph import GraphIndex, externalize
         from .layermap import build_map, changed_meaning
 
@@ -595,7 +596,7 @@ class _Debugger:
     # ------------------------------------------------------------------ per layer
     def _compare_row(self, row: _Row, eager: np.ndarray, values: dict[str, np.ndarray],
                      users: dict[str, int]) -> None:
-        from .stats import compare_tensors
+        from ..stats import compare_tensors
 
         result = row.result
         tensor = result.tensor or ""
@@ -681,8 +682,8 @@ class _Debugger:
         return _Row(result, call.key, 0, call.index)
 
     def _own_error(self, call: Any, row: _Row, eager: np.ndarray, frame: Any) -> _Own | None:
+        from ..stats import compare_tensors
         from .graph import region
-        from .stats import compare_tensors
 
         result = row.result
         start = time.perf_counter()
@@ -805,8 +806,8 @@ class _Debugger:
         state.search_done = True
         first = state.first
         assert first is not None
+        from ..stats import compare_tensors
         from .graph import region
-        from .stats import compare_tensors
 
         eager = self.first_value
         available = {k: v for k, v in self.cache.items() if k != first.result.tensor}
@@ -863,8 +864,8 @@ class _Debugger:
     def _triage(self, result: LayerResult, own: _Own) -> None:
         if not self.do_triage:
             return
+        from ..stats import passes
         from .graph import cast_feeds, estimate_macs
-        from .stats import passes
 
         start = time.perf_counter()
         nodes = len(own.region.node_names)
@@ -915,7 +916,7 @@ class _Debugger:
     # ------------------------------------------------------------------ outputs and summary
     def _compare_outputs(self, values: Mapping[str, np.ndarray]) -> None:
         from ..metrics import compare_output
-        from .stats import compare_tensors
+        from ..stats import compare_tensors
 
         for row in self.rows:
             if row.key is not None or row.result.status != PASS:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
 from .onnx_graph import copy_model, default_opset, error_line, iter_graphs, iter_nodes, topological_sort
-from .passes import as_model
+from .onnx_io import as_model
 
 if TYPE_CHECKING:
     import numpy as np

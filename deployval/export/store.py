@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from ..backends.base import (
     Artifact,
 )
 from ..errors import DeployvalError, ExportError, UsageError, first_line
+from ..progress import Progress, Step
 from ..spec import ModelSpec, RunConfig
 
 CACHE_FORMAT = 1
@@ -62,37 +62,6 @@ def default_cache_dir() -> Path:
         return Path(root)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return Path(xdg) / "deployval" if xdg else Path.home() / ".cache" / "deployval"
-
-
-@dataclass
-class Step:
-    """One pipeline step, Triton-Model-Navigator style: a status, its reason, and how to redo it."""
-
-    name: str
-    status: str = "ok"  # ok | fail | skipped
-    reason: str = ""
-    seconds: float = 0.0
-    cached: bool = False
-    artifact: dict[str, Any] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    reproduce: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3),
-            "cached": self.cached, "artifact": self.artifact, "details": self.details, "reproduce": self.reproduce,
-        }
-
-
-class Progress:
-    """Progress display interface; the console implementation shows a spinner per step."""
-
-    @contextmanager
-    def step(self, description: str) -> Iterator[None]:
-        yield
-
-    def note(self, message: str) -> None:
-        pass
 
 
 class ArtifactStore:
@@ -368,12 +337,12 @@ class ArtifactStore:
             self._record(Step("check", status=previous.get("status", "ok"), reason=previous.get("reason", ""),
                               cached=True), None)
             return self._from_cache(ONNX, "simplify", meta)  # type: ignore[return-value]
-        from . import passes
+        from . import onnx_io
 
         check = Step("check", reproduce=self.reproduce)
         with self._timed(check, "onnx.checker"):
             try:
-                passes.check_onnx(raw.path)
+                onnx_io.check_onnx(raw.path)
             except DeployvalError as exc:
                 check.status, check.reason = "fail", exc.one_line()
         self._record(check, None)
@@ -396,11 +365,11 @@ class ArtifactStore:
         return artifact
 
     def _simplify_verified(self, raw_path: Path, path: Path, step: Step) -> None:
-        from . import passes
+        from . import onnx_io, simplify
 
-        model = passes.load_onnx(raw_path)
+        model = onnx_io.load_onnx(raw_path)
         try:
-            simplified, details = passes.simplify_onnx(model)
+            simplified, details = simplify.simplify_onnx(model)
         except DeployvalError as exc:
             step.status = "fail"
             step.reason = f"onnx-simplifier failed, keeping the unsimplified model: {exc.one_line()}"
@@ -435,16 +404,16 @@ class ArtifactStore:
         cached = self._from_cache(kind, step_name)
         if cached:
             return cached
-        from . import passes
+        from . import int32, onnx_io
 
         step = Step(step_name, reproduce=self.reproduce)
         try:
             with self._timed(step, f"int64 -> int32 ({INT32_SOURCES[kind]})"):
-                model, details = passes.cast_int64_to_int32(passes.load_onnx(source.path))
+                model, details = int32.cast_int64_to_int32(onnx_io.load_onnx(source.path))
                 step.details = _as_dict(details)
                 import onnx
 
-                passes.check_onnx(model)
+                onnx_io.check_onnx(model)
                 with atomic_path(self._path(kind)) as tmp:
                     onnx.save(model, str(tmp))
                 verdict = verify_same_outputs(source.path, self._path(kind), self.inputs, tolerance=0.0)
@@ -464,9 +433,9 @@ class ArtifactStore:
         """fp16 ONNX with fp32 I/O; modules and op types named by --keep-fp32 stay in fp32 (the usual
         cure when normalizations or reductions overflow)."""
         source = self.get(ONNX)
-        from . import fp16, passes
+        from . import fp16, onnx_io
 
-        model = passes.load_onnx(source.path)
+        model = onnx_io.load_onnx(source.path)
         nodes, op_types = self._keep_fp32(model)
         recipe = {"nodes": nodes, "op_types": op_types, "converter": fp16.CONVERTER}
         meta = self._cached(ONNX_FP16)
@@ -507,15 +476,15 @@ class ArtifactStore:
             raise UsageError("--keep-fp32 module patterns need a PyTorch model; for an ONNX file use op:TYPE")
         from fnmatch import fnmatchcase
 
-        from ..debug.layermap import node_chains
-        from . import passes
+        from . import onnx_io
+        from .scopes import node_chains
 
         module_names = [name for name, _ in self._module().named_modules() if name]
         unknown = [p for p in module_patterns if not any(fnmatchcase(n, p) for n in module_names)]
         if unknown:
             raise UsageError(f"--keep-fp32 '{unknown[0]}' matches no module (modules look like "
                              f"{', '.join(module_names[:3])}; or use op:TYPE)")
-        raw = passes.load_onnx(self.get(ONNX_RAW).path)
+        raw = onnx_io.load_onnx(self.get(ONNX_RAW).path)
         chains, _ = node_chains(raw, module_names)
         kept = {node.name for node, chain in zip(raw.graph.node, chains)
                 if chain and any(fnmatchcase(m, p) for m in chain for p in module_patterns)}
@@ -529,9 +498,9 @@ class ArtifactStore:
     def _onnx_int8(self) -> Artifact:
         source = self.get(ONNX)
         samples = self._calibration() if self._calibration else [self.inputs]
-        from . import int8, passes
+        from . import int8, onnx_io
 
-        model = passes.load_onnx(source.path)
+        model = onnx_io.load_onnx(source.path)
         nodes, op_types = int8_exclusions(model, self.config.int8_exclude)
         activation_matmuls = bool(self.config.backend_options.get(int8.ACTIVATION_MATMULS_OPTION, False))
         recipe = {"method": self.config.calibration_method, "nodes": nodes, "op_types": op_types,
@@ -629,7 +598,7 @@ def verify_same_outputs(
 
     tolerance 0 demands identical values; otherwise |c - r| <= tolerance * (max|r| + |r|).
     """
-    from .passes import run_onnxruntime
+    from .onnx_io import run_onnxruntime
 
     try:
         import onnxruntime  # noqa: F401
@@ -663,6 +632,6 @@ def verify_same_outputs(
 def _feeds_for(path: Path | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs cast to what the model declares (int32 after the int64 pass), range-checked."""
     from ..inputs import adapt_for_backend
-    from .passes import onnx_input_dtypes
+    from .onnx_io import onnx_input_dtypes
 
     return adapt_for_backend(inputs, onnx_input_dtypes(path), "verification")

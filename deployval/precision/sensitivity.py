@@ -30,8 +30,8 @@ import numpy as np
 
 from .. import inputs as inputs_mod
 from ..errors import UsageError
-from ..export.store import Progress
 from ..metrics import OutputComparison, compare_output
+from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
 
 # The op types int8 quantizes (export/int8.py's placement adds the residual Adds TensorRT fuses).
@@ -148,7 +148,7 @@ class Int8Lowering(Lowering):
     def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]], feeds: Mapping[str, np.ndarray],
                  method: str, node_modules: Mapping[str, str], output_names: Sequence[str],
                  activation_matmuls: bool = False) -> None:
-        from ..export import int8, passes
+        from ..export import int8, onnx_io
 
         self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
         self.dir = Path(self._tmp.name)
@@ -156,7 +156,7 @@ class Int8Lowering(Lowering):
         self.preprocess = int8.preprocess_for_quantization(onnx_path, self.prepared)
         if self.preprocess.startswith("failed"):
             self.prepared = Path(onnx_path)
-        self.model = passes.load_onnx(self.prepared)
+        self.model = onnx_io.load_onnx(self.prepared)
         int8.name_nodes(self.model)
         self.activation_matmuls = activation_matmuls
         self.placement = int8.plan_placement(self.model, activation_matmuls)
@@ -192,7 +192,7 @@ class Int8Lowering(Lowering):
         return {t: self.ranges[t] for t in self.placement.inputs.get(layer, ()) if t in self.ranges}
 
     def _run(self, record_ranges: bool = False, **selection: Any) -> dict[str, np.ndarray]:
-        from ..export import int8, passes
+        from ..export import int8, onnx_io
 
         out = self.dir / f"trial{self.quantizations}.onnx"
         self.quantizations += 1
@@ -201,7 +201,7 @@ class Int8Lowering(Lowering):
         try:
             if record_ranges:
                 self.ranges = int8.activation_ranges(out)
-            outputs = passes.run_onnxruntime(out, self.feeds)
+            outputs = onnx_io.run_onnxruntime(out, self.feeds)
         finally:
             out.unlink(missing_ok=True)
         return {name: outputs[name] for name in self.output_names if name in outputs}
@@ -528,9 +528,9 @@ def _resolve_tolerance(spec: ModelSpec, backend: str, precision: str, output: st
 
 def _node_modules(raw_path: Path, module: Any) -> dict[str, str]:
     """ONNX node name -> innermost PyTorch module it came from (the simplifier keeps node names)."""
-    from ..debug.layermap import node_chains
-    from ..export import passes
+    from ..export import onnx_io
+    from ..export.scopes import node_chains
 
-    raw = passes.load_onnx(raw_path)
+    raw = onnx_io.load_onnx(raw_path)
     chains, _ = node_chains(raw, [name for name, _ in module.named_modules() if name])
     return {node.name: chain[-1] for node, chain in zip(raw.graph.node, chains) if chain}

@@ -127,7 +127,7 @@ def record_tensor_ranges(
     import onnx
 
     from ..debug.graph import GraphIndex, cast_feeds, node_inputs
-    from ..export.passes import load_onnx
+    from ..export.onnx_io import load_onnx
     from ..memory import memory_budget
 
     start = time.perf_counter()
@@ -264,7 +264,8 @@ class _Names:
             return
         import onnx
 
-        from ..debug.layermap import changed_meaning, node_chains
+        from ..debug.layermap import changed_meaning
+        from ..export.scopes import node_chains
 
         raw = onnx.load(str(raw_path), load_external_data=False)
         chains, self.source = node_chains(raw, module_names)
@@ -446,7 +447,7 @@ def _run_segment(index: Any, outputs: list[str], held: Mapping[str, np.ndarray])
     import onnx
 
     from ..debug.graph import region
-    from ..export.passes import run_onnxruntime
+    from ..export.onnx_io import run_onnxruntime
 
     cut = region(index, outputs, held.keys())
     for info in cut.model.graph.input:  # a tensor shape inference could not type: type it from its value

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import print_error  # noqa: F401 (re-exported)
-from ..export.store import Progress, Step
+from ..progress import Progress, Step
 from ..results import Report
 from ..spec import format_shape
 from .formatting import fmt, fmt_ms, mean_column, status_text, task_summary

@@ -4,7 +4,8 @@ backend, no script, nothing fetched) for a `compare` report or a `debug` report.
 * compare: the verdict table (backend x precision x output) and, per output, a histogram of
   |candidate - reference| on log-spaced bins. The histograms are not in the JSON report; pass them
   as `histograms={"ort:fp16:logits": error_histogram(ref, cand), ...}` or put
-  `result.details["error_histograms"][output] = error_histogram(ref, cand)` in each result.
+  `result.details["error_histograms"][output] = error_histogram(ref, cand)` in each result
+  (`deployval.stats.error_histogram`; the pipeline fills the latter).
 * debug: the first divergent layer, where the error is new and the triage verdict, a per-layer error
   curve (log scale) with the first divergent layer marked, the per-layer table, and the
   histograms of the final outputs.
@@ -49,22 +50,14 @@ code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
 # ----------------------------------------------------------------------------- histograms
 
 
-def error_histogram(ref: Any, cand: Any) -> dict[str, Any]:
-    """Counts of |cand - ref| on log-spaced bins (10**-12 … 10**6, four per decade), plus the count
-    below the first edge (exact zeros) and of non-finite candidates: small enough to keep in a report."""
-    from ..debug.stats import compare_tensors
-    from ..spec import Tolerance
-
-    stats, _ = compare_tensors(ref, cand, Tolerance(), histogram=True)
-    return stats.histogram()
-
-
 def _as_histogram(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, Mapping):
         return dict(value)
     import numpy as np
+
+    from ..stats import error_histogram
 
     diff = np.abs(np.asarray(value, dtype=np.float64))  # raw |c - r|
     return error_histogram(np.zeros_like(diff), diff)

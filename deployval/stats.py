@@ -1,6 +1,7 @@
-"""Per-layer error statistics computed block by block, so that comparing a 300 MB activation never
-allocates its float64 copies at once (the metrics module's `error_metrics` upcasts whole arrays,
-which is right for final outputs and too much for every activation of a 3D network).
+"""Error statistics streamed block by block, so that comparing a 300 MB activation never allocates
+its float64 copies at once (the metrics module's `error_metrics` upcasts whole arrays, which is right
+for final outputs and too much for every activation of a 3D network). The debugger compares layers
+with it; the pipeline and the HTML report take the |c - r| histogram of final outputs from it.
 
 Exact: max_abs, mean_abs, rel_l2, cosine, sqnr_db, NaN/Inf counts, elementwise violations and the
 minimum passing atol/rtol. Approximate, and only when asked (or when a tolerance bounds p99_abs):
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import Tolerance
+from .metrics import cosine_of_sums, rel_l2, sqnr_db
+from .spec import Tolerance
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly
 LOG10_LOW, LOG10_HIGH, BINS_PER_DECADE = -12, 6, 4
@@ -130,18 +132,11 @@ class ErrorStats:
 
     def metrics(self) -> dict[str, float]:
         norm_r, norm_c, norm_d = math.sqrt(self.sum_r2), math.sqrt(self.sum_c2), math.sqrt(self.sum_d2)
-        rel = 0.0 if norm_d == 0.0 else (math.inf if norm_r == 0.0 else norm_d / norm_r)
-        if norm_r == 0.0 and norm_c == 0.0:
-            cos = 1.0
-        elif norm_r == 0.0 or norm_c == 0.0:
-            cos = 0.0
-        else:
-            cos = self.sum_rc / (norm_r * norm_c)
-        sqnr = math.inf if norm_d == 0.0 else (-math.inf if norm_r == 0.0 else 20.0 * math.log10(norm_r / norm_d))
         metrics = {
             "elements": self.elements, "nan": self.nan, "inf": self.inf,
             "max_abs": self.max_abs, "mean_abs": self.sum_abs / self.n if self.n else 0.0,
-            "rel_l2": rel, "cosine": cos, "sqnr_db": sqnr, "ref_abs_max": self.ref_abs_max,
+            "rel_l2": rel_l2(norm_d, norm_r), "cosine": cosine_of_sums(self.sum_rc, norm_r, norm_c),
+            "sqnr_db": sqnr_db(norm_r, norm_d), "ref_abs_max": self.ref_abs_max,
         }
         if self.histogram_wanted:
             metrics["median_abs"], metrics["p99_abs"] = self.quantile(0.5), self.quantile(0.99)
@@ -199,3 +194,10 @@ def compare_tensors(ref: Any, cand: Any, tolerance: Tolerance, *, block: int = B
 def passes(ref: Any, cand: Any, tolerance: Tolerance) -> tuple[bool, dict[str, float]]:
     stats, failures = compare_tensors(ref, cand, tolerance)
     return not failures, stats.metrics()
+
+
+def error_histogram(ref: Any, cand: Any) -> dict[str, Any]:
+    """Counts of |cand - ref| on log-spaced bins (10**-12 … 10**6, four per decade), plus the count
+    below the first edge (exact zeros) and of non-finite candidates: small enough to keep in a report."""
+    stats, _ = compare_tensors(ref, cand, Tolerance(), histogram=True)
+    return stats.histogram()

@@ -1,0 +1,136 @@
+"""Load, check and run ONNX models: the I/O every export pass and command shares.
+
+Heavy imports (onnx, numpy, onnxruntime) live inside the functions so that `deployval`
+imports, lists and parses specs without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DeployvalError, ExportError, UsageError
+from .onnx_graph import error_line, iter_tensors
+
+if TYPE_CHECKING:
+    import numpy as np
+    from onnx import ModelProto
+
+__all__ = [
+    "ONNX_DTYPES",
+    "PathLike",
+    "as_model",
+    "check_onnx",
+    "load_onnx",
+    "onnx_input_dtypes",
+    "run_onnxruntime",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def as_model(model_or_path: ModelProto | PathLike) -> ModelProto:
+    import onnx
+
+    return model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_onnx(model_or_path)
+
+
+def load_onnx(path: PathLike) -> ModelProto:
+    """Load an ONNX file with its external data; anything unreadable is the user's input error.
+
+    Raises UsageError (one line) for a missing or empty file, bytes that are not an ONNX model
+    (corrupt, truncated, random) and external data that is missing or unreadable.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"ONNX file not found: {p}")
+    if not p.is_file():
+        raise UsageError(f"not an ONNX file (it is a directory or device): {p}")
+    if p.stat().st_size == 0:
+        raise UsageError(f"not an ONNX model: {p} is empty")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except OSError as exc:
+        raise UsageError(f"cannot read {p}: {error_line(exc)}") from None
+    except Exception as exc:  # DecodeError and whatever else protobuf raises on garbage
+        raise UsageError(f"not an ONNX model: {p} could not be parsed ({error_line(exc)})") from None
+    # Protobuf happily parses many byte strings (a text file, a cut-off file) into a partial
+    # message; a model without graph, IR version or opset cannot be the file the user meant.
+    if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
+        raise UsageError(f"not an ONNX model: {p} has no graph, IR version or opset import (truncated or wrong file?)")
+    base = p.parent
+    external = [t for t in iter_tensors(model.graph) if uses_external_data(t)]
+    for tensor in external:
+        location = ExternalDataInfo(tensor).location
+        if not (base / location).is_file():
+            raise UsageError(
+                f"{p}: external data file '{location}' for tensor '{tensor.name}' is missing "
+                f"(expected next to the model, in {base})"
+            )
+    if external:
+        try:
+            load_external_data_for_model(model, str(base))
+        except Exception as exc:
+            raise UsageError(f"{p}: cannot read external data ({error_line(exc)})") from None
+    return model
+
+
+def check_onnx(
+    model_or_path: ModelProto | PathLike,
+    full: bool = True,
+    *,
+    what: str = "model",
+    error: type[DeployvalError] = ExportError,
+) -> None:
+    """Run onnx.checker (with strict shape inference when `full`) and raise one line on failure.
+
+    The default `error=ExportError` fits models deployval produced itself; callers checking a
+    file the user handed in pass `error=UsageError` (and `what="'model.onnx'"`) since a bad file
+    is bad input, not a failed export. A path is checked from disk, so >2 GB models and
+    external data work.
+    """
+    import onnx
+
+    target = model_or_path if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    try:
+        onnx.checker.check_model(target, full_check=full)
+    except Exception as exc:
+        raise error(f"{what} fails the ONNX checker: {error_line(exc)}") from None
+
+
+# ONNX TensorProto element types -> numpy dtype names, for the types deployval feeds.
+ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 7: "int64", 6: "int32",
+               5: "int16", 3: "int8", 2: "uint8", 9: "bool"}
+
+
+def onnx_input_dtypes(model_or_path: ModelProto | PathLike) -> dict[str, str]:
+    """dtype of each graph input (initializers excluded), read without loading weights."""
+    import onnx
+
+    model = (model_or_path if isinstance(model_or_path, onnx.ModelProto)
+             else onnx.load(str(model_or_path), load_external_data=False))
+    initializers = {i.name for i in model.graph.initializer}
+    return {
+        value.name: ONNX_DTYPES.get(value.type.tensor_type.elem_type, str(value.type.tensor_type.elem_type))
+        for value in model.graph.input
+        if value.name not in initializers
+    }
+
+
+def run_onnxruntime(model_or_path: ModelProto | PathLike, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Run a model once on ONNX Runtime's CPU provider; outputs keyed by graph output name."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, {k: np.asarray(v) for k, v in feeds.items()})
+    return dict(zip(names, values))
