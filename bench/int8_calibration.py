@@ -30,8 +30,8 @@ def main() -> None:
 
     import torch
 
-    from deployval.backends.base import ONNX
     from deployval.export import int8, onnx_io
+    from deployval.export.artifacts import ONNX
     from deployval.export.store import ArtifactStore
     from deployval.loading import build_module, module_digest
     from deployval.metrics import error_metrics, task_metrics

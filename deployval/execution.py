@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from . import inputs as inputs_mod
-from .backends.base import Artifact, Runner
+from .backends.base import Runner
 from .errors import DeployvalError, UsageError, first_line
+from .export.artifacts import Artifact
 from .progress import Progress
 from .spec import RunConfig
 from .timing import LatencyStats, measure, summarize

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import MODULE, Artifact, Runner
+from .backends.base import Runner
 from .execution import Execution
+from .export.artifacts import MODULE, Artifact
 from .progress import Progress
 from .spec import ModelSpec, RunConfig
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, library_versions, timed_import
-from .backends.base import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact, Runner, check_available, get_backend
+from .backends.base import Runner, check_available, get_backend
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
+from .export.artifacts import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
 from .metrics import compare_output
@@ -356,7 +357,7 @@ def _run_job(
     if execution.outputs is not None:
         start = time.perf_counter()
         result.outputs = [
-            compare_output(name, ref, execution.outputs.get(name), _tolerance(spec, job, name, config), spec.task)
+            compare_output(name, ref, execution.outputs.get(name), row_tolerance(spec, job, name, config), spec.task)
             for name, ref in reference.items()
         ]
         from .stats import error_histogram  # for the HTML report's histograms: 72 counts per output
@@ -423,7 +424,7 @@ def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping
     module-level findings (`fallback`) stay the judge."""
     import contextlib
 
-    from .backends.base import ONNX
+    from .export.artifacts import ONNX
     from .precision import tensor_ranges
 
     try:
@@ -495,7 +496,7 @@ def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) ->
     return options
 
 
-def _tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:
+def row_tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:
     tolerance = spec.tolerances.resolve(job.backend, job.precision, output)
     if config.atol is not None or config.rtol is not None:
         tolerance = replace(
@@ -549,7 +550,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
     """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`; returns the files
     written, the reason for each artifact that could not be made, and the steps. `inputs` (a file) are
     the example inputs the exporters trace with and int8 calibrates on when no --calibration is given."""
-    from .backends.base import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
+    from .export.artifacts import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
     from .loading import build_module, module_digest
 
     config = config or RunConfig()

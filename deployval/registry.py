@@ -61,9 +61,9 @@ def resolve_model(
         if not from_file:
             # A registered spec declares its inputs: the file's arrays are checked against them (names,
             # rank, dtype, shapes the network takes) when they are loaded, and then define the run.
-            spec = _apply_shapes(spec, input_shapes)
+            spec = apply_shapes(spec, input_shapes)
     elif _FACTORY_RE.match(model) and not Path(model).exists():
-        spec = ModelSpec(name=model, kind="module", factory=model, inputs=_inputs_from_args(model, input_shapes))
+        spec = ModelSpec(name=model, kind="module", factory=model, inputs=inputs_from_args(model, input_shapes))
     else:
         path = Path(model)
         if not path.exists():
@@ -76,9 +76,9 @@ def resolve_model(
             spec = _onnx_spec(path, input_shapes)
         else:
             spec = ModelSpec(name=path.stem, kind="torchscript", path=str(path),
-                             inputs=_inputs_from_args(model, input_shapes))
+                             inputs=inputs_from_args(model, input_shapes))
     if input_ranges:
-        spec = _apply_ranges(spec, input_ranges)
+        spec = apply_ranges(spec, input_ranges)
     if checkpoint:
         if spec.kind != "module":
             raise UsageError(f"--checkpoint applies to PyTorch modules, not to a {spec.kind} file")
@@ -125,7 +125,7 @@ def _load_entry(name: str, entry: ModelSpec | str) -> ModelSpec:
     return spec
 
 
-def _apply_shapes(spec: ModelSpec, args: Sequence[InputShapeArg]) -> ModelSpec:
+def apply_shapes(spec: ModelSpec, args: Sequence[InputShapeArg]) -> ModelSpec:
     if not args:
         return spec
     shapes = {}
@@ -149,7 +149,7 @@ def _input_name(spec: ModelSpec, arg: InputShapeArg) -> str:
     return spec.inputs[0].name
 
 
-def _inputs_from_args(model: str, args: Sequence[InputShapeArg]) -> tuple[InputSpec, ...]:
+def inputs_from_args(model: str, args: Sequence[InputShapeArg]) -> tuple[InputSpec, ...]:
     if not args:
         raise UsageError(f"model '{model}' needs its input shapes: --input-shape NAME=1x3x224x224 (once per input)")
     specs = []
@@ -163,7 +163,7 @@ def _inputs_from_args(model: str, args: Sequence[InputShapeArg]) -> tuple[InputS
     return tuple(specs)
 
 
-def _apply_ranges(spec: ModelSpec, ranges: Sequence[tuple[str, float, float]]) -> ModelSpec:
+def apply_ranges(spec: ModelSpec, ranges: Sequence[tuple[str, float, float]]) -> ModelSpec:
     updated = {i.name: i for i in spec.inputs}
     for name, low, high in ranges:
         updated[name] = replace(spec.input(name), low=low, high=high)

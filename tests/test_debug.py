@@ -27,9 +27,9 @@ def debug(model: str, shape: str, exporter: str = "dynamo", precision: str = "fp
 
 @pytest.fixture
 def debug_cli(cli):
-    """The CLI with `debug` registered (a no-op once deployval/cli.py registers it itself)."""
+    """The CLI with `debug` registered (a no-op: deployval/cli/__init__.py registers it itself)."""
     from deployval.cli import app
-    from deployval.debug.command import debug_command
+    from deployval.cli.debug import debug_command
 
     if not any(c.name == "debug" for c in app.registered_commands):
         app.command("debug")(debug_command)
@@ -70,11 +70,11 @@ def test_planted_defect_is_localized(exporter, model, shape, first, new_in, kind
     ("dv_test_models:two_inputs", ["features=2x4", "ids=2x3:int64"]),
 ])
 def test_correct_models_pass(model, shapes, exporter):
-    from deployval.registry import _apply_ranges
+    from deployval.registry import apply_ranges
 
     spec = resolve_model(model, input_shapes=[parse_input_shape(s) for s in shapes])
     if model.endswith("two_inputs"):
-        spec = _apply_ranges(spec, [("ids", 0, 20)])
+        spec = apply_ranges(spec, [("ids", 0, 20)])
     report = run_debug(spec, "ort", "fp32", RunConfig(exporter=exporter), own_errors="divergent")
     assert report.exit_code == 0, [(r.label, r.failures) for r in report.layers if r.status == "fail"]
     assert sum(r.status == "pass" for r in report.layers) >= 4
@@ -258,7 +258,7 @@ def test_debug_command_bad_usage(debug_cli, args, code, message):
 
 
 def test_debug_package_imports_light():
-    code = ("import sys, deployval.debug, deployval.debug.command; "
+    code = ("import sys, deployval.debug, deployval.cli.debug; "
             "print(sorted(m for m in ('torch', 'numpy', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"

@@ -13,45 +13,31 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import UsageError, first_line
+
+# The artifact vocabulary lives in export/artifacts.py; backends and plugin authors may keep naming it
+# from here (`from deployval.backends.base import ONNX, Artifact, Runner`).
+from ..export.artifacts import (  # noqa: F401
+    ARTIFACT_KINDS,
+    MODULE,
+    ONNX,
+    ONNX_FP16,
+    ONNX_FP16_INT32,
+    ONNX_INT8,
+    ONNX_INT8_INT32,
+    ONNX_INT32,
+    ONNX_RAW,
+    TORCHSCRIPT,
+    Artifact,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
 ENTRY_POINT_GROUP = "deployval.backends"
-
-# Artifact kinds a backend may consume. Precision lives in the artifact, the backend is the runtime.
-MODULE = "module"  # the PyTorch nn.Module in memory
-TORCHSCRIPT = "torchscript"  # traced or scripted TorchScript file
-ONNX_RAW = "onnx-raw"  # as exported
-ONNX = "onnx"  # checked, simplified (verified) fp32 ONNX
-ONNX_INT32 = "onnx-int32"  # ONNX with int64 cast to int32 (TensorRT 8.x, embedded targets)
-ONNX_FP16 = "onnx-fp16"  # fp16 weights and compute, fp32 I/O
-ONNX_INT8 = "onnx-int8"  # Q/DQ int8, calibrated
-ONNX_FP16_INT32 = "onnx-fp16-int32"  # the fp16 ONNX after the int64 -> int32 pass
-ONNX_INT8_INT32 = "onnx-int8-int32"  # the Q/DQ ONNX after the int64 -> int32 pass
-ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32,
-                  ONNX_INT8_INT32)
-
-
-@dataclass
-class Artifact:
-    """A deployable form of the model: a file (or, for `module`, an object in memory)."""
-
-    kind: str
-    path: Path | None = None
-    obj: Any = None
-    sha256: str | None = None
-    input_names: tuple[str, ...] = ()
-    output_names: tuple[str, ...] = ()
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path) if self.path else None, "sha256": self.sha256}
 
 
 class Runner(ABC):

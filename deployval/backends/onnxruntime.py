@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, first_line
-from .base import ONNX, ONNX_FP16, ONNX_INT8, Runner
+from ..export.artifacts import ONNX, ONNX_FP16, ONNX_INT8
+from .base import Runner
 
 ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

@@ -32,7 +32,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import ONNX, ONNX_FP16, ONNX_INT8
+from ..export.artifacts import ONNX, ONNX_FP16, ONNX_INT8
 from .onnxruntime import OnnxRuntimeRunner, cuda_provider_options, onnxruntime_available
 
 PROVIDER = "TensorrtExecutionProvider"

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendError, BackendUnavailable, first_line
-from .base import ONNX_FP16_INT32, ONNX_INT8_INT32, ONNX_INT32, Runner
+from ..export.artifacts import ONNX_FP16_INT32, ONNX_INT8_INT32, ONNX_INT32
+from .base import Runner
 from .tensorrt_plan import (
     DEFAULT_WORKSPACE_MB,
     FP16_ROUTES,  # noqa: F401 (the CLI reads it here)

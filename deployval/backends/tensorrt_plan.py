@@ -24,7 +24,7 @@ from typing import Any
 
 from .._util import atomic_write_bytes, atomic_write_json, sha256_json
 from ..errors import BackendError, BackendUnavailable, UsageError
-from .base import ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_INT8, ONNX_INT8_INT32, ONNX_INT32
+from ..export.artifacts import ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_INT8, ONNX_INT8_INT32, ONNX_INT32
 
 SUPPORTED_MAJORS = (10, 11)
 FP16_ROUTES = ("onnx", "flag")

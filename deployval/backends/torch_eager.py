@@ -8,8 +8,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..export.artifacts import MODULE
 from . import _torch
-from .base import MODULE
 
 
 class TorchEagerRunner(_torch.TorchModuleRunner):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..export.artifacts import TORCHSCRIPT
 from . import _torch
-from .base import TORCHSCRIPT
 
 
 class TorchScriptRunner(_torch.TorchModuleRunner):

@@ -1,5 +1,5 @@
-"""`python -m deployval.debug MODEL ...`: the debug command with the CLI's error handling and exit
-codes, usable whether or not `deployval debug` is registered in the main CLI."""
+"""`python -m deployval.debug MODEL ...`: the same as `deployval debug MODEL ...` (the command lives in
+deployval/cli/debug.py), with the CLI's error handling and exit codes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import app
     from ..cli import main as cli_main
-    from .command import debug_command
 
-    if not any(c.name == "debug" for c in app.registered_commands):
-        app.command("debug")(debug_command)
     return cli_main(["debug", *(sys.argv[1:] if argv is None else argv)])
 
 

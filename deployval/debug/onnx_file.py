@@ -40,8 +40,9 @@ import numpy as np
 
 from .. import inputs as inputs_mod
 from .._util import IMPORT_SECONDS, library_versions, sha256_file, timed_import
-from ..backends.base import ONNX, ONNX_INT32, ONNX_RAW, Artifact, Runner, check_available
+from ..backends.base import Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
+from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
 from ..export.store import ArtifactStore
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance

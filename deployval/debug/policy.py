@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..backends.base import (
+from ..export.artifacts import (
     ONNX,
     ONNX_FP16,
     ONNX_FP16_INT32,

@@ -196,11 +196,11 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..report.console import _console
+    from ..report.console import make_console
     from ..report.formatting import fmt
     from ..spec import format_shape
 
-    console = console or _console()
+    console = console or make_console()
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
     title = (f"debug {report.model.get('name')} on {report.backend}:{report.precision} "
              f"({report.device.get('device')}) — inputs {inputs}, {report.inputs_source}")

@@ -54,18 +54,16 @@ import numpy as np
 
 from .. import inputs as inputs_mod
 from .._util import IMPORT_SECONDS, atomic_write_json, library_versions, timed_import
-from ..backends.base import (
+from ..backends.base import Runner, check_available, get_backend
+from ..errors import BackendError, BackendUnavailable, DeployvalError, UsageError, first_line
+from ..export.artifacts import (
     ONNX_FP16,
     ONNX_FP16_INT32,
     ONNX_INT8,
     ONNX_INT8_INT32,
     ONNX_RAW,
     Artifact,
-    Runner,
-    check_available,
-    get_backend,
 )
-from ..errors import BackendError, BackendUnavailable, DeployvalError, UsageError, first_line
 from ..export.store import ArtifactStore
 from ..memory import memory_budget
 from ..progress import Progress, Step

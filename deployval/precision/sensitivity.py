@@ -387,7 +387,7 @@ def analyze(
 
     lowering: Lowering
     if precision == "int8":
-        from ..backends.base import ONNX, ONNX_RAW
+        from ..export.artifacts import ONNX, ONNX_RAW
         from ..export.int8 import ACTIVATION_MATMULS_OPTION
         from ..pipeline import load_calibration
 
@@ -520,10 +520,10 @@ def _sortable(score: float) -> float:
 
 
 def _resolve_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
-    """The tolerance the pipeline would apply to this backend's row (see pipeline._tolerance)."""
-    from ..pipeline import Job, _tolerance
+    """The tolerance the pipeline would apply to this backend's row (see pipeline.row_tolerance)."""
+    from ..pipeline import Job, row_tolerance
 
-    return _tolerance(spec, Job(backend, precision, None), output, config)
+    return row_tolerance(spec, Job(backend, precision, None), output, config)
 
 
 def _node_modules(raw_path: Path, module: Any) -> dict[str, str]:

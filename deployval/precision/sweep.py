@@ -178,9 +178,9 @@ def render_sweep(result: SweepResult, console: Any) -> None:
 def plot_sweep(result: SweepResult, path: Path) -> None:
     """Output error (log scale) and, with a task, argmax agreement against bits, per scheme."""
     from .._util import atomic_path
-    from ..report.html import _pyplot
+    from ..report.html import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = 2 if result.task_kind else 1
     figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
     for scheme in dict.fromkeys(r.scheme for r in result.rows):

@@ -18,7 +18,7 @@ STATUS_STYLES = {"pass": "green", "fail": "bold red", "error": "red", "skipped":
                  "ok": "green"}
 
 
-def _console(stderr: bool = False) -> Any:
+def make_console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     console = Console(stderr=stderr, highlight=False, soft_wrap=False)
@@ -31,7 +31,7 @@ class ConsoleProgress(Progress):
     """A spinner per step on a terminal; one line per finished step otherwise (CI logs)."""
 
     def __init__(self) -> None:
-        self.console = _console(stderr=True)
+        self.console = make_console(stderr=True)
         self.interactive = self.console.is_terminal
 
     @contextmanager
@@ -56,7 +56,7 @@ class ConsoleProgress(Progress):
 def render(report: Report, console: Any | None = None) -> None:
     from rich.table import Table
 
-    console = console or _console()
+    console = console or make_console()
     model = report.model
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
     title = f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, {report.inputs_source}"
@@ -135,7 +135,7 @@ def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
     """One line per model of a manifest run (or a merge of shard reports), then the verdict."""
     from rich.table import Table
 
-    console = console or _console()
+    console = console or make_console()
     title = "release gate" + (f", shard {suite['shard']}" if suite.get("shard") else "")
     table = Table(title=title, title_justify="left")
     for column in ("model", "verdict", "checks", "failed or not run"):

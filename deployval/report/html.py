@@ -75,7 +75,7 @@ def _png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -85,7 +85,7 @@ def _pyplot() -> Any:
 
 
 def histogram_png(hist: Mapping[str, Any], title: str, atol: float | None = None) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     counts = list(hist.get("counts", []))
     low, per = float(hist.get("log10_low", -12)), float(hist.get("bins_per_decade", 4))
     edges = [10 ** (low + i / per) for i in range(len(counts) + 1)]
@@ -114,7 +114,7 @@ def histogram_png(hist: Mapping[str, Any], title: str, atol: float | None = None
 
 def layer_curve_png(layers: list[Mapping[str, Any]], first: str | None, bound: float | None) -> str:
     """rel L2 (and max abs) per layer in execution order, log scale; the first divergent layer marked."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in layers if r.get("status") in ("pass", "fail") and r.get("kind") != "output"]
     floor = 1e-12
 

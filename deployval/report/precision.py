@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .console import STATUS_STYLES, _console
+from .console import STATUS_STYLES, make_console
 from .formatting import fmt
 
 SHOWN_LAYERS = 15
@@ -13,7 +13,7 @@ SHOWN_LAYERS = 15
 def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_layers: bool = False) -> None:
     from rich.table import Table
 
-    console = console or _console()
+    console = console or make_console()
     precision = result["precision"]
     baseline = result["baseline"]
     console.print(f"[bold]{result['model']}[/] {precision} sensitivity on {result['executor']}")

@@ -1,12 +1,9 @@
-"""`deployval debug MODEL --backend ort`: the Typer command. Only typer is imported at module level;
-everything else (torch, the pipeline, the CLI's helpers) when the command runs.
-
-Register it with ``app.command("debug")(debug_command)`` in deployval/cli.py.
+"""`deployval debug MODEL --backend ort`: layer-by-layer localization of a divergence. Only typer is
+imported at module level; everything else (torch, the debug run) when the command runs.
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -28,8 +25,9 @@ from ..options import (
     SeedOpt,
     TrustOpt,
 )
+from . import common
 
-ModelArg = Annotated[str, typer.Argument(
+DebugModelArg = Annotated[str, typer.Argument(
     help="A registered model (see `deployval models`), pkg.module:factory (a PyTorch module), or an ONNX file "
          "(its nodes are the layers, ONNX Runtime fp32 on the file the reference).",
     show_default=False, metavar="MODEL")]
@@ -40,9 +38,9 @@ ModulesOpt = Annotated[list[str] | None, typer.Option(
     "--modules", "-m", help="Module names to report, as fnmatch patterns (comma-separated or repeated), e.g. "
                             "'encoder.*,head' (for an ONNX file: node names or op types). Default: every submodule, "
                             "leaves and containers; marks always.")]
-AtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every layer.")]
-RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every layer.")]
-HtmlOpt = Annotated[Path | None, typer.Option(
+LayerAtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every layer.")]
+LayerRtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every layer.")]
+DebugHtmlOpt = Annotated[Path | None, typer.Option(
     "--html", help="Write a self-contained HTML report here (per-layer error curve, output histograms).")]
 MemoryOpt = Annotated[float | None, typer.Option(
     "--memory-budget", help="MiB of activations one backend run may return; more are streamed in chunks "
@@ -56,7 +54,7 @@ TriageOpt = Annotated[bool, typer.Option(
 
 
 def debug_command(
-    model: ModelArg,
+    model: DebugModelArg,
     backend: BackendOpt = "ort",
     precision: PrecisionOpt = "fp32",
     modules: ModulesOpt = None,
@@ -67,12 +65,12 @@ def debug_command(
     trust_checkpoint: TrustOpt = False,
     allow_nonfinite_inputs: NonfiniteOpt = False,
     seed: SeedOpt = 0,
-    atol: AtolOpt = None,
-    rtol: RtolOpt = None,
+    atol: LayerAtolOpt = None,
+    rtol: LayerRtolOpt = None,
     device: DeviceOpt = "cpu",
     exporter: ExporterOpt = None,
     json_path: JsonOpt = None,
-    html_path: HtmlOpt = None,
+    html_path: DebugHtmlOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     memory_budget: MemoryOpt = None,
@@ -83,8 +81,6 @@ def debug_command(
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
     whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance."""
-    from .. import cli
-    from ..cli import _check_report_paths, _config, _progress, _resolve
     from ..errors import UsageError
     from ..spec import PRECISIONS
 
@@ -93,21 +89,21 @@ def debug_command(
     if memory_budget is not None and not memory_budget > 0:
         raise UsageError("--memory-budget must be a positive number of MiB")
     patterns = [p.strip() for item in modules or [] for p in item.split(",") if p.strip()] or None
-    _check_report_paths(json=json_path, html=html_path)
-    spec = _resolve(model, input_shape, input_range, checkpoint, inputs, arg)
-    config = _config(spec, device=device, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir,
+    common.check_report_paths(json=json_path, html=html_path)
+    spec = common.resolve(model, input_shape, input_range, checkpoint, inputs, arg)
+    config = common.config(spec, device=device, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir,
                      use_cache=not no_cache, exporter=exporter)
 
     from .._util import atomic_write_json, timed_import
 
     timed_import("numpy")
-    from .report import render_debug
-    from .run import run_debug
+    from ..debug.report import render_debug
+    from ..debug.run import run_debug
 
     report = run_debug(
         spec, backend, precision, config, modules=patterns, inputs=inputs,
-        allow_nonfinite_inputs=allow_nonfinite_inputs, trust_checkpoint=trust_checkpoint, progress=_progress(quiet),
-        command=shlex.join(["deployval", *cli._ARGV]),
+        allow_nonfinite_inputs=allow_nonfinite_inputs, trust_checkpoint=trust_checkpoint,
+        progress=common.progress(quiet), command=common.command_line(),
         memory_budget_bytes=int(memory_budget * (1 << 20)) if memory_budget else None, own_errors=own_errors,
         triage=triage,
     )

@@ -1,0 +1,116 @@
+"""The command line. Thin: parse -> call the pipeline -> render -> exit code. One module per command
+(compare.py, validate.py, ...), the helpers they share in common.py; a new command is a module here,
+registered below.
+
+Exit codes: 0 every requested check passed; 1 an accuracy check failed; 2 bad usage or bad input
+(one line on stderr); 3 a requested backend could not run. Only typer and deployval's light
+modules are imported at start-up, so `deployval --help` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import DeployvalError, ExitCode, first_line
+from .common import set_argv
+from .compare import compare_command
+from .debug import debug_command
+from .export import export_command
+from .models import backends_command, models_command
+from .precision import precision_command
+from .report import report_app
+from .validate import validate_command
+
+app = typer.Typer(
+    name="deployval",
+    help="Does the deployed model still compute what the PyTorch model computes, and how fast?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .._version import __version__
+
+        typer.echo(f"deployval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Does the deployed model still compute what the PyTorch model computes, and how fast?"""
+
+
+app.command("compare")(compare_command)
+app.command("validate")(validate_command)
+app.add_typer(report_app, name="report")
+app.command("precision")(precision_command)
+app.command("export")(export_command)
+app.command("models")(models_command)
+app.command("backends")(backends_command)
+app.command("debug")(debug_command)
+
+
+def _click_exceptions() -> Any:
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click import exceptions
+    return exceptions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every error becomes one line on stderr and its exit code, never a traceback."""
+    from ..errors import print_error
+
+    set_argv(list(sys.argv[1:] if argv is None else argv))
+    click_exceptions = _click_exceptions()
+    exit_types = (typer.Exit, getattr(click_exceptions, "Exit", typer.Exit))
+    abort_types = (typer.Abort, getattr(click_exceptions, "Abort", typer.Abort))
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="deployval")
+        return int(code) if isinstance(code, int) else 0
+    except exit_types as exc:
+        return int(exc.exit_code or 0)
+    except abort_types:
+        print_error("aborted")
+        return 130
+    except click_exceptions.ClickException as exc:  # bad option, missing argument, wrong type
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print_error(f"{' '.join(exc.format_message().split())}{hint}")
+        return int(ExitCode.USAGE)
+    except DeployvalError as exc:
+        print_error(exc.one_line())
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except Exception as exc:
+        if os.environ.get("DEPLOYVAL_DEBUG"):
+            raise
+        print_error(f"internal error: {first_line(exc)} (set DEPLOYVAL_DEBUG=1 for the traceback)")
+        return int(ExitCode.BACKEND)
+
+
+def run() -> None:
+    code = main()
+    # Tearing down torch, onnxscript and their thread pools takes ~1.5 s at interpreter exit, and
+    # nothing is left to flush: reports are written (fsync'd) and temp directories removed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

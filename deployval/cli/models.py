@@ -1,0 +1,52 @@
+"""`deployval models` and `deployval backends`: what is registered, and what can run here."""
+
+from __future__ import annotations
+
+from ..errors import first_line
+
+
+def models_command() -> None:
+    """List the registered models."""
+    from rich.table import Table
+
+    from ..registry import model_entries
+    from ..report.console import make_console
+    from ..spec import ModelSpec, format_shape
+
+    table = Table(title="models", title_justify="left")
+    for column in ("name", "inputs", "gate (cpu)", "description"):
+        table.add_column(column)
+    for name, entry in model_entries().items():
+        if isinstance(entry, ModelSpec):
+            inputs = ", ".join(f"{i.name} {format_shape(i.shape)} {i.dtype}" for i in entry.inputs)
+            table.add_row(name, inputs, " ".join(entry.gate_for("cpu")), entry.description)
+        else:
+            table.add_row(name, "-", "-", f"entry point {entry}")
+    make_console().print(table)
+
+
+def backends_command() -> None:
+    """List every backend, its precisions and devices, and whether it can run here (and why not)."""
+    from rich.table import Table
+
+    from ..backends.base import backend_entries, check_available
+    from ..report.console import make_console
+
+    table = Table(title="backends", title_justify="left")
+    for column in ("name", "precisions", "cpu", "cuda", "origin", "description"):
+        table.add_column(column, overflow="fold")
+    for name, entry in backend_entries().items():
+        try:
+            cls = entry.load()
+        except Exception as exc:
+            table.add_row(name, "-", f"[red]no[/]: {first_line(exc)}", "-", entry.origin, "")
+            continue
+        cells = []
+        for device in ("cpu", "cuda"):
+            if device not in cls.devices:
+                cells.append("[dim]n/a[/]")
+                continue
+            ok, reason = check_available(cls, device)
+            cells.append("[green]yes[/]" if ok else f"[red]no[/]: {reason}")
+        table.add_row(name, ", ".join(cls.artifacts), *cells, entry.origin, cls.description)
+    make_console().print(table)
