@@ -70,6 +70,9 @@ WorkspaceOpt = Annotated[int | None, typer.Option(
 Fp16RouteOpt = Annotated[str, typer.Option(
     "--trt-fp16-route", help="TensorRT fp16 from the fp16 ONNX ('onnx', strongly typed) or, on TensorRT 10, "
                              "from the BuilderFlag.FP16 ('flag').")]
+BackendOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--backend-option", help="NAME.FIELD=VALUE: a backend's own option (int, float, true/false or string), e.g. "
+                             "trt.workspace_mb=8192; repeatable. `deployval backends` lists them.")]
 IsolateOpt = Annotated[bool | None, typer.Option(
     "--isolate/--no-isolate", help="Run each backend in its own process, so a crash or hang costs only its row "
                                    "[default: TensorRT backends, or all when --timeout is set].")]

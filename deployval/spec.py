@@ -367,7 +367,8 @@ class RunConfig:
     device: str = "cpu"
     seed: int = 0
     # Backend settings: keep_int64 (skip the int64 -> int32 pass for TensorRT), trt_workspace_mb,
-    # trt_fp16_route ("onnx" or, TensorRT 10 only, "flag").
+    # trt_fp16_route ("onnx" or, TensorRT 10 only, "flag"), written by the dedicated flags; and under a
+    # backend's name, its typed `Options` fields from --backend-option ({"trt": {"workspace_mb": 8192}}).
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     warmup: int = 1  # the correctness run counts as the first warm-up
     iterations: int | None = None  # None: as many as fit in time_budget_s (at least 1)
@@ -428,6 +429,9 @@ class RunConfig:
             flag("--trt-fp16-route", options["trt_fp16_route"])
         if options.get("int8_activation_matmuls"):
             args.append("--int8-activation-matmuls")
+        from .backends.options import option_args
+
+        args += option_args(options)  # {backend: {field: value}}, from --backend-option
         return args
 
     def isolates(self, isolate_by_default: bool) -> bool:

@@ -4,8 +4,8 @@ A backend is a `Runner` subclass in one file: it declares which artifact it cons
 precision, the devices it runs on, and `available()`; instances follow a small template,
 `activate()` -> `infer()`... -> `deactivate()`, around `*_impl` hooks. The timing harness (not the
 backend) times `to_device` + `infer_impl` + `synchronize` + `to_host`, so every backend is
-measured the same way. Third-party backends register through the `deployval.backends`
-entry-point group.
+measured the same way. A backend's own settings are a frozen `Options` dataclass (backends/options.py).
+Third-party backends register through the `deployval.backends` entry-point group.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..export.artifacts import (  # noqa: F401
     TORCHSCRIPT,
     Artifact,
 )
+from .options import NoOptions, typed_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,13 +51,17 @@ class Runner(ABC):
     # Runtimes that build native engines run in their own process unless told otherwise, so that a
     # crash in them cannot take the other results down.
     isolate_by_default: ClassVar[bool] = False
+    # The backend's own settings: a frozen dataclass with typed, defaulted fields (help in
+    # `field(metadata={"help": ...})`), filled from `--backend-option NAME.FIELD=VALUE`.
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, artifact: Artifact, precision: str = "fp32", device: str = "cpu",
                  options: Mapping[str, Any] | None = None) -> None:
         self.artifact = artifact
         self.precision = precision
         self.device = device
-        self.options: Mapping[str, Any] = options or {}
+        self.options: Mapping[str, Any] = options or {}  # run-level context (input_specs, engine_cache_dir...)
+        self.backend_options: Any = self.typed_options(self.options)  # an instance of type(self).Options
         self.is_active = False
         self.input_names: tuple[str, ...] = artifact.input_names
         self.output_names: tuple[str, ...] = artifact.output_names
@@ -77,6 +82,11 @@ class Runner(ABC):
         if precision not in cls.artifacts:
             return False, f"{cls.name} has no {precision} mode (it offers {', '.join(cls.artifacts)})"
         return True, ""
+
+    @classmethod
+    def typed_options(cls, options: Mapping[str, Any]) -> Any:
+        """`cls.Options` from a run's options mapping (dedicated flags' keys, then `options[cls.name]`)."""
+        return typed_options(cls, options)
 
     @classmethod
     def artifact_for(cls, precision: str, options: Mapping[str, Any]) -> str:

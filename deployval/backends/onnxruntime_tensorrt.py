@@ -29,9 +29,11 @@ import os
 import re
 import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..errors import UsageError
 from ..export.artifacts import ONNX, ONNX_FP16, ONNX_INT8
 from .onnxruntime import OnnxRuntimeRunner, cuda_provider_options, onnxruntime_available
 
@@ -207,6 +209,18 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     isolate_by_default: ClassVar[bool] = True
 
+    @dataclass(frozen=True)
+    class Options:
+        """The TensorRT provider's settings (`--backend-option ort-trt.FIELD=VALUE`, or --trt-workspace)."""
+
+        workspace_mb: int | None = field(default=None, metadata={
+            "help": "TensorRT workspace limit in MiB (none: the provider's default)", "key": "trt_workspace_mb",
+            "flag": "--trt-workspace"})
+
+        def __post_init__(self) -> None:
+            if self.workspace_mb is not None and self.workspace_mb <= 0:
+                raise UsageError("the TensorRT workspace must be a positive number of MiB")
+
     @classmethod
     def available(cls, device: str = "cuda") -> tuple[bool, str]:
         ok, reason = onnxruntime_available(PROVIDER, " (it comes with onnxruntime-gpu)")
@@ -240,7 +254,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
         if cache_dir:
             cache_dir = engine_cache_path(cache_dir, os.environ)
             cache_dir.mkdir(parents=True, exist_ok=True)
-        trt_options = tensorrt_provider_options(self.precision, cache_dir, self.options.get("trt_workspace_mb"),
+        trt_options = tensorrt_provider_options(self.precision, cache_dir, self.backend_options.workspace_mb,
                                                 self.timer.handle)
         cuda_options = cuda_provider_options(self.timer.handle)
         return [(PROVIDER, trt_options), ("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]

@@ -36,15 +36,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendError, BackendUnavailable, first_line
+from ..errors import BackendError, BackendUnavailable, UsageError, first_line
 from ..export.artifacts import ONNX_FP16_INT32, ONNX_INT8_INT32, ONNX_INT32
 from .base import Runner
 from .tensorrt_plan import (
     DEFAULT_WORKSPACE_MB,
-    FP16_ROUTES,  # noqa: F401 (the CLI reads it here)
+    FP16_ROUTES,
     SUPPORTED_MAJORS,
     Binding,
     BuildPlan,
@@ -258,6 +259,25 @@ class TensorRTRunner(Runner):
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     isolate_by_default: ClassVar[bool] = True
 
+    @dataclass(frozen=True)
+    class Options:
+        """TensorRT's build settings (`--backend-option trt.FIELD=VALUE`, or the dedicated flags)."""
+
+        workspace_mb: int = field(default=DEFAULT_WORKSPACE_MB, metadata={
+            "help": "builder workspace limit in MiB", "key": "trt_workspace_mb", "flag": "--trt-workspace"})
+        fp16_route: str = field(default="onnx", metadata={
+            "help": "fp16 from the fp16 ONNX (onnx) or, TensorRT 10, BuilderFlag.FP16 (flag)",
+            "key": "trt_fp16_route", "flag": "--trt-fp16-route"})
+        keep_int64: bool = field(default=False, metadata={
+            "help": "build from the ONNX as is, without the int64 -> int32 pass", "key": "keep_int64",
+            "flag": "--keep-int64"})
+
+        def __post_init__(self) -> None:
+            if self.fp16_route not in FP16_ROUTES:
+                raise UsageError(f"unknown TensorRT fp16 route '{self.fp16_route}' ({' or '.join(FP16_ROUTES)})")
+            if self.workspace_mb <= 0:
+                raise UsageError("the TensorRT workspace must be a positive number of MiB")
+
     @classmethod
     def available(cls, device: str = "cuda") -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:
@@ -280,8 +300,8 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def artifact_for(cls, precision: str, options: Mapping[str, Any]) -> str:
-        return plan_build(precision, fp16_route=options.get("trt_fp16_route", "onnx"),
-                          keep_int64=bool(options.get("keep_int64"))).artifact
+        typed = cls.typed_options(options)
+        return plan_build(precision, fp16_route=typed.fp16_route, keep_int64=typed.keep_int64).artifact
 
     # ------------------------------------------------------------------ hooks
     def activate_impl(self) -> None:
@@ -294,8 +314,8 @@ class TensorRTRunner(Runner):
         self.timer = CudaStreamTimer()
         self._gpu = device_description()
         self._plan = plan_build(self.precision, trt.__version__,
-                                fp16_route=self.options.get("trt_fp16_route", "onnx"),
-                                keep_int64=bool(self.options.get("keep_int64")))
+                                fp16_route=self.backend_options.fp16_route,
+                                keep_int64=self.backend_options.keep_int64)
         onnx_path = Path(self.artifact.path or "")
         graph = onnx_inputs(onnx_path)
         specs = {s.name: s for s in self.options.get("input_specs", ())}
@@ -306,7 +326,7 @@ class TensorRTRunner(Runner):
             {n: s.max_shape for n, s in specs.items() if getattr(s, "max_shape", None)},
             {n: s.multiple_of for n, s in specs.items() if getattr(s, "multiple_of", None)},
         )
-        self._workspace = int(self.options.get("trt_workspace_mb") or DEFAULT_WORKSPACE_MB) * 2**20
+        self._workspace = int(self.backend_options.workspace_mb) * 2**20
         self._graph_dtypes = {name: value.dtype for name, value in graph.items()}
         self.input_names = tuple(graph)
         self.engine = self.context = self._runtime = self._bindings = None

@@ -83,15 +83,21 @@ def config(spec: Any, **options: Any) -> Any:
 
 
 def backend_options(keep_int64: bool, trt_workspace: int | None, trt_fp16_route: str,
-                    int8_activation_matmuls: bool = False) -> dict[str, Any]:
-    from ..backends.tensorrt import FP16_ROUTES
+                    int8_activation_matmuls: bool = False, backend_option: list[str] | None = None) -> dict[str, Any]:
+    """The run's backend options: the dedicated flags' flat keys, and `--backend-option NAME.FIELD=VALUE`
+    as `{backend: {field: value}}` (typed by the backend's `Options`); both setting one field is an error."""
+    from ..backends.base import get_backend
+    from ..backends.options import check_conflicts, parse_backend_options
+    from ..backends.tensorrt_plan import FP16_ROUTES
 
     if trt_fp16_route not in FP16_ROUTES:
         raise UsageError(f"unknown --trt-fp16-route '{trt_fp16_route}' ({' or '.join(FP16_ROUTES)})")
     if trt_workspace is not None and trt_workspace <= 0:
         raise UsageError("--trt-workspace must be a positive number of MiB")
-    return {"keep_int64": keep_int64, "trt_workspace_mb": trt_workspace, "trt_fp16_route": trt_fp16_route,
-            **int8_options(int8_activation_matmuls)}
+    flat = {"keep_int64": keep_int64, "trt_workspace_mb": trt_workspace, "trt_fp16_route": trt_fp16_route}
+    typed = parse_backend_options(backend_option, get_backend)
+    check_conflicts(flat, typed, {"keep_int64": False, "trt_fp16_route": "onnx"}, get_backend)
+    return {**flat, **int8_options(int8_activation_matmuls), **typed}
 
 
 def int8_options(activation_matmuls: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import typer
 from ..options import (
     ArgOpt,
     AtolOpt,
+    BackendOptionOpt,
     BackendsOpt,
     BudgetOpt,
     CacheDirOpt,
@@ -81,6 +82,7 @@ def compare_command(
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
+    backend_option: BackendOptionOpt = None,
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
     submodule: SubmoduleOpt = None,
@@ -108,7 +110,7 @@ def compare_command(
                    calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
                    keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
                    backend_options=common.backend_options(keep_int64, trt_workspace, trt_fp16_route,
-                                                          int8_activation_matmuls))
+                                                          int8_activation_matmuls, backend_option))
     args = common.invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg)
 
     def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,

@@ -30,9 +30,13 @@ def backends_command() -> None:
     from rich.table import Table
 
     from ..backends.base import backend_entries, check_available
+    from ..backends.options import format_value, option_infos
     from ..report.console import make_console
 
     table = Table(title="backends", title_justify="left")
+    options = Table(title="backend options (--backend-option NAME.FIELD=VALUE)", title_justify="left")
+    for column in ("option", "type", "default", "help"):
+        options.add_column(column, overflow="fold")
     for column in ("name", "precisions", "cpu", "cuda", "origin", "description"):
         table.add_column(column, overflow="fold")
     for name, entry in backend_entries().items():
@@ -49,4 +53,10 @@ def backends_command() -> None:
             ok, reason = check_available(cls, device)
             cells.append("[green]yes[/]" if ok else f"[red]no[/]: {reason}")
         table.add_row(name, ", ".join(cls.artifacts), *cells, entry.origin, cls.description)
-    make_console().print(table)
+        for info in option_infos(cls):
+            also = f" (also {info.flag})" if info.flag else ""
+            options.add_row(f"{name}.{info.name}", info.type, format_value(info.default), info.help + also)
+    console = make_console()
+    console.print(table)
+    if options.row_count:
+        console.print(options)

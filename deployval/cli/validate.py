@@ -12,6 +12,7 @@ import typer
 from ..errors import UsageError
 from ..options import (
     ArgOpt,
+    BackendOptionOpt,
     BudgetOpt,
     CacheDirOpt,
     CalibrationLimitOpt,
@@ -73,6 +74,7 @@ def validate_command(
     keep_int64: KeepInt64Opt = False,
     trt_workspace: WorkspaceOpt = None,
     trt_fp16_route: Fp16RouteOpt = "onnx",
+    backend_option: BackendOptionOpt = None,
     isolate: IsolateOpt = None,
     timeout: TimeoutOpt = None,
     submodule: SubmoduleOpt = None,
@@ -89,7 +91,8 @@ def validate_command(
     --all every model of the release manifest."""
 
     common.check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
-    backend_options = common.backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls)
+    backend_options = common.backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls,
+                                             backend_option)
     if all_models or shard:
         if not all_models:
             raise UsageError("--shard works with --all")

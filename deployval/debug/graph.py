@@ -1,9 +1,11 @@
 """ONNX surgery for `debug`: expose intermediate tensors as graph outputs, keep only what those
-outputs need, cut out the sub-graph between given tensors, and estimate its cost."""
+outputs need, cut out the sub-graph between given tensors, estimate its cost, and size tensors by
+shape inference."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,3 +261,27 @@ def cast_feeds(feeds: Mapping[str, Any], index: GraphIndex) -> dict[str, Any]:
                 value = value.astype(dtype)
         out[name] = value
     return out
+
+
+def tensor_bytes(model: ModelProto, feeds: Mapping[str, Any]) -> dict[str, int]:
+    """Bytes of every tensor whose shape inference resolves once the inputs' dynamic dimensions are
+    fixed to the feeds' shapes."""
+    import numpy as np
+    import onnx
+
+    copy = light_copy(model)
+    for value in copy.graph.input:
+        if value.name in feeds and value.type.HasField("tensor_type"):
+            value.type.tensor_type.shape.ClearField("dim")
+            for d in feeds[value.name].shape:
+                value.type.tensor_type.shape.dim.add().dim_value = int(d)
+    with suppress(Exception):
+        copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False, data_prop=True)
+    sizes: dict[str, int] = {}
+    for info in [*copy.graph.value_info, *copy.graph.output]:
+        tensor = info.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if info.type.HasField("tensor_type") and tensor.elem_type and tensor.HasField("shape") and None not in dims:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+            sizes[info.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
+    return sizes

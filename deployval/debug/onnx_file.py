@@ -25,7 +25,6 @@ fp16 or int8 ONNX that the artifact store builds from the file).
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import itertools
 import shlex
@@ -46,8 +45,9 @@ from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
 from ..export.store import ArtifactStore
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
-from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, TRIAGE_MAX_MACS, layer_tolerance
-from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, Triage
+from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
+from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization
+from .triage import triage_region
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -77,31 +77,6 @@ class _Own:
     value: np.ndarray
     reference: np.ndarray
     metrics: dict[str, float]
-
-
-def tensor_bytes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Bytes of every tensor whose shape inference resolves once the inputs' dynamic dimensions are
-    fixed to the feeds' shapes."""
-    import onnx
-
-    from .graph import light_copy
-
-    copy = light_copy(model)
-    for value in copy.graph.input:
-        if value.name in feeds and value.type.HasField("tensor_type"):
-            value.type.tensor_type.shape.ClearField("dim")
-            for d in feeds[value.name].shape:
-                value.type.tensor_type.shape.dim.add().dim_value = int(d)
-    with contextlib.suppress(Exception):
-        copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False, data_prop=True)
-    sizes: dict[str, int] = {}
-    for info in [*copy.graph.value_info, *copy.graph.output]:
-        tensor = info.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if info.type.HasField("tensor_type") and tensor.elem_type and tensor.HasField("shape") and None not in dims:
-            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
-            sizes[info.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
-    return sizes
 
 
 def debug_onnx_file(spec: ModelSpec, cls: type[Runner], precision: str, config: RunConfig,
@@ -183,7 +158,7 @@ class _FileDebugger:
     def run(self) -> None:
         from ..export.onnx_graph import iter_nodes, subgraphs
         from ..export.onnx_io import load_onnx
-        from .graph import GraphIndex, externalize
+        from .graph import GraphIndex, externalize, tensor_bytes
         from .layermap import changed_meaning
 
         with self.progress.step("reading the ONNX file and the debugged artifact"):
@@ -563,55 +538,44 @@ class _FileDebugger:
         own = self.first_own
         if not self.do_triage or own is None:
             return
-        from ..stats import passes
-        from .graph import cast_feeds, estimate_macs, save_model
+        from .graph import cast_feeds, save_model
 
-        result, start = own.row.result, time.perf_counter()
+        result = own.row.result
         names = [self.index.nodes[i].name for i in own.row.nodes]
-        macs = estimate_macs(self.index, names)
-        if macs > TRIAGE_MAX_MACS:
-            self.report.triage = Triage("skipped", result.label, f"the region ({len(names)} nodes, {macs / 1e9:.1f} "
-                                        "G multiply-adds) is too large for the numpy reference evaluator",
-                                        region_nodes=len(names))
-            return
-        try:
+
+        def evaluate() -> Any:
             from onnx.reference import ReferenceEvaluator
 
             model, out = self._merged([own.row], own.feeds)
             path = self.workdir / "candidate" / "triage.onnx"
-            with self.progress.step(f"triage: {result.label} on onnx.reference"):
-                try:
-                    evaluator = ReferenceEvaluator(str(save_model(model, path)))
-                except Exception as exc:  # onnx.reference implements Q/DQ from opset 19 on only
-                    if "No implementation" not in str(exc):
-                        raise
-                    from onnx.version_converter import convert_version
+            try:
+                evaluator = ReferenceEvaluator(str(save_model(model, path)))
+            except Exception as exc:  # onnx.reference implements Q/DQ from opset 19 on only
+                if "No implementation" not in str(exc):
+                    raise
+                from onnx.version_converter import convert_version
 
-                    opset = max(19, *(o.version for o in model.opset_import if not o.domain))
-                    evaluator = ReferenceEvaluator(str(save_model(convert_version(model, opset), path)))
-                value = np.asarray(evaluator.run([out[result.tensor or ""]], cast_feeds(own.feeds, self.index))[0])
-        except Exception as exc:
-            self.report.triage = Triage("skipped", result.label, f"onnx.reference could not run the region: "
-                                        f"{first_line(exc)}", region_nodes=len(names))
-            self.timings["triage_s"] += time.perf_counter() - start
-            return
-        tolerance, backend = Tolerance(**result.tolerance), self.cls.name
-        spec_ok, spec_metrics = passes(own.reference, value, tolerance)
-        backend_ok, backend_metrics = passes(value, own.value, tolerance)
-        numbers = (f"onnx.reference vs the fp32 reference rel L2 {spec_metrics['rel_l2']:.3g}, vs {backend} "
-                   f"{backend_metrics['rel_l2']:.3g}; {backend} vs the fp32 reference {own.metrics['rel_l2']:.3g}")
+                opset = max(19, *(o.version for o in model.opset_import if not o.domain))
+                evaluator = ReferenceEvaluator(str(save_model(convert_version(model, opset), path)))
+            return evaluator.run([out[result.tensor or ""]], cast_feeds(own.feeds, self.index))[0]
+
+        backend = self.cls.name
         converted = self.kind not in (ONNX_RAW, ONNX, ONNX_INT32) and self.precision in CONVERSIONS
         graph = f"the {self.kind} graph" + (f" (after {CONVERSIONS[self.precision]})" if converted else "")
-        if backend_ok and not spec_ok:
-            verdict, text = "export", (f"{graph} computes something else than the file in this region: the reference "
-                                       f"evaluator agrees with {backend}, not with the fp32 reference ({numbers})")
-        elif spec_ok and not backend_ok:
-            verdict, text = "runtime", (f"{backend} computes this region differently from the ONNX specification: "
-                                        f"the reference evaluator agrees with the fp32 reference ({numbers})")
-        elif not spec_ok:
-            verdict, text = "both", f"{graph} differs from the file and {backend} differs from the graph ({numbers})"
-        else:
-            verdict, text = "inconclusive", f"the reference evaluator is within tolerance of both ({numbers})"
-        self.report.triage = Triage(verdict, result.label, text, own.metrics, spec_metrics, backend_metrics,
-                                    len(names), time.perf_counter() - start)
-        self.timings["triage_s"] += time.perf_counter() - start
+
+        def describe(verdict: str, spec_metrics: Mapping[str, float], backend_metrics: Mapping[str, float]) -> str:
+            numbers = (f"onnx.reference vs the fp32 reference rel L2 {spec_metrics['rel_l2']:.3g}, vs {backend} "
+                       f"{backend_metrics['rel_l2']:.3g}; {backend} vs the fp32 reference {own.metrics['rel_l2']:.3g}")
+            if verdict == "export":
+                return (f"{graph} computes something else than the file in this region: the reference evaluator "
+                        f"agrees with {backend}, not with the fp32 reference ({numbers})")
+            if verdict == "runtime":
+                return (f"{backend} computes this region differently from the ONNX specification: the reference "
+                        f"evaluator agrees with the fp32 reference ({numbers})")
+            if verdict == "both":
+                return f"{graph} differs from the file and {backend} differs from the graph ({numbers})"
+            return f"the reference evaluator is within tolerance of both ({numbers})"
+
+        self.report.triage = triage_region(result.label, self.index, names, evaluate, own.reference, own.value,
+                                           own.metrics, Tolerance(**result.tolerance), describe, self.progress,
+                                           self.timings)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
+from .fp16_schema import FLOAT, FLOAT16, fp16_precisions, holds_float, operator_schema
 from .onnx_graph import DEFAULT_DOMAINS, copy_model, default_opset, error_line, iter_graphs, subgraphs
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ __all__ = ["CONVERTER", "DEFAULT_OP_BLOCK_LIST", "Fp16Details", "convert_fp16"]
 
 CONVERTER = "deployval-fp16 2"  # part of the cached artifact's recipe: a new pass rebuilds it
 
-FLOAT, FLOAT16 = 1, 10
 # onnxconverter-common's default block list (the ONNX-ML operators included): ops whose fp16
 # versions are missing or wrong in runtimes, or compute sizes and indices from float values.
 DEFAULT_OP_BLOCK_LIST = (
@@ -329,30 +329,14 @@ class _Converter:
         if schema is None:
             as_is.reason = f"no schema for {node.op_type} at opset {self.opset}"
             return as_is
-        constraints = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
-        in_params = [_formal(schema.inputs, i) for i in range(len(inputs))]
-        out_params = [_formal(schema.outputs, i) for i in range(len(outputs))]
-        bound_by_inputs = {p.type_str for p in in_params if p is not None}
-        converted = {
-            p.type_str for p, e in [*zip(in_params, elems_in), *zip(out_params, elems_out)]
-            if p is not None and e == FLOAT and "tensor(float16)" in constraints.get(p.type_str, ())
-            and p.is_homogeneous and p.type_str in bound_by_inputs
-        }
-        if not converted:
+        precisions = fp16_precisions(schema, elems_in, elems_out, flexible=node.op_type in FLEXIBLE_OPS)
+        if precisions is None:
             as_is.reason = f"{node.op_type} has no fp16 version at opset {self.opset}"
             return as_is
-        flexible = node.op_type in FLEXIBLE_OPS
-        wants = [None if e != FLOAT else (None if flexible else FLOAT16 if p is not None and p.type_str in converted
-                                          else FLOAT) for p, e in zip(in_params, elems_in)]
-        gives = [FLOAT16 if e == FLOAT and p is not None and p.type_str in converted else None
-                 for p, e in zip(out_params, elems_out)]
-        return _Plan(wants, gives)
+        return _Plan(*precisions)
 
     def _holds_float(self, name: str) -> bool:
-        tp = self.types.get(name)
-        while tp is not None and tp.WhichOneof("value") in ("sequence_type", "optional_type"):
-            tp = tp.sequence_type.elem_type if tp.HasField("sequence_type") else tp.optional_type.elem_type
-        return tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type == FLOAT
+        return holds_float(self.types.get(name))
 
     def _why_fp32(self, node: NodeProto) -> str:
         if node.name in self.refused:
@@ -374,14 +358,9 @@ class _Converter:
         return ""
 
     def _schema(self, node: NodeProto) -> Any:
-        import onnx
-
         key = (node.op_type, node.domain)
         if key not in self.schemas:
-            try:
-                self.schemas[key] = onnx.defs.get_schema(node.op_type, self.opset, node.domain or "")
-            except Exception:  # unknown operator
-                self.schemas[key] = None
+            self.schemas[key] = operator_schema(node.op_type, node.domain, self.opset)
         return self.schemas[key]
 
     # ------------------------------------------------------------------ rewriting
@@ -591,14 +570,4 @@ class _Converter:
                 if name in self.node_ops:
                     return [name]
         return []
-
-
-def _formal(params: Any, index: int) -> Any:
-    """The formal parameter of the index-th actual input/output (the last one may be variadic)."""
-    if not params:
-        return None
-    if index < len(params):
-        return params[index]
-    last = params[-1]
-    return last if last.option == last.option.Variadic else None
 

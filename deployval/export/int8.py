@@ -8,6 +8,7 @@ ConvTranspose, MatMul, Gemm; weights per output channel, activations per tensor,
 attention-mask path. A residual Add gets one Q/DQ, on its shortcut input, only where TensorRT fuses the
 Add into the Conv that makes its other input. MatMuls of two activations (attention's QK^T and AV) are
 quantized only on request. Biases stay float: TensorRT's dequantize layer takes INT8/FP8 inputs only.
+The placement itself is planned in int8_placement.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,12 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError
-from .onnx_graph import copy_model, default_opset, error_line, iter_graphs, iter_nodes, topological_sort
+from .int8_placement import (
+    PLACEMENT,
+    PLACEMENT_RULES,
+    WEIGHTED_OPS,
+    Placement,
+    constant_names,
+    name_nodes,
+    nothing_to_quantize,
+    plan_placement,
+)
+from .onnx_graph import copy_model, default_opset, error_line, iter_nodes, topological_sort
 from .onnx_io import as_model
 
 if TYPE_CHECKING:
     import numpy as np
-    from onnx import GraphProto, ModelProto, NodeProto, TensorProto
+    from onnx import GraphProto, ModelProto, TensorProto
 
 __all__ = [
     "ACTIVATION_MATMULS_OPTION", "ENTROPY_BINS", "PLACEMENT", "WEIGHTED_OPS", "Int8Details", "NothingToQuantize",
@@ -38,16 +49,10 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-PLACEMENT = "tensorrt-2"  # part of the artifact cache key: change it when the placement rules change
 ACTIVATION_MATMULS_OPTION = "int8_activation_matmuls"  # backend option: also quantize activation x activation MatMuls
 MIN_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (the axis attribute)
 INT8_MAX = 127  # symmetric int8: [-127, 127], scale = max|x| / 127
-PLACEMENT_RULES = (
-    "TensorRT explicit quantization: Q/DQ on the inputs of Conv, ConvTranspose, MatMul and Gemm (weights per "
-    "channel, activations per tensor, symmetric, zero-point 0), none on outputs, biases float; a residual Add "
-    "only on its shortcut input, where TensorRT fuses it into the Conv making the other input"
-)
+
 
 
 class NothingToQuantize(DeployvalError):
@@ -82,16 +87,6 @@ class Int8Details:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Placement:
-    """Where Q/DQ go: node names in graph order."""
-
-    nodes: dict[str, str]  # node -> op type: every node the placement quantizes
-    activation_matmuls: list[str]  # MatMul/Gemm nodes with two non-constant inputs (in `nodes` only on request)
-    residual_adds: dict[str, int]  # Add -> index of its conv-branch input, which stays float
-    inputs: dict[str, list[str]]  # node -> the activation tensors it quantizes
 
 
 class _FeedReader:
@@ -193,7 +188,7 @@ def quantize_int8(
         if unknown_nodes:
             raise UsageError(f"int8: no node named {', '.join(map(repr, unknown_nodes))} to exclude from quantization")
         if not any(node.op_type in WEIGHTED_OPS for node in loaded.graph.node):  # before any upgrade
-            raise NothingToQuantize(_nothing_to_quantize(loaded, Placement({}, [], {}, {})))
+            raise NothingToQuantize(nothing_to_quantize(loaded, Placement({}, [], {}, {})))
         loaded, details.opset = _upgrade_opset(loaded)
         initializers = {t.name for t in loaded.graph.initializer}
         reader = _FeedReader(
@@ -217,7 +212,7 @@ def quantize_int8(
         placement = plan_placement(planned, quantize_activation_matmuls)
         details.activation_matmuls = len(placement.activation_matmuls)
         if not placement.nodes:
-            raise NothingToQuantize(_nothing_to_quantize(planned, placement))
+            raise NothingToQuantize(nothing_to_quantize(planned, placement))
         only = set(only_nodes) if only_nodes is not None else None
         selected = [name for name, op_type in placement.nodes.items()
                     if (only is None or name in only) and name not in details.excluded_nodes
@@ -340,129 +335,6 @@ def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
     return f"failed: {failure}; unprocessed model used"
 
 
-# ----------------------------------------------------------------------------------- placement
-
-
-def plan_placement(model: ModelProto, quantize_activation_matmuls: bool = False) -> Placement:
-    """The nodes whose inputs get Q/DQ (main graph only: ONNX Runtime's quantizer does not enter
-    If/Loop bodies). Nodes need names (`name_nodes`)."""
-    graph = model.graph
-    consts = _constant_names(graph)
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: Counter[str] = Counter(i for node in graph.node for i in node.input)
-    consumers.update(o.name for o in graph.output)
-    placement = Placement({}, [], {}, {})
-    for node in graph.node:
-        if node.op_type in WEIGHTED_OPS:
-            if node.op_type in ("MatMul", "Gemm") and not any(i in consts for i in node.input[:2]):
-                placement.activation_matmuls.append(node.name)
-                if not quantize_activation_matmuls:
-                    continue
-            placement.nodes[node.name] = node.op_type
-            placement.inputs[node.name] = [i for i in node.input[:2] if i and i not in consts]
-        elif node.op_type == "Add":
-            index = _conv_branch_input(node, producers, consumers, consts)
-            if index is not None:
-                placement.residual_adds[node.name] = index
-                placement.nodes[node.name] = node.op_type
-                placement.inputs[node.name] = [node.input[1 - index]]
-    return placement
-
-
-def _conv_branch_input(add: NodeProto, producers: Mapping[str, NodeProto], consumers: Counter[str],
-                       consts: set[str]) -> int | None:
-    """For a residual Add TensorRT fuses into a Conv: the index of the input that Conv makes (it stays
-    float; the other, the shortcut, is quantized). None for any other Add. As in TensorRT Model
-    Optimizer: when both inputs come from Convs, the one on the longer path from their lowest common
-    ancestor is the fused one; an input that derives from the other's Conv is no shortcut."""
-    if len(add.input) != 2 or any(i in consts or i not in producers for i in add.input):
-        return None
-    chains = [_conv_chain(i, producers, consumers, consts) for i in add.input]
-    if not any(chains):
-        return None
-    depths = [_depths(i, producers, consts) for i in add.input]
-    common = set(depths[0]) & set(depths[1])
-    if not common:
-        return None
-    lca = min(common, key=lambda t: (depths[0][t] + depths[1][t], t))
-    if chains[0] and chains[1]:
-        if chains[0][-1] == chains[1][-1]:
-            return None
-        return 0 if depths[0][lca] > depths[1][lca] else 1
-    index = 0 if chains[0] else 1
-    return None if lca in chains[index] else index
-
-
-def _conv_chain(tensor: str, producers: Mapping[str, NodeProto], consumers: Counter[str],
-                consts: set[str]) -> list[str] | None:
-    """The tensors from `tensor` back to the Conv/ConvTranspose output it is made of, through what
-    TensorRT fuses into a convolution (BatchNormalization, Relu, a constant bias or scale), each read
-    only by the next op; None when `tensor` is not such a convolution's epilogue."""
-    chain = [tensor]
-    for _ in range(6):
-        node = producers.get(tensor)
-        if node is None or consumers[tensor] != 1:
-            return None
-        if node.op_type in ("Conv", "ConvTranspose"):
-            return chain
-        if node.op_type in ("BatchNormalization", "Relu"):
-            tensor = node.input[0]
-        elif node.op_type in ("Add", "Mul") and len(node.input) == 2 and sum(i in consts for i in node.input) == 1:
-            tensor = next(i for i in node.input if i not in consts)
-        else:
-            return None
-        chain.append(tensor)
-    return None
-
-
-def _depths(tensor: str, producers: Mapping[str, NodeProto], consts: set[str]) -> dict[str, int]:
-    """Every non-constant tensor `tensor` is computed from, with its distance in ops."""
-    depth = {tensor: 0}
-    queue = deque([tensor])
-    while queue:
-        current = queue.popleft()
-        node = producers.get(current)
-        for name in node.input if node is not None else ():
-            if name and name not in consts and name not in depth:
-                depth[name] = depth[current] + 1
-                queue.append(name)
-    return depth
-
-
-def _constant_names(graph: GraphProto) -> set[str]:
-    names = {t.name for t in graph.initializer}
-    names.update(node.output[0] for node in graph.node if node.op_type == "Constant" and node.output)
-    return names
-
-
-def name_nodes(model: ModelProto) -> int:
-    """Name the main graph's unnamed nodes (the quantizer selects nodes by name); returns how many."""
-    taken = {node.name for node in model.graph.node if node.name}
-    named = 0
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{index}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-            named += 1
-    return named
-
-
-def _nothing_to_quantize(model: ModelProto, placement: Placement) -> str:
-    if placement.activation_matmuls:
-        return (f"nothing to quantize in int8: the only MatMul/Gemm nodes ({len(placement.activation_matmuls)}) "
-                f"multiply two activations, quantized only with --int8-activation-matmuls")
-    nested = sum(1 for graph in iter_graphs(model.graph) if graph is not model.graph
-                 for node in graph.node if node.op_type in WEIGHTED_OPS)
-    if nested:
-        return (f"nothing to quantize in int8: no Conv, ConvTranspose, MatMul or Gemm in the main graph ({nested} "
-                "inside If/Loop/Scan bodies, which ONNX Runtime's quantizer does not enter)")
-    ops = sorted({node.op_type for node in model.graph.node})
-    return f"nothing to quantize in int8: no Conv, ConvTranspose, MatMul or Gemm (the graph has {', '.join(ops)})"
-
-
 def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
     """Opset 13 or later, which per-channel Q/DQ needs; converted with ONNX's version converter."""
     version = default_opset(model)
@@ -574,7 +446,7 @@ def activation_ranges(model: ModelProto | PathLike) -> dict[str, float]:
 
     loaded = as_model(model)
     scales = {t.name: t for t in loaded.graph.initializer}
-    consts = _constant_names(loaded.graph)
+    consts = constant_names(loaded.graph)
     ranges: dict[str, float] = {}
     for node in loaded.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] not in consts and node.input[1] in scales:

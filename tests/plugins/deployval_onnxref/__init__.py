@@ -3,6 +3,7 @@ runs the pipeline's ONNX with onnx's own reference evaluator (pure numpy)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from deployval.backends.base import ONNX, Runner
@@ -12,6 +13,12 @@ class ReferenceEvaluatorRunner(Runner):
     name: ClassVar[str] = "onnxref"
     description: ClassVar[str] = "onnx.reference.ReferenceEvaluator (numpy)"
     artifacts: ClassVar[dict[str, str]] = {"fp32": ONNX}
+
+    @dataclass(frozen=True)
+    class Options:
+        """Set with `--backend-option onnxref.verbose=N`."""
+
+        verbose: int = field(default=0, metadata={"help": "ReferenceEvaluator's verbosity (0: quiet)"})
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
@@ -24,7 +31,8 @@ class ReferenceEvaluatorRunner(Runner):
     def activate_impl(self) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        self.evaluator = ReferenceEvaluator(str(self.artifact.path))
+        self.evaluator = ReferenceEvaluator(str(self.artifact.path), verbose=self.backend_options.verbose)
+        self.details["verbose"] = self.backend_options.verbose
         self.output_names = tuple(self.evaluator.output_names)
 
     def infer_impl(self, feeds: Any) -> list[Any]:
