@@ -6,8 +6,6 @@ still run and reported. Only problems with the user's input stop the run early (
 
 from __future__ import annotations
 
-import os
-import platform
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import inputs as inputs_mod
-from ._util import IMPORT_SECONDS, library_versions, timed_import
+from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
@@ -28,6 +26,9 @@ from .export.store import ArtifactStore
 from .metrics import compare_output
 from .progress import Progress, Step
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
+from .session import Session, backend_options
+from .session import device_info as device_info  # re-exported: debug and precision import it from here
+from .session import load_calibration as load_calibration  # re-exported likewise
 from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
 
 
@@ -84,52 +85,28 @@ def compare(
         timed_import("onnxruntime")
 
     # Inputs: made or loaded once; the spec follows the shapes of loaded inputs.
-    if isinstance(inputs, (str, Path)):
-        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
-        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False,
-                                        allow_nonfinite=allow_nonfinite_inputs, source=str(inputs))
-        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-        inputs_source, seed = str(inputs), None
-    elif inputs is not None:
-        feeds = inputs_mod.check_inputs(inputs, spec.inputs, exact_shapes=False,
-                                        allow_nonfinite=allow_nonfinite_inputs, source="inputs")
-        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-        inputs_source, seed = "given", None
-    else:
-        for input_spec in spec.inputs:
-            input_spec.check_shape(input_spec.shape)
-        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
-        inputs_source, seed = f"random (seed {config.seed})", config.seed
+    session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
+                      trust_checkpoint=trust_checkpoint, progress=progress)
+    spec, feeds, timings = session.spec, session.feeds, session.timings
     if save_inputs is not None:
         inputs_mod.save_inputs(Path(save_inputs), feeds)
-    inputs_digest = inputs_mod.digest(feeds)
 
     report = Report(
         command=command or invocation.command(",".join(backends), ",".join(precisions), config.device),
         model=spec.to_dict(),
-        inputs=[{**i.to_dict(), "sha256": inputs_mod.digest({i.name: feeds[i.name]})} for i in spec.inputs],
-        seed=seed,
-        inputs_source=inputs_source,
-        device=device_info(config.device),
-        versions=library_versions(),
+        inputs=session.inputs_info(),
+        seed=session.seed,
+        inputs_source=session.inputs_source,
+        device=session.device_info(),
+        versions=session.library_versions(),
         gate=list(gate) if gate is not None else None,
     )
-    timings: dict[str, float] = {}
 
     # The model and the reference run.
-    module_cache: dict[str, Any] = {}
-
     def module() -> Any:
-        if "module" not in module_cache:
-            from .loading import build_module, parameter_count
-
-            timed_import("torch")  # counted as an import, not as building the model
-            with progress.step(f"building {spec.name}"):
-                start = time.perf_counter()
-                module_cache["module"] = build_module(spec, trust_checkpoint=trust_checkpoint)
-                timings["model_build_s"] = time.perf_counter() - start
-            report.model["parameters"] = parameter_count(module_cache["module"])
-        return module_cache["module"]
+        built = session.module()
+        report.model["parameters"] = session.parameters
+        return built
 
     reference_runner = _reference_runner(spec, module, config)
     # Activation ranges against fp16's limits, when an fp16 row will be judged: module outputs (torch
@@ -145,29 +122,10 @@ def compare(
     range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None)
     output_names = tuple(reference_outputs)
     report.model["output_names"] = list(output_names)
-    if spec.kind != "onnx":
-        from .loading import module_digest
+    report.model["sha256"] = session.model_digest
 
-        start = time.perf_counter()
-        model_digest = module_digest(spec, module())
-        timings["model_digest_s"] = time.perf_counter() - start
-    else:
-        from ._util import sha256_file
-
-        model_digest = sha256_file(Path(spec.path or ""))
-    report.model["sha256"] = model_digest
-
-    calibration = None
-    if config.calibration is not None:
-        def calibration() -> list[dict[str, np.ndarray]]:
-            return load_calibration(spec, config)
-
-    store = ArtifactStore(
-        spec, feeds, config, module=module, output_names=output_names, model_digest=model_digest,
-        inputs_digest=inputs_digest, progress=progress, calibration=calibration,
-        reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
-        + ("" if not invocation.args else " " + shlex.join(invocation.args)),
-    )
+    store = session.store(output_names, reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
+                          + ("" if not invocation.args else " " + shlex.join(invocation.args)))
     try:
         for job in jobs:
             if job.result is None:
@@ -484,18 +442,6 @@ def _judge_ranges(result: BackendResult, found: list[Any]) -> None:
     result.warnings.extend(f.describe() for f in flushes[:3])
 
 
-def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) -> dict[str, Any]:
-    """What runners may need beyond their artifact: the user's backend settings, the input specs
-    (shape profiles) and where to cache engines."""
-    options: dict[str, Any] = dict(config.backend_options)
-    options["input_specs"] = spec.inputs
-    options["keep_fp32"] = config.keep_fp32  # torch eager fp16 keeps the same modules in fp32 as the ONNX artifact
-    options["engine_cache_dir"] = store.directory / "engines" if config.use_cache else None
-    if spec.kind == "torchscript" and spec.arguments:
-        options["forward_arguments"] = dict(spec.arguments)  # the file as shipped, called with --arg values
-    return options
-
-
 def row_tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:
     tolerance = spec.tolerances.resolve(job.backend, job.precision, output)
     if config.atol is not None or config.rtol is not None:
@@ -507,42 +453,6 @@ def row_tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> 
     return tolerance
 
 
-def load_calibration(spec: ModelSpec, config: RunConfig) -> list[dict[str, np.ndarray]]:
-    """The int8 calibration samples `config` names (arrays, or images through its preprocessing)."""
-    from .calibration import load_calibration as load
-    from .preprocess import ImagePreprocess
-
-    preprocess = ImagePreprocess.parse(config.calibration_preprocess) if config.calibration_preprocess else None
-    return load(Path(config.calibration or ""), spec, limit=config.calibration_limit, preprocess=preprocess)
-
-
-def device_info(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": device, "platform": platform.platform(), "machine": platform.machine(),
-                            "cpu": _cpu_name(), "cpu_count": os.cpu_count()}
-    if device == "cuda":
-        try:
-            import torch
-
-            index = torch.cuda.current_device()
-            info["gpu"] = torch.cuda.get_device_name(index)
-            info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
-            info["cuda"] = torch.version.cuda
-        except Exception as exc:
-            info["gpu_error"] = first_line(exc)
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
            kinds: Sequence[str] | None = None, progress: Progress | None = None,
            trust_checkpoint: bool = False, inputs: Path | str | None = None,
@@ -551,34 +461,17 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
     written, the reason for each artifact that could not be made, and the steps. `inputs` (a file) are
     the example inputs the exporters trace with and int8 calibrates on when no --calibration is given."""
     from .export.artifacts import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
-    from .loading import build_module, module_digest
 
-    config = config or RunConfig()
-    progress = progress or Progress()
-    if inputs is not None:
-        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
-        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, source=str(inputs))
-        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-    else:
-        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
-    if spec.kind == "onnx":
-        from ._util import sha256_file
-
-        module_obj, digest = None, sha256_file(Path(spec.path or ""))
-        output_names = tuple(spec.output_names or ())
-    else:
-        with progress.step(f"building {spec.name}"):
-            module_obj = build_module(spec, trust_checkpoint=trust_checkpoint)
-        output_names = tuple(spec.output_names or ())
+    session = Session(spec, config, inputs, trust_checkpoint=trust_checkpoint, progress=progress)
+    spec, config = session.spec, session.config
+    output_names = tuple(spec.output_names or ())
+    if spec.kind != "onnx":
+        session.module()
         if not output_names:  # one forward pass to learn the output structure
-            with progress.step("reference run (to name the outputs)"), \
-                    _reference_runner(spec, lambda: module_obj, config) as runner:
-                output_names = tuple(runner.infer(feeds))
-        digest = module_digest(spec, module_obj)
-    calibration = (lambda: load_calibration(spec, config)) if config.calibration else None
-    store = ArtifactStore(spec, feeds, config, module=lambda: module_obj, output_names=output_names,
-                          model_digest=digest, inputs_digest=inputs_mod.digest(feeds), progress=progress,
-                          calibration=calibration)
+            with session.progress.step("reference run (to name the outputs)"), \
+                    _reference_runner(spec, session.module, config) as runner:
+                output_names = tuple(runner.infer(session.feeds))
+    store = session.store(output_names)
     default = (ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8) if spec.kind == "onnx" else (
         TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8)
     try:

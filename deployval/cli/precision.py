@@ -115,25 +115,20 @@ def precision_command(
 
 
 def run_sweep(spec: Any, bits: list[int], plot: Path | None, inputs: Path | None, seed: int, trust: bool,
-               json_path: Path | None, quiet: bool) -> int:
+               json_path: Path | None, quiet: bool, *, allow_nonfinite: bool = False) -> int:
     """The weight fake-quantization sweep: a table (and plot) of output error per bit width."""
-    from .. import inputs as inputs_mod
-    from ..loading import build_module
     from ..precision.sweep import plot_sweep, render_sweep, weight_sweep
     from ..report.console import make_console
+    from ..session import Session
+    from ..spec import RunConfig
 
     progress = common.progress(quiet)
-    if inputs is not None:
-        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
-        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, source=str(inputs))
-    else:
-        for input_spec in spec.inputs:
-            input_spec.check_shape(input_spec.shape)
-        feeds = inputs_mod.make_inputs(spec.inputs, seed)
-    with progress.step(f"building {spec.name}"):
-        module = build_module(spec, trust_checkpoint=trust)
+    session = Session(spec, RunConfig(seed=seed), inputs, allow_nonfinite=allow_nonfinite, trust_checkpoint=trust,
+                      progress=progress)
+    spec = session.spec
+    module = session.module()
     with progress.step(f"weight sweep over {len(bits)} bit widths x 2 schemes"):
-        result = weight_sweep(module, feeds, bits=bits, task=spec.task, output_names=spec.output_names,
+        result = weight_sweep(module, session.feeds, bits=bits, task=spec.task, output_names=spec.output_names,
                               input_names=spec.input_names)
     render_sweep(result, make_console())
     if plot is not None:

@@ -45,18 +45,16 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .. import inputs as inputs_mod
-from .._util import IMPORT_SECONDS, library_versions, timed_import
+from .._util import IMPORT_SECONDS, timed_import
 from ..backends.base import check_available, get_backend
 from ..errors import BackendUnavailable, UsageError, first_line
 from ..export.artifacts import ONNX_RAW
-from ..export.store import ArtifactStore
 from ..memory import memory_budget
 from ..progress import Progress
+from ..session import Session
 from ..spec import PRECISIONS, ModelSpec, RunConfig, format_shape
 from .model_debugger import ModelDebugger
 from .policy import ONNX_KINDS
@@ -104,36 +102,33 @@ def run_debug(
     if not ok:
         raise BackendUnavailable(f"{backend} cannot run on {config.device}: {reason}")
 
-    feeds, inputs_source, seed = _inputs(spec, config, inputs, allow_nonfinite_inputs)
+    session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
+                      trust_checkpoint=trust_checkpoint, progress=progress)
+    spec, feeds, inputs_source, seed = session.spec, session.feeds, session.inputs_source, session.seed
     if spec.kind == "onnx":  # the file's nodes are the layers, ONNX Runtime fp32 the reference
         from .onnx_file import debug_onnx_file
 
         return debug_onnx_file(spec, cls, precision, config, feeds, inputs_source, seed, patterns=modules,
                                progress=progress, command=command, budget=memory_budget(memory_budget_bytes),
                                own_errors=own_errors, triage=triage)
-    timings: dict[str, Any] = {}
+    timings = session.timings
     timed_import("torch")
     timed_import("onnx")
     from ..backends._torch import name_outputs, to_tensors
-    from ..loading import build_module, module_digest, parameter_count
-    from ..pipeline import backend_options, device_info
     from .capture import survey
 
-    with progress.step(f"building {spec.name}"):
-        start = time.perf_counter()
-        module = build_module(spec, trust_checkpoint=trust_checkpoint).to(config.device)
-        timings["model_build_s"] = time.perf_counter() - start
+    module = session.module().to(config.device)
     report = DebugReport(
         command=command or shlex.join(["deployval", "debug", spec.name, "--backend", backend, "--precision",
                                        precision]),
-        model={**spec.to_dict(), "parameters": parameter_count(module)},
-        inputs=[{**i.to_dict(), "sha256": inputs_mod.digest({i.name: feeds[i.name]})} for i in spec.inputs],
-        seed=seed, inputs_source=inputs_source, device=device_info(config.device), versions=library_versions(),
+        model={**spec.to_dict(), "parameters": session.parameters},
+        inputs=session.inputs_info(),
+        seed=seed, inputs_source=inputs_source, device=session.device_info(), versions=session.library_versions(),
         backend=backend, precision=precision, faithful=cls.faithful(precision, config.device),
     )
     report.warnings.extend(cls.caveats(precision, config.device))
     args = to_tensors(feeds, spec.input_names, config.device)
-    model_digest, inputs_digest = module_digest(spec, module), inputs_mod.digest(feeds)
+    model_digest, inputs_digest = session.model_digest, session.inputs_digest
     survey_cache = survey_cache_path(config, spec, model_digest, inputs_digest)
     cached = load_survey(survey_cache)
     reference: dict[str, np.ndarray] | None = None
@@ -159,12 +154,10 @@ def run_debug(
     output_names = tuple(outputs_info)
     report.model["output_names"] = list(output_names)
 
-    store = ArtifactStore(spec, feeds, config, module=lambda: module, output_names=output_names,
-                          model_digest=model_digest, inputs_digest=inputs_digest,
-                          progress=progress, reproduce=f"deployval export {shlex.quote(spec.name)} --out DIR")
+    store = session.store(output_names, reproduce=f"deployval export {shlex.quote(spec.name)} --out DIR")
     workdir = tempfile.TemporaryDirectory(prefix="deployval-debug-")
     try:
-        options = backend_options(spec, config, store)
+        options = session.backend_options(store)
         kind = cls.artifact_for(precision, options)
         if kind not in ONNX_KINDS:
             raise UsageError(f"debug compares the layers of an ONNX artifact; {backend} runs '{kind}' "
@@ -187,18 +180,3 @@ def run_debug(
     report.complete = True
     return report
 
-
-def _inputs(spec: ModelSpec, config: RunConfig, inputs: Any, allow_nonfinite: bool,
-            ) -> tuple[dict[str, np.ndarray], str, int | None]:
-    if isinstance(inputs, (str, Path)):
-        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
-        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, allow_nonfinite=allow_nonfinite,
-                                        source=str(inputs))
-        return feeds, str(inputs), None
-    if inputs is not None:
-        feeds = inputs_mod.check_inputs(inputs, spec.inputs, exact_shapes=False, allow_nonfinite=allow_nonfinite,
-                                        source="inputs")
-        return feeds, "given", None
-    for input_spec in spec.inputs:
-        input_spec.check_shape(input_spec.shape)
-    return inputs_mod.make_inputs(spec.inputs, config.seed), f"random (seed {config.seed})", config.seed

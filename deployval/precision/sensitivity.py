@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import inputs as inputs_mod
 from ..errors import UsageError
 from ..metrics import OutputComparison, compare_output
 from ..progress import Progress
@@ -349,11 +348,11 @@ def analyze(
     model_arg: str | None = None,
     extra_args: Sequence[str] = (),
     verify: bool = True,
+    allow_nonfinite_inputs: bool = False,
 ) -> SensitivityResult:
     """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep."""
-    from ..export.store import ArtifactStore
-    from ..loading import build_module, module_digest
     from ..pipeline import compare
+    from ..session import Session
 
     started = time.perf_counter()
     config = config or RunConfig()
@@ -364,22 +363,13 @@ def analyze(
         raise UsageError("sensitivity analysis needs a PyTorch model (the reference is torch eager fp32)")
     if config.device != "cpu":
         raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
-    if isinstance(inputs, (str, Path)):
-        loaded = inputs_mod.load_inputs(Path(inputs), spec.inputs)
-        feeds = inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=False, source=str(inputs))
-        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-    elif inputs is not None:
-        feeds = inputs_mod.check_inputs(inputs, spec.inputs, exact_shapes=False, source="inputs")
-        spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-    else:
-        for input_spec in spec.inputs:
-            input_spec.check_shape(input_spec.shape)
-        feeds = inputs_mod.make_inputs(spec.inputs, config.seed)
+    session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
+                      trust_checkpoint=trust_checkpoint, progress=progress)
+    spec, feeds = session.spec, session.feeds
     backend = BACKEND_FOR[precision]
     seconds: dict[str, float] = {}
 
-    with progress.step(f"building {spec.name}"):
-        module = build_module(spec, trust_checkpoint=trust_checkpoint)
+    module = session.module()
     with progress.step("reference run (torch eager fp32)"):
         reference = Fp16Lowering(module, spec, feeds, "cpu")._run(module.eval(), half_inputs=False)
     output_names = tuple(reference)
@@ -389,12 +379,9 @@ def analyze(
     if precision == "int8":
         from ..export.artifacts import ONNX, ONNX_RAW
         from ..export.int8 import ACTIVATION_MATMULS_OPTION
-        from ..pipeline import load_calibration
 
-        samples = load_calibration(spec, config) if config.calibration else [dict(feeds)]
-        store = ArtifactStore(spec, feeds, config, module=lambda: module, output_names=output_names,
-                              model_digest=module_digest(spec, module), inputs_digest=inputs_mod.digest(feeds),
-                              progress=progress)
+        samples = session.calibration() if config.calibration else [dict(feeds)]
+        store = session.store(output_names)
         try:  # the store's files live only while it is open (always so with --no-cache)
             onnx_path, raw_path = store.get(ONNX).path, store.get(ONNX_RAW).path
             with progress.step("preparing the model for quantization"):
@@ -497,7 +484,8 @@ def analyze(
     setting = {"int8_exclude": tuple(glob.escape(n) for n in result.proposal)} if precision == "int8" else {
         "keep_fp32": tuple(glob.escape(n) for n in result.proposal)}
     report = compare(spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
-                     inputs=dict(feeds), progress=progress, trust_checkpoint=trust_checkpoint,
+                     inputs=dict(feeds), allow_nonfinite_inputs=allow_nonfinite_inputs, progress=progress,
+                     trust_checkpoint=trust_checkpoint,
                      command=shlex.join(["deployval", "compare", model_arg or spec.name, "--backends", backend,
                                          "--precisions", precision, *extra_args, *result.apply_args()]))
     row = report.results[0]
