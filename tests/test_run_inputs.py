@@ -154,3 +154,15 @@ def test_arg_is_refused_for_onnx_files(cli, tmp_path):
     path = _onnx_model(tmp_path, "m.onnx")
     result = cli("compare", path, "--arg", "sr=1", "-q")
     assert_one_line_error(result, 2, "ONNX model takes tensors only")
+
+
+def test_precision_takes_nonfinite_inputs_only_when_allowed(cli, tmp_path):
+    values = np.random.default_rng(0).random((1, 3, 8, 8)).astype(np.float32)
+    values[0, 0, 0, 0] = np.nan
+    np.save(tmp_path / "x.npy", values)
+    refused = cli("precision", "dv_test_models:tiny_conv", "--inputs", tmp_path / "x.npy", "--sweep", "--bits", "8",
+                  "-q")
+    assert_one_line_error(refused, 2, "NaN/Inf")
+    allowed = cli("precision", "dv_test_models:tiny_conv", "--inputs", tmp_path / "x.npy", "--sweep", "--bits", "8",
+                  "--allow-nonfinite-inputs", "-q")
+    assert allowed.code == 0, allowed.err

@@ -29,6 +29,7 @@ from ..options import (
     JsonOpt,
     ModelArg,
     NoCacheOpt,
+    NonfiniteOpt,
     PlotOpt,
     QuietOpt,
     RtolOpt,
@@ -53,6 +54,7 @@ def precision_command(
     input_range: InputRangeOpt = None,
     checkpoint: CheckpointOpt = None,
     trust_checkpoint: TrustOpt = False,
+    allow_nonfinite_inputs: NonfiniteOpt = False,
     seed: SeedOpt = 0,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
@@ -80,7 +82,8 @@ def precision_command(
         bit_widths = parse_bits(bits)
     spec = common.resolve(model, input_shape, input_range, checkpoint, inputs, arg)
     if sweep:
-        raise typer.Exit(run_sweep(spec, bit_widths, plot, inputs, seed, trust_checkpoint, json_path, quiet))
+        raise typer.Exit(run_sweep(spec, bit_widths, plot, inputs, seed, trust_checkpoint, json_path, quiet,
+                                   allow_nonfinite=allow_nonfinite_inputs))
     from ..precision.sensitivity import analyze
     from ..report.precision import render_sensitivity
 
@@ -91,6 +94,8 @@ def precision_command(
     args = list(common.invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg))
     if int8_activation_matmuls:
         args.append("--int8-activation-matmuls")
+    if allow_nonfinite_inputs:
+        args.append("--allow-nonfinite-inputs")
     if precision == "int8" and calibration:
         args += ["--calibration", str(calibration), "--calibration-method", calibration_method]
         if calibration_limit:
@@ -101,7 +106,8 @@ def precision_command(
         if value is not None:
             args += [flag, str(value)]
     result = analyze(spec, precision, config, inputs=inputs, trust_checkpoint=trust_checkpoint,
-                     progress=common.progress(quiet), model_arg=model, extra_args=args, verify=verify)
+                     progress=common.progress(quiet), model_arg=model, extra_args=args, verify=verify,
+                     allow_nonfinite_inputs=allow_nonfinite_inputs)
     data = result.to_dict()
     render_sensitivity(data, all_layers=all_layers)
     if json_path:
