@@ -83,7 +83,7 @@ def test_ort_tensorrt_provider(cli, tmp_path):
     assert rows[("ort-trt", "fp32")]["details"]["providers"][0] == "TensorrtExecutionProvider"
 
 
-# ---------------------------------------------------------------------------- ONNX Runtime providers (issue 12)
+# ---------------------------------------------------------------------------- ONNX Runtime providers
 def _rel_l2(got, expected) -> float:
     import numpy as np
 
@@ -157,7 +157,7 @@ def test_ort_tensorrt_fp16_row_is_judged(cli, tmp_path):
     assert any("weakly typed" in warning for warning in row["warnings"])
 
 
-# ---------------------------------------------------------------------- TensorRT profiles, bindings, log (issue 12)
+# ---------------------------------------------------------------------- TensorRT profiles, bindings, log
 def _trt_pyramid3d():
     """A 4-level 3D U-Net (stride-2 convs down, transposed convs up, skips concatenated): like
     fine_organs, every spatial size must be a multiple of 16 (ONNX Runtime fails at 8^3)."""
