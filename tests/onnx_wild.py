@@ -22,17 +22,12 @@ UPGRADE_OPSET = 21
 
 
 def upgraded(path: Path, directory: Path) -> Path:
-    """The model converted to UPGRADE_OPSET (IR 3 initializers listed as inputs first, as the converter
-    wants), written into `directory`."""
+    """The model converted to UPGRADE_OPSET, written into `directory`."""
     import onnx
-    from onnx import version_converter
 
-    model = onnx.load(str(path))
-    inputs = {value.name for value in model.graph.input}
-    for tensor in model.graph.initializer:
-        if tensor.name not in inputs:
-            model.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    converted = version_converter.convert_version(model, UPGRADE_OPSET)
+    from deployval.export.onnx_graph import upgrade_opset
+
+    converted = upgrade_opset(onnx.load(str(path)), UPGRADE_OPSET)
     out = directory / f"{path.parent.name}-opset{UPGRADE_OPSET}.onnx"
     onnx.save(converted, str(out))
     return out

@@ -553,10 +553,10 @@ class _FileDebugger:
             except Exception as exc:  # onnx.reference implements Q/DQ from opset 19 on only
                 if "No implementation" not in str(exc):
                     raise
-                from onnx.version_converter import convert_version
+                from ..export.onnx_graph import upgrade_opset
 
                 opset = max(19, *(o.version for o in model.opset_import if not o.domain))
-                evaluator = ReferenceEvaluator(str(save_model(convert_version(model, opset), path)))
+                evaluator = ReferenceEvaluator(str(save_model(upgrade_opset(model, opset), path)))
             return evaluator.run([out[result.tensor or ""]], cast_feeds(own.feeds, self.index))[0]
 
         backend = self.cls.name

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
 from .fp16_schema import FLOAT, FLOAT16, fp16_precisions, holds_float, operator_schema
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, default_opset, error_line, iter_graphs, subgraphs
+from .onnx_graph import (
+    DEFAULT_DOMAINS,
+    copy_model,
+    default_opset,
+    error_line,
+    iter_graphs,
+    subgraphs,
+    upgrade_opset,
+)
 
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto
@@ -113,7 +121,7 @@ def _prepare(model: ModelProto) -> ModelProto:
     work = copy_model(model)
     if 0 < default_opset(work) < MIN_OPSET:
         try:
-            work = onnx.version_converter.convert_version(work, MIN_OPSET)
+            work = upgrade_opset(work, MIN_OPSET)
         except Exception as exc:
             raise ExportError(f"fp16 needs opset {MIN_OPSET}; converting this opset-{default_opset(work)} "
                               f"model failed: {error_line(exc)}") from None

@@ -35,7 +35,7 @@ from .int8_placement import (
     nothing_to_quantize,
     plan_placement,
 )
-from .onnx_graph import copy_model, default_opset, error_line, iter_nodes, topological_sort
+from .onnx_graph import copy_model, default_opset, error_line, iter_nodes, topological_sort, upgrade_opset
 from .onnx_io import as_model
 
 if TYPE_CHECKING:
@@ -341,21 +341,9 @@ def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
     if not version or version >= MIN_OPSET:
         return model, ""
     import onnx
-    from onnx import version_converter
 
-    source = model
-    graph_inputs = {value.name for value in model.graph.input}
-    missing = [t for t in model.graph.initializer if t.name not in graph_inputs]
-    if model.ir_version < 4 and missing:
-        # IR 3 wants every initializer listed as a graph input too, and the converter checks that.
-        source = copy_model(model)
-        for tensor in missing:
-            source.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
     try:
-        upgraded = version_converter.convert_version(source, MIN_OPSET)
-        # The converter keeps the IR version; IR 3 would require every new Q/DQ initializer as an input.
-        upgraded.ir_version = max(upgraded.ir_version,
-                                  onnx.helper.find_min_ir_version_for(list(upgraded.opset_import)))
+        upgraded = upgrade_opset(model, MIN_OPSET)
         onnx.checker.check_model(upgraded)
     except Exception as exc:
         raise ExportError(f"int8 needs opset {MIN_OPSET} (per-channel QuantizeLinear), and converting this "

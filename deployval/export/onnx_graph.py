@@ -116,3 +116,24 @@ def topological_sort(graph: GraphProto) -> bool:
     del graph.node[:]
     graph.node.extend(ordered)
     return True
+
+
+def upgrade_opset(model: ModelProto, opset: int) -> ModelProto:
+    """The model converted to the default-domain `opset` with ONNX's version converter. IR 3 models
+    list every initializer as a graph input and the converter checks that, so missing ones are listed
+    first; the IR version is raised to what the new opset needs (IR 3 would require every initializer
+    a later pass adds to be an input too). Raises whatever the converter raises."""
+    import onnx
+    from onnx import version_converter
+
+    source = model
+    graph_inputs = {value.name for value in model.graph.input}
+    missing = [t for t in model.graph.initializer if t.name not in graph_inputs]
+    if model.ir_version < 4 and missing:
+        source = copy_model(model)
+        for tensor in missing:
+            source.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    upgraded = version_converter.convert_version(source, opset)
+    needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])  # other domains: as they were
+    upgraded.ir_version = max(upgraded.ir_version, needed)
+    return upgraded
