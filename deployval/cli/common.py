@@ -135,14 +135,13 @@ def invocation_args(input_shape: list[str] | None, input_range: list[str] | None
     return tuple(args)
 
 
-def invocation(model: str, args: tuple[str, ...], spec: Any, options: dict[str, Any],
-               allow_nonfinite: bool = False) -> Any:
+def invocation(model: str, args: tuple[str, ...], run_config: Any, allow_nonfinite: bool = False) -> Any:
     """How to ask for this run again: the model's arguments, and the run settings from the configuration
     itself (so a reproduction line cannot drop one); --trust-checkpoint is the user's to give again."""
     from ..pipeline import Invocation
 
     flags = ("--allow-nonfinite-inputs",) if allow_nonfinite else ()
-    return Invocation(model, args, (*config(spec, **options).to_args(), *flags))
+    return Invocation(model, args, (*run_config.to_args(), *flags))
 
 
 def write_reports(report: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,

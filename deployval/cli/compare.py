@@ -116,11 +116,11 @@ def compare_command(
     def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
                 html: Path | None) -> int:
         sub = ("--submodule", spec.name.split(".", 1)[1]) if len(specs) > 1 or submodule else ()
+        run_config = common.config(spec, **options)
         return common.run_and_report(
-            spec, backends=backend_list, precisions=precision_list, config=common.config(spec, **options), gate=None,
+            spec, backends=backend_list, precisions=precision_list, config=run_config, gate=None,
             inputs=inputs, save_inputs=save_inputs, allow_nonfinite=allow_nonfinite_inputs, trust=trust_checkpoint,
-            quiet=quiet, invocation=common.invocation(model, (*sub, *args), spec, options, allow_nonfinite_inputs),
-            json_path=json_path, junit=junit,
-            markdown=markdown, html=html)
+            quiet=quiet, invocation=common.invocation(model, (*sub, *args), run_config, allow_nonfinite_inputs),
+            json_path=json_path, junit=junit, markdown=markdown, html=html)
 
     raise typer.Exit(run_each(specs, run_one, json_path, junit, markdown, html))

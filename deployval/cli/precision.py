@@ -91,20 +91,11 @@ def precision_command(
                      exporter=exporter, calibration=calibration, calibration_preprocess=calibration_preprocess,
                      calibration_limit=calibration_limit, calibration_method=calibration_method,
                      backend_options=common.int8_options(int8_activation_matmuls))
-    args = list(common.invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg))
-    if int8_activation_matmuls:
-        args.append("--int8-activation-matmuls")
+    # The verification and the printed lines carry the run's settings as compare takes them.
+    args = [*common.invocation_args(input_shape, input_range, checkpoint, inputs, seed, exporter, arg),
+            *config.to_args()]
     if allow_nonfinite_inputs:
         args.append("--allow-nonfinite-inputs")
-    if precision == "int8" and calibration:
-        args += ["--calibration", str(calibration), "--calibration-method", calibration_method]
-        if calibration_limit:
-            args += ["--calibration-limit", str(calibration_limit)]
-        if calibration_preprocess:
-            args += ["--calibration-preprocess", calibration_preprocess]
-    for flag, value in (("--atol", atol), ("--rtol", rtol)):
-        if value is not None:
-            args += [flag, str(value)]
     result = analyze(spec, precision, config, inputs=inputs, trust_checkpoint=trust_checkpoint,
                      progress=common.progress(quiet), model_arg=model, extra_args=args, verify=verify,
                      allow_nonfinite_inputs=allow_nonfinite_inputs)

@@ -127,12 +127,12 @@ def validate_command(
                 html: Path | None) -> int:
         gate = spec.gate_for(device)
         sub = ("--submodule", spec.name.split(".", 1)[1]) if submodule else ()
+        run_config = common.config(spec, **options)
         return common.run_and_report(
             spec, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
-            config=common.config(spec, **options), gate=gate, inputs=inputs, save_inputs=None, allow_nonfinite=False,
-            trust=trust_checkpoint, quiet=quiet, invocation=common.invocation(model, (*sub, *args), spec, options),
-            json_path=json_path,
-            junit=junit, markdown=markdown, html=html)
+            config=run_config, gate=gate, inputs=inputs, save_inputs=None, allow_nonfinite=False,
+            trust=trust_checkpoint, quiet=quiet, invocation=common.invocation(model, (*sub, *args), run_config),
+            json_path=json_path, junit=junit, markdown=markdown, html=html)
 
     raise typer.Exit(run_each(specs, run_one, json_path, junit, markdown, html))
 
