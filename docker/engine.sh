@@ -6,7 +6,7 @@
 #   ENGINE=docker|podman   force an engine (default: docker if its daemon answers, else podman)
 #   DOCKER_BUILD_DIR       generated files: containers.conf, pip.conf, the local base's rootfs, test reports
 #
-# With podman the settings from shared/ENVIRONMENT.md ("Containers") are applied:
+# With podman these settings are applied (plain `podman run` failed with "error setting rlimit type 7"):
 #   --storage-driver overlay            global option, every podman call
 #   CONTAINERS_CONF                      $DOCKER_BUILD_DIR/containers.conf (written if absent, or taken
 #                                        from the caller's CONTAINERS_CONF): runc as the runtime and
@@ -39,7 +39,7 @@ detect_engine() {
             CONTAINERS_CONF=$DOCKER_BUILD_DIR/containers.conf
             if [[ ! -f $CONTAINERS_CONF ]]; then
                 cat > "$CONTAINERS_CONF" <<'EOF'
-# Written by docker/engine.sh for podman on this host (see shared/ENVIRONMENT.md, "Containers").
+# Written by docker/engine.sh for podman on this host (runc as the runtime, ulimits a build needs).
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
 
