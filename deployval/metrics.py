@@ -1,7 +1,9 @@
 """Metrics and the verdict, as pure functions over arrays (see DESIGN.md, "Metrics").
 
-Reference r and candidate c are upcast to float64. Elements where the reference itself is not
-finite are left out of the statistics and checked separately.
+One blockwise pass (stats.ErrorStats: float64 per block, never a float64 copy of a whole output)
+gives every exact statistic, the elementwise verdict and the |c - r| histogram; the median and p99
+are exact, from one |c - r| array in float32 where the outputs are float32. Elements where the
+reference itself is not finite are left out of the statistics and checked separately.
 """
 
 from __future__ import annotations
@@ -13,108 +15,74 @@ from typing import Any
 import numpy as np
 
 from .spec import TaskSpec, Tolerance, format_shape
+from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
+
+__all__ = ["OutputComparison", "argmax_agreement", "compare_output", "cosine", "cosine_of_sums", "dice_per_class",
+           "error_metrics", "min_passing_elementwise", "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics",
+           "topk_overlap"]
 
 FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
 
 
-@dataclass
-class _Pair:
-    """Reference and candidate as float64 over the elements finite in both, with |c - r| computed
-    once: every statistic and the verdict read from it (outputs can be tens of millions of values)."""
-
-    r: np.ndarray
-    c: np.ndarray
-    diff: np.ndarray
-    abs_r: np.ndarray
-    nan: int
-    inf: int
-    size: int
-    excluded_ref: int  # elements left out because the reference is not finite
-
-    @classmethod
-    def of(cls, ref: np.ndarray, cand: np.ndarray) -> _Pair:
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        c = np.asarray(cand, dtype=np.float64).ravel()
-        nan, inf = int(np.isnan(c).sum()), int(np.isinf(c).sum())
-        finite_ref = np.isfinite(r)
-        excluded = int(r.size - np.count_nonzero(finite_ref))
-        keep = finite_ref if excluded else None
-        if nan or inf:
-            keep = np.isfinite(c) if keep is None else keep & np.isfinite(c)
-        if keep is not None:
-            r, c = r[keep], c[keep]
-        return cls(r, c, np.abs(c - r), np.abs(r), nan, inf, int(np.asarray(ref).size), excluded)
-
-
 def error_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     """Error statistics of `cand` against `ref` (same shape), over elements finite in both."""
-    return _error_metrics(_Pair.of(ref, cand))
+    stats, _ = _streamed(np.asarray(ref), np.asarray(cand), None, None)
+    return _float_metrics(stats, np.asarray(ref), np.asarray(cand))
 
 
-def _error_metrics(pair: _Pair) -> dict[str, float]:
-    metrics: dict[str, float] = {"nan": pair.nan, "inf": pair.inf, "elements": pair.size}
-    r, c, diff, abs_r = pair.r, pair.c, pair.diff, pair.abs_r
-    if r.size == 0:
+def _finite_abs_max(values: np.ndarray) -> float:
+    """max |x| over the finite elements, from min and max (two cheap passes, no |x| copy)."""
+    if not values.size:
+        return 0.0
+    low, high = float(np.min(values)), float(np.max(values))
+    if math.isfinite(low) and math.isfinite(high):
+        return max(-low, high)
+    finite = values[np.isfinite(values)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
+
+
+def _streamed(ref: np.ndarray, cand: np.ndarray, atol: float | None, rtol: float | None) -> tuple[ErrorStats, float]:
+    """One blockwise pass (float64 per block, never over the whole array) for every exact statistic,
+    the elementwise verdict and the |c - r| histogram; returns the stats and max |ref|."""
+    ref_abs_max = _finite_abs_max(ref.ravel())
+    scale = max(ref_abs_max, _finite_abs_max(cand.ravel()))
+    stats = ErrorStats(atol=atol, rtol=rtol, rel_eps=1e-6 * ref_abs_max or 1e-30,
+                       scale=scale if not 1e-100 < scale < 1e100 and scale else 1.0)
+    flat_r, flat_c = ref.reshape(-1), cand.reshape(-1)
+    for start in range(0, flat_r.size, BLOCK):
+        stats.update(flat_r[start:start + BLOCK], flat_c[start:start + BLOCK])
+    return stats, ref_abs_max
+
+
+def _finite_diff(ref: np.ndarray, cand: np.ndarray, stats: ErrorStats) -> np.ndarray:
+    """|c - r| over the elements finite in both, in float32 when both are float32 or narrower and
+    their values cannot overflow it (the quantiles need every value; a float64 copy would double it)."""
+    dtype = np.result_type(ref.dtype, cand.dtype, np.float32)
+    if dtype == np.float32 and max(stats.ref_abs_max, stats.max_abs) > 1e37:
+        dtype = np.dtype(np.float64)
+    r, c = ref.ravel().astype(dtype, copy=False), cand.ravel().astype(dtype, copy=False)
+    if stats.n != r.size:
+        keep = np.isfinite(r) & np.isfinite(c)
+        r, c = r[keep], c[keep]
+    diff = np.subtract(c, r)
+    return np.abs(diff, out=diff)
+
+
+def _float_metrics(stats: ErrorStats, ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """The streamed statistics plus the exact median and p99 of |c - r|."""
+    metrics = stats.metrics()
+    if stats.n == 0:
         metrics.update(max_abs=0.0, mean_abs=0.0, median_abs=0.0, p99_abs=0.0, rel_l2=0.0, max_rel=0.0,
                        cosine=1.0, sqnr_db=math.inf, ref_abs_max=0.0)
         return metrics
-    ref_abs_max = float(abs_r.max())
-    scale = max(ref_abs_max, float(np.abs(c).max()))
-    if not 1e-100 < scale < 1e100:  # squares would overflow or underflow: work on scaled copies
-        scale = scale or 1.0
-        r, c, diff = r / scale, c / scale, diff / scale
-    else:
-        scale = 1.0
-    norm_r = math.sqrt(float(np.dot(r, r)))
-    norm_c = math.sqrt(float(np.dot(c, c)))
-    norm_d = math.sqrt(float(np.dot(diff, diff)))
-    cos = cosine(r, c, norm_r, norm_c)
-    norm_r, norm_c, norm_d = norm_r * scale, norm_c * scale, norm_d * scale
-    r, c, diff = pair.r, pair.c, pair.diff
-    eps = 1e-6 * ref_abs_max if ref_abs_max > 0 else 1e-30
-    with np.errstate(over="ignore", divide="ignore"):
-        max_rel = float((diff / (abs_r + eps)).max())
-    median, p99 = np.percentile(diff, [50, 99])
-    metrics.update(
-        max_abs=float(diff.max()),
-        mean_abs=float(diff.mean()),
-        median_abs=float(median),
-        p99_abs=float(p99),
-        rel_l2=rel_l2(norm_d, norm_r),
-        max_rel=max_rel,
-        cosine=cos,
-        sqnr_db=sqnr_db(norm_r, norm_d),
-        ref_abs_max=ref_abs_max,
-    )
+    median, p99 = np.percentile(_finite_diff(ref, cand, stats), [50, 99])
+    metrics["median_abs"], metrics["p99_abs"] = float(median), float(p99)
     return metrics
-
-
-def rel_l2(norm_diff: float, norm_ref: float) -> float:
-    if norm_diff == 0.0:
-        return 0.0
-    return math.inf if norm_ref == 0.0 else norm_diff / norm_ref
 
 
 def cosine(r: np.ndarray, c: np.ndarray, norm_r: float, norm_c: float) -> float:
     return cosine_of_sums(float(np.dot(r.ravel(), c.ravel())), norm_r, norm_c)
-
-
-def cosine_of_sums(dot: float, norm_r: float, norm_c: float) -> float:
-    """Cosine from r.c and the two norms (a streamed comparison accumulates them block by block)."""
-    if norm_r == 0.0 and norm_c == 0.0:
-        return 1.0
-    if norm_r == 0.0 or norm_c == 0.0:
-        return 0.0
-    return dot / (norm_r * norm_c)
-
-
-def sqnr_db(norm_ref: float, norm_diff: float) -> float:
-    if norm_diff == 0.0:
-        return math.inf
-    if norm_ref == 0.0:
-        return -math.inf
-    return 20.0 * math.log10(norm_ref / norm_diff)
 
 
 def mismatch_fraction(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -126,33 +94,39 @@ def mismatch_fraction(ref: np.ndarray, cand: np.ndarray) -> float:
 
 def min_passing_elementwise(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> dict[str, float]:
     """The smallest atol (at the given rtol) and rtol (at the given atol) that would have passed."""
-    return _min_passing(_Pair.of(ref, cand), atol, rtol)
+    stats, _ = _streamed(np.asarray(ref), np.asarray(cand), atol, rtol)
+    return {"atol": stats.min_atol, "rtol": stats.min_rtol}
 
 
-def _min_passing(pair: _Pair, atol: float, rtol: float) -> dict[str, float]:
-    if pair.r.size == 0:
-        return {"atol": 0.0, "rtol": 0.0}
-    diff, abs_r = pair.diff, pair.abs_r
-    min_atol = float(max((diff - rtol * abs_r).max(), 0.0))
-    excess = diff - atol
-    over = excess > 0
-    if not over.any():
-        min_rtol = 0.0
-    elif (abs_r[over] == 0).any():
-        min_rtol = math.inf
-    else:
-        min_rtol = float((excess[over] / abs_r[over]).max())
-    return {"atol": min_atol, "rtol": min_rtol}
+def argmax_along(values: np.ndarray, axis: int) -> np.ndarray:
+    """np.argmax(values, axis) for finite values, fast for a short axis that is not the last one
+    (a segmentation's classes): numpy's strided argmax costs ~1 s per 30 M values there; a running
+    maximum over the classes is one contiguous pass per class. Ties keep the first index, as numpy."""
+    values = np.asarray(values)
+    classes = values.shape[axis] if values.ndim else 0
+    inner = int(np.prod(values.shape[axis + 1:])) if values.ndim else 1
+    if values.ndim == 0 or inner < 64 or classes > 64 or not values.flags.c_contiguous \
+            or values.dtype.kind != "f" or not np.isfinite(values).all():
+        return np.argmax(values, axis=axis)
+    outer = int(np.prod(values.shape[:axis]))
+    planes = values.reshape(outer, classes, inner)
+    best = planes[:, 0].copy()
+    labels = np.zeros((outer, inner), dtype=np.intp)
+    for k in range(1, classes):
+        higher = planes[:, k] > best
+        np.copyto(best, planes[:, k], where=higher)
+        labels[higher] = k
+    return labels.reshape(values.shape[:axis] + values.shape[axis + 1:])
 
 
 def argmax_agreement(ref: np.ndarray, cand: np.ndarray, axis: int) -> float:
-    a, b = np.argmax(ref, axis=axis), np.argmax(cand, axis=axis)
+    a, b = argmax_along(ref, axis), argmax_along(cand, axis)
     return float(np.count_nonzero(a == b) / a.size) if a.size else 1.0
 
 
 def dice_per_class(ref: np.ndarray, cand: np.ndarray, axis: int) -> dict[int, float]:
     """Dice between the argmax label maps, for every class present in either."""
-    a, b = np.argmax(ref, axis=axis).ravel(), np.argmax(cand, axis=axis).ravel()
+    a, b = argmax_along(ref, axis).ravel(), argmax_along(cand, axis).ravel()
     return _dice_from_labels(a, b, a == b, int(ref.shape[axis]))
 
 
@@ -180,7 +154,7 @@ def task_metrics(ref: np.ndarray, cand: np.ndarray, task: TaskSpec) -> dict[str,
     axis = task.axis if task.axis >= 0 else ref.ndim + task.axis
     if ref.ndim == 0 or not 0 <= axis < ref.ndim:
         return {}
-    labels_r, labels_c = np.argmax(ref, axis=axis), np.argmax(cand, axis=axis)  # once, for every metric
+    labels_r, labels_c = argmax_along(ref, axis), argmax_along(cand, axis)  # once, for every metric
     same = labels_r == labels_c
     result: dict[str, Any] = {"argmax_agreement": float(np.count_nonzero(same) / same.size) if same.size else 1.0}
     if task.kind == "segmentation":
@@ -209,6 +183,7 @@ class OutputComparison:
     min_passing: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    histogram: dict[str, Any] | None = field(default=None, repr=False)  # |c - r| counts, for the HTML report
 
     def __bool__(self) -> bool:
         return self.passed
@@ -270,24 +245,25 @@ def compare_output(
         result.passed = not result.failures
         return result
 
-    pair = _Pair.of(ref, cand)
-    metrics = _error_metrics(pair)
+    atol, rtol = (tolerance.atol or 0.0, tolerance.rtol or 0.0) if tolerance.elementwise else (None, None)
+    stats, _ = _streamed(ref, cand, atol, rtol)
+    metrics = _float_metrics(stats, ref, cand)
     result.metrics = metrics
-    if metrics["nan"] or metrics["inf"]:
-        bad_nonfinite = int((~np.isfinite(cand) & np.isfinite(ref)).sum())
-        if bad_nonfinite:
-            result.failures.append(f"{bad_nonfinite} non-finite values (NaN {metrics['nan']}, Inf {metrics['inf']}) "
-                                   "where the reference is finite")
-    if pair.excluded_ref:
-        result.warnings.append(f"reference has {pair.excluded_ref} non-finite values, left out of the metrics")
+    result.histogram = stats.histogram()
+    if stats.nonfinite_bad:
+        result.failures.append(f"{stats.nonfinite_bad} non-finite values (NaN {metrics['nan']}, Inf {metrics['inf']}) "
+                               "where the reference is finite")
+    if stats.excluded_ref:
+        result.warnings.append(f"reference has {stats.excluded_ref} non-finite values, left out of the metrics")
     if task is not None and task.applies_to(name):
         result.task = task_metrics(ref, cand, task)
 
-    if tolerance.elementwise:
-        atol, rtol = tolerance.atol or 0.0, tolerance.rtol or 0.0
-        result.min_passing = _min_passing(pair, atol, rtol)
-        result.min_passing["at_rtol"], result.min_passing["at_atol"] = rtol, atol
-        _check_elementwise(ref, cand, pair, atol, rtol, result)
+    if atol is not None and rtol is not None:
+        result.min_passing = {"atol": stats.min_atol, "rtol": stats.min_rtol, "at_rtol": rtol, "at_atol": atol}
+        if stats.violations:
+            where, diff, allowed = _worst_violation(ref, cand, atol, rtol)
+            result.failures.append(f"{stats.violations} of {stats.elements} elements exceed atol+rtol*|ref| "
+                                   f"(worst at {where}: |diff| {diff:.3g} > {allowed:.3g})")
     for stat in ("mean_abs", "p99_abs", "rel_l2"):
         bound = getattr(tolerance, stat)
         result.min_passing.setdefault(stat, metrics[stat])
@@ -329,24 +305,20 @@ def _kind(array: np.ndarray) -> str:
     return array.dtype.kind
 
 
-def _check_elementwise(ref: np.ndarray, cand: np.ndarray, pair: _Pair, atol: float, rtol: float,
-                       out: OutputComparison) -> None:
-    excess = pair.diff - (atol + rtol * pair.abs_r)
-    violations = int(np.count_nonzero(excess > 0))
-    if violations:
-        worst = int(np.argmax(excess))
-        allowed = atol + rtol * pair.abs_r[worst]
-        where = _position(ref, cand, pair, worst)
-        out.failures.append(
-            f"{violations} of {pair.size} elements exceed atol+rtol*|ref| (worst at {where}: "
-            f"|diff| {pair.diff[worst]:.3g} > {allowed:.3g})"
-        )
-
-
-def _position(ref: np.ndarray, cand: np.ndarray, pair: _Pair, flat_index: int) -> str:
-    """The index in the original array of the `flat_index`-th compared element."""
-    if pair.r.size != pair.size:  # some elements were left out: map back through the finite mask
-        finite = (np.isfinite(np.asarray(ref, dtype=np.float64)) & np.isfinite(np.asarray(cand, dtype=np.float64)))
-        flat_index = int(np.flatnonzero(finite.ravel())[flat_index])
-    index = np.unravel_index(flat_index, np.shape(ref))
-    return "[" + ",".join(str(int(i)) for i in index) + "]"
+def _worst_violation(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> tuple[str, float, float]:
+    """Where |c - r| exceeds atol + rtol*|r| the most (elements finite in both), blockwise in float64:
+    only failing outputs pay for this second pass."""
+    flat_r, flat_c = ref.reshape(-1), cand.reshape(-1)
+    best, best_index, best_diff, best_allowed = -math.inf, 0, 0.0, 0.0
+    for start in range(0, flat_r.size, BLOCK):
+        r = flat_r[start:start + BLOCK].astype(np.float64)
+        c = flat_c[start:start + BLOCK].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(c - r)
+            excess = np.where(np.isfinite(r) & np.isfinite(c), diff - (atol + rtol * np.abs(r)), -math.inf)
+        index = int(np.argmax(excess))
+        if excess[index] > best:
+            best, best_index = float(excess[index]), start + index
+            best_diff, best_allowed = float(diff[index]), atol + rtol * abs(float(r[index]))
+    position = np.unravel_index(best_index, np.shape(ref))
+    return "[" + ",".join(str(int(i)) for i in position) + "]", best_diff, best_allowed

@@ -20,7 +20,7 @@ from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import execute, infer_once, time_runner
-from .export.artifacts import MODULE, ONNX_RAW, TORCHSCRIPT, Artifact
+from .export.artifacts import MODULE, ONNX, ONNX_RAW, TORCHSCRIPT, Artifact
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
 from .metrics import compare_output
@@ -91,14 +91,8 @@ def compare(
     if save_inputs is not None:
         inputs_mod.save_inputs(Path(save_inputs), feeds)
 
-    report = Report(
-        command=command or invocation.command(",".join(backends), ",".join(precisions), config.device),
-        model=spec.to_dict(),
-        inputs=session.inputs_info(),
-        seed=session.seed,
-        inputs_source=session.inputs_source,
-        device=session.device_info(),
-        versions=session.library_versions(),
+    report = Report.from_record(
+        session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
         gate=list(gate) if gate is not None else None,
     )
 
@@ -126,6 +120,8 @@ def compare(
 
     store = session.store(output_names, reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
                           + ("" if not invocation.args else " " + shlex.join(invocation.args)))
+    judge = _simplification_judge(jobs, config, fp16_onnx)
+    store.simplify_verified_by_row = judge is not None
     try:
         for job in jobs:
             if job.result is None:
@@ -139,6 +135,10 @@ def compare(
                         fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint)
+                    if job is judge and store.simplification_pending:
+                        job.result = _settle_simplification(job, store, job.result, lambda job=job: _run_job(
+                            job, spec, store, feeds, reference_outputs, config, progress, invocation,
+                            trust_checkpoint))
                     if job.precision == "fp16":
                         _judge_ranges(job.result, range_findings)
             report.results.append(job.result)
@@ -318,12 +318,8 @@ def _run_job(
             compare_output(name, ref, execution.outputs.get(name), row_tolerance(spec, job, name, config), spec.task)
             for name, ref in reference.items()
         ]
-        from .stats import error_histogram  # for the HTML report's histograms: 72 counts per output
-
-        result.details["error_histograms"] = {
-            name: error_histogram(ref, execution.outputs[name]) for name, ref in reference.items()
-            if name in execution.outputs and np.shape(execution.outputs[name]) == np.shape(ref)
-        }
+        # For the HTML report's histograms (72 counts per output), from the comparison's own pass.
+        result.details["error_histograms"] = {o.name: o.histogram for o in result.outputs if o.histogram is not None}
         extra = sorted(set(execution.outputs) - set(reference))
         if extra:
             result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")
@@ -336,6 +332,40 @@ def _run_job(
     if failed:
         result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
     return result
+
+
+def _simplification_judge(jobs: list[Job], config: RunConfig, fp16_onnx: str | None) -> Job | None:
+    """The row that verifies onnx-simplifier's output against the reference, in place of two more ONNX
+    Runtime runs at build time: an fp32 row on the simplified ONNX that runs before anything else is
+    made from it (other ONNX artifacts, the fp16 range check). None: the build verifies it itself."""
+    for job in jobs:
+        if job.result is not None or job.runner is None:
+            continue
+        if job.precision == "fp16" and fp16_onnx is not None:
+            return None  # the range check before the first fp16 row reads the ONNX
+        try:
+            kind = job.runner.artifact_for(job.precision, dict(config.backend_options))
+        except DeployvalError:
+            return None
+        if kind in (MODULE, TORCHSCRIPT):
+            continue
+        return job if kind == ONNX and job.precision == "fp32" else None
+    return None
+
+
+def _settle_simplification(job: Job, store: ArtifactStore, result: BackendResult,
+                           rerun: Callable[[], BackendResult]) -> BackendResult:
+    """The judge row has run: it verifies the simplification, or, failing, the blame is split against
+    the unsimplified model; where onnx-simplifier changed the outputs the row runs again without it."""
+    verdict = store.settle_simplification(result.status == PASS, f"{job.backend} {job.precision}")
+    if verdict["status"] != "fail":
+        if result.status != PASS and verdict["status"] == "ok":
+            result.warnings.append("the unsimplified ONNX gives the same outputs: onnx-simplifier is not the cause")
+        return result
+    again = rerun()
+    again.warnings.insert(0, f"onnx-simplifier changed the outputs ({verdict['reason']}): this row ran the "
+                             "unsimplified model")
+    return again
 
 
 def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
@@ -382,7 +412,6 @@ def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping
     module-level findings (`fallback`) stay the judge."""
     import contextlib
 
-    from .export.artifacts import ONNX
     from .precision import tensor_ranges
 
     try:

@@ -3,16 +3,15 @@ write `if not deployval.compare(...): ...`."""
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExitCode
 from .metrics import OutputComparison
 from .progress import Step
+from .record import FORMAT_VERSION as FORMAT_VERSION  # re-exported: suite.py checks merged reports with it
+from .record import RunRecord
 from .timing import LatencyStats
-
-FORMAT_VERSION = "1.0"
 
 # Result statuses. "reference" is the run everything is compared against; "skipped" is a
 # combination that does not exist (e.g. TorchScript at int8) and affects no verdict.
@@ -61,25 +60,17 @@ class BackendResult:
         }
 
 
-@dataclass
-class Report:
-    """Everything one comparison found; `exit_code` is what a release gate acts on."""
+@dataclass(kw_only=True)
+class Report(RunRecord):
+    """Everything one comparison found, after the run record's header; `exit_code` is what a release
+    gate acts on."""
 
-    command: str
-    model: dict[str, Any]
-    inputs: list[dict[str, Any]]
-    seed: int | None
-    inputs_source: str
-    device: dict[str, Any]
-    versions: dict[str, Any]
     steps: list[Step] = field(default_factory=list)
     results: list[BackendResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)  # e.g. activation ranges against fp16
     gate: list[str] | None = None
-    complete: bool = False  # False while rows are still being added (partial reports)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def __bool__(self) -> bool:
         return self.exit_code == ExitCode.OK
@@ -113,16 +104,7 @@ class Report:
         for r in self.results:
             counts[r.status] = counts.get(r.status, 0) + 1
         return {
-            "format_version": FORMAT_VERSION,
-            "complete": self.complete,
-            "created": self.created,
-            "command": self.command,
-            "versions": self.versions,
-            "device": self.device,
-            "model": self.model,
-            "inputs": self.inputs,
-            "seed": self.seed,
-            "inputs_source": self.inputs_source,
+            **self.record_dict(),
             "gate": self.gate,
             "steps": [s.to_dict() for s in self.steps],
             "results": [r.to_dict() for r in self.results],

@@ -23,6 +23,7 @@ from ._util import library_versions, timed_import
 from .errors import first_line
 from .export.store import ArtifactStore
 from .progress import Progress
+from .record import RunRecord
 from .spec import ModelSpec, RunConfig
 
 
@@ -97,6 +98,16 @@ class Session:
 
     def library_versions(self) -> dict[str, str | None]:
         return library_versions()
+
+    def run_record(self, command: str) -> RunRecord:
+        """The header every report starts with, filled here for all of them: the model (with its
+        parameter count once the module is built), the inputs with their digests, device and versions."""
+        model = self.spec.to_dict()
+        if self.parameters is not None:
+            model["parameters"] = self.parameters
+        return RunRecord(command=command, model=model, inputs=self.inputs_info(), seed=self.seed,
+                         inputs_source=self.inputs_source, device=self.device_info(),
+                         versions=self.library_versions())
 
     def calibration(self) -> list[dict[str, np.ndarray]]:
         """The int8 calibration samples the config names (only when `config.calibration` is set)."""

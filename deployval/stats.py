@@ -17,12 +17,34 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import cosine_of_sums, rel_l2, sqnr_db
 from .spec import Tolerance
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly
 LOG10_LOW, LOG10_HIGH, BINS_PER_DECADE = -12, 6, 4
 N_BINS = (LOG10_HIGH - LOG10_LOW) * BINS_PER_DECADE
+
+
+def rel_l2(norm_diff: float, norm_ref: float) -> float:
+    if norm_diff == 0.0:
+        return 0.0
+    return math.inf if norm_ref == 0.0 else norm_diff / norm_ref
+
+
+def cosine_of_sums(dot: float, norm_r: float, norm_c: float) -> float:
+    """Cosine from r.c and the two norms (accumulated block by block)."""
+    if norm_r == 0.0 and norm_c == 0.0:
+        return 1.0
+    if norm_r == 0.0 or norm_c == 0.0:
+        return 0.0
+    return dot / (norm_r * norm_c)
+
+
+def sqnr_db(norm_ref: float, norm_diff: float) -> float:
+    if norm_diff == 0.0:
+        return math.inf
+    if norm_ref == 0.0:
+        return -math.inf
+    return 20.0 * math.log10(norm_ref / norm_diff)
 
 
 def log_bin_edges() -> np.ndarray:
@@ -62,6 +84,9 @@ class ErrorStats:
     min_atol: float = 0.0
     min_rtol: float = 0.0
     below: int = 0
+    rel_eps: float | None = None  # with it, max |c - r| / (|r| + rel_eps) is accumulated too
+    max_rel: float = 0.0
+    scale: float = 1.0  # sums of squares are taken of values / scale (float64 would overflow beyond ~1e154)
     histogram_wanted: bool = True  # the |c - r| histogram (median, p99, plots) costs a log10 per element
     hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS, dtype=np.int64))
 
@@ -88,29 +113,38 @@ class ErrorStats:
         if not r.size:
             return
         self.n += int(r.size)
-        self.sum_r2 += float(np.dot(r, r))
-        self.sum_c2 += float(np.dot(c, c))
-        self.sum_rc += float(np.dot(r, c))
+        if self.scale != 1.0:
+            rs, cs = r / self.scale, c / self.scale
+            self.sum_r2 += float(np.dot(rs, rs))
+            self.sum_c2 += float(np.dot(cs, cs))
+            self.sum_rc += float(np.dot(rs, cs))
+        else:
+            self.sum_r2 += float(np.dot(r, r))
+            self.sum_c2 += float(np.dot(c, c))
+            self.sum_rc += float(np.dot(r, c))
         d = np.subtract(c, r, out=c)
         np.abs(d, out=d)
         abs_r = np.abs(r, out=r)
         self.sum_abs += float(d.sum())
         self.max_abs = max(self.max_abs, float(d.max()))
-        self.sum_d2 += float(np.dot(d, d))
+        ds = d / self.scale if self.scale != 1.0 else d
+        self.sum_d2 += float(np.dot(ds, ds))
         self.ref_abs_max = max(self.ref_abs_max, float(abs_r.max()))
+        if self.rel_eps is not None:
+            with np.errstate(over="ignore", divide="ignore"):
+                self.max_rel = max(self.max_rel, float((d / (abs_r + self.rel_eps)).max()))
         if self.atol is not None or self.rtol is not None:
             atol, rtol = self.atol or 0.0, self.rtol or 0.0
-            excess = d - rtol * abs_r if rtol else d.copy()
+            excess = d - rtol * abs_r if rtol else d
             self.min_atol = max(self.min_atol, float(excess.max()))
-            over = excess > atol
-            count = int(np.count_nonzero(over))
-            if count:
-                self.violations += count
-                zero = abs_r[over] == 0
-                if zero.any():
+            self.violations += int(np.count_nonzero(excess > atol))
+            over = d > atol  # where some rtol is needed at this atol
+            if over.any():
+                needed = abs_r[over]
+                if (needed == 0).any():
                     self.min_rtol = math.inf
                 else:
-                    self.min_rtol = max(self.min_rtol, float(((d[over] - atol) / abs_r[over]).max()))
+                    self.min_rtol = max(self.min_rtol, float(((d[over] - atol) / needed).max()))
         if self.histogram_wanted:
             tiny = d < 10.0**LOG10_LOW
             self.below += int(np.count_nonzero(tiny))
@@ -138,6 +172,8 @@ class ErrorStats:
             "rel_l2": rel_l2(norm_d, norm_r), "cosine": cosine_of_sums(self.sum_rc, norm_r, norm_c),
             "sqnr_db": sqnr_db(norm_r, norm_d), "ref_abs_max": self.ref_abs_max,
         }
+        if self.rel_eps is not None:
+            metrics["max_rel"] = self.max_rel
         if self.histogram_wanted:
             metrics["median_abs"], metrics["p99_abs"] = self.quantile(0.5), self.quantile(0.99)
         if self.integer:

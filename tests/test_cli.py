@@ -187,8 +187,32 @@ def test_simplification_that_changes_outputs_is_dropped(cli, tmp_path, monkeypat
     report_path = tmp_path / "r.json"
     result = cli("compare", "convs", "--backends", "torch,ort", "--no-cache", "--json", report_path, "-q")
     assert result.code == 0, result.err  # the unsimplified model is kept, and it is correct
-    step = next(s for s in json.loads(report_path.read_text())["steps"] if s["name"] == "simplify")
+    report = json.loads(report_path.read_text())
+    step = next(s for s in report["steps"] if s["name"] == "simplify")
     assert step["status"] == "fail" and "keeping the unsimplified model" in step["reason"]
+    # The ORT fp32 row judged the simplified model, failed, was blamed on the simplifier and ran again.
+    assert "after the ort fp32 row failed" in step["details"]["verification"]["by"]
+    ort = next(r for r in report["results"] if r["backend"] == "ort")
+    assert ort["status"] == "pass" and "ran the unsimplified model" in ort["warnings"][0]
+    # Without an fp32 row to judge it, the build verifies the simplification itself.
+    result = cli("compare", "convs", "--backends", "ort", "--precisions", "fp16", "--no-cache", "--json",
+                 report_path, "-q")
+    step = next(s for s in json.loads(report_path.read_text())["steps"] if s["name"] == "simplify")
+    assert step["status"] == "fail" and "by" not in step["details"]["verification"]
+
+
+def test_simplification_is_verified_by_the_ort_row_and_then_cached(cli, tmp_path):
+    cache, first, second = tmp_path / "cache", tmp_path / "1.json", tmp_path / "2.json"
+    args = ("compare", "convs", "--backends", "torch,ort", "--cache-dir", cache, "-q")
+    assert cli(*args, "--json", first).code == 0
+    step = next(s for s in json.loads(first.read_text())["steps"] if s["name"] == "simplify")
+    assert step["details"]["verification"]["status"] == "ok"
+    assert step["details"]["verification"]["by"] == "the ort fp32 row, against the reference"
+    assert cli(*args, "--json", second).code == 0
+    assert next(s for s in json.loads(second.read_text())["steps"] if s["name"] == "simplify")["cached"]
+    # Other inputs: the entry was verified on the first inputs only, so it is built (and judged) again.
+    assert cli(*args, "--seed", "3", "--json", second).code == 0
+    assert not next(s for s in json.loads(second.read_text())["steps"] if s["name"] == "simplify")["cached"]
 
 
 def test_unsupported_combination_is_skipped_not_failed(cli):

@@ -354,7 +354,6 @@ class ModelDebugger(OwnErrorSearch):
     # ------------------------------------------------------------------ outputs and summary
     def _compare_outputs(self, values: Mapping[str, np.ndarray]) -> None:
         from ..metrics import compare_output
-        from ..stats import compare_tensors
 
         for row in self.rows:
             if row.key is not None or row.result.status != PASS:
@@ -370,9 +369,8 @@ class ModelDebugger(OwnErrorSearch):
                                                        if isinstance(v, float)}}
             result.failures = list(comparison.failures)
             result.status = PASS if comparison.passed else FAIL
-            if values.get(name) is not None and np.shape(values[name]) == np.shape(self.reference[name]):
-                result.histogram = compare_tensors(self.reference[name], values[name], tolerance,
-                                                   histogram=True)[0].histogram()
+            if comparison.histogram is not None:
+                result.histogram = comparison.histogram
             if result.status == FAIL and self.state.first is None:
                 self.state.first = row
 

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import inputs as inputs_mod
-from .._util import IMPORT_SECONDS, library_versions, sha256_file, timed_import
+from .._util import IMPORT_SECONDS, sha256_file, timed_import
 from ..backends.base import Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
-from ..export.store import ArtifactStore
 from ..progress import Progress
+from ..session import Session
 from ..spec import ModelSpec, RunConfig, Tolerance
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization
@@ -79,45 +79,33 @@ class _Own:
     metrics: dict[str, float]
 
 
-def debug_onnx_file(spec: ModelSpec, cls: type[Runner], precision: str, config: RunConfig,
-                    feeds: dict[str, np.ndarray], inputs_source: str, seed: int | None, *,
-                    patterns: Sequence[str] | None, progress: Progress, command: str | None, budget: int,
-                    own_errors: str, triage: bool) -> DebugReport:
-    """Localize where `cls` at `precision` diverges from ONNX Runtime fp32 on the file, node by node.
-    `patterns` (fnmatch) select nodes by name or op type."""
+def debug_onnx_file(session: Session, cls: type[Runner], precision: str, *, patterns: Sequence[str] | None,
+                    command: str | None, budget: int, own_errors: str, triage: bool) -> DebugReport:
+    """Localize where `cls` at `precision` diverges from ONNX Runtime fp32 on the session's file, node by
+    node. `patterns` (fnmatch) select nodes by name or op type."""
     started = time.perf_counter()
     timed_import("onnx")
     timed_import("onnxruntime")
     from ..backends.onnxruntime import OnnxRuntimeRunner
-    from ..pipeline import backend_options, device_info, load_calibration
 
     ok, reason = check_available(OnnxRuntimeRunner, "cpu")
     if not ok:
         raise UsageError(f"ONNX models need ONNX Runtime for the reference run: {reason}")
-    spec = spec.with_input_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-    digest = sha256_file(Path(spec.path or ""))
-    report = DebugReport(
-        command=command or shlex.join(["deployval", "debug", spec.path or spec.name, "--backend", cls.name,
-                                       "--precision", precision]),
-        model={**spec.to_dict(), "sha256": digest, "output_names": list(spec.output_names or ())},
-        inputs=[{**i.to_dict(), "sha256": inputs_mod.digest({i.name: feeds[i.name]})} for i in spec.inputs],
-        seed=seed, inputs_source=inputs_source, device=device_info(config.device), versions=library_versions(),
-        backend=cls.name, precision=precision, faithful=cls.faithful(precision, config.device),
-        map_source="the file's node outputs, matched by tensor name",
-    )
+    spec, config, feeds, progress = session.spec, session.config, session.feeds, session.progress
+    record = session.run_record(command or shlex.join(["deployval", "debug", spec.path or spec.name, "--backend",
+                                                       cls.name, "--precision", precision]))
+    record.model.update(sha256=session.model_digest, output_names=list(spec.output_names or ()))
+    report = DebugReport.from_record(record, backend=cls.name, precision=precision,
+                                     faithful=cls.faithful(precision, config.device),
+                                     map_source="the file's node outputs, matched by tensor name")
     report.warnings.extend(cls.caveats(precision, config.device))
-
-    def no_module() -> Any:
-        raise UsageError(f"'{spec.name}' is an ONNX file: there is no PyTorch module")
-
-    store = ArtifactStore(spec, feeds, config, module=no_module, output_names=tuple(spec.output_names or ()),
-                          model_digest=digest, inputs_digest=inputs_mod.digest(feeds), progress=progress,
-                          calibration=(lambda: load_calibration(spec, config)) if config.calibration else None,
+    store = session.store(tuple(spec.output_names or ()),
                           reproduce=f"deployval export {shlex.quote(spec.path or '')} --out DIR")
-    timings: dict[str, Any] = {"reference_s": 0.0, "backend_s": 0.0, "own_s": 0.0, "triage_s": 0.0}
+    timings = session.timings
+    timings.update(reference_s=0.0, backend_s=0.0, own_s=0.0, triage_s=0.0)
     workdir = tempfile.TemporaryDirectory(prefix="deployval-debug-")
     try:
-        options = backend_options(spec, config, store)
+        options = session.backend_options(store)
         options["engine_cache_dir"] = None  # debug graphs are one-off, and their weights live outside the file
         kind = cls.artifact_for(precision, options)
         if kind not in ONNX_KINDS:

@@ -3,14 +3,13 @@ first divergent layer, where the error is new, and the triage verdict; JSON and 
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ExitCode
+from ..record import RunRecord
 
-FORMAT_VERSION = "1.0"
 # Row statuses: compared and within tolerance / beyond it; not compared, and why.
 PASS, FAIL, UNMAPPED, VANISHED, SKIPPED = "pass", "fail", "unmapped", "vanished", "skipped"
 
@@ -97,15 +96,10 @@ class Triage:
                 "seconds": round(self.seconds, 3)}
 
 
-@dataclass
-class DebugReport:
-    command: str
-    model: dict[str, Any]
-    inputs: list[dict[str, Any]]
-    seed: int | None
-    inputs_source: str
-    device: dict[str, Any]
-    versions: dict[str, Any]
+@dataclass(kw_only=True)
+class DebugReport(RunRecord):
+    """Per-layer findings of one backend at one precision, after the run record's header."""
+
     backend: str
     precision: str
     artifact: dict[str, Any] = field(default_factory=dict)
@@ -121,8 +115,6 @@ class DebugReport:
     steps: list[Any] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     faithful: bool = True
-    complete: bool = False
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def __bool__(self) -> bool:
         return self.exit_code == ExitCode.OK
@@ -150,17 +142,7 @@ class DebugReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format_version": FORMAT_VERSION,
-            "kind": "debug",
-            "complete": self.complete,
-            "created": self.created,
-            "command": self.command,
-            "versions": self.versions,
-            "device": self.device,
-            "model": self.model,
-            "inputs": self.inputs,
-            "seed": self.seed,
-            "inputs_source": self.inputs_source,
+            **self.record_dict(kind="debug"),
             "backend": self.backend,
             "precision": self.precision,
             "faithful": self.faithful,

@@ -104,13 +104,12 @@ def run_debug(
 
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
-    spec, feeds, inputs_source, seed = session.spec, session.feeds, session.inputs_source, session.seed
+    spec, feeds = session.spec, session.feeds
     if spec.kind == "onnx":  # the file's nodes are the layers, ONNX Runtime fp32 the reference
         from .onnx_file import debug_onnx_file
 
-        return debug_onnx_file(spec, cls, precision, config, feeds, inputs_source, seed, patterns=modules,
-                               progress=progress, command=command, budget=memory_budget(memory_budget_bytes),
-                               own_errors=own_errors, triage=triage)
+        return debug_onnx_file(session, cls, precision, patterns=modules, command=command,
+                               budget=memory_budget(memory_budget_bytes), own_errors=own_errors, triage=triage)
     timings = session.timings
     timed_import("torch")
     timed_import("onnx")
@@ -118,14 +117,10 @@ def run_debug(
     from .capture import survey
 
     module = session.module().to(config.device)
-    report = DebugReport(
-        command=command or shlex.join(["deployval", "debug", spec.name, "--backend", backend, "--precision",
-                                       precision]),
-        model={**spec.to_dict(), "parameters": session.parameters},
-        inputs=session.inputs_info(),
-        seed=seed, inputs_source=inputs_source, device=session.device_info(), versions=session.library_versions(),
-        backend=backend, precision=precision, faithful=cls.faithful(precision, config.device),
-    )
+    record = session.run_record(command or shlex.join(["deployval", "debug", spec.name, "--backend", backend,
+                                                       "--precision", precision]))  # after the build: parameters
+    report = DebugReport.from_record(record, backend=backend, precision=precision,
+                                     faithful=cls.faithful(precision, config.device))
     report.warnings.extend(cls.caveats(precision, config.device))
     args = to_tensors(feeds, spec.input_names, config.device)
     model_digest, inputs_digest = session.model_digest, session.inputs_digest

@@ -107,6 +107,7 @@ class ArtifactStore:
         self.reproduce = reproduce
         self._calibration = calibration
         self.steps: list[Step] = []
+        self.simplify_verified_by_row = False  # set by a run whose ORT fp32 row runs the simplified ONNX first
         self._built: dict[str, Artifact] = {}
         self._failed: dict[str, DeployvalError] = {}
         exporter = config.exporter or spec.export.exporter
@@ -160,6 +161,48 @@ class ArtifactStore:
 
     def step_for(self, name: str) -> Step | None:
         return next((s for s in reversed(self.steps) if s.name == name), None)
+
+    @property
+    def simplification_pending(self) -> bool:
+        """The simplified ONNX was built in this run and waits for its row's verdict."""
+        step = self.step_for(BUILDS[ONNX].step)
+        return ONNX in self._built and step is not None and step.details.get("verified_inputs") == builders.PENDING
+
+    def settle_simplification(self, row_passed: bool, row: str) -> dict[str, Any]:
+        """Verify a deferred simplification by its row: a passing row verifies it; after a failing one
+        the raw ONNX is run too, and where the simplification changed the outputs the store goes back
+        to the unsimplified model (the caller reruns the row). Returns the verdict."""
+        step = self.step_for(BUILDS[ONNX].step)
+        assert step is not None and self.simplification_pending
+        if row_passed:
+            verdict: dict[str, Any] = {"status": "ok", "reason": "", "by": f"the {row} row, against the reference"}
+        else:
+            blame = Step("simplify-blame", reproduce=self.reproduce)
+            with self.timed(blame, f"onnx-simplifier verification (the {row} row failed)"):
+                verdict = builders.blame_simplification(self._built[ONNX_RAW].path, self._built[ONNX].path,
+                                                        self.inputs)
+            verdict["by"] = f"the unsimplified model, after the {row} row failed"
+            step.seconds += blame.seconds
+        step.details["verification"] = verdict
+        step.details["verified_inputs"] = self.inputs_digest if verdict["status"] != "skipped" else None
+        artifact = self._built[ONNX]
+        if verdict["status"] == "fail":
+            step.status = "fail"
+            step.reason = f"simplified model changes outputs ({verdict['reason']}); keeping the unsimplified model"
+            shutil.copyfile(self._built[ONNX_RAW].path, artifact.path)  # type: ignore[arg-type]
+            artifact = self._file_artifact(ONNX, self._path(ONNX), step.details)
+            self._built[ONNX] = artifact
+            step.artifact = artifact.to_dict()
+        elif verdict["status"] == "skipped":
+            step.reason = f"simplified model not verified: {verdict['reason']}"
+        if self.config.use_cache:
+            try:
+                extra = json.loads(self._meta_path(ONNX).read_text())
+            except (OSError, ValueError):
+                extra = {}
+            extra = {k: v for k, v in extra.items() if k not in ("key", "kind", "sha256", "step", "details")}
+            self._save_meta(ONNX, artifact, step, {**extra, "verified_inputs": step.details["verified_inputs"]})
+        return verdict
 
     # ------------------------------------------------------------------ for the builders
     def module(self) -> Any:
