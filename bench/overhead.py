@@ -6,9 +6,13 @@ report: library imports, building the model, exports and ONNX passes, loading ea
 its inference runs (correctness and timed). Overhead is everything else (interpreter start, CLI,
 input generation, hashing, metrics, reports). Also times `deployval --help` in a fresh process.
 
-    python bench/overhead.py [--repeat N]
+    python bench/overhead.py [--repeat N] [--validate MODEL]
 
 Prints a Markdown table; numbers are medians over N repetitions (machines are noisy).
+
+`--validate MODEL` measures instead the time to verdict of `deployval validate MODEL` at its full
+size with an empty cache: wall time against the inference the verdict needs (each row's
+correctness run and timed runs), with every other cost broken down from the run's own report.
 """
 
 from __future__ import annotations
@@ -66,6 +70,49 @@ def run_case(model: str, extra: list[str], repeat: int) -> dict[str, float]:
             "warm_ratio": warm / statistics.median(warm_work), "speedup": cold / warm}
 
 
+def validate_case(model: str, repeat: int) -> None:
+    walls, inferences, breakdowns = [], [], []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            report_path = Path(tmp) / "r.json"
+            wall, proc = deployval("validate", model, "--cache-dir", str(Path(tmp) / "cache"), "--json",
+                                   str(report_path), "-q")
+            if proc.returncode not in (0, 1):
+                raise SystemExit(f"{model}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+            report = json.loads(report_path.read_text())
+        parts: dict[str, float] = {}
+        inference = 0.0
+        for result in report["results"]:
+            seconds = result.get("seconds", {})
+            label = f"{result['backend']} {result['precision']}"
+            runs = seconds.get("correctness", 0.0) + seconds.get("timing", 0.0)
+            inference += runs
+            parts[f"{label}: correctness run + timed runs"] = runs
+            parts[f"{label}: load"] = seconds.get("prepare", 0.0)
+            parts[f"{label}: metrics"] = seconds.get("compare", 0.0)
+        for step in report["steps"]:
+            parts[f"step {step['name']}"] = parts.get(f"step {step['name']}", 0.0) + step["seconds"]
+        timings = report["timings"]
+        parts["imports"] = sum(timings.get("imports_s", {}).values())
+        parts["model build"] = timings.get("model_build_s", 0.0)
+        ranges = report.get("analysis", {}).get("activation_ranges", {})
+        parts["fp16 ranges of every tensor"] = ranges.get("seconds", 0.0)
+        parts["other (interpreter, CLI, inputs, hashing, reports)"] = wall - sum(parts.values())
+        walls.append(wall)
+        inferences.append(inference)
+        breakdowns.append(parts)
+    wall, inference = statistics.median(walls), statistics.median(inferences)
+    print(f"`deployval validate {model}` (cold cache), median of {repeat}: wall {wall:.1f} s, inference "
+          f"{inference:.1f} s, ratio {wall / inference:.2f}")
+    print()
+    print("| part | seconds |")
+    print("| --- | ---: |")
+    for name in breakdowns[0]:
+        value = statistics.median(b.get(name, 0.0) for b in breakdowns)
+        if value >= 0.05:
+            print(f"| {name} | {value:.1f} |")
+
+
 def help_time(repeat: int) -> float:
     samples = []
     for _ in range(max(repeat, 5)):
@@ -78,7 +125,12 @@ def help_time(repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="repetitions per measurement (median)")
+    parser.add_argument("--validate", metavar="MODEL", help="time to verdict of `deployval validate MODEL`")
     args = parser.parse_args()
+    if args.validate:
+        print(f"machine: {os.cpu_count()} CPUs")
+        validate_case(args.validate, args.repeat)
+        return
     print(f"machine: {os.cpu_count()} CPUs; backends torch,torchscript,ort fp32; median of {args.repeat}")
     print()
     print("| model | cold wall s | work s | ratio | warm wall s | warm ratio | cold/warm |")

@@ -18,18 +18,19 @@ import numpy as np
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
-from .errors import BackendError, DeployvalError, UsageError, first_line
-from .execution import execute, infer_once, time_runner
-from .export.artifacts import MODULE, ONNX, ONNX_RAW, TORCHSCRIPT, Artifact
+from .errors import DeployvalError, UsageError, first_line
+from .execution import execute, time_runner
+from .export.artifacts import MODULE, ONNX, ONNX_RAW, TORCHSCRIPT
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
 from .metrics import compare_output
 from .progress import Progress, Step
+from .reference import reference_runner
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
-from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance, format_shape
+from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance
 
 
 @dataclass
@@ -96,23 +97,26 @@ def compare(
         gate=list(gate) if gate is not None else None,
     )
 
-    # The model and the reference run.
-    def module() -> Any:
-        built = session.module()
-        report.model["parameters"] = session.parameters
-        return built
-
-    reference_runner = _reference_runner(spec, module, config)
-    # Activation ranges against fp16's limits, when an fp16 row will be judged: module outputs (torch
-    # models), and every tensor of the fp32 ONNX graph when an fp16 row runs an ONNX artifact (that
-    # check judges then; the module outputs stay the fallback).
+    # The reference run. Activation ranges against fp16's limits are recorded in the same pass when an
+    # fp16 row will be judged: module outputs (torch models), and every tensor of the fp32 ONNX graph
+    # when an fp16 row runs an ONNX artifact (that check judges then; the module outputs stay the
+    # fallback). When a TorchScript row will run a trace, the pass is that trace.
     ranges: list[Any] | None = None
     if spec.kind == "module" and any(j.precision == "fp16" and j.result is None for j in jobs):
         ranges = []
     fp16_onnx = _fp16_onnx_kind(jobs, config)
-    reference_outputs, reference_result = _run_reference(
-        reference_runner, spec, feeds, config, progress, timings, invocation, jobs, ranges
-    )
+    reference_rows: list[BackendResult] = []
+
+    def time_reference(runner: Runner, prepared: Mapping[str, np.ndarray], first_run: float) -> None:
+        """The reference is a row too when asked for: timed while its runner is active."""
+        if any(j.result is None and j.precision == "fp32" and j.backend == runner.name for j in jobs):
+            reference_rows.append(_time_reference(runner, prepared, first_run, config, progress, invocation))
+
+    reference = session.reference(ranges=ranges, trace=_needs_trace(spec, jobs, config), then=time_reference)
+    if session.parameters is not None:
+        report.model["parameters"] = session.parameters
+    reference_outputs = reference.outputs
+    reference_result = reference_rows[0] if reference_rows else None
     range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None)
     output_names = tuple(reference_outputs)
     report.model["output_names"] = list(output_names)
@@ -122,6 +126,7 @@ def compare(
                           + ("" if not invocation.args else " " + shlex.join(invocation.args)))
     judge = _simplification_judge(jobs, config, fp16_onnx)
     store.simplify_verified_by_row = judge is not None
+    store.traced_module = reference.traced
     try:
         for job in jobs:
             if job.result is None:
@@ -131,7 +136,7 @@ def compare(
                 else:
                     if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
                         range_findings = _tensor_range_findings(spec, store, feeds, config, report, progress,
-                                                                module, fp16_onnx, range_findings)
+                                                                session.module, fp16_onnx, range_findings)
                         fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint)
@@ -201,75 +206,30 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
     return jobs
 
 
-def _reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConfig) -> Runner:
-    """The runner that defines 'correct': torch eager fp32 on the run's device, or ONNX Runtime fp32
-    on the CPU for ONNX models."""
-    if spec.kind == "onnx":
-        from .backends.onnxruntime import OnnxRuntimeRunner
-
-        ok, reason = check_available(OnnxRuntimeRunner, "cpu")
-        if not ok:
-            raise UsageError(f"ONNX models need ONNX Runtime for the reference run: {reason}")
-        artifact = Artifact(ONNX_RAW, path=Path(spec.path or ""), input_names=spec.input_names,
-                            output_names=spec.output_names or ())
-        return OnnxRuntimeRunner(artifact, "fp32", "cpu")
-    from .backends.torch_eager import TorchEagerRunner
-
-    ok, reason = check_available(TorchEagerRunner, config.device)
-    if not ok:
-        raise UsageError(f"the reference (torch eager on {config.device}) cannot run: {reason}")
-    artifact = Artifact(MODULE, obj=module(), input_names=spec.input_names, output_names=spec.output_names or ())
-    return TorchEagerRunner(artifact, "fp32", config.device)
+def _needs_trace(spec: ModelSpec, jobs: list[Job], config: RunConfig) -> bool:
+    """Whether a row will run a traced TorchScript of this model (then the reference run traces it)."""
+    if spec.kind != "module" or spec.export.torchscript != "trace":
+        return False
+    for job in jobs:
+        if job.result is None and job.runner is not None:
+            try:
+                if job.runner.artifact_for(job.precision, dict(config.backend_options)) == TORCHSCRIPT:
+                    return True
+            except DeployvalError:
+                continue
+    return False
 
 
-def _run_reference(
-    runner: Runner, spec: ModelSpec, feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress,
-    timings: dict[str, float], invocation: Invocation, jobs: list[Job], ranges: list[Any] | None = None,
-) -> tuple[dict[str, np.ndarray], BackendResult | None]:
-    """Run the reference once, and time it too when it is one of the requested rows. Its outputs
-    (named by the spec, or by the model's output structure) are what every backend must match.
-    With `ranges`, the activation range of every module is recorded during that one run."""
-    as_row = next((j for j in jobs if j.result is None and j.precision == "fp32" and j.backend == runner.name), None)
-    start = time.perf_counter()
-    try:
-        with progress.step(f"reference run ({'onnxruntime' if spec.kind == 'onnx' else 'torch eager'} fp32)"):
-            runner.activate()
-            prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
-            first_start = time.perf_counter()
-            if ranges is not None:
-                from .precision.ranges import record_ranges
-
-                with record_ranges(runner.module) as recorded:  # type: ignore[attr-defined]
-                    outputs = runner.to_host(infer_once(runner, prepared))
-                ranges.extend(recorded)
-            else:
-                outputs = runner.to_host(infer_once(runner, prepared))
-            first_run = time.perf_counter() - first_start
-        runner.artifact.output_names = runner.output_names
-    except BackendError as exc:  # the reference runtime refuses the user's model itself: bad input, not a row
-        runner.deactivate()
-        raise UsageError(f"the reference ({runner.name} fp32) cannot run this model: {exc.one_line()}") from None
-    except DeployvalError:
-        runner.deactivate()
-        raise
-    except Exception as exc:
-        runner.deactivate()
-        shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
-        raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
-    timings["reference_s"] = time.perf_counter() - start
-    result = None
-    try:
-        if as_row is not None:
-            result = BackendResult(runner.name, "fp32", config.device, REFERENCE,
-                                   reason="the reference every other result is compared against",
-                                   reproduce=invocation.command(runner.name, "fp32", config.device))
-            result.artifact = runner.artifact.to_dict() if runner.artifact.path else {"kind": runner.artifact.kind}
-            with progress.step(f"timing {runner.name} fp32"):
-                result.latency, seconds = time_runner(runner, prepared, config, first_run)
-            result.seconds = {"prepare": 0.0, "correctness": first_run, **seconds}
-    finally:
-        runner.deactivate()
-    return outputs, result
+def _time_reference(runner: Runner, prepared: Mapping[str, np.ndarray], first_run: float, config: RunConfig,
+                    progress: Progress, invocation: Invocation) -> BackendResult:
+    result = BackendResult(runner.name, "fp32", config.device, REFERENCE,
+                           reason="the reference every other result is compared against",
+                           reproduce=invocation.command(runner.name, "fp32", config.device))
+    result.artifact = runner.artifact.to_dict() if runner.artifact.path else {"kind": runner.artifact.kind}
+    with progress.step(f"timing {runner.name} fp32"):
+        result.latency, seconds = time_runner(runner, prepared, config, first_run)
+    result.seconds = {"prepare": 0.0, "correctness": first_run, **seconds}
+    return result
 
 
 def _run_job(
@@ -498,7 +458,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
         session.module()
         if not output_names:  # one forward pass to learn the output structure
             with session.progress.step("reference run (to name the outputs)"), \
-                    _reference_runner(spec, session.module, config) as runner:
+                    reference_runner(spec, session.module, config) as runner:
                 output_names = tuple(runner.infer(session.feeds))
     store = session.store(output_names)
     default = (ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8) if spec.kind == "onnx" else (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .errors import first_line
 from .export.store import ArtifactStore
 from .progress import Progress
 from .record import RunRecord
+from .reference import ReferenceRun
 from .spec import ModelSpec, RunConfig
 
 
@@ -49,6 +50,7 @@ class Session:
         self._module: Any = None
         self._built = False
         self._model_digest: str | None = None
+        self._reference: ReferenceRun | None = None
         self.spec, self.feeds, self.inputs_source, self.seed = resolve_inputs(spec, self.config, inputs,
                                                                              allow_nonfinite)
         self.inputs_digest = inputs_mod.digest(self.feeds)
@@ -124,6 +126,25 @@ class Session:
 
     def backend_options(self, store: ArtifactStore) -> dict[str, Any]:
         return backend_options(self.spec, self.config, store)
+
+    def reference(self, *, ranges: list[Any] | None = None, trace: bool = False,
+                  then: Callable[[Any, Mapping[str, np.ndarray], float], None] | None = None) -> ReferenceRun:
+        """The reference run every row is judged against, run once and kept: its outputs, and what the
+        first call asked the same pass to record (see reference.run_reference)."""
+        if self._reference is None:
+            from .reference import reference_runner, run_reference
+
+            start = time.perf_counter()
+            runner = reference_runner(self.spec, self.module, self.config)
+            self._reference = run_reference(runner, self.spec, self.feeds, self.progress, ranges=ranges, trace=trace,
+                                            then=then)
+            self.timings["reference_s"] = self._reference.seconds
+            self.timings["reference_total_s"] = time.perf_counter() - start
+        return self._reference
+
+    @property
+    def reference_outputs(self) -> dict[str, np.ndarray]:
+        return self.reference().outputs
 
 
 def resolve_inputs(spec: ModelSpec, config: RunConfig, inputs: Mapping[str, np.ndarray] | Path | str | None,

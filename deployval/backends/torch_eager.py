@@ -22,6 +22,22 @@ class TorchEagerRunner(_torch.TorchModuleRunner):
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
         return _torch.torch_available(device)
 
+    def trace_impl(self, feeds: list[Any]) -> tuple[Any, dict[str, Any]]:
+        """One run under torch.jit.trace: this run's outputs and the TorchScript it recorded, so that a
+        TorchScript row does not cost a forward pass of its own. Hooks that only read tensors (the
+        activation ranges) leave no node in the trace."""
+        from ..export.torchscript import trace_module
+
+        captured: list[Any] = []
+        handle = self.module.register_forward_hook(lambda mod, args, output: captured.append(output))
+        try:
+            traced = trace_module(self.module, tuple(feeds))
+        finally:
+            handle.remove()
+        named = _torch.name_outputs(captured[-1], self.output_names)
+        self.output_names = tuple(named)
+        return traced, named
+
     def load_module(self) -> Any:
         module = self.artifact.obj
         if self.precision == "fp16":

@@ -1,6 +1,6 @@
 """The command line. Thin: parse -> call the pipeline -> render -> exit code. One module per command
-(compare.py, validate.py, ...), the helpers they share in common.py; a new command is a module here,
-registered below.
+(compare.py, validate.py, ...), taking the option groups of groups.py, the other helpers they share in
+common.py; a new command is a module here, registered below.
 
 Exit codes: 0 every requested check passed; 1 an accuracy check failed; 2 bad usage or bad input
 (one line on stderr); 3 a requested backend could not run. Only typer and deployval's light

@@ -4,33 +4,40 @@ imported at module level; everything else (torch, the debug run) when the comman
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..options import (
-    ArgOpt,
-    CacheDirOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    ExporterOpt,
-    InputRangeOpt,
-    InputShapeOpt,
-    InputsOpt,
-    JsonOpt,
-    NoCacheOpt,
-    NonfiniteOpt,
-    QuietOpt,
-    SeedOpt,
-    TrustOpt,
-)
+from ..options import DeviceOpt
 from . import common
+from .grouping import Omit, grouped, run_config, run_settings
+from .groups import Cache, Display, Export, ModelInputs, ReportFiles, Tolerances
 
-DebugModelArg = Annotated[str, typer.Argument(
-    help="A registered model (see `deployval models`), pkg.module:factory (a PyTorch module), or an ONNX file "
-         "(its nodes are the layers, ONNX Runtime fp32 on the file the reference).",
-    show_default=False, metavar="MODEL")]
+
+@dataclass(frozen=True)
+class DebugInputs(ModelInputs):
+    model: Annotated[str, typer.Argument(
+        help="A registered model (see `deployval models`), pkg.module:factory (a PyTorch module), or an ONNX file "
+             "(its nodes are the layers, ONNX Runtime fp32 on the file the reference).",
+        show_default=False, metavar="MODEL")]
+
+
+@dataclass(frozen=True)
+class LayerTolerances(Tolerances):
+    atol: Annotated[float | None, typer.Option(
+        "--atol", help="Elementwise absolute tolerance for every layer.")] = None
+    rtol: Annotated[float | None, typer.Option(
+        "--rtol", help="Elementwise relative tolerance for every layer.")] = None
+
+
+@dataclass(frozen=True)
+class DebugReports(ReportFiles):
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write a self-contained HTML report here (per-layer error curve, output histograms).")] = None
+
+
 BackendOpt = Annotated[str, typer.Option(
     "--backend", "-b", help="The backend to localize (one that runs ONNX: ort, trt, ort-trt, ...).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")]
@@ -38,10 +45,6 @@ ModulesOpt = Annotated[list[str] | None, typer.Option(
     "--modules", "-m", help="Module names to report, as fnmatch patterns (comma-separated or repeated), e.g. "
                             "'encoder.*,head' (for an ONNX file: node names or op types). Default: every submodule, "
                             "leaves and containers; marks always.")]
-LayerAtolOpt = Annotated[float | None, typer.Option("--atol", help="Elementwise absolute tolerance for every layer.")]
-LayerRtolOpt = Annotated[float | None, typer.Option("--rtol", help="Elementwise relative tolerance for every layer.")]
-DebugHtmlOpt = Annotated[Path | None, typer.Option(
-    "--html", help="Write a self-contained HTML report here (per-layer error curve, output histograms).")]
 MemoryOpt = Annotated[float | None, typer.Option(
     "--memory-budget", help="MiB of activations one backend run may return; more are streamed in chunks "
                             "[default: 512, at most a quarter of the free memory; $DEPLOYVAL_DEBUG_MEMORY_MB].")]
@@ -53,31 +56,22 @@ TriageOpt = Annotated[bool, typer.Option(
                                  "or the runtime.")]
 
 
+@grouped
 def debug_command(
-    model: DebugModelArg,
+    *,
     backend: BackendOpt = "ort",
     precision: PrecisionOpt = "fp32",
     modules: ModulesOpt = None,
-    inputs: InputsOpt = None,
-    input_shape: InputShapeOpt = None,
-    input_range: InputRangeOpt = None,
-    checkpoint: CheckpointOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    allow_nonfinite_inputs: NonfiniteOpt = False,
-    seed: SeedOpt = 0,
-    atol: LayerAtolOpt = None,
-    rtol: LayerRtolOpt = None,
+    src: Annotated[DebugInputs, Omit("submodule")],
+    tol: LayerTolerances,
     device: DeviceOpt = "cpu",
-    exporter: ExporterOpt = None,
-    json_path: JsonOpt = None,
-    html_path: DebugHtmlOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
+    export: Export,
+    files: Annotated[DebugReports, Omit("junit", "markdown")],
+    cache: Cache,
     memory_budget: MemoryOpt = None,
     own_errors: OwnOpt = "auto",
     triage: TriageOpt = True,
-    arg: ArgOpt = None,
-    quiet: QuietOpt = False,
+    display: Display,
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
     whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance."""
@@ -89,10 +83,9 @@ def debug_command(
     if memory_budget is not None and not memory_budget > 0:
         raise UsageError("--memory-budget must be a positive number of MiB")
     patterns = [p.strip() for item in modules or [] for p in item.split(",") if p.strip()] or None
-    common.check_report_paths(json=json_path, html=html_path)
-    spec = common.resolve(model, input_shape, input_range, checkpoint, inputs, arg)
-    config = common.config(spec, device=device, seed=seed, atol=atol, rtol=rtol, cache_dir=cache_dir,
-                     use_cache=not no_cache, exporter=exporter)
+    files.check()
+    spec = src.spec()
+    config = run_config(spec, run_settings(src, tol, export, cache, device=device))
 
     from .._util import atomic_write_json, timed_import
 
@@ -101,17 +94,17 @@ def debug_command(
     from ..debug.run import run_debug
 
     report = run_debug(
-        spec, backend, precision, config, modules=patterns, inputs=inputs,
-        allow_nonfinite_inputs=allow_nonfinite_inputs, trust_checkpoint=trust_checkpoint,
-        progress=common.progress(quiet), command=common.command_line(),
+        spec, backend, precision, config, modules=patterns, inputs=src.inputs,
+        allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,
+        progress=display.progress(), command=common.command_line(),
         memory_budget_bytes=int(memory_budget * (1 << 20)) if memory_budget else None, own_errors=own_errors,
         triage=triage,
     )
-    if json_path:
-        atomic_write_json(json_path, report.to_dict())
-    if html_path:
+    if files.json_path:
+        atomic_write_json(files.json_path, report.to_dict())
+    if files.html:
         from ..report.html import write_html
 
-        write_html(report, html_path)
+        write_html(report, files.html)
     render_debug(report)
     raise typer.Exit(int(report.exit_code))

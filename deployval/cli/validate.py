@@ -4,146 +4,91 @@ suite reports (several models or sub-modules in one file) that `report merge` wr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import UsageError
-from ..options import (
-    ArgOpt,
-    BackendOptionOpt,
-    BudgetOpt,
-    CacheDirOpt,
-    CalibrationLimitOpt,
-    CalibrationMethodOpt,
-    CalibrationOpt,
-    CalibrationPreprocessOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    Fp16RouteOpt,
-    HtmlOpt,
-    InputRangeOpt,
-    InputShapeOpt,
-    InputsOpt,
-    Int8ExcludeOpt,
-    Int8MatmulsOpt,
-    IsolateOpt,
-    IterationsOpt,
-    JsonOpt,
-    JunitOpt,
-    KeepFp32Opt,
-    KeepInt64Opt,
-    MarkdownOpt,
-    NoCacheOpt,
-    QuietOpt,
-    SeedOpt,
-    SubmoduleOpt,
-    TimeoutOpt,
-    TrustOpt,
-    WorkspaceOpt,
-)
+from ..options import DeviceOpt
 from . import common
 from .common import ReportWriteError
+from .grouping import Omit, grouped, run_config, run_settings
+from .groups import BackendSettings, Cache, Display, Isolation, ModelInputs, Quantization, ReportFiles, Timing
 
 
-def validate_command(
-    model: Annotated[str | None, typer.Argument(
+@dataclass(frozen=True)
+class ValidateInputs(ModelInputs):
+    """With --all the manifest names the models: MODEL may be left out."""
+
+    model: Annotated[str | None, typer.Argument(  # type: ignore[assignment]
         help="A registered model, pkg.module:factory or file; leave out with --all.", show_default=False,
-        metavar="MODEL")] = None,
+        metavar="MODEL")] = None
+
+
+@grouped
+def validate_command(
+    *,
     all_models: Annotated[bool, typer.Option("--all", help="Validate every model of the manifest.")] = False,
     manifest: Annotated[Path, typer.Option("--manifest", help="The release manifest (TOML).")] = Path("deployval.toml"),
     shard: Annotated[str | None, typer.Option(
         "--shard", help="With --all: run only shard I of N (e.g. 2/4), for parallel CI jobs.")] = None,
     device: DeviceOpt = "cpu",
-    inputs: InputsOpt = None,
-    input_shape: InputShapeOpt = None,
-    input_range: InputRangeOpt = None,
-    checkpoint: CheckpointOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    seed: SeedOpt = 0,
-    iterations: IterationsOpt = None,
-    time_budget: BudgetOpt = None,
-    calibration: CalibrationOpt = None,
-    calibration_preprocess: CalibrationPreprocessOpt = None,
-    calibration_limit: CalibrationLimitOpt = None,
-    calibration_method: CalibrationMethodOpt = "minmax",
-    int8_exclude: Int8ExcludeOpt = None,
-    int8_activation_matmuls: Int8MatmulsOpt = False,
-    keep_fp32: KeepFp32Opt = None,
-    keep_int64: KeepInt64Opt = False,
-    trt_workspace: WorkspaceOpt = None,
-    trt_fp16_route: Fp16RouteOpt = "onnx",
-    backend_option: BackendOptionOpt = None,
-    isolate: IsolateOpt = None,
-    timeout: TimeoutOpt = None,
-    submodule: SubmoduleOpt = None,
-    arg: ArgOpt = None,
-    json_path: JsonOpt = None,
-    junit: JunitOpt = None,
-    markdown: MarkdownOpt = None,
-    html: HtmlOpt = None,
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    quiet: QuietOpt = False,
+    src: Annotated[ValidateInputs, Omit("allow_nonfinite_inputs")],
+    timing: Annotated[Timing, Omit("warmup")],
+    quant: Quantization,
+    backend: BackendSettings,
+    isolation: Isolation,
+    files: ReportFiles,
+    cache: Cache,
+    display: Display,
 ) -> None:
     """Run the model's release gate (the backends, precisions and tolerances its spec requires), or with
     --all every model of the release manifest."""
 
-    common.check_report_paths(json=json_path, junit=junit, markdown=markdown, html=html)
-    backend_options = common.backend_options(keep_int64, trt_workspace, trt_fp16_route, int8_activation_matmuls,
-                                             backend_option)
+    files.check()
+    settings = run_settings(src, timing, quant, backend, isolation, cache, device=device)
     if all_models or shard:
         if not all_models:
             raise UsageError("--shard works with --all")
-        if html:
+        if files.html:
             raise UsageError("--html writes one model's report; use --markdown for a manifest run")
-        if model is not None or inputs or input_shape or input_range or checkpoint or submodule or arg:
+        if src.model is not None or any((src.inputs, src.input_shape, src.input_range, src.checkpoint, src.submodule,
+                                         src.arg)):
             raise UsageError("--all takes the models, inputs and checkpoints from the manifest; drop MODEL and "
                              "the per-model options")
+        # Only what was given overrides the manifest's entries.
         overrides = {k: v for k, v in {
-            "iterations": iterations, "time_budget_s": time_budget, "cache_dir": cache_dir,
-            "use_cache": False if no_cache else None, "calibration": calibration,
-            "calibration_preprocess": calibration_preprocess, "isolate": isolate,
-            "timeout_s": timeout, "backend_options": backend_options,
+            "iterations": timing.iterations, "time_budget_s": timing.time_budget, "cache_dir": cache.cache_dir,
+            "use_cache": False if cache.no_cache else None, "calibration": quant.calibration,
+            "calibration_preprocess": quant.calibration_preprocess, "isolate": isolation.isolate,
+            "timeout_s": isolation.timeout, "backend_options": settings["backend_options"],
             "device": device if device != "cpu" else None}.items() if v is not None}
-        raise typer.Exit(validate_all(manifest, shard, overrides, trust_checkpoint, quiet, json_path, junit,
-                                       markdown))
-    if model is None:
+        raise typer.Exit(validate_all(manifest, shard, overrides, src.trust_checkpoint, display, files))
+    if src.model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
-    specs = common.resolve_all(model, input_shape, input_range, checkpoint, submodule, trust_checkpoint, inputs, arg)
+    specs = src.specs()
     for spec in specs:
         if not spec.gate_for(device):
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
-    options = dict(device=device, seed=seed, iterations=iterations, time_budget_s=time_budget, cache_dir=cache_dir,
-                   use_cache=not no_cache, calibration=calibration,
-                   calibration_preprocess=calibration_preprocess, calibration_limit=calibration_limit,
-                   calibration_method=calibration_method, int8_exclude=tuple(int8_exclude or ()),
-                   keep_fp32=tuple(keep_fp32 or ()), isolate=isolate, timeout_s=timeout,
-                   backend_options=backend_options)
-    args = common.invocation_args(input_shape, input_range, checkpoint, inputs, seed, None, arg)
 
-    def run_one(spec: Any, json_path: Path | None, junit: Path | None, markdown: Path | None,
-                html: Path | None) -> int:
+    def run_one(spec: Any, files: ReportFiles) -> int:
         gate = spec.gate_for(device)
-        sub = ("--submodule", spec.name.split(".", 1)[1]) if submodule else ()
-        run_config = common.config(spec, **options)
+        config = run_config(spec, settings)
         return common.run_and_report(
-            spec, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
-            config=run_config, gate=gate, inputs=inputs, save_inputs=None, allow_nonfinite=False,
-            trust=trust_checkpoint, quiet=quiet, invocation=common.invocation(model, (*sub, *args), run_config),
-            json_path=json_path, junit=junit, markdown=markdown, html=html)
+            spec, src, config, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
+            gate=gate, save_inputs=None, display=display, invocation=src.invocation(spec, config), files=files)
 
-    raise typer.Exit(run_each(specs, run_one, json_path, junit, markdown, html))
+    raise typer.Exit(run_each(specs, run_one, files))
 
 
-def run_each(specs: list[Any], run_one: Any, json_path: Path | None, junit: Path | None,
-             markdown: Path | None, html: Path | None) -> int:
+def run_each(specs: list[Any], run_one: Any, files: ReportFiles) -> int:
     """One spec: its own reports. Several (sub-modules): each is run and shown, and the files are
     one combined suite report, as for a manifest."""
     if len(specs) == 1:
-        return int(run_one(specs[0], json_path, junit, markdown, html))
-    if html:
+        return int(run_one(specs[0], files))
+    if files.html:
         raise UsageError("--html writes one model's report; with several sub-modules use --markdown or --json")
     import json
     import tempfile
@@ -155,18 +100,18 @@ def run_each(specs: list[Any], run_one: Any, json_path: Path | None, junit: Path
     with tempfile.TemporaryDirectory(prefix="deployval-suite-") as tmp:
         for index, spec in enumerate(specs):
             path = Path(tmp) / f"{index}.json"
-            run_one(spec, path, None, None, None)
+            run_one(spec, files.json_only(path))
             data = json.loads(path.read_text())
             data["entry"] = spec.name
             reports.append(data)
     suite = suite_dict(reports, [], manifest=None, shard=None)
     render_suite(suite)
-    write_suite(suite, reports, json_path, junit, markdown)
+    write_suite(suite, reports, files)
     return int(suite["summary"]["exit_code"])
 
 
-def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool, quiet: bool,
-                 json_path: Path | None, junit: Path | None, markdown: Path | None) -> int:
+def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool,
+                 display: Display, files: ReportFiles) -> int:
     from ..manifest import load_manifest, parse_shard, shard
     from ..pipeline import Invocation
     from ..pipeline import compare as run_compare
@@ -177,7 +122,7 @@ def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[st
     entries = list(manifest.entries)
     if shard_text:
         entries = shard(entries, *parse_shard(shard_text))
-    progress = common.progress(quiet)
+    progress = display.progress()
 
     def run(spec: Any, checks: tuple[str, ...], config: Any, entry: Any) -> Any:
         report = run_compare(
@@ -191,19 +136,18 @@ def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[st
     reports, errors = run_manifest(manifest, entries, run=run, overrides=overrides)
     suite = suite_dict(reports, errors, manifest=str(manifest_path), shard=shard_text)
     render_suite(suite)
-    write_suite(suite, reports, json_path, junit, markdown)
+    write_suite(suite, reports, files)
     return int(suite["summary"]["exit_code"])
 
 
-def write_suite(suite: dict[str, Any], reports: list[dict[str, Any]], json_path: Path | None,
-                junit: Path | None, markdown: Path | None) -> None:
+def write_suite(suite: dict[str, Any], reports: list[dict[str, Any]], files: ReportFiles) -> None:
     from .._util import atomic_write_json
 
     failures = []
     for what, path, write in (
-        ("JSON", json_path, lambda p: atomic_write_json(p, suite)),
-        ("JUnit", junit, lambda p: junit_suite(reports, p)),
-        ("Markdown", markdown, lambda p: markdown_suite(suite, reports, p)),
+        ("JSON", files.json_path, lambda p: atomic_write_json(p, suite)),
+        ("JUnit", files.junit, lambda p: junit_suite(reports, p)),
+        ("Markdown", files.markdown, lambda p: markdown_suite(suite, reports, p)),
     ):
         if path is not None:
             try:

@@ -68,6 +68,7 @@ class Workshop(Protocol):
     progress: Progress
     reproduce: str | None
     simplify_verified_by_row: bool
+    traced_module: Any
 
     @property
     def has_calibration(self) -> bool: ...
@@ -98,8 +99,12 @@ def torchscript(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Give
     mode, device = store.spec.export.torchscript, store.config.device
 
     def run(step: Step, path: Path) -> None:
-        from .torchscript import export_torchscript
+        from .torchscript import export_torchscript, save_torchscript
 
+        if mode == "trace" and store.traced_module is not None:  # traced during the reference run
+            step.details = {**save_torchscript(store.traced_module, path), "device": device,
+                            "traced": "during the reference run (one forward pass for both)"}
+            return
         module, args = store.module(), store.torch_args()
         if device != "cpu":  # trace where it will run (a copy: the reference stays put)
             import copy
@@ -167,7 +172,10 @@ def onnx(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
     description = None if not store.spec.export.simplify else (
         "onnx-simplifier" if deferred else "onnx-simplifier + verification")
     return Plan(run, description,
-                fresh=lambda meta: meta.get("verified_inputs") in (store.inputs_digest, None),
+                # An entry still waiting for its row's verdict is reused only by a run whose row judges it too
+                # (two processes sharing a cache build it once).
+                fresh=lambda meta: meta.get("verified_inputs") in (store.inputs_digest, None)
+                or (deferred and meta.get("verified_inputs") == PENDING),
                 prelude=run_check, on_cache_hit=replay_check)
 
 

@@ -108,6 +108,7 @@ class ArtifactStore:
         self._calibration = calibration
         self.steps: list[Step] = []
         self.simplify_verified_by_row = False  # set by a run whose ORT fp32 row runs the simplified ONNX first
+        self.traced_module: Any = None  # a TorchScript traced during the reference run, saved instead of a new trace
         self._built: dict[str, Artifact] = {}
         self._failed: dict[str, DeployvalError] = {}
         exporter = config.exporter or spec.export.exporter

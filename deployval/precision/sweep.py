@@ -91,8 +91,10 @@ class SweepResult:
 def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[int] = range(2, 9),
                  schemes: Sequence[str] = SCHEMES, task: TaskSpec | None = None,
                  output_names: Sequence[str] | None = None, input_names: Sequence[str] | None = None,
-                 progress: Callable[[str], None] | None = None) -> SweepResult:
-    """Run the sweep on a copy of `module` (the caller's weights are never touched)."""
+                 progress: Callable[[str], None] | None = None,
+                 reference: Mapping[str, np.ndarray] | None = None) -> SweepResult:
+    """Run the sweep on a copy of `module` (the caller's weights are never touched); `reference`: the
+    fp32 outputs when the caller has them already (a Session's reference run)."""
     import torch
 
     from ..backends._torch import name_outputs, tensors_to_host
@@ -110,7 +112,7 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
         with torch.inference_mode():
             return tensors_to_host(name_outputs(work(*tensors), list(output_names or ())))
 
-    reference = run()
+    reference = dict(reference) if reference is not None else run()
     weight_norm = float(np.sqrt(sum(float((w.double() ** 2).sum()) for w in originals))) or 1.0
     task_output = (task.outputs[0] if task and task.outputs else next(iter(reference))) if task else None
     rows = []

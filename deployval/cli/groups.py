@@ -1,0 +1,291 @@
+"""The option groups commands share, each declared once: a dataclass whose fields carry the typer
+metadata and which turns itself into what the run needs (RunConfig settings, backend options, the
+reproduction arguments, the model's specs). A command takes whole groups through `@grouped`
+(grouping.py), or part of one with `Annotated[Group, Omit("field")]`; a command whose option reads
+differently overrides the field in a subclass (debug's per-layer tolerances). Light at import; the
+annotations are evaluated with the class (no `from __future__ import annotations`): evaluating them
+from strings later costs `deployval --help` a few milliseconds.
+"""
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from .grouping import Group
+
+
+@dataclass(frozen=True)
+class ModelInputs(Group):
+    """The model and what defines its inputs; a command that runs or exports a model takes it."""
+
+    model: Annotated[str, typer.Argument(
+        help="A registered model (see `deployval models`), pkg.module:factory, a TorchScript file or an ONNX file.",
+        show_default=False, metavar="MODEL")]
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", help=".npy (one input), .npz (one array per input) or .pt (tensors) to use instead of random; "
+                         "their shapes and dtypes define the run (no --input-shape needed).")] = None
+    input_shape: Annotated[list[str] | None, typer.Option(
+        "--input-shape", help="NAME=1x3x224x224[:DTYPE] (repeat per input; NAME may be left out for one "
+                              "input).")] = None
+    input_range: Annotated[list[str] | None, typer.Option(
+        "--input-range", help="NAME=LOW,HIGH: value range of random inputs (repeatable).")] = None
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Weights for the model (a state_dict, or a dict holding one), loaded "
+                             "weights-only.")] = None
+    trust_checkpoint: Annotated[bool, typer.Option(
+        "--trust-checkpoint", help="Allow a checkpoint that needs arbitrary code to unpickle. Only for files you "
+                                   "trust.")] = False
+    allow_nonfinite_inputs: Annotated[bool, typer.Option(
+        "--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")] = False
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0
+    submodule: Annotated[list[str] | None, typer.Option(
+        "--submodule", help="Validate a sub-module on its own (declared in the spec, or any attribute path with "
+                            "--input-shape); 'all' for every declared one. Repeatable.")] = None
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", help="NAME=VALUE: a non-tensor argument of forward() (int, float, true/false or string), e.g. "
+                      "sr=16000; repeatable. Fixed in every export.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def args(self) -> tuple[str, ...]:
+        """The options that define the model's inputs, to ask for them again (the seed only when they
+        are random); the model itself and --submodule are the invocation's."""
+        args: list[str] = []
+        for option, values in (("--arg", self.arg), ("--input-shape", self.input_shape),
+                               ("--input-range", self.input_range)):
+            for value in values or []:
+                args += [option, value]
+        if self.checkpoint:
+            args += ["--checkpoint", str(self.checkpoint)]
+        if self.inputs:
+            args += ["--inputs", str(self.inputs)]
+        elif self.seed:
+            args += ["--seed", str(self.seed)]
+        return tuple(args)
+
+    def invocation(self, spec: Any, config: Any, *more: str) -> Any:
+        """How to ask for this run again: the model's arguments (and `more`, e.g. the exporter), and the
+        run settings from the configuration itself (so a reproduction line cannot drop one);
+        --trust-checkpoint is the user's to give again."""
+        from ..pipeline import Invocation
+
+        sub = ("--submodule", spec.name.split(".", 1)[1]) if self.submodule else ()
+        flags = ("--allow-nonfinite-inputs",) if self.allow_nonfinite_inputs else ()
+        return Invocation(self.model, (*sub, *self.args(), *more), (*config.to_args(), *flags))
+
+    def spec(self) -> Any:
+        """The model's spec; an --inputs file defines its input shapes, --arg its forward() arguments."""
+        from ..registry import resolve_model
+        from ..spec import parse_arguments, parse_input_range, parse_input_shape
+
+        if self.checkpoint is not None and not self.checkpoint.exists():
+            raise UsageError(f"checkpoint '{self.checkpoint}' does not exist")
+        return resolve_model(
+            self.model,
+            input_shapes=[parse_input_shape(s) for s in self.input_shape or []],
+            input_ranges=[parse_input_range(r) for r in self.input_range or []],
+            checkpoint=str(self.checkpoint) if self.checkpoint else None,
+            inputs_file=self.inputs,
+            arguments=parse_arguments(self.arg),
+        )
+
+    def specs(self) -> list[Any]:
+        """The model, or the sub-modules asked for (their input shapes from the spec or --input-shape)."""
+        if not self.submodule:
+            return [self.spec()]
+        if self.arg:
+            raise UsageError("--arg applies to the model's forward(), not to --submodule")
+        from ..registry import apply_ranges, apply_shapes, inputs_from_args, model_entries
+        from ..spec import ModelSpec, parse_input_range, parse_input_shape
+
+        checkpoint = str(self.checkpoint) if self.checkpoint else None
+        if ":" in self.model and self.model not in model_entries():  # a factory: its own inputs do not matter
+            parent = ModelSpec(name=self.model, inputs=(), kind="module", factory=self.model, checkpoint=checkpoint)
+        else:
+            parent = replace(self, inputs=None, input_shape=None, input_range=None, arg=None).spec()
+        shapes = [parse_input_shape(s) for s in self.input_shape or []]
+        ranges = [parse_input_range(r) for r in self.input_range or []]
+        names = ([s.name for s in parent.submodules] if self.submodule == ["all"]
+                 else list(dict.fromkeys(self.submodule)))
+        if not names:
+            raise UsageError(f"'{parent.name}' declares no sub-modules; name one with --submodule PATH --input-shape "
+                             "...")
+        specs = []
+        for name in names:
+            declared = any(s.name == name for s in parent.submodules)
+            inputs = () if declared or not shapes else inputs_from_args(f"{self.model} --submodule {name}", shapes)
+            spec = parent.submodule(name, inputs, trust_checkpoint=self.trust_checkpoint)
+            if declared and shapes:
+                spec = apply_shapes(spec, shapes)
+            specs.append(apply_ranges(spec, ranges) if ranges else spec)
+        return specs
+
+
+@dataclass(frozen=True)
+class Tolerances(Group):
+    atol: Annotated[float | None, typer.Option(
+        "--atol", help="Elementwise absolute tolerance for every output.")] = None
+    rtol: Annotated[float | None, typer.Option(
+        "--rtol", help="Elementwise relative tolerance for every output.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"atol": self.atol, "rtol": self.rtol}
+
+
+@dataclass(frozen=True)
+class Timing(Group):
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up runs; the correctness run is the first.")] = 1
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", help="Timed runs (default: as many as fit in --time-budget, at least one).")] = None
+    time_budget: Annotated[float | None, typer.Option(
+        "--time-budget", help="Seconds of timed runs per backend when --iterations is not given [default: 2].")] = None
+
+    def settings(self) -> dict[str, Any]:
+        warmup = {"warmup": self.warmup} if self.offers("warmup") else {}  # else the spec's
+        return {**warmup, "iterations": self.iterations, "time_budget_s": self.time_budget}
+
+
+@dataclass(frozen=True)
+class Export(Group):
+    exporter: Annotated[str | None, typer.Option("--exporter", help="dynamo (default) or legacy.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"exporter": self.exporter}
+
+    def args(self) -> tuple[str, ...]:
+        """Reproduction: the exporter belongs with the model's arguments (shared with `deployval export`)."""
+        return ("--exporter", self.exporter) if self.exporter else ()
+
+
+@dataclass(frozen=True)
+class Quantization(Group):
+    """int8 calibration and what stays out of int8 (and in fp32 for fp16)."""
+
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="Directory of samples to calibrate int8 with: .npy/.npz/.pt files, or images for one "
+                              "NCHW input (default: the run's inputs).")] = None
+    calibration_preprocess: Annotated[str | None, typer.Option(
+        "--calibration-preprocess", help="How calibration images become inputs, e.g. "
+                                         "'scale=0.003922,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,order=rgb' "
+                                         "[default: resize to the input size, scale 1/255].")] = None
+    calibration_limit: Annotated[int | None, typer.Option(
+        "--calibration-limit", help="Calibrate on the first N samples of --calibration (by file name).")] = None
+    calibration_method: Annotated[str, typer.Option(
+        "--calibration-method", help="int8 calibration: minmax, entropy or percentile.")] = "minmax"
+    int8_exclude: Annotated[list[str] | None, typer.Option(
+        "--int8-exclude", help="Keep ONNX nodes out of int8 (fnmatch over node names, or op:TYPE); repeatable.")] = None
+    int8_activation_matmuls: Annotated[bool, typer.Option(
+        "--int8-activation-matmuls", help="Also quantize MatMuls of two activations (attention QK^T and AV); by "
+                                          "default only MatMuls with a weight are int8.")] = False
+    keep_fp32: Annotated[list[str] | None, typer.Option(
+        "--keep-fp32", help="Keep modules (fnmatch over module names) or op:TYPE in fp32 in the fp16 artifact; "
+                            "repeatable.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "calibration": self.calibration, "calibration_preprocess": self.calibration_preprocess,
+            "calibration_limit": self.calibration_limit, "calibration_method": self.calibration_method,
+            "backend_options": self.backend_options()}
+        for name in ("int8_exclude", "keep_fp32"):
+            if self.offers(name):  # else the spec's
+                settings[name] = tuple(getattr(self, name) or ())
+        return settings
+
+    def backend_options(self) -> dict[str, Any]:
+        from ..export.int8 import ACTIVATION_MATMULS_OPTION
+
+        return {ACTIVATION_MATMULS_OPTION: True} if self.int8_activation_matmuls else {}
+
+
+@dataclass(frozen=True)
+class BackendSettings(Group):
+    """The backends' own settings: the dedicated TensorRT flags and `--backend-option NAME.FIELD=VALUE`."""
+
+    keep_int64: Annotated[bool, typer.Option(
+        "--keep-int64", help="Build TensorRT engines from the ONNX as is, without the int64 -> int32 pass.")] = False
+    trt_workspace: Annotated[int | None, typer.Option(
+        "--trt-workspace", help="TensorRT builder workspace limit in MiB [default: 4096].")] = None
+    trt_fp16_route: Annotated[str, typer.Option(
+        "--trt-fp16-route", help="TensorRT fp16 from the fp16 ONNX ('onnx', strongly typed) or, on TensorRT 10, "
+                                 "from the BuilderFlag.FP16 ('flag').")] = "onnx"
+    backend_option: Annotated[list[str] | None, typer.Option(
+        "--backend-option", help="NAME.FIELD=VALUE: a backend's own option (int, float, true/false or string), e.g. "
+                                 "trt.workspace_mb=8192; repeatable. `deployval backends` lists them.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"backend_options": self.options()}
+
+    def options(self) -> dict[str, Any]:
+        """The dedicated flags' flat keys, and `--backend-option NAME.FIELD=VALUE` as `{backend: {field:
+        value}}` (typed by the backend's `Options`); both setting one field is an error."""
+        from ..backends.base import get_backend
+        from ..backends.options import check_conflicts, parse_backend_options
+        from ..backends.tensorrt_plan import FP16_ROUTES
+
+        if self.trt_fp16_route not in FP16_ROUTES:
+            raise UsageError(f"unknown --trt-fp16-route '{self.trt_fp16_route}' ({' or '.join(FP16_ROUTES)})")
+        if self.trt_workspace is not None and self.trt_workspace <= 0:
+            raise UsageError("--trt-workspace must be a positive number of MiB")
+        flat = {"keep_int64": self.keep_int64, "trt_workspace_mb": self.trt_workspace,
+                "trt_fp16_route": self.trt_fp16_route}
+        typed = parse_backend_options(self.backend_option, get_backend)
+        check_conflicts(flat, typed, {"keep_int64": False, "trt_fp16_route": "onnx"}, get_backend)
+        return {**flat, **typed}
+
+
+@dataclass(frozen=True)
+class Isolation(Group):
+    isolate: Annotated[bool | None, typer.Option(
+        "--isolate/--no-isolate", help="Run each backend in its own process, so a crash or hang costs only its row "
+                                       "[default: TensorRT backends, or all when --timeout is set].")] = None
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", help="Seconds each isolated backend may take before it is killed and reported.")] = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"isolate": self.isolate, "timeout_s": self.timeout}
+
+
+@dataclass(frozen=True)
+class ReportFiles(Group):
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")] = None
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write a self-contained HTML report (tables and error histograms) here.")] = None
+
+    def check(self) -> None:
+        """Fail before any work when a report could not be written."""
+        from .._util import check_writable
+
+        for what, path in (("json", self.json_path), ("junit", self.junit), ("markdown", self.markdown),
+                           ("html", self.html)):
+            if path is not None:
+                check_writable(path, f"{what} report")
+
+    def json_only(self, path: Path) -> "ReportFiles":
+        return replace(self, json_path=path, junit=None, markdown=None, html=None)
+
+
+@dataclass(frozen=True)
+class Cache(Group):
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Artifact cache (default: $DEPLOYVAL_CACHE_DIR or ~/.cache/deployval).")] = None
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every artifact afresh and keep none.")] = False
+
+    def settings(self) -> dict[str, Any]:
+        return {"cache_dir": self.cache_dir, "use_cache": not self.no_cache}
+
+
+@dataclass(frozen=True)
+class Display(Group):
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False
+
+    def progress(self) -> Any:
+        from ..progress import Progress
+        from ..report.console import ConsoleProgress
+
+        return Progress() if self.quiet else ConsoleProgress()
