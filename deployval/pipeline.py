@@ -117,7 +117,8 @@ def compare(
         report.model["parameters"] = session.parameters
     reference_outputs = reference.outputs
     reference_result = reference_rows[0] if reference_rows else None
-    range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None)
+    range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
+                                     seconds=reference.ranges_seconds)
     output_names = tuple(reference_outputs)
     report.model["output_names"] = list(output_names)
     report.model["sha256"] = session.model_digest
@@ -136,7 +137,8 @@ def compare(
                 else:
                     if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
                         range_findings = _tensor_range_findings(spec, store, feeds, config, report, progress,
-                                                                session.module, fp16_onnx, range_findings)
+                                                                session.module, fp16_onnx, range_findings,
+                                                                module_ranges=ranges or ())
                         fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint)
@@ -329,9 +331,10 @@ def _settle_simplification(job: Job, store: ArtifactStore, result: BackendResult
 
 
 def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
-                    quiet: bool = False) -> list[Any]:
+                    quiet: bool = False, seconds: float = 0.0) -> list[Any]:
     """fp16 findings of the reference run's activation ranges: recorded in the report and said at
-    once, before any engine is built (unless `quiet`: the tensor-level check will speak)."""
+    once, before any engine is built (unless `quiet`: the tensor-level check will speak). `seconds`:
+    what recording them added to the reference run."""
     if ranges is None:
         return []
     from .precision.ranges import findings
@@ -344,6 +347,7 @@ def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report,
         "largest": [{"module": r.module, "type": r.type, "max_abs": r.max_abs} for r in top],
         "fp16": [{"module": f.module, "kind": f.kind, "value": f.value, "finding": f.describe()} for f in found],
         "keep_fp32": list(config.keep_fp32),
+        "seconds": round(seconds, 3),
     }
     for finding in [] if quiet else found:
         progress.note(f"fp16: {finding.describe()}")
@@ -366,7 +370,7 @@ def _fp16_onnx_kind(jobs: list[Job], config: RunConfig) -> str | None:
 
 def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray], config: RunConfig,
                            report: Report, progress: Progress, module: Callable[[], Any], kind: str,
-                           fallback: list[Any]) -> list[Any]:
+                           fallback: list[Any], module_ranges: Sequence[Any] = ()) -> list[Any]:
     """fp16 findings of every tensor of the fp32 ONNX graph that the fp16 artifact `kind` is made from,
     named by module; recorded in the report and said at once. Where the check cannot run, the
     module-level findings (`fallback`) stay the judge."""
@@ -385,7 +389,7 @@ def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping
         with progress.step("fp16 ranges of every tensor (fp32 ONNX on ONNX Runtime)"):
             check = tensor_ranges.record_tensor_ranges(Path(source.path or ""), feeds, raw_path=raw,
                                                        module_names=names, keep_fp32=config.keep_fp32,
-                                                       fp16_details=details)
+                                                       fp16_details=details, module_ranges=module_ranges)
     except Exception as exc:  # the check is an aid: its failure must not cost the rows
         reason = exc.one_line() if isinstance(exc, DeployvalError) else first_line(exc)
         report.analysis.setdefault("activation_ranges", {"level": "none"})["tensor_level_error"] = reason
@@ -407,6 +411,7 @@ def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping
         "float_tensors": check.float_tensors,
         "exempt": {"kept_fp32": check.kept_fp32, "saturating_constants": check.saturating},
         "copies_not_measured": check.copies,
+        "from_module_outputs": check.from_modules,
         "segments": check.segments, "budget_bytes": check.budget_bytes, "exposed_bytes": check.exposed_bytes,
         "seconds": round(check.seconds, 3), "layer_map": check.map_source, "notes": check.notes,
         **({"module_level": module_level} if module_level else {}),

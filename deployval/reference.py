@@ -32,6 +32,7 @@ class ReferenceRun:
     seconds: float
     traced: Any = None  # the TorchScript traced during the run (when asked and the trace worked)
     trace_error: str = ""  # why not, when asked: the TorchScript build then traces on its own and says so
+    ranges_seconds: float = 0.0  # of `seconds`, the time the activation-range hooks took
 
 
 def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConfig) -> Runner:
@@ -77,6 +78,7 @@ def run_reference(
                 with record_ranges(runner.module) as recorded:  # type: ignore[attr-defined]
                     result = _first_run(runner, prepared, trace)
                 ranges.extend(recorded)
+                result.ranges_seconds = recorded.seconds
             else:
                 result = _first_run(runner, prepared, trace)
             result.seconds = time.perf_counter() - start

@@ -178,3 +178,41 @@ def test_array_stats_blocks_match_a_direct_count():
     assert peak == np.float32(7e4) and elements == values.size and nonzero == np.count_nonzero(values)
     assert below["fp16"] == np.count_nonzero((magnitude > 0) & (magnitude < 2.0**-24))
     assert subnormal["fp16"] == np.count_nonzero((magnitude >= 2.0**-24) & (magnitude < 2.0**-14))
+
+
+def test_module_outputs_come_from_the_reference_hooks_and_match_onnx_runtime(cli, tmp_path):
+    """A tensor that is a module's own output is measured by the reference run's hooks, not exposed on
+    ONNX Runtime again: same module names and (to float rounding) the same values; tensors inside a
+    module's own forward code are still run (the functional overflow stays caught)."""
+    import torch
+
+    from deployval.loading import build_module
+    from deployval.precision.ranges import record_ranges
+    from deployval.registry import resolve_model
+
+    out = tmp_path / "export"
+    assert cli("export", "fine_organs", "--input-shape", "input=1x1x16x32x32", "--out", out, "--no-cache",
+               "-q").code == 0
+    module = build_module(resolve_model("fine_organs")).eval()
+    x = np.random.default_rng(0).standard_normal((1, 1, 16, 32, 32)).astype(np.float32)
+    with torch.inference_mode(), record_ranges(module) as recorded:
+        module(torch.from_numpy(x))
+    names = [n for n, _ in module.named_modules() if n]
+    kwargs = {"raw_path": out / "exported.onnx", "module_names": names}
+    onnx_only = record_tensor_ranges(out / "model.onnx", {"input": x}, **kwargs)
+    hooked = record_tensor_ranges(out / "model.onnx", {"input": x}, module_ranges=recorded, **kwargs)
+    assert onnx_only.from_modules == 0 and onnx_only.segments >= 1
+    assert hooked.from_modules == len(onnx_only.ranges) - 1 and hooked.segments == 0  # all but the input
+    by_tensor = {r.tensor: r for r in onnx_only.ranges}
+    for r in hooked.ranges:
+        ort = by_tensor[r.tensor]
+        assert r.module == ort.module and r.elements == ort.elements
+        assert r.max_abs == pytest.approx(ort.max_abs, rel=1e-4)
+        assert r.below["fp16"] == pytest.approx(ort.below["fp16"], abs=1e-3)
+
+
+def test_forward_code_inside_a_module_is_still_run(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    assert cli(*FUNCTIONAL, "--json", report_path, "-q").code == 1
+    analysis = _report(report_path)["analysis"]["activation_ranges"]
+    assert analysis["from_module_outputs"] >= 2 and analysis["segments"] >= 1  # boost, norm; the products run

@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .ranges import LIMITS, RangeFinding
+from .ranges import LIMITS, LayerRange, RangeFinding
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +105,7 @@ class TensorRangeCheck:
     seconds: float = 0.0
     map_source: str = "none"
     notes: list[str] = field(default_factory=list)
+    from_modules: int = 0  # measured by the reference run's module hooks (the module's own output tensor)
 
 
 def record_tensor_ranges(
@@ -117,12 +118,15 @@ def record_tensor_ranges(
     fp16_details: Mapping[str, Any] | None = None,
     budget_bytes: int | None = None,
     precisions: Sequence[str] = ("fp16",),
+    module_ranges: Sequence[LayerRange] = (),
 ) -> TensorRangeCheck:
     """Run the fp32 ONNX model at `model_path` on `feeds` and measure every float tensor that the fp16
     artifact stores in fp16. `raw_path` (the raw export) and `module_names` name the modules;
     `keep_fp32` (the --keep-fp32 patterns) and `fp16_details` (the fp16 step's details: kept_fp32,
     op_block_list) say which nodes stay fp32. Exposed tensors per ONNX Runtime run stay within
-    `budget_bytes` (default: debug's memory budget)."""
+    `budget_bytes` (default: debug's memory budget). `module_ranges` (the reference run's module
+    outputs, precision.ranges) measure the tensors that are a module's own output: those are not
+    exposed again (a 3D U-Net's every tensor is a layer's output: no second forward pass at all)."""
     import numpy as np
     import onnx
 
@@ -167,6 +171,7 @@ def record_tensor_ranges(
             check.ranges.append(_range(name, "", "input", "", "", value, precisions))
             measured.add(name)
 
+    outputs_of = _module_outputs(model, names, module_ranges, consumers, index)
     # The tensors to measure, in graph order, with their size when known.
     targets: list[Target] = []
     for i, node in enumerate(index.nodes):
@@ -189,8 +194,14 @@ def record_tensor_ranges(
             else:
                 shape = shapes.get(out)
                 size = 4 * math.prod(shape) if shape is not None and None not in shape else None
-                targets.append((out, i, size))  # type: ignore[arg-type]
                 measured.add(out)
+                layer = outputs_of.get(out)
+                if layer is not None and size is not None and layer.elements * 4 == size and layer.elements:
+                    check.ranges.append(_from_module(out, node, layer, precisions, tensor_probability=out in
+                                                     probability))
+                    check.from_modules += 1
+                    continue
+                targets.append((out, i, size))  # type: ignore[arg-type]
     known = [s for _, _, s in targets if s is not None]
     guess = max(known) if known else budget // 16
     if len(known) < len(targets):
@@ -260,6 +271,7 @@ class _Names:
         self.producer = {out: i for i, node in enumerate(self.nodes) for out in node.output if out}
         self.found: list[tuple[str, ...] | None] = [None] * len(self.nodes)
         self.chains: dict[str, tuple[str, ...]] = {}
+        self.exact: dict[str, tuple[str, ...]] = {}  # chains read from the export's scopes, not inferred
         if raw_path is None or not module_names:
             return
         import onnx
@@ -289,6 +301,8 @@ class _Names:
         found = self.found
         for i, node in enumerate(self.nodes):
             found[i] = by_name.get(node.name) or next((by_output[o] for o in node.output if o in by_output), None)
+            if found[i] is not None:
+                self.exact[node.name] = found[i]  # type: ignore[assignment]
             if found[i] is None:
                 owners = [c for name in node.input if name in weights for c in by_weight.get(name, [])]
                 found[i] = _common_prefix(owners) if owners else None
@@ -322,6 +336,39 @@ class _Names:
                 seen.add(k)
                 pending.append(k)
         return "", ""
+
+
+def _module_outputs(model: ModelProto, names: _Names, module_ranges: Sequence[LayerRange],
+                    consumers: Mapping[str, list[int]], index: Any) -> dict[str, LayerRange]:
+    """ONNX tensors that are some module's own output, with that module's range from the reference run:
+    the tensor's node is named exactly by the export's scopes (not inferred), the simplifier did not
+    merge a later op into it, and no reader (nor none at all, for a graph output) sits inside the
+    module: its value leaves the module, so it is what the module returned."""
+    if not module_ranges or not names.exact:
+        return {}
+    recorded = {r.module: r for r in module_ranges}
+    graph_outputs = {o.name for o in model.graph.output}
+    found: dict[str, LayerRange] = {}
+    for node in index.nodes:
+        chain = names.exact.get(node.name)
+        if not chain or chain[-1] not in recorded:
+            continue
+        module = chain[-1]
+        for out in node.output:
+            if not out or out in names.changed:
+                continue
+            readers = [names.chains.get(index.nodes[r].name, ()) for r in consumers.get(out, [])]
+            inside = any(len(c) >= len(chain) and c[:len(chain)] == chain for c in readers)
+            if not inside and (readers or out in graph_outputs):
+                found[out] = recorded[module]
+    return found
+
+
+def _from_module(tensor: str, node: Any, layer: LayerRange, precisions: Sequence[str], *,
+                 tensor_probability: bool) -> TensorRange:
+    return TensorRange(tensor, node.name, node.op_type, layer.module, "", layer.max_abs, layer.elements,
+                       layer.nonzero, {p: layer.below.get(p, 0.0) for p in precisions},
+                       {p: layer.subnormal.get(p, 0.0) for p in precisions}, tensor_probability, "")
 
 
 def _common_prefix(chains: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
@@ -418,7 +465,7 @@ def _run_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str,
     except Exception:
         return {}
     return {info.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
-            for info in copy.graph.value_info
+            for info in [*copy.graph.value_info, *copy.graph.output]
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")}
 
 
