@@ -91,6 +91,27 @@ def resolve_model(
     return spec
 
 
+def resolve_submodules(parent: ModelSpec, names: Sequence[str], input_shapes: Sequence[InputShapeArg] = (),
+                       input_ranges: Sequence[tuple[str, float, float]] = (), *, trust_checkpoint: bool = False,
+                       model_arg: str | None = None) -> list[ModelSpec]:
+    """The specs of `parent`'s sub-modules named (["all"]: every declared one): a declared sub-module keeps
+    its input specs unless `input_shapes` change them; any other attribute path takes them from
+    `input_shapes`."""
+    wanted = [s.name for s in parent.submodules] if list(names) == ["all"] else list(dict.fromkeys(names))
+    if not wanted:
+        raise UsageError(f"'{parent.name}' declares no sub-modules; name one with --submodule PATH --input-shape ...")
+    specs = []
+    for name in wanted:
+        declared = any(s.name == name for s in parent.submodules)
+        inputs = () if declared or not input_shapes else inputs_from_args(
+            f"{model_arg or parent.name} --submodule {name}", input_shapes)
+        spec = parent.submodule(name, inputs, trust_checkpoint=trust_checkpoint)
+        if declared and input_shapes:
+            spec = apply_shapes(spec, input_shapes)
+        specs.append(apply_ranges(spec, input_ranges) if input_ranges else spec)
+    return specs
+
+
 def _shapes_from_file(path: Path, given: Sequence[InputShapeArg]) -> list[InputShapeArg]:
     """The inputs file's shapes, checked against any --input-shape given as well."""
     from .inputs import file_input_shapes

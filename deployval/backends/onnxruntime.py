@@ -110,7 +110,7 @@ class OnnxRuntimeRunner(Runner):
         hint = " (install onnxruntime-gpu instead of onnxruntime)" if device == "cuda" else ""
         ok, reason = onnxruntime_available(PROVIDERS[device], hint)
         if ok and device == "cuda":
-            from ._torch import torch_available
+            from .torch_common import torch_available
 
             return torch_available("cuda")  # device buffers and timing events are torch CUDA tensors/events
         return ok, reason

@@ -229,7 +229,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
         ok, reason = check_trt_libraries(provider_library())
         if not ok:
             return ok, reason
-        from ._torch import torch_available
+        from .torch_common import torch_available
 
         return torch_available("cuda")
 

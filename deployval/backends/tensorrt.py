@@ -293,7 +293,7 @@ class TensorRTRunner(Runner):
                 return False, f"TensorRT {version} is not supported (deployval needs TensorRT 10 or 11)"
         except BackendUnavailable as exc:
             return False, exc.one_line()
-        from ._torch import torch_available
+        from .torch_common import torch_available
 
         ok, reason = torch_available("cuda")
         return (ok, reason if ok else f"{reason} (TensorRT's buffers are torch CUDA tensors)")
@@ -500,6 +500,6 @@ class TensorRTRunner(Runner):
         return self.timer.elapsed_ms()
 
     def to_host(self, outputs: dict[str, Any]) -> dict[str, Any]:
-        from ._torch import tensors_to_host
+        from .torch_common import tensors_to_host
 
         return tensors_to_host(outputs, as_float32=True)

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..export.artifacts import MODULE
-from . import _torch
+from . import torch_common
 
 
-class TorchEagerRunner(_torch.TorchModuleRunner):
+class TorchEagerRunner(torch_common.TorchModuleRunner):
     name: ClassVar[str] = "torch"
     description: ClassVar[str] = "PyTorch eager (the reference at fp32); fp16 via module.half()"
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": MODULE, "fp16": MODULE}
@@ -20,7 +20,7 @@ class TorchEagerRunner(_torch.TorchModuleRunner):
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
-        return _torch.torch_available(device)
+        return torch_common.torch_available(device)
 
     def trace_impl(self, feeds: list[Any]) -> tuple[Any, dict[str, Any]]:
         """One run under torch.jit.trace: this run's outputs and the TorchScript it recorded, so that a
@@ -34,7 +34,7 @@ class TorchEagerRunner(_torch.TorchModuleRunner):
             traced = trace_module(self.module, tuple(feeds))
         finally:
             handle.remove()
-        named = _torch.name_outputs(captured[-1], self.output_names)
+        named = torch_common.name_outputs(captured[-1], self.output_names)
         self.output_names = tuple(named)
         return traced, named
 

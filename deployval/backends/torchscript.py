@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..export.artifacts import TORCHSCRIPT
-from . import _torch
+from . import torch_common
 
 
-class TorchScriptRunner(_torch.TorchModuleRunner):
+class TorchScriptRunner(torch_common.TorchModuleRunner):
     name: ClassVar[str] = "torchscript"
     description: ClassVar[str] = "TorchScript file loaded with torch.jit.load (trace by default, script on request)"
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": TORCHSCRIPT}
@@ -18,7 +18,7 @@ class TorchScriptRunner(_torch.TorchModuleRunner):
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
-        return _torch.torch_available(device)
+        return torch_common.torch_available(device)
 
     def load_module(self) -> Any:
         module = self._torch.jit.load(str(self.artifact.path), map_location=self.device).eval()

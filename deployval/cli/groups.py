@@ -99,7 +99,7 @@ class ModelInputs(Group):
             return [self.spec()]
         if self.arg:
             raise UsageError("--arg applies to the model's forward(), not to --submodule")
-        from ..registry import apply_ranges, apply_shapes, inputs_from_args, model_entries
+        from ..registry import model_entries, resolve_submodules
         from ..spec import ModelSpec, parse_input_range, parse_input_shape
 
         checkpoint = str(self.checkpoint) if self.checkpoint else None
@@ -107,22 +107,9 @@ class ModelInputs(Group):
             parent = ModelSpec(name=self.model, inputs=(), kind="module", factory=self.model, checkpoint=checkpoint)
         else:
             parent = replace(self, inputs=None, input_shape=None, input_range=None, arg=None).spec()
-        shapes = [parse_input_shape(s) for s in self.input_shape or []]
-        ranges = [parse_input_range(r) for r in self.input_range or []]
-        names = ([s.name for s in parent.submodules] if self.submodule == ["all"]
-                 else list(dict.fromkeys(self.submodule)))
-        if not names:
-            raise UsageError(f"'{parent.name}' declares no sub-modules; name one with --submodule PATH --input-shape "
-                             "...")
-        specs = []
-        for name in names:
-            declared = any(s.name == name for s in parent.submodules)
-            inputs = () if declared or not shapes else inputs_from_args(f"{self.model} --submodule {name}", shapes)
-            spec = parent.submodule(name, inputs, trust_checkpoint=self.trust_checkpoint)
-            if declared and shapes:
-                spec = apply_shapes(spec, shapes)
-            specs.append(apply_ranges(spec, ranges) if ranges else spec)
-        return specs
+        return resolve_submodules(parent, self.submodule, [parse_input_shape(s) for s in self.input_shape or []],
+                                  [parse_input_range(r) for r in self.input_range or []],
+                                  trust_checkpoint=self.trust_checkpoint, model_arg=self.model)
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,7 @@ class ModelDebugger(OwnErrorSearch):
         with contextlib.suppress(StopForward):
             outputs = tracer.run(self.args)
             if chunk.last and self.reference is None:  # the survey came from the cache
-                from ..backends._torch import name_outputs
+                from ..backends.torch_common import name_outputs
 
                 self.reference = {k: to_numpy(v) for k, v in
                                   name_outputs(outputs, tuple(self.outputs_info)).items()}

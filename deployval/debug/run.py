@@ -113,7 +113,7 @@ def run_debug(
     timings = session.timings
     timed_import("torch")
     timed_import("onnx")
-    from ..backends._torch import name_outputs, to_tensors
+    from ..backends.torch_common import name_outputs, to_tensors
     from .capture import survey
 
     module = session.module().to(config.device)

@@ -231,7 +231,7 @@ class Fp16Lowering(Lowering):
     def _run(self, lowered: Any, half_inputs: bool) -> dict[str, np.ndarray]:
         import torch
 
-        from ..backends._torch import name_outputs, tensors_to_host, to_tensors
+        from ..backends.torch_common import name_outputs, tensors_to_host, to_tensors
 
         lowered = lowered.to(self.device)
         with torch.inference_mode():

@@ -97,7 +97,7 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
     fp32 outputs when the caller has them already (a Session's reference run)."""
     import torch
 
-    from ..backends._torch import name_outputs, tensors_to_host
+    from ..backends.torch_common import name_outputs, tensors_to_host
 
     for scheme in schemes:
         if scheme not in SCHEMES:

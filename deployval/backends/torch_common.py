@@ -1,5 +1,5 @@
-"""What the torch-based backends share: availability without importing torch, feeds as tensors,
-and naming of a module's outputs."""
+"""What the torch-based backends, and the analyses that run torch modules (debug, precision), share:
+availability without importing torch, feeds as tensors, and naming of a module's outputs."""
 
 from __future__ import annotations
 
