@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .export.store import ArtifactStore
 from .metrics import compare_output
 from .progress import Progress, Step
 from .reference import reference_runner
+
+if TYPE_CHECKING:
+    from .dataset_run import DatasetOptions
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
@@ -71,8 +74,10 @@ def compare(
     command: str | None = None,
     gate: Sequence[str] | None = None,
     on_progress: Callable[[Report], None] | None = None,
+    dataset: DatasetOptions | None = None,
 ) -> Report:
-    """Run `spec` through every backend x precision on the same inputs and judge each result."""
+    """Run `spec` through every backend x precision on the same inputs and judge each result; with
+    `dataset`, on its first usable sample, then every row again over the other samples."""
     started = time.perf_counter()
     config = config or RunConfig()
     progress = progress or Progress()
@@ -85,6 +90,11 @@ def compare(
         timed_import("onnx")
         timed_import("onnxruntime")
 
+    faults: list[Any] = []
+    if dataset is not None:
+        if inputs is not None:
+            raise UsageError("--dataset and --inputs both define the inputs: give one of them")
+        inputs, faults = dataset.dataset.first(spec)
     # Inputs: made or loaded once; the spec follows the shapes of loaded inputs.
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
@@ -152,6 +162,8 @@ def compare(
             report.steps = list(store.steps)
             if on_progress is not None:
                 on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
+        if dataset is not None:
+            _judge_dataset(report, jobs, session, store, dataset, Path(str(inputs)), faults, progress, on_progress)
     finally:
         report.steps = list(store.steps)
         store.close()
@@ -206,6 +218,36 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
     if all(j.result is not None and j.result.status == SKIPPED for j in jobs):
         raise UsageError("nothing to run: " + "; ".join(j.result.reason for j in jobs if j.result))
     return jobs
+
+
+def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: ArtifactStore, dataset: DatasetOptions,
+                   first: Path, faults: list[Any], progress: Progress,
+                   on_progress: Callable[[Report], None] | None) -> None:
+    """Every row judged on the first sample, again over the data set's other samples (dataset_run.py)."""
+    from .dataset import Sample
+    from .dataset_run import dataset_rows, judge_dataset
+
+    spec, config = session.spec, session.config
+    options = backend_options(spec, config, store)
+    names = tuple(session.reference().outputs)
+
+    def make_runner(job: Job) -> Runner | None:
+        cls = job.runner
+        assert cls is not None and job.result is not None
+        if config.isolates(cls.isolate_by_default):
+            job.result.warnings.append("judged on the first sample only: the data set runs in this process, "
+                                       "and this row runs isolated")
+            return None
+        return cls(store.get(cls.artifact_for(job.precision, options)), job.precision, config.device, options)
+
+    rows = dataset_rows(jobs, report, make_runner,
+                        lambda job: {name: row_tolerance(spec, job, name, config) for name in names})
+    reference = reference_runner(spec, session.module, config)
+    judge_dataset(report, rows, reference, spec, Sample(first.name, first, session.feeds), dataset, config,
+                  progress, faults, on_progress)
+    for result in report.results:
+        if result.status == REFERENCE:
+            result.samples = report.samples
 
 
 def _needs_trace(spec: ModelSpec, jobs: list[Job], config: RunConfig) -> bool:

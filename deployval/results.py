@@ -34,6 +34,7 @@ class BackendResult:
     seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     usage_error: bool = False  # the error came from the user's input (exit code 2)
+    samples: int = 1  # inputs the verdict is over (a --dataset run: every usable sample)
 
     def __bool__(self) -> bool:
         return self.status in (PASS, REFERENCE, SKIPPED)
@@ -57,6 +58,7 @@ class BackendResult:
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "details": self.details,
             "reproduce": self.reproduce,
+            "samples": self.samples,
         }
 
 
@@ -71,6 +73,7 @@ class Report(RunRecord):
     timings: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)  # e.g. activation ranges against fp16
     gate: list[str] | None = None
+    samples: int = 1  # inputs the verdicts are over (a --dataset run: every usable sample)
 
     def __bool__(self) -> bool:
         return self.exit_code == ExitCode.OK
@@ -106,6 +109,7 @@ class Report(RunRecord):
         return {
             **self.record_dict(),
             "gate": self.gate,
+            "samples": self.samples,
             "steps": [s.to_dict() for s in self.steps],
             "results": [r.to_dict() for r in self.results],
             "warnings": self.warnings,

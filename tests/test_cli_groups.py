@@ -60,16 +60,17 @@ QUANT = ["--calibration", "--calibration-preprocess", "--calibration-limit", "--
 BACKEND = ["--keep-int64", "--trt-workspace", "--trt-fp16-route", "--backend-option"]
 REPORTS = ["--json", "--junit", "--markdown", "--html"]
 CACHE = ["--cache-dir", "--no-cache", "--quiet", "-q"]
+DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", "--pass-fraction"]
 
 # Every command's options as they were before the groups (order aside): none added, none lost.
 EXPECTED = {
     ("compare",): ["--backends", "-b", "--precisions", "-p", *MODEL_INPUTS, "--allow-nonfinite-inputs", "--seed",
                    "--submodule", "--arg", "--save-inputs", "--atol", "--rtol", "--warmup", "--iterations",
                    "--time-budget", "--device", "--exporter", *QUANT, "--int8-exclude", "--int8-activation-matmuls",
-                   "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *REPORTS, *CACHE],
+                   "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *DATASET, *REPORTS, *CACHE],
     ("validate",): ["--all", "--manifest", "--shard", "--device", *MODEL_INPUTS, "--seed", "--submodule", "--arg",
                     "--iterations", "--time-budget", *QUANT, "--int8-exclude", "--int8-activation-matmuls",
-                    "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *REPORTS, *CACHE],
+                    "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *DATASET, *REPORTS, *CACHE],
     ("debug",): ["--backend", "-b", "--precision", "-p", "--modules", "-m", *MODEL_INPUTS, "--allow-nonfinite-inputs",
                  "--seed", "--arg", "--atol", "--rtol", "--device", "--exporter", "--json", "--html", "--cache-dir",
                  "--no-cache", "--memory-budget", "--own-errors", "--triage", "--no-triage", "--quiet", "-q"],

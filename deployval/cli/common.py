@@ -63,7 +63,7 @@ class ReportWriteError(DeployvalError):
 
 def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[str, ...],
                    precisions: tuple[str, ...], gate: tuple[str, ...] | None, save_inputs: Path | None,
-                   display: Display, invocation: Any, files: ReportFiles) -> int:
+                   display: Display, invocation: Any, files: ReportFiles, dataset: Any = None) -> int:
     from .._util import timed_import
 
     timed_import("numpy")  # counted as an import (torch would pay for it otherwise)
@@ -81,6 +81,7 @@ def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[
         spec, backends, precisions, config, inputs=src.inputs, save_inputs=save_inputs,
         allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,
         progress=display.progress(), invocation=invocation, command=command_line(), gate=gate, on_progress=partial,
+        dataset=dataset,
     )
     render(report)
     write_reports(report, files)

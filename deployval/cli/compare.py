@@ -12,6 +12,7 @@ from .grouping import grouped, run_config, run_settings
 from .groups import (
     BackendSettings,
     Cache,
+    DataSet,
     Display,
     Export,
     Isolation,
@@ -38,6 +39,7 @@ def compare_command(
     quant: Quantization,
     backend: BackendSettings,
     isolation: Isolation,
+    data: DataSet,
     files: ReportFiles,
     cache: Cache,
     display: Display,
@@ -49,6 +51,7 @@ def compare_command(
     backend_list = parse_list(backends, "backend", tuple(backend_entries()))
     precision_list = parse_list(precisions, "precision", PRECISIONS)
     files.check()
+    dataset = data.options(src.allow_nonfinite_inputs)
     specs = src.specs()
     settings = run_settings(src, tol, timing, export, quant, backend, isolation, cache, device=device)
 
@@ -56,6 +59,7 @@ def compare_command(
         config = run_config(spec, settings)
         return common.run_and_report(
             spec, src, config, backends=backend_list, precisions=precision_list, gate=None, save_inputs=save_inputs,
-            display=display, invocation=src.invocation(spec, config, *export.args()), files=files)
+            display=display, invocation=src.invocation(spec, config, *export.args(), *data.args()), files=files,
+            dataset=dataset)
 
     raise typer.Exit(run_each(specs, run_one, files))

@@ -237,6 +237,60 @@ class Isolation(Group):
 
 
 @dataclass(frozen=True)
+class DataSet(Group):
+    """Judge every row over a directory of samples instead of one input."""
+
+    dataset: Annotated[Path | None, typer.Option(
+        "--dataset", help="A directory of samples, one per file: .npy/.npz/.pt (as --inputs) or images (with "
+                          "--preprocess). Every row is judged on every sample, one at a time.")] = None
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples (sorted by name).")] = None
+    preprocess: Annotated[str | None, typer.Option(
+        "--preprocess", help="How images become the input, as for --calibration-preprocess (e.g. "
+                             "'resize=224,scale=1/255,mean=0.485/0.456/0.406,std=0.229/0.224/0.225').")] = None
+    save_failing: Annotated[Path | None, typer.Option(
+        "--save-failing", help="Write every failing sample here as .npz, to replay with --inputs.")] = None
+    worst: Annotated[int, typer.Option("--worst", help="Name the K worst samples of each row.")] = 5
+    pass_fraction: Annotated[float, typer.Option(
+        "--pass-fraction", help="Share of the samples that must pass for a row to pass (default: all).")] = 1.0
+
+    def options(self, allow_nonfinite: bool = False) -> Any:
+        """What the pipeline takes (dataset_run.DatasetOptions), or None without --dataset."""
+        if self.dataset is None:
+            for option, value, default in (("--limit", self.limit, None), ("--preprocess", self.preprocess, None),
+                                           ("--save-failing", self.save_failing, None)):
+                if value != default:
+                    raise UsageError(f"{option} applies to --dataset; give --dataset DIR")
+            return None
+        if not 0.0 < self.pass_fraction <= 1.0:
+            raise UsageError(f"--pass-fraction must be in (0, 1], not {self.pass_fraction}")
+        if self.worst < 0:
+            raise UsageError(f"--worst must be at least 0, not {self.worst}")
+        from ..dataset import Dataset
+        from ..dataset_run import DatasetOptions
+
+        if self.save_failing is not None:
+            try:
+                self.save_failing.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"--save-failing '{self.save_failing}': {exc.strerror or exc}") from None
+        return DatasetOptions(Dataset(self.dataset, self.limit, self.preprocess, allow_nonfinite), self.save_failing,
+                              self.worst, self.pass_fraction)
+
+    def args(self) -> tuple[str, ...]:
+        """The options that ask for this data set again (for reproduction lines)."""
+        if self.dataset is None:
+            return ()
+        args = ["--dataset", str(self.dataset)]
+        if self.limit is not None:
+            args += ["--limit", str(self.limit)]
+        if self.preprocess:
+            args += ["--preprocess", self.preprocess]
+        if self.pass_fraction != 1.0:
+            args += ["--pass-fraction", repr(self.pass_fraction)]
+        return tuple(args)
+
+
+@dataclass(frozen=True)
 class ReportFiles(Group):
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None
     junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None

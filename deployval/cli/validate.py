@@ -15,7 +15,17 @@ from ..options import DeviceOpt
 from . import common
 from .common import ReportWriteError
 from .grouping import Omit, grouped, run_config, run_settings
-from .groups import BackendSettings, Cache, Display, Isolation, ModelInputs, Quantization, ReportFiles, Timing
+from .groups import (
+    BackendSettings,
+    Cache,
+    DataSet,
+    Display,
+    Isolation,
+    ModelInputs,
+    Quantization,
+    ReportFiles,
+    Timing,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ def validate_command(
     quant: Quantization,
     backend: BackendSettings,
     isolation: Isolation,
+    data: DataSet,
     files: ReportFiles,
     cache: Cache,
     display: Display,
@@ -48,8 +59,11 @@ def validate_command(
     --all every model of the release manifest."""
 
     files.check()
+    dataset = data.options()
     settings = run_settings(src, timing, quant, backend, isolation, cache, device=device)
     if all_models or shard:
+        if dataset is not None:
+            raise UsageError("--dataset applies to one model; the manifest names each model's inputs")
         if not all_models:
             raise UsageError("--shard works with --all")
         if files.html:
@@ -78,7 +92,8 @@ def validate_command(
         config = run_config(spec, settings)
         return common.run_and_report(
             spec, src, config, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
-            gate=gate, save_inputs=None, display=display, invocation=src.invocation(spec, config), files=files)
+            gate=gate, save_inputs=None, display=display, invocation=src.invocation(spec, config, *data.args()),
+            files=files, dataset=dataset)
 
     raise typer.Exit(run_each(specs, run_one, files))
 

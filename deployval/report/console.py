@@ -60,6 +60,10 @@ def render(report: Report, console: Any | None = None) -> None:
     model = report.model
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
     title = f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, {report.inputs_source}"
+    dataset = report.analysis.get("dataset")
+    if dataset:
+        title = (f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, data set "
+                 f"{dataset['directory']} ({report.samples} samples; error columns: the worst sample)")
     table = Table(title=title, title_justify="left", show_lines=False)
     for column, justify in (("backend", "left"), ("precision", "left"), ("status", "left"), ("output", "left"),
                             ("max abs", "right"), ("mean abs", "right"), ("rel L2", "right"), ("task", "left"),
@@ -73,8 +77,11 @@ def render(report: Report, console: Any | None = None) -> None:
         if not result.outputs:
             table.add_row(result.backend, result.precision, status, "-", "-", "-", "-", "-", latency, runs)
             continue
+        over_samples = result.details.get("dataset", {}).get("outputs", {})
         for index, output in enumerate(result.outputs):
             m = output.metrics
+            if output.name in over_samples:  # the worst sample's value of each column
+                m = {**m, **{k: v["worst"] for k, v in over_samples[output.name].items()}}
             mean = mean_column(m)
             out_style = "" if output.passed or result.status == "reference" else "red"
             table.add_row(
@@ -96,6 +103,8 @@ def render(report: Report, console: Any | None = None) -> None:
                                       f"would pass at {_min_passing(output.min_passing)}")
         for warning in result.warnings:
             console.print(f"[yellow]{result.label}[/] {'* ' if not result.faithful else ''}{warning}")
+    if dataset:
+        _render_samples(report, dataset, console)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
@@ -107,6 +116,21 @@ def render(report: Report, console: Any | None = None) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     console.print(f"[{style}]{report.verdict}[/] ({summary}) exit code {int(report.exit_code)}")
+
+
+def _render_samples(report: Report, dataset: dict[str, Any], console: Any) -> None:
+    """Per judged row: how many samples failed and the worst one; the samples left out and why."""
+    for result in report.results:
+        summary = result.details.get("dataset")
+        if not summary or not summary.get("worst"):
+            continue
+        worst = summary["worst"][0]
+        console.print(f"{result.label}: {summary['samples']} samples, {summary['failed']} fail; worst "
+                      f"{worst['sample']} (rel L2 {fmt(worst['rel_l2'])})")
+    unusable = dataset.get("unusable", [])
+    if unusable:
+        console.print(f"[yellow]{len(unusable)} samples left out:[/] " + "; ".join(
+            f"{u['sample']}: {u['reason']}" for u in unusable[:5]) + (" ..." if len(unusable) > 5 else ""))
 
 
 def _render_steps(steps: list[Step], console: Any) -> None:

@@ -1,0 +1,208 @@
+"""Judging every row over a data set: the rows of a compare run (made on the first sample) are run
+again on every other sample, one sample at a time.
+
+Sample-major: the reference and every row's runner stay loaded, each sample's outputs are compared
+and dropped before the next is read, so memory holds one sample's outputs however large the set. Per
+row and output the report keeps each metric's worst, mean, p50 and p99 over the samples, the worst
+samples by name and how many failed; the row's verdict is over every sample (or the share of them
+`--pass-fraction` declares). Latency and the fp16 range check stay those of the first sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import inputs as inputs_mod
+from .backends.base import Runner
+from .dataset import Dataset, Sample
+from .errors import DeployvalError, first_line
+from .execution import infer_once
+from .metrics import OutputComparison, compare_output
+from .progress import Progress
+from .results import FAIL, PASS, BackendResult, Report
+from .spec import ModelSpec, RunConfig, Tolerance
+
+# Metrics where a lower value is the worse one; for every other metric the highest is the worst.
+LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap")
+
+
+@dataclass
+class DatasetOptions:
+    dataset: Dataset
+    save_failing: Path | None = None  # failing samples are written here as .npz, for replay with --inputs
+    worst: int = 5  # the worst samples named per row
+    pass_fraction: float = 1.0  # share of samples that must pass for the row to pass
+
+
+@dataclass
+class RowSamples:
+    """One row's judgement over the samples: per output and metric one value per sample (scalars only)."""
+
+    result: BackendResult
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    first_status: str = ""
+
+    def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "") -> bool:
+        passed = not error and all(c.passed for c in comparisons)
+        worst_rel = 0.0
+        for c in comparisons:
+            per_metric = self.values.setdefault(c.name, {})
+            numbers = {**c.metrics, **{k: v for k, v in c.task.items() if isinstance(v, float)}}
+            for metric, value in numbers.items():
+                if metric != "elements":
+                    per_metric.setdefault(metric, []).append(float(value))
+            worst_rel = max(worst_rel, float(c.metrics.get("rel_l2", math.inf if not c.metrics else 0.0)))
+        failures = [error] if error else [f"{c.name}: {c.failures[0]}" for c in comparisons if not c.passed]
+        self.records.append({"sample": sample, "passed": passed, "rel_l2": worst_rel, "failures": failures[:2]})
+        return passed
+
+    def summary(self, worst: int) -> dict[str, Any]:
+        failed = [r for r in self.records if not r["passed"]]
+        ranked = sorted(self.records, key=lambda r: (r["passed"], -_finite(r["rel_l2"])))
+        outputs = {}
+        for name, metrics in self.values.items():
+            outputs[name] = {metric: _aggregate(metric, values) for metric, values in metrics.items()}
+        return {"samples": len(self.records), "failed": len(failed), "worst": ranked[:worst], "outputs": outputs}
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 1e300
+
+
+def _aggregate(metric: str, values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    worst = array.min() if any(metric.endswith(m) for m in LOWER_IS_WORSE) else array.max()
+    with np.errstate(invalid="ignore"):
+        mean = float(array.mean())
+    return {"worst": float(worst), "mean": mean, "p50": float(np.percentile(array, 50, method="nearest")),
+            "p99": float(np.percentile(array, 99, method="nearest"))}
+
+
+@dataclass
+class RowRunner:
+    """A judged row, loaded for the data set."""
+
+    samples: RowSamples
+    runner: Runner | None
+    tolerances: dict[str, Tolerance]
+    task: Any
+
+
+def judge_dataset(
+    report: Report, rows: Sequence[tuple[BackendResult, Runner | None, dict[str, Tolerance]]], reference: Runner,
+    spec: ModelSpec, first: Sample, options: DatasetOptions, config: RunConfig, progress: Progress,
+    faults: list[Sample], on_progress: Callable[[Report], None] | None = None,
+) -> None:
+    """Run every judged row (its runner, not yet activated; None: not run again, with the reason in the
+    row) and the reference over the samples after `first`, whose comparisons the rows already hold."""
+    table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task)
+             for result, runner, tolerances in rows]
+    for row in table:
+        result = row.samples.result
+        # A row the first sample failed on more than its outputs (fp16 ranges beyond the limit) keeps that.
+        beyond = result.reason if result.status == FAIL and all(c.passed for c in result.outputs) else ""
+        _save_failing(options, first, row.samples.add(first.name, result.outputs, beyond))
+    dataset_info: dict[str, Any] = {"directory": str(options.dataset.directory), "first": first.name,
+                                    "unusable": [{"sample": s.name, "reason": s.fault} for s in faults],
+                                    "pass_fraction": options.pass_fraction}
+    report.analysis["dataset"] = dataset_info
+    judged = 1
+    started = time.perf_counter()
+    active: list[Runner] = []
+    try:
+        with progress.step("loading the rows for the data set"):
+            for runner in [reference, *(row.runner for row in table if row.runner is not None)]:
+                runner.activate()
+                active.append(runner)
+        for sample in options.dataset.samples(spec, after=first.path):
+            if sample.fault:
+                faults.append(sample)
+                dataset_info["unusable"].append({"sample": sample.name, "reason": sample.fault})
+                progress.note(f"sample {sample.name} left out: {sample.fault}")
+                continue
+            with progress.step(f"sample {judged + 1}: {sample.name}"):
+                _judge_sample(sample, reference, table, options)
+            judged += 1
+            _finish(report, table, options, judged, complete=False)
+            if on_progress is not None:
+                on_progress(report)  # a crash or Ctrl-C later leaves the samples judged so far
+    finally:
+        for runner in active:
+            with contextlib.suppress(Exception):  # the judged samples matter more than a failed unload
+                runner.deactivate()
+        dataset_info["seconds"] = round(time.perf_counter() - started, 3)
+        _finish(report, table, options, judged, complete=True)
+
+
+def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions) -> None:
+    assert sample.feeds is not None
+    ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
+        sample.feeds, reference.input_dtypes(), reference.name)))
+    for row in table:
+        if row.runner is None:
+            continue
+        error, comparisons = "", []
+        try:
+            feeds = inputs_mod.adapt_for_backend(sample.feeds, row.runner.input_dtypes(), row.runner.name)
+            outputs = row.runner.to_host(infer_once(row.runner, feeds))
+            comparisons = [compare_output(name, value, outputs.get(name), row.tolerances[name], row.task)
+                           for name, value in ref.items()]
+        except DeployvalError as exc:
+            error = exc.one_line()
+        except Exception as exc:  # one sample crashing a runtime is that sample's failure
+            error = f"{row.runner.name} failed: {first_line(exc)}"
+        _save_failing(options, sample, row.samples.add(sample.name, comparisons, error))
+
+
+def _save_failing(options: DatasetOptions, sample: Sample, passed: bool) -> None:
+    if passed or options.save_failing is None or sample.feeds is None:
+        return
+    target = Path(options.save_failing) / (Path(sample.name).stem + ".npz")
+    if not target.exists():
+        inputs_mod.save_inputs(target, sample.feeds)
+
+
+def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, judged: int, complete: bool) -> None:
+    """Each row's verdict over the samples judged so far, and the run's sample count."""
+    report.samples = judged
+    report.analysis["dataset"]["samples"] = judged
+    report.analysis["dataset"]["complete"] = complete
+    for row in table:
+        result, summary = row.samples.result, row.samples.summary(options.worst)
+        result.samples = summary["samples"]
+        result.details["dataset"] = summary
+        if row.runner is None:
+            continue
+        failed, total = summary["failed"], summary["samples"]
+        passing = (total - failed) / total if total else 0.0
+        if row.samples.first_status in (PASS, FAIL):
+            result.status = PASS if passing >= options.pass_fraction else FAIL
+            if failed:
+                worst = summary["worst"][0]
+                allowed = "" if options.pass_fraction >= 1.0 else f" (allowed: {1 - options.pass_fraction:.1%})"
+                where = "; ".join(worst["failures"]) or "see the row"
+                result.reason = f"{failed} of {total} samples fail{allowed}; worst {worst['sample']}: {where}"
+            elif result.status == PASS:
+                result.reason = ""
+
+
+def dataset_rows(jobs: Sequence[Any], report: Report, make_runner: Callable[[Any], Runner | None],
+                 tolerances_for: Callable[[Any], Mapping[str, Tolerance]]) -> list[
+                     tuple[BackendResult, Runner | None, dict[str, Tolerance]]]:
+    """The rows a data set judges: those judged on the first sample (pass or fail, with outputs)."""
+    rows = []
+    for job in jobs:
+        result = job.result
+        if result is None or result.status not in (PASS, FAIL) or not result.outputs:
+            continue
+        rows.append((result, make_runner(job), dict(tolerances_for(job))))
+    return rows
