@@ -25,10 +25,11 @@ from .backends.base import Runner
 from .dataset import Dataset, Sample
 from .errors import DeployvalError, first_line
 from .execution import infer_once
-from .metrics import OutputComparison, compare_output
+from .labels import Labels
+from .metrics import OutputComparison, compare_output, label_metrics
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
-from .spec import ModelSpec, RunConfig, Tolerance
+from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 
 # Metrics where a lower value is the worse one; for every other metric the highest is the worst.
 LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap")
@@ -40,6 +41,22 @@ class DatasetOptions:
     save_failing: Path | None = None  # failing samples are written here as .npz, for replay with --inputs
     worst: int = 5  # the worst samples named per row
     pass_fraction: float = 1.0  # share of samples that must pass for the row to pass
+    labels: Labels | None = None  # ground truth: the task metric of the reference and every row
+    max_drop: dict[str, float] = field(default_factory=dict)  # e.g. {"top1": 0.005}: a row may lose this much
+
+
+class LabelTally:
+    """A task metric against the ground truth, one value per labelled sample (the mean is the score)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            self.values.setdefault(name, []).append(value)
+
+    def means(self) -> dict[str, float]:
+        return {name: float(np.mean(values)) for name, values in self.values.items()}
 
 
 @dataclass
@@ -50,6 +67,7 @@ class RowSamples:
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     first_status: str = ""
+    labels: LabelTally = field(default_factory=LabelTally)
 
     def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "") -> bool:
         passed = not error and all(c.passed for c in comparisons)
@@ -115,6 +133,7 @@ def judge_dataset(
                                     "unusable": [{"sample": s.name, "reason": s.fault} for s in faults],
                                     "pass_fraction": options.pass_fraction}
     report.analysis["dataset"] = dataset_info
+    truth = _GroundTruth(options.labels, spec, dataset_info) if options.labels is not None else None
     judged = 1
     started = time.perf_counter()
     active: list[Runner] = []
@@ -123,6 +142,8 @@ def judge_dataset(
             for runner in [reference, *(row.runner for row in table if row.runner is not None)]:
                 runner.activate()
                 active.append(runner)
+        if truth is not None:  # the first sample's rows were compared already; its labels are scored here
+            _judge_sample(first, reference, table, options, truth, compare=False)
         for sample in options.dataset.samples(spec, after=first.path):
             if sample.fault:
                 faults.append(sample)
@@ -130,9 +151,9 @@ def judge_dataset(
                 progress.note(f"sample {sample.name} left out: {sample.fault}")
                 continue
             with progress.step(f"sample {judged + 1}: {sample.name}"):
-                _judge_sample(sample, reference, table, options)
+                _judge_sample(sample, reference, table, options, truth)
             judged += 1
-            _finish(report, table, options, judged, complete=False)
+            _finish(report, table, options, judged, complete=False, truth=truth)
             if on_progress is not None:
                 on_progress(report)  # a crash or Ctrl-C later leaves the samples judged so far
     finally:
@@ -140,13 +161,46 @@ def judge_dataset(
             with contextlib.suppress(Exception):  # the judged samples matter more than a failed unload
                 runner.deactivate()
         dataset_info["seconds"] = round(time.perf_counter() - started, 3)
-        _finish(report, table, options, judged, complete=True)
+        _finish(report, table, options, judged, complete=True, truth=truth)
 
 
-def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions) -> None:
+class _GroundTruth:
+    """The labels, which output they score and with what task (declared, or read from the labels:
+    class indices mean classification over the last axis, masks segmentation over axis 1)."""
+
+    def __init__(self, labels: Labels, spec: ModelSpec, info: dict[str, Any]) -> None:
+        self.labels = labels
+        self.task = spec.task
+        self.output = (spec.task.outputs[0] if spec.task and spec.task.outputs else None)
+        self.reference = LabelTally()
+        self.info = info
+        info["labels"] = {"file": str(labels.path), "labelled": 0, "unlabelled": []}
+
+    def label(self, sample: Sample) -> Any:
+        value = self.labels.for_sample(sample.name)
+        if value is None:
+            self.info["labels"]["unlabelled"].append(sample.name)
+            return None
+        self.info["labels"]["labelled"] += 1
+        if self.task is None:
+            kind = "classification" if isinstance(value, int) else "segmentation"
+            self.task = TaskSpec(kind, axis=-1 if kind == "classification" else 1)
+        return value
+
+    def score(self, outputs: Mapping[str, np.ndarray], label: Any) -> dict[str, float]:
+        name = self.output or next(iter(outputs))
+        assert self.task is not None
+        return label_metrics(outputs[name], label, self.task)
+
+
+def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions,
+                  truth: _GroundTruth | None = None, compare: bool = True) -> None:
     assert sample.feeds is not None
     ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
         sample.feeds, reference.input_dtypes(), reference.name)))
+    label = truth.label(sample) if truth is not None else None
+    if truth is not None and label is not None:
+        truth.reference.add(truth.score(ref, label))
     for row in table:
         if row.runner is None:
             continue
@@ -154,13 +208,17 @@ def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], opt
         try:
             feeds = inputs_mod.adapt_for_backend(sample.feeds, row.runner.input_dtypes(), row.runner.name)
             outputs = row.runner.to_host(infer_once(row.runner, feeds))
-            comparisons = [compare_output(name, value, outputs.get(name), row.tolerances[name], row.task)
-                           for name, value in ref.items()]
+            if truth is not None and label is not None:
+                row.samples.labels.add(truth.score(outputs, label))
+            if compare:
+                comparisons = [compare_output(name, value, outputs.get(name), row.tolerances[name], row.task)
+                               for name, value in ref.items()]
         except DeployvalError as exc:
             error = exc.one_line()
         except Exception as exc:  # one sample crashing a runtime is that sample's failure
             error = f"{row.runner.name} failed: {first_line(exc)}"
-        _save_failing(options, sample, row.samples.add(sample.name, comparisons, error))
+        if compare or error:
+            _save_failing(options, sample, row.samples.add(sample.name, comparisons, error))
 
 
 def _save_failing(options: DatasetOptions, sample: Sample, passed: bool) -> None:
@@ -171,11 +229,15 @@ def _save_failing(options: DatasetOptions, sample: Sample, passed: bool) -> None
         inputs_mod.save_inputs(target, sample.feeds)
 
 
-def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, judged: int, complete: bool) -> None:
+def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, judged: int, complete: bool,
+            truth: _GroundTruth | None = None) -> None:
     """Each row's verdict over the samples judged so far, and the run's sample count."""
     report.samples = judged
     report.analysis["dataset"]["samples"] = judged
     report.analysis["dataset"]["complete"] = complete
+    reference_scores = truth.reference.means() if truth is not None else {}
+    if truth is not None:
+        report.analysis["dataset"]["labels"]["reference"] = reference_scores
     for row in table:
         result, summary = row.samples.result, row.samples.summary(options.worst)
         result.samples = summary["samples"]
@@ -193,6 +255,20 @@ def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, jud
                 result.reason = f"{failed} of {total} samples fail{allowed}; worst {worst['sample']}: {where}"
             elif result.status == PASS:
                 result.reason = ""
+        if truth is not None:
+            _judge_labels(result, row.samples.labels.means(), reference_scores, options.max_drop)
+
+
+def _judge_labels(result: BackendResult, scores: dict[str, float], reference: dict[str, float],
+                  max_drop: Mapping[str, float]) -> None:
+    """The row's task metric against the ground truth, its drop from the reference's, and the gates."""
+    drops = {name: reference[name] - value for name, value in scores.items() if name in reference}
+    result.details["dataset"]["labels"] = {"scores": scores, "reference": reference, "drop": drops}
+    for name, bound in max_drop.items():
+        if name in drops and drops[name] > bound:
+            result.status = FAIL
+            why = f"{name} drop {drops[name]:.2%} exceeds {bound:.2%} ({reference[name]:.2%} -> {scores[name]:.2%})"
+            result.reason = f"{result.reason}; {why}" if result.reason else why
 
 
 def dataset_rows(jobs: Sequence[Any], report: Report, make_runner: Callable[[Any], Runner | None],

@@ -207,6 +207,31 @@ def task_metrics(ref: np.ndarray, cand: np.ndarray, task: TaskSpec) -> dict[str,
     return result
 
 
+def label_metrics(output: np.ndarray, label: int | np.ndarray, task: TaskSpec) -> dict[str, float]:
+    """How well one output does against the ground truth: for classification, whether the labelled
+    class is its top-1 and among its top-k (over `task.axis`, every item of the batch labelled the
+    same); for segmentation, the Dice of its argmax map against the label mask, per class present in
+    either, and their mean."""
+    output = np.asarray(output)
+    axis = task.axis if task.axis >= 0 else output.ndim + task.axis
+    if task.kind == "segmentation":
+        mask = np.asarray(label)
+        predicted = argmax_along(output, axis)
+        if mask.shape != predicted.shape:
+            mask = mask.reshape(predicted.shape) if mask.size == predicted.size else mask
+        if mask.shape != predicted.shape:
+            raise ValueError(f"label mask has shape {mask.shape}, the prediction {predicted.shape}")
+        dice = _dice_from_labels(predicted.ravel(), mask.ravel().astype(np.intp), predicted.ravel() == mask.ravel(),
+                                 int(output.shape[axis]))
+        return {"dice": float(np.mean(list(dice.values()))) if dice else 1.0}
+    k = max(1, min(task.topk, output.shape[axis]))
+    scores = np.moveaxis(output, axis, -1).reshape(-1, output.shape[axis])
+    top = np.argpartition(-scores, k - 1, axis=-1)[:, :k]
+    best = np.argmax(scores, axis=-1)
+    label = int(label)
+    return {"top1": float(np.mean(best == label)), f"top{task.topk}": float(np.mean((top == label).any(axis=-1)))}
+
+
 @dataclass
 class OutputComparison:
     """The comparison of one output; true when it passes."""

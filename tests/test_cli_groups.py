@@ -60,7 +60,8 @@ QUANT = ["--calibration", "--calibration-preprocess", "--calibration-limit", "--
 BACKEND = ["--keep-int64", "--trt-workspace", "--trt-fp16-route", "--backend-option"]
 REPORTS = ["--json", "--junit", "--markdown", "--html"]
 CACHE = ["--cache-dir", "--no-cache", "--quiet", "-q"]
-DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", "--pass-fraction"]
+DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", "--pass-fraction", "--labels",
+           "--max-top1-drop", "--max-dice-drop"]
 
 # Every command's options as they were before the groups (order aside): none added, none lost.
 EXPECTED = {

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, TESTS, assert_one_line_error
 
 
@@ -108,3 +109,63 @@ def test_memory_stays_bounded_by_one_sample(tmp_path):
     large = _peak_rss_mb(_write_set(tmp_path / "large", 48, shape), tmp_path)
     held = 48 * 2 * 3 * 384 * 384 * 4 / 2**20
     assert large - small < 40, (small, large, held)  # MB
+
+
+def test_labels_score_the_reference_and_every_row(cli, tmp_path):
+    """A trained MNIST CNN over labelled digit images: top-1 of the reference as computed directly, and
+    of each row; the drop is gated."""
+    import importlib.util
+
+    if importlib.util.find_spec("digit_recognizer") is None:
+        pytest.skip("digit-recognizer-py (requirements/models.txt) is not installed")
+    import torch
+    from real_models import digit_images, digits
+
+    images, labels = digit_images(12, seed=3)
+    data = tmp_path / "digits"
+    data.mkdir()
+    for i, image in enumerate(images):
+        np.save(data / f"d{i:02d}.npy", image[None])
+    (tmp_path / "labels.csv").write_text("sample,label\n" + "".join(f"d{i:02d}.npy,{int(y)}\n"
+                                                                  for i, y in enumerate(labels)))
+    with torch.inference_mode():
+        expected = float(np.mean(digits()(torch.from_numpy(images)).argmax(-1).numpy() == labels))
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "real_models:digits", "--dataset", data, "--labels", tmp_path / "labels.csv",
+                 "--backends", "torch,ort", "--precisions", "fp32,fp16", "--iterations", "1", "--max-top1-drop",
+                 "0%", "--no-cache", "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    report = json.loads(report_path.read_text())
+    info = report["analysis"]["dataset"]["labels"]
+    assert info["labelled"] == 12 and info["unlabelled"] == []
+    assert info["reference"]["top1"] == pytest.approx(expected)
+    for row in report["results"][1:]:
+        scores = row["details"]["dataset"]["labels"]
+        assert scores["scores"]["top1"] == pytest.approx(expected) and scores["drop"]["top1"] == pytest.approx(0.0)
+        assert scores["scores"]["top5"] >= scores["scores"]["top1"]
+
+
+def test_a_task_metric_drop_beyond_the_gate_fails_the_row():
+    from deployval.dataset_run import _judge_labels
+    from deployval.results import PASS, BackendResult
+
+    row = BackendResult("ort", "int8", "cpu", PASS, details={"dataset": {}})
+    _judge_labels(row, {"top1": 0.90, "top5": 0.99}, {"top1": 0.92, "top5": 0.99}, {"top1": 0.005})
+    assert row.status == "fail" and row.reason.startswith("top1 drop 2.00% exceeds 0.50%")
+    kept = BackendResult("ort", "int8", "cpu", PASS, details={"dataset": {}})
+    _judge_labels(kept, {"top1": 0.92}, {"top1": 0.92}, {"top1": 0.005})
+    assert kept.status == PASS and kept.details["dataset"]["labels"]["drop"] == {"top1": 0.0}
+
+
+def test_label_metrics_by_hand():
+    from deployval.metrics import label_metrics
+    from deployval.spec import TaskSpec
+
+    logits = np.array([[0.1, 0.7, 0.2, 0.0]])
+    assert label_metrics(logits, 1, TaskSpec("classification", axis=-1, topk=2)) == {"top1": 1.0, "top2": 1.0}
+    assert label_metrics(logits, 2, TaskSpec("classification", axis=-1, topk=2)) == {"top1": 0.0, "top2": 1.0}
+    seg = np.zeros((1, 2, 2, 2))
+    seg[0, 1, 0, :] = 1.0  # predicts class 1 in the top row
+    mask = np.array([[[1, 0], [0, 0]]])
+    # class 0: predicted 2, true 3, both 2 -> 0.8; class 1: predicted 2, true 1, both 1 -> 2/3
+    assert label_metrics(seg, mask, TaskSpec("segmentation"))["dice"] == pytest.approx((0.8 + 2 / 3) / 2)

@@ -52,7 +52,7 @@ def compare_command(
     precision_list = parse_list(precisions, "precision", PRECISIONS)
     files.check()
     dataset = data.options(src.allow_nonfinite_inputs)
-    specs = src.specs()
+    specs = data.shapes_from(src).specs()
     settings = run_settings(src, tol, timing, export, quant, backend, isolation, cache, device=device)
 
     def run_one(spec: Any, files: ReportFiles) -> int:

@@ -252,12 +252,24 @@ class DataSet(Group):
     worst: Annotated[int, typer.Option("--worst", help="Name the K worst samples of each row.")] = 5
     pass_fraction: Annotated[float, typer.Option(
         "--pass-fraction", help="Share of the samples that must pass for a row to pass (default: all).")] = 1.0
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Ground truth for --dataset: CSV 'sample,label' or JSON {sample: label}; a class index, "
+                         "or a mask .npy for segmentation. Reports top-1/top-5 (or Dice) of the reference and "
+                         "every row.")] = None
+    max_top1_drop: Annotated[str | None, typer.Option(
+        "--max-top1-drop", help="Fail a row whose top-1 accuracy is lower than the reference's by more than "
+                                "this (e.g. 0.5%).")] = None
+    max_dice_drop: Annotated[str | None, typer.Option(
+        "--max-dice-drop", help="Fail a row whose mean Dice against the label masks is lower than the "
+                                "reference's by more than this (e.g. 0.01).")] = None
 
     def options(self, allow_nonfinite: bool = False) -> Any:
         """What the pipeline takes (dataset_run.DatasetOptions), or None without --dataset."""
         if self.dataset is None:
             for option, value, default in (("--limit", self.limit, None), ("--preprocess", self.preprocess, None),
-                                           ("--save-failing", self.save_failing, None)):
+                                           ("--save-failing", self.save_failing, None), ("--labels", self.labels, None),
+                                           ("--max-top1-drop", self.max_top1_drop, None),
+                                           ("--max-dice-drop", self.max_dice_drop, None)):
                 if value != default:
                     raise UsageError(f"{option} applies to --dataset; give --dataset DIR")
             return None
@@ -273,8 +285,32 @@ class DataSet(Group):
                 self.save_failing.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"--save-failing '{self.save_failing}': {exc.strerror or exc}") from None
+        from ..labels import Labels
+
+        drops = {metric: _share(option, value) for metric, option, value in (
+            ("top1", "--max-top1-drop", self.max_top1_drop), ("dice", "--max-dice-drop", self.max_dice_drop))
+            if value is not None}
+        if drops and self.labels is None:
+            raise UsageError(f"{', '.join('--max-' + m + '-drop' for m in drops)} needs --labels")
         return DatasetOptions(Dataset(self.dataset, self.limit, self.preprocess, allow_nonfinite), self.save_failing,
-                              self.worst, self.pass_fraction)
+                              self.worst, self.pass_fraction, Labels.read(self.labels) if self.labels else None,
+                              drops)
+
+    def shapes_from(self, src: "ModelInputs") -> "ModelInputs":
+        """The model inputs whose spec the data set's first array file shapes (as --inputs would, for a
+        model that declares no input shapes); unchanged without --dataset or with images only."""
+        if self.dataset is None or src.inputs is not None or not self.dataset.is_dir():
+            return src
+        from ..errors import DeployvalError
+        from ..inputs import INPUT_SUFFIXES, read_inputs_file
+
+        for path in sorted(p for p in self.dataset.iterdir() if p.suffix.lower() in INPUT_SUFFIXES):
+            try:
+                read_inputs_file(path)
+            except DeployvalError:
+                continue  # a damaged sample: the run names it later
+            return replace(src, inputs=path)
+        return src
 
     def args(self) -> tuple[str, ...]:
         """The options that ask for this data set again (for reproduction lines)."""
@@ -287,7 +323,22 @@ class DataSet(Group):
             args += ["--preprocess", self.preprocess]
         if self.pass_fraction != 1.0:
             args += ["--pass-fraction", repr(self.pass_fraction)]
+        for option, value in (("--labels", self.labels), ("--max-top1-drop", self.max_top1_drop),
+                              ("--max-dice-drop", self.max_dice_drop)):
+            if value is not None:
+                args += [option, str(value)]
         return tuple(args)
+
+
+def _share(option: str, text: str) -> float:
+    """'0.5%' or '0.005' as 0.005."""
+    try:
+        value = float(text[:-1]) / 100.0 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"{option} takes a share such as 0.5% or 0.005, not '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"{option} must be between 0 and 100%, not '{text}'")
+    return value
 
 
 @dataclass(frozen=True)

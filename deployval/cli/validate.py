@@ -82,7 +82,7 @@ def validate_command(
         raise typer.Exit(validate_all(manifest, shard, overrides, src.trust_checkpoint, display, files))
     if src.model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
-    specs = src.specs()
+    specs = data.shapes_from(src).specs()
     for spec in specs:
         if not spec.gate_for(device):
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
