@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from . import inputs as inputs_mod
 from .backends.base import Runner
 from .errors import DeployvalError, UsageError, first_line
 from .export.artifacts import Artifact
+from .memory import PeakMemory
 from .progress import Progress
 from .spec import RunConfig
 from .timing import LatencyStats, measure, summarize
@@ -72,6 +74,7 @@ def execute(
     label = label or f"{runner_cls.name} {precision}"
     result = Execution()
     runner = runner_cls(artifact, precision, device, options)
+    peak = PeakMemory(device).__enter__()  # loading, the correctness run and the timed runs
     try:
         start = time.perf_counter()
         with progress.step(f"loading {label}"):
@@ -91,9 +94,27 @@ def execute(
     except Exception as exc:  # a crashing runtime is a result, not the end of the run
         result.error = f"{runner_cls.name} failed: {first_line(exc)}"
     finally:
+        peak.__exit__(None, None, None)
         result.details.update(runner.details)
+        result.details["memory"] = {**peak.to_dict(), **artifact_size(artifact),
+                                    **{k: v for k, v in runner.details.items() if k.startswith("engine_") and
+                                       k.endswith("_bytes")}}
         try:
             runner.deactivate()
         except Exception as exc:
             result.warnings.append(f"deactivate failed: {first_line(exc)}")
     return result
+
+
+def artifact_size(artifact: Artifact) -> dict[str, int]:
+    """The artifact's size on disk (with its external data), where it is a file."""
+    if artifact.path is None:
+        return {}
+    path = Path(artifact.path)
+    try:
+        size = path.stat().st_size
+        for extra in path.parent.glob(path.name + ".data"):
+            size += extra.stat().st_size
+    except OSError:
+        return {}
+    return {"artifact_bytes": size}

@@ -127,6 +127,8 @@ def compare(
         report.model["parameters"] = session.parameters
     reference_outputs = reference.outputs
     reference_result = reference_rows[0] if reference_rows else None
+    if reference_result is not None:
+        reference_result.details["memory"] = dict(reference.memory)
     range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
                                      seconds=reference.ranges_seconds)
     output_names = tuple(reference_outputs)

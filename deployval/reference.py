@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .backends.base import Runner, check_available
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import infer_once
 from .export.artifacts import MODULE, ONNX_RAW, Artifact
+from .memory import PeakMemory
 from .progress import Progress
 from .spec import ModelSpec, RunConfig, format_shape
 
@@ -33,6 +34,7 @@ class ReferenceRun:
     traced: Any = None  # the TorchScript traced during the run (when asked and the trace worked)
     trace_error: str = ""  # why not, when asked: the TorchScript build then traces on its own and says so
     ranges_seconds: float = 0.0  # of `seconds`, the time the activation-range hooks took
+    memory: dict[str, int] = field(default_factory=dict)  # the run's peak memory (memory.PeakMemory)
 
 
 def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConfig) -> Runner:
@@ -67,6 +69,7 @@ def run_reference(
     reference as a row). The user's model failing here is a usage error: there is nothing to judge."""
     label = "onnxruntime" if spec.kind == "onnx" else "torch eager"
     result: ReferenceRun | None = None
+    peak = PeakMemory(runner.device).__enter__()
     try:
         with progress.step(f"reference run ({label} fp32{', traced' if trace else ''})"):
             runner.activate()
@@ -95,6 +98,9 @@ def run_reference(
         shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
         raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
     finally:
+        peak.__exit__(None, None, None)
+        if result is not None:
+            result.memory = peak.to_dict()
         runner.deactivate()
     return result
 

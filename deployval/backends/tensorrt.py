@@ -373,6 +373,10 @@ class TensorRTRunner(Runner):
             if engine is None:
                 raise BackendError(f"TensorRT could not load the engine it built: {_log_tail()}")
             cache.store(key, blob, {"tensorrt": trt.__version__, **self._gpu, "route": self._plan.route})
+        self.details["engine_bytes"] = len(blob)
+        device_memory = getattr(engine, "device_memory_size_v2", None) or getattr(engine, "device_memory_size", None)
+        if isinstance(device_memory, int):
+            self.details["engine_device_memory_bytes"] = device_memory
         with _collecting(trt):
             context = engine.create_execution_context()
         if context is None:

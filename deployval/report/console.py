@@ -12,7 +12,7 @@ from ..errors import print_error  # noqa: F401 (re-exported)
 from ..progress import Progress, Step
 from ..results import Report
 from ..spec import format_shape
-from .formatting import fmt, fmt_ms, mean_column, status_text, task_summary
+from .formatting import fmt, fmt_ms, mean_column, memory_text, status_text, task_summary
 
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "error": "red", "skipped": "dim", "reference": "cyan",
                  "ok": "green"}
@@ -67,15 +67,17 @@ def render(report: Report, console: Any | None = None) -> None:
     table = Table(title=title, title_justify="left", show_lines=False)
     for column, justify in (("backend", "left"), ("precision", "left"), ("status", "left"), ("output", "left"),
                             ("max abs", "right"), ("mean abs", "right"), ("rel L2", "right"), ("task", "left"),
-                            ("median ms", "right"), ("runs", "right")):
+                            ("median ms", "right"), ("runs", "right"), ("mem MB", "right")):
         table.add_column(column, justify=justify, no_wrap=column not in ("task",))
     for result in report.results:
         style = STATUS_STYLES.get(result.status, "")
         latency = fmt_ms(result.latency.median_ms) if result.latency else "-"
         runs = str(result.latency.iterations) if result.latency else "-"
+        memory = memory_text(result.details.get("memory"))
         status = f"[{style}]{status_text(result.status, result.faithful)}[/]"
         if not result.outputs:
-            table.add_row(result.backend, result.precision, status, "-", "-", "-", "-", "-", latency, runs)
+            table.add_row(result.backend, result.precision, status, "-", "-", "-", "-", "-", latency, runs,
+                          memory if result.latency else "-")
             continue
         over_samples = result.details.get("dataset", {}).get("outputs", {})
         for index, output in enumerate(result.outputs):
@@ -88,7 +90,7 @@ def render(report: Report, console: Any | None = None) -> None:
                 result.backend if index == 0 else "", result.precision if index == 0 else "",
                 status if index == 0 else "", f"[{out_style}]{output.name}[/]" if out_style else output.name,
                 fmt(m.get("max_abs")), mean, fmt(m.get("rel_l2")), task_summary(output.task),
-                latency if index == 0 else "", runs if index == 0 else "",
+                latency if index == 0 else "", runs if index == 0 else "", memory if index == 0 else "",
             )
     console.print(table)
     _render_steps(report.steps, console)

@@ -63,3 +63,14 @@ def mean_column(metrics: dict[str, Any]) -> str:
     if "mismatch" in metrics:
         return f"{number(metrics['mismatch']):.3%} differ"
     return fmt(metrics.get("mean_abs"))
+
+
+def memory_text(memory: dict[str, Any] | None) -> str:
+    """A row's memory for a table cell: the resident memory it added at its peak, and on CUDA the
+    device memory torch allocated at its peak (MB)."""
+    if not memory or "added_rss_bytes" not in memory:
+        return "-"
+    text = f"{memory['added_rss_bytes'] / 2**20:,.0f}"
+    if "cuda_peak_allocated_bytes" in memory:
+        text += f" (GPU {memory['cuda_peak_allocated_bytes'] / 2**20:,.0f})"
+    return text

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
-from .formatting import fmt, number
+from .formatting import fmt, memory_text, number
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1400px}
@@ -203,13 +203,14 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
 def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> list[str]:
     parts = ["<h2>Verdict</h2>", "<table><tr>"]
     columns = ("backend", "precision", "status", "output", "max abs", "mean abs", "rel L2", "cosine", "task",
-               "median ms", "reason")
+               "median ms", "memory MB", "reason")
     parts.append("".join(f"<th>{c}</th>" for c in columns) + "</tr>")
     plots = []
     for result in data.get("results", []):
         status = result.get("status", "")
         latency = result.get("latency") or {}
         median = fmt(number(latency.get("median_ms"))) if latency else "-"
+        memory = memory_text((result.get("details") or {}).get("memory"))
         star = "" if result.get("faithful", True) else "*"
         outputs = result.get("outputs") or [None]
         for index, output in enumerate(outputs):
@@ -228,6 +229,7 @@ def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> lis
             parts.append(f'<tr class="{row_class}">' + "".join(f"<td>{c}</td>" for c in cells)
                          + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
                          + f"<td>{_e(task_text or '-')}</td><td class=\"num\">{_e(median if index == 0 else '')}</td>"
+                         + f"<td class=\"num\">{_e(memory if index == 0 else '')}</td>"
                          + f"<td>{_e(result.get('reason', '') if index == 0 else '')}</td></tr>")
             if output is None:
                 continue

@@ -1,0 +1,48 @@
+"""Memory per row: the peak resident memory a row added (sampled), the artifact's size, in the JSON,
+the console and the HTML; an isolated row is measured in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deployval.memory import PeakMemory, rss_bytes
+
+
+def test_peak_memory_sees_what_the_block_allocated_and_only_that():
+    outside = np.ones(50 << 20, dtype=np.uint8)  # 50 MB before the block: not the block's
+    with PeakMemory() as peak:
+        inside = np.ones(200 << 20, dtype=np.uint8)  # touched: resident
+        del inside
+    info = peak.to_dict()
+    assert info["added_rss_bytes"] >= 150 << 20, info
+    assert info["added_rss_bytes"] < 400 << 20, info
+    assert info["peak_rss_bytes"] >= info["added_rss_bytes"] and rss_bytes() is not None
+    del outside
+
+
+def test_rows_record_their_memory_and_artifact_size(cli, tmp_path):
+    report_path, html_path = tmp_path / "r.json", tmp_path / "r.html"
+    result = cli("compare", "srcnn", "--input-shape", "image=1x3x64x64", "--backends", "torch,torchscript,ort",
+                 "--iterations", "2", "--cache-dir", tmp_path / "cache", "--json", report_path, "--html", html_path)
+    assert result.code == 0, result.out + result.err
+    rows = {r["backend"]: r for r in json.loads(report_path.read_text())["results"]}
+    for backend, row in rows.items():
+        memory = row["details"]["memory"]
+        assert 0 <= memory["added_rss_bytes"] <= memory["peak_rss_bytes"], (backend, memory)
+    for backend in ("torchscript", "ort"):
+        path = Path(rows[backend]["artifact"]["path"])
+        assert rows[backend]["details"]["memory"]["artifact_bytes"] == os.path.getsize(path)
+    assert "mem MB" in result.out and "memory MB" in html_path.read_text()
+
+
+def test_an_isolated_row_is_measured_in_its_own_process(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "convs", "--backends", "torch,ort", "--isolate", "--iterations", "1", "--no-cache",
+                 "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    ort = next(r for r in json.loads(report_path.read_text())["results"] if r["backend"] == "ort")
+    assert ort["details"]["isolated"] and ort["details"]["memory"]["peak_rss_bytes"] > 0
