@@ -129,6 +129,14 @@ def compare(
     reference_result = reference_rows[0] if reference_rows else None
     if reference_result is not None:
         reference_result.details["memory"] = dict(reference.memory)
+    if config.repeat > 1:
+        report.analysis["reference_repeat"] = {"runs": config.repeat, "identical": not reference.repeat_differences,
+                                               "max_abs_difference": reference.repeat_differences}
+        if reference.repeat_differences:
+            name, diff = max(reference.repeat_differences.items(), key=lambda item: item[1])
+            report.warnings.append(f"the reference is not deterministic: {config.repeat} runs of the same inputs "
+                                   f"differ (output '{name}' by max |diff| {diff:.3g}); rows are judged against "
+                                   "the first")
     range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
                                      seconds=reference.ranges_seconds)
     output_names = tuple(reference_outputs)

@@ -18,7 +18,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from .backends.base import Runner, check_available
 from .errors import BackendError, DeployvalError, UsageError, first_line
-from .execution import infer_once
+from .execution import infer_once, repeat_difference
 from .export.artifacts import MODULE, ONNX_RAW, Artifact
 from .memory import PeakMemory
 from .progress import Progress
@@ -35,6 +35,7 @@ class ReferenceRun:
     trace_error: str = ""  # why not, when asked: the TorchScript build then traces on its own and says so
     ranges_seconds: float = 0.0  # of `seconds`, the time the activation-range hooks took
     memory: dict[str, int] = field(default_factory=dict)  # the run's peak memory (memory.PeakMemory)
+    repeat_differences: dict[str, float] = field(default_factory=dict)  # output -> max |diff| between runs
 
 
 def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConfig) -> Runner:
@@ -61,7 +62,7 @@ def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConf
 def run_reference(
     runner: Runner, spec: ModelSpec, feeds: Mapping[str, np.ndarray], progress: Progress, *,
     ranges: list[Any] | None = None, trace: bool = False,
-    then: Callable[[Runner, Mapping[str, np.ndarray], float], None] | None = None,
+    then: Callable[[Runner, Mapping[str, np.ndarray], float], None] | None = None, repeat: int = 1,
 ) -> ReferenceRun:
     """Run the reference once. With `ranges`, the activation range of every module is recorded in the
     same pass; with `trace`, the pass runs under torch.jit.trace (for the TorchScript row); `then(runner,
@@ -86,6 +87,12 @@ def run_reference(
                 result = _first_run(runner, prepared, trace)
             result.seconds = time.perf_counter() - start
         runner.artifact.output_names = runner.output_names
+        if repeat > 1:  # a reference that is not a pure function (state kept between calls) misleads every row
+            with progress.step(f"repeating the reference ({repeat - 1} more)"):
+                for _ in range(repeat - 1):
+                    again = runner.to_host(infer_once(runner, prepared))
+                    for name, diff in repeat_difference(result.outputs, again).items():
+                        result.repeat_differences[name] = max(result.repeat_differences.get(name, 0.0), diff)
         if then is not None:
             then(runner, prepared, result.seconds)
     except BackendError as exc:  # the reference runtime refuses the user's model itself: bad input, not a row

@@ -137,7 +137,7 @@ class Session:
             start = time.perf_counter()
             runner = reference_runner(self.spec, self.module, self.config)
             self._reference = run_reference(runner, self.spec, self.feeds, self.progress, ranges=ranges, trace=trace,
-                                            then=then)
+                                            then=then, repeat=self.config.repeat)
             self.timings["reference_s"] = self._reference.seconds
             self.timings["reference_total_s"] = time.perf_counter() - start
         return self._reference

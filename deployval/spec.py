@@ -392,6 +392,7 @@ class RunConfig:
     # Modules (fnmatch patterns over module names) or ONNX op types ("op:InstanceNormalization") kept
     # in fp32 in the fp16 artifact; such modules are also exempt from the fp16 range findings.
     keep_fp32: tuple[str, ...] = ()
+    repeat: int = 1  # correctness runs per row (and of the reference): any difference between them is reported
 
     def to_args(self) -> list[str]:
         """The command-line options that make this configuration: every run setting that differs from
@@ -408,7 +409,8 @@ class RunConfig:
                              ("rtol", "--rtol"), ("calibration", "--calibration"),
                              ("calibration_limit", "--calibration-limit"),
                              ("calibration_preprocess", "--calibration-preprocess"),
-                             ("calibration_method", "--calibration-method"), ("timeout_s", "--timeout")):
+                             ("calibration_method", "--calibration-method"), ("timeout_s", "--timeout"),
+                             ("repeat", "--repeat")):
             value = getattr(self, name)
             if value is not None and value != getattr(default, name):
                 flag(option, value)

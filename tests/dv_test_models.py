@@ -211,3 +211,22 @@ class OutlierShortcut(nn.Module):
 def outlier_shortcut() -> nn.Module:
     torch.manual_seed(0)
     return OutlierShortcut().eval()
+
+
+class Stateful(nn.Module):
+    """Keeps state between calls (a streaming model's carried state, here a call counter that scales
+    the output): the same inputs give other outputs on the second call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x) * (1.0 + 0.01 * (self.calls % 7))
+
+
+def stateful() -> nn.Module:
+    torch.manual_seed(0)
+    return Stateful().eval()

@@ -130,10 +130,15 @@ class Timing(Group):
         "--iterations", help="Timed runs (default: as many as fit in --time-budget, at least one).")] = None
     time_budget: Annotated[float | None, typer.Option(
         "--time-budget", help="Seconds of timed runs per backend when --iterations is not given [default: 2].")] = None
+    repeat: Annotated[int, typer.Option(
+        "--repeat", help="Correctness runs per row and of the reference (2: report any difference between "
+                         "runs of the same inputs).")] = 1
 
     def settings(self) -> dict[str, Any]:
+        if self.repeat < 1:
+            raise UsageError(f"--repeat must be at least 1, not {self.repeat}")
         warmup = {"warmup": self.warmup} if self.offers("warmup") else {}  # else the spec's
-        return {**warmup, "iterations": self.iterations, "time_budget_s": self.time_budget}
+        return {**warmup, "iterations": self.iterations, "time_budget_s": self.time_budget, "repeat": self.repeat}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Memory per row: the peak resident memory a row added (sampled), the artifact's size, in the JSON,
-the console and the HTML; an isolated row is measured in its own process."""
+the console and the HTML; an isolated row is measured in its own process. --repeat: differences
+between runs of the same inputs, of the rows and of the reference."""
 
 from __future__ import annotations
 
@@ -46,3 +47,16 @@ def test_an_isolated_row_is_measured_in_its_own_process(cli, tmp_path):
     assert result.code == 0, result.out + result.err
     ort = next(r for r in json.loads(report_path.read_text())["results"] if r["backend"] == "ort")
     assert ort["details"]["isolated"] and ort["details"]["memory"]["peak_rss_bytes"] > 0
+
+
+def test_repeat_reports_a_reference_that_is_not_a_pure_function(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "dv_test_models:stateful", "--input-shape", "x=1x3x8x8", "--backends", "ort",
+                 "--repeat", "2", "--iterations", "1", "--no-cache", "--json", report_path)
+    report = json.loads(report_path.read_text())
+    repeat = report["analysis"]["reference_repeat"]
+    assert repeat["runs"] == 2 and not repeat["identical"] and repeat["max_abs_difference"]["output"] > 0
+    assert "the reference is not deterministic" in result.out
+    [row] = report["results"]  # the exported graph has no state: ONNX Runtime repeats itself exactly
+    assert row["details"]["repeat"] == {"runs": 2, "identical": True, "max_abs_difference": {}}
+    assert "--repeat 2" in row["reproduce"]
