@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +29,21 @@ from .labels import Labels
 from .metrics import OutputComparison, compare_output, label_metrics
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
-from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+from .shape_grid import ShapeGrid
+from .spec import ModelSpec, TaskSpec, Tolerance
 
 # Metrics where a lower value is the worse one; for every other metric the highest is the worst.
 LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DatasetOptions:
-    dataset: Dataset
+    """What to judge beyond the run's one input: a directory of samples, a grid of shapes, batch
+    invariance (a batch of `batch` copies of the first input must give the same row `batch` times)."""
+
+    dataset: Dataset | None = None
+    grid: ShapeGrid | None = None
+    batch: int = 0
     save_failing: Path | None = None  # failing samples are written here as .npz, for replay with --inputs
     worst: int = 5  # the worst samples named per row
     pass_fraction: float = 1.0  # share of samples that must pass for the row to pass
@@ -68,6 +74,7 @@ class RowSamples:
     records: list[dict[str, Any]] = field(default_factory=list)
     first_status: str = ""
     labels: LabelTally = field(default_factory=LabelTally)
+    batch_failure: str = ""  # copies of one input in a batch gave other outputs beyond the tolerance
 
     def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "") -> bool:
         passed = not error and all(c.passed for c in comparisons)
@@ -117,11 +124,12 @@ class RowRunner:
 
 def judge_dataset(
     report: Report, rows: Sequence[tuple[BackendResult, Runner | None, dict[str, Tolerance]]], reference: Runner,
-    spec: ModelSpec, first: Sample, options: DatasetOptions, config: RunConfig, progress: Progress,
+    spec: ModelSpec, first: Sample, options: DatasetOptions, samples: Iterable[Sample], progress: Progress,
     faults: list[Sample], on_progress: Callable[[Report], None] | None = None,
 ) -> None:
     """Run every judged row (its runner, not yet activated; None: not run again, with the reason in the
-    row) and the reference over the samples after `first`, whose comparisons the rows already hold."""
+    row) and the reference over `samples` (those after `first`, whose comparisons the rows already
+    hold), then the batch-invariance check."""
     table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task)
              for result, runner, tolerances in rows]
     for row in table:
@@ -129,9 +137,12 @@ def judge_dataset(
         # A row the first sample failed on more than its outputs (fp16 ranges beyond the limit) keeps that.
         beyond = result.reason if result.status == FAIL and all(c.passed for c in result.outputs) else ""
         _save_failing(options, first, row.samples.add(first.name, result.outputs, beyond))
-    dataset_info: dict[str, Any] = {"directory": str(options.dataset.directory), "first": first.name,
-                                    "unusable": [{"sample": s.name, "reason": s.fault} for s in faults],
-                                    "pass_fraction": options.pass_fraction}
+    dataset_info: dict[str, Any] = {"first": first.name, "pass_fraction": options.pass_fraction,
+                                    "unusable": [{"sample": s.name, "reason": s.fault} for s in faults]}
+    if options.dataset is not None:
+        dataset_info["directory"] = str(options.dataset.directory)
+    if options.grid is not None:
+        dataset_info["shape_grid"] = [options.grid.label(i) for i in range(len(options.grid))]
     report.analysis["dataset"] = dataset_info
     truth = _GroundTruth(options.labels, spec, dataset_info) if options.labels is not None else None
     judged = 1
@@ -144,7 +155,7 @@ def judge_dataset(
                 active.append(runner)
         if truth is not None:  # the first sample's rows were compared already; its labels are scored here
             _judge_sample(first, reference, table, options, truth, compare=False)
-        for sample in options.dataset.samples(spec, after=first.path):
+        for sample in samples:
             if sample.fault:
                 faults.append(sample)
                 dataset_info["unusable"].append({"sample": sample.name, "reason": sample.fault})
@@ -156,6 +167,9 @@ def judge_dataset(
             _finish(report, table, options, judged, complete=False, truth=truth)
             if on_progress is not None:
                 on_progress(report)  # a crash or Ctrl-C later leaves the samples judged so far
+        if options.batch:
+            with progress.step(f"batch invariance ({options.batch} copies of {first.name})"):
+                _batch_invariance(report, first, reference, table, options.batch)
     finally:
         for runner in active:
             with contextlib.suppress(Exception):  # the judged samples matter more than a failed unload
@@ -221,6 +235,38 @@ def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], opt
             _save_failing(options, sample, row.samples.add(sample.name, comparisons, error))
 
 
+def _batch_invariance(report: Report, first: Sample, reference: Runner, table: list[RowRunner], copies: int) -> None:
+    from .batch_invariance import check_runner
+
+    assert first.feeds is not None
+    checks = {"reference": _checked(lambda: check_runner(reference, first.feeds or {}, copies))}
+    for row in table:
+        if row.runner is None:
+            continue
+        runner, result = row.runner, row.samples.result
+        check = _checked(lambda runner=runner, row=row: check_runner(runner, first.feeds or {}, copies,  # type: ignore
+                                                                      row.tolerances))
+        checks[result.label] = check
+        result.details["batch_invariance"] = check
+        if check.get("failures"):
+            row.samples.batch_failure = f"batch invariance: {check['failures'][0]}"
+        elif not check.get("identical", True):
+            name, diff = max(check["max_abs_difference"].items(), key=lambda item: item[1])
+            result.warnings.append(f"copies of one input in a batch of {copies} differ (output '{name}' by max "
+                                   f"|diff| {diff:.3g}), within the tolerance")
+    report.analysis["dataset"]["batch_invariance"] = checks
+
+
+def _checked(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A runtime that cannot take the larger batch is a finding of its own, not the end of the run."""
+    try:
+        return check()
+    except DeployvalError as exc:
+        return {"error": exc.one_line(), "failures": [f"the batch could not run: {exc.one_line()}"]}
+    except Exception as exc:
+        return {"error": first_line(exc), "failures": [f"the batch could not run: {first_line(exc)}"]}
+
+
 def _save_failing(options: DatasetOptions, sample: Sample, passed: bool) -> None:
     if passed or options.save_failing is None or sample.feeds is None:
         return
@@ -255,6 +301,10 @@ def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, jud
                 result.reason = f"{failed} of {total} samples fail{allowed}; worst {worst['sample']}: {where}"
             elif result.status == PASS:
                 result.reason = ""
+        if row.samples.batch_failure:
+            result.status = FAIL
+            result.reason = f"{result.reason}; {row.samples.batch_failure}" if result.reason else \
+                row.samples.batch_failure
         if truth is not None:
             _judge_labels(result, row.samples.labels.means(), reference_scores, options.max_drop)
 

@@ -91,7 +91,7 @@ def compare(
         timed_import("onnxruntime")
 
     faults: list[Any] = []
-    if dataset is not None:
+    if dataset is not None and dataset.dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
         inputs, faults = dataset.dataset.first(spec)
@@ -173,7 +173,7 @@ def compare(
             if on_progress is not None:
                 on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
         if dataset is not None:
-            _judge_dataset(report, jobs, session, store, dataset, Path(str(inputs)), faults, progress, on_progress)
+            _judge_dataset(report, jobs, session, store, dataset, inputs, faults, progress, on_progress)
     finally:
         report.steps = list(store.steps)
         store.close()
@@ -231,9 +231,10 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
 
 
 def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: ArtifactStore, dataset: DatasetOptions,
-                   first: Path, faults: list[Any], progress: Progress,
+                   inputs: Any, faults: list[Any], progress: Progress,
                    on_progress: Callable[[Report], None] | None) -> None:
-    """Every row judged on the first sample, again over the data set's other samples (dataset_run.py)."""
+    """Every row judged on the first input, again over the data set's other samples or the grid's other
+    shapes, and on a batch of copies (dataset_run.py)."""
     from .dataset import Sample
     from .dataset_run import dataset_rows, judge_dataset
 
@@ -253,8 +254,14 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
     rows = dataset_rows(jobs, report, make_runner,
                         lambda job: {name: row_tolerance(spec, job, name, config) for name in names})
     reference = reference_runner(spec, session.module, config)
-    judge_dataset(report, rows, reference, spec, Sample(first.name, first, session.feeds), dataset, config,
-                  progress, faults, on_progress)
+    if dataset.dataset is not None:
+        first = Sample(Path(str(inputs)).name, Path(str(inputs)), session.feeds)
+        samples: Any = dataset.dataset.samples(spec, after=first.path)
+    else:
+        label = dataset.grid.label(0) if dataset.grid is not None else session.inputs_source
+        first = Sample(label, Path(label), session.feeds)
+        samples = dataset.grid.samples(spec, config.seed) if dataset.grid is not None else ()
+    judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress)
     for result in report.results:
         if result.status == REFERENCE:
             result.samples = report.samples

@@ -230,3 +230,21 @@ class Stateful(nn.Module):
 def stateful() -> nn.Module:
     torch.manual_seed(0)
     return Stateful().eval()
+
+
+class PositionDependent(nn.Module):
+    """Adds each item's index in the batch: a batch of copies of one input gives a different output
+    per copy (the failure batch invariance exists to catch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = torch.arange(x.shape[0], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        return self.conv(x) + offset
+
+
+def position_dependent() -> nn.Module:
+    torch.manual_seed(0)
+    return PositionDependent().eval()

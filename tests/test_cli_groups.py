@@ -61,14 +61,15 @@ BACKEND = ["--keep-int64", "--trt-workspace", "--trt-fp16-route", "--backend-opt
 REPORTS = ["--json", "--junit", "--markdown", "--html"]
 CACHE = ["--cache-dir", "--no-cache", "--quiet", "-q"]
 DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", "--pass-fraction", "--labels",
-           "--max-top1-drop", "--max-dice-drop"]
+           "--max-top1-drop", "--max-dice-drop", "--shape-grid", "--batch-invariance"]
 
-# Every command's options as they were before the groups (order aside): none added, none lost.
+# Every command's options (order aside): none added, none lost by the grouping.
 EXPECTED = {
     ("compare",): ["--backends", "-b", "--precisions", "-p", *MODEL_INPUTS, "--allow-nonfinite-inputs", "--seed",
                    "--submodule", "--arg", "--save-inputs", "--atol", "--rtol", "--warmup", "--iterations",
-                   "--time-budget", "--repeat", "--device", "--exporter", *QUANT, "--int8-exclude", "--int8-activation-matmuls",
-                   "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *DATASET, *REPORTS, *CACHE],
+                   "--time-budget", "--repeat", "--device", "--exporter", *QUANT, "--int8-exclude",
+                   "--int8-activation-matmuls", "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout",
+                   *DATASET, *REPORTS, *CACHE],
     ("validate",): ["--all", "--manifest", "--shard", "--device", *MODEL_INPUTS, "--seed", "--submodule", "--arg",
                     "--iterations", "--time-budget", "--repeat", *QUANT, "--int8-exclude", "--int8-activation-matmuls",
                     "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout", *DATASET, *REPORTS, *CACHE],

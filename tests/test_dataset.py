@@ -42,7 +42,7 @@ def test_every_row_is_judged_on_every_sample_and_faults_are_named(cli, tmp_path)
     unusable = {u["sample"]: u["reason"] for u in report["analysis"]["dataset"]["unusable"]}
     assert set(unusable) == {"s90_other_shape.npy", "s91_damaged.npy"}
     assert "1x3x16x16" in unusable["s90_other_shape.npy"]
-    assert "2 samples left out" in result.out and "ort:fp32: 5 samples, 0 fail" in result.out
+    assert "2 samples left out" in result.out and "ort:fp32: 5 inputs, 0 fail" in result.out
 
 
 def test_a_failing_sample_fails_the_row_is_saved_and_replays(cli, tmp_path):

@@ -56,10 +56,11 @@ def compare_command(
     settings = run_settings(src, tol, timing, export, quant, backend, isolation, cache, device=device)
 
     def run_one(spec: Any, files: ReportFiles) -> int:
+        spec, options = data.for_spec(spec, dataset, src)
         config = run_config(spec, settings)
         return common.run_and_report(
             spec, src, config, backends=backend_list, precisions=precision_list, gate=None, save_inputs=save_inputs,
             display=display, invocation=src.invocation(spec, config, *export.args(), *data.args()), files=files,
-            dataset=dataset)
+            dataset=options)
 
     raise typer.Exit(run_each(specs, run_one, files))

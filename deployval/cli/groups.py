@@ -241,6 +241,9 @@ class Isolation(Group):
         return {"isolate": self.isolate, "timeout_s": self.timeout}
 
 
+BATCH_COPIES = 4  # --batch-invariance: copies of the input in one batch
+
+
 @dataclass(frozen=True)
 class DataSet(Group):
     """Judge every row over a directory of samples instead of one input."""
@@ -267,6 +270,13 @@ class DataSet(Group):
     max_dice_drop: Annotated[str | None, typer.Option(
         "--max-dice-drop", help="Fail a row whose mean Dice against the label masks is lower than the "
                                 "reference's by more than this (e.g. 0.01).")] = None
+    shape_grid: Annotated[list[str] | None, typer.Option(
+        "--shape-grid", help="NAME=S1,S2,... (once per input, zipped by position): export once with dynamic axes "
+                             "where the shapes vary and judge every row at every shape; the grid alone defines "
+                             "the shapes.")] = None
+    batch_invariance: Annotated[bool, typer.Option(
+        "--batch-invariance", help="Run a batch of 4 copies of the input through every row: each copy must get "
+                                   "the same outputs (exports with a dynamic batch dimension).")] = False
 
     def options(self, allow_nonfinite: bool = False) -> Any:
         """What the pipeline takes (dataset_run.DatasetOptions), or None without --dataset."""
@@ -297,13 +307,38 @@ class DataSet(Group):
             if value is not None}
         if drops and self.labels is None:
             raise UsageError(f"{', '.join('--max-' + m + '-drop' for m in drops)} needs --labels")
-        return DatasetOptions(Dataset(self.dataset, self.limit, self.preprocess, allow_nonfinite), self.save_failing,
-                              self.worst, self.pass_fraction, Labels.read(self.labels) if self.labels else None,
-                              drops)
+        return DatasetOptions(dataset=Dataset(self.dataset, self.limit, self.preprocess, allow_nonfinite),
+                              save_failing=self.save_failing, worst=self.worst, pass_fraction=self.pass_fraction,
+                              labels=Labels.read(self.labels) if self.labels else None, max_drop=drops)
+
+    def for_spec(self, spec: Any, options: Any, src: "ModelInputs") -> tuple[Any, Any]:
+        """The spec and the data-set options of one model: a shape grid sets the shapes and the dynamic
+        axes, batch invariance a dynamic batch dimension."""
+        if not self.shape_grid and not self.batch_invariance:
+            return spec, options
+        from dataclasses import replace as replace_options
+
+        from ..dataset_run import DatasetOptions
+        from ..shape_grid import ShapeGrid
+
+        options = options or DatasetOptions()
+        if self.shape_grid:
+            if self.dataset is not None or src.inputs is not None or src.input_shape:
+                raise UsageError("--shape-grid alone defines the shapes: drop --dataset, --inputs and --input-shape")
+            grid = ShapeGrid.parse(self.shape_grid, spec)
+            spec = grid.apply(spec, batch=BATCH_COPIES if self.batch_invariance else 0)
+            options = replace_options(options, grid=grid, worst=max(options.worst, len(grid)))  # a verdict per shape
+        elif self.batch_invariance:
+            spec = ShapeGrid({i.name: (i.shape,) for i in spec.inputs}).apply(spec, batch=BATCH_COPIES)
+        return spec, replace_options(options, batch=BATCH_COPIES if self.batch_invariance else 0)
 
     def shapes_from(self, src: "ModelInputs") -> "ModelInputs":
         """The model inputs whose spec the data set's first array file shapes (as --inputs would, for a
-        model that declares no input shapes); unchanged without --dataset or with images only."""
+        model that declares no input shapes), or the grid's first shapes; unchanged without either or
+        with images only."""
+        if self.shape_grid and not src.input_shape:
+            first = [entry.split(",")[0] for entry in self.shape_grid]
+            return replace(src, input_shape=first)
         if self.dataset is None or src.inputs is not None or not self.dataset.is_dir():
             return src
         from ..errors import DeployvalError
@@ -320,7 +355,8 @@ class DataSet(Group):
     def args(self) -> tuple[str, ...]:
         """The options that ask for this data set again (for reproduction lines)."""
         if self.dataset is None:
-            return ()
+            return tuple(arg for entry in self.shape_grid or [] for arg in ("--shape-grid", entry)) + (
+                ("--batch-invariance",) if self.batch_invariance else ())
         args = ["--dataset", str(self.dataset)]
         if self.limit is not None:
             args += ["--limit", str(self.limit)]
@@ -328,6 +364,10 @@ class DataSet(Group):
             args += ["--preprocess", self.preprocess]
         if self.pass_fraction != 1.0:
             args += ["--pass-fraction", repr(self.pass_fraction)]
+        for entry in self.shape_grid or []:
+            args += ["--shape-grid", entry]
+        if self.batch_invariance:
+            args.append("--batch-invariance")
         for option, value in (("--labels", self.labels), ("--max-top1-drop", self.max_top1_drop),
                               ("--max-dice-drop", self.max_dice_drop)):
             if value is not None:

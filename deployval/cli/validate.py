@@ -88,12 +88,13 @@ def validate_command(
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
 
     def run_one(spec: Any, files: ReportFiles) -> int:
+        spec, options = data.for_spec(spec, dataset, src)
         gate = spec.gate_for(device)
         config = run_config(spec, settings)
         return common.run_and_report(
             spec, src, config, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
             gate=gate, save_inputs=None, display=display, invocation=src.invocation(spec, config, *data.args()),
-            files=files, dataset=dataset)
+            files=files, dataset=options)
 
     raise typer.Exit(run_each(specs, run_one, files))
 

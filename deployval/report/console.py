@@ -61,9 +61,11 @@ def render(report: Report, console: Any | None = None) -> None:
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
     title = f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, {report.inputs_source}"
     dataset = report.analysis.get("dataset")
-    if dataset:
-        title = (f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, data set "
-                 f"{dataset['directory']} ({report.samples} samples; error columns: the worst sample)")
+    if dataset and report.samples > 1:
+        source = (f"data set {dataset['directory']}" if "directory" in dataset else
+                  f"shape grid {'; '.join(dataset.get('shape_grid', []))}")
+        title = (f"{model.get('name')} on {report.device.get('device')} — {source} ({report.samples} inputs; "
+                 "error columns: the worst)")
     table = Table(title=title, title_justify="left", show_lines=False)
     for column, justify in (("backend", "left"), ("precision", "left"), ("status", "left"), ("output", "left"),
                             ("max abs", "right"), ("mean abs", "right"), ("rel L2", "right"), ("task", "left"),
@@ -124,11 +126,15 @@ def _render_samples(report: Report, dataset: dict[str, Any], console: Any) -> No
     """Per judged row: how many samples failed and the worst one; the samples left out and why."""
     for result in report.results:
         summary = result.details.get("dataset")
-        if not summary or not summary.get("worst"):
-            continue
-        worst = summary["worst"][0]
-        console.print(f"{result.label}: {summary['samples']} samples, {summary['failed']} fail; worst "
-                      f"{worst['sample']} (rel L2 {fmt(worst['rel_l2'])})")
+        if summary and summary.get("worst") and summary["samples"] > 1:
+            worst = summary["worst"][0]
+            console.print(f"{result.label}: {summary['samples']} inputs, {summary['failed']} fail; worst "
+                          f"{worst['sample']} (rel L2 {fmt(worst['rel_l2'])})")
+        batch = result.details.get("batch_invariance")
+        if batch and "copies" in batch:
+            console.print(f"{result.label}: a batch of {batch['copies']} copies gives "
+                          + ("identical outputs" if batch["identical"] else "copies that differ (max |diff| "
+                             + fmt(max(batch["max_abs_difference"].values())) + ")"))
     unusable = dataset.get("unusable", [])
     if unusable:
         console.print(f"[yellow]{len(unusable)} samples left out:[/] " + "; ".join(
