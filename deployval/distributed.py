@@ -1,0 +1,181 @@
+"""Judging a data set on Ray (`--ray`, `--ray-address ADDR`): the distributed engine users already
+run, not a scheduler of deployval's own.
+
+The driver builds every artifact once (the compare run on the first sample) and puts each file in
+Ray's object store once, keyed by its content hash; Ray Data reads the sample files and hands them to
+a pool of actors, each of which loads the reference and every row once (one actor per GPU with
+`num_gpus=1` on CUDA) and returns, per sample, the same `SampleVerdict` a local run computes. The
+driver applies the verdicts as they stream back, so the result equals the single-process run's; a
+sample whose worker was lost is retried by Ray Data, and a verdict that arrives twice counts once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DeployvalError, UsageError, first_line
+from .export.artifacts import MODULE, Artifact
+from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+
+
+@dataclass
+class RowPlan:
+    """One row as a worker rebuilds it: its backend, precision and artifact (by content hash)."""
+
+    label: str
+    backend: str
+    precision: str
+    kind: str
+    artifact: str | None  # sha256 of the file, None for the in-memory module
+    suffix: str
+    options: dict[str, Any]
+    tolerances: dict[str, Tolerance]
+
+
+@dataclass
+class JudgePlan:
+    spec: ModelSpec
+    config: RunConfig
+    rows: list[RowPlan]
+    files: dict[str, Any]  # sha256 -> object reference of the file's bytes
+    task: TaskSpec | None
+    scorer: Any = None
+    preprocess: str | None = None
+    allow_nonfinite: bool = False
+    trust_checkpoint: bool = False
+    output_names: tuple[str, ...] = field(default_factory=tuple)
+    # torch's intra-op threads on the driver: Ray gives each actor OMP_NUM_THREADS=1, and another thread
+    # count sums fp16 convolutions in another order; the same count gives the local run's numbers.
+    torch_threads: int | None = None
+
+
+def start(address: str | None, workers: int) -> Any:
+    """Connect to the cluster at `address` ('auto' for the one `ray start` made), or start a local one."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'deployval[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # factories importable on the workers
+    try:
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            # The actors take one CPU each; reading the files needs one more, or the read never runs.
+            ray.init(num_cpus=max(workers + 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env})
+    except Exception as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise UsageError(f"cannot start {where}: {first_line(exc)}") from None
+    return ray
+
+
+def plan_rows(ray: Any, rows: Sequence[tuple[str, type, str, Artifact, Mapping[str, Any], Mapping[str, Tolerance]]]
+              ) -> tuple[list[RowPlan], dict[str, Any]]:
+    """Each row's plan, every artifact file put in the object store once (rows sharing a file share it)."""
+    files: dict[str, Any] = {}
+    plans = []
+    for label, cls, precision, artifact, options, tolerances in rows:
+        sha = None
+        if artifact.kind != MODULE and artifact.path is not None:
+            path = Path(artifact.path)
+            from ._util import sha256_file
+
+            sha = artifact.sha256 or sha256_file(path)
+            if sha not in files:
+                files[sha] = ray.put(path.read_bytes())
+        worker_options = {k: v for k, v in options.items() if k != "engine_cache_dir"}  # the driver's disk
+        plans.append(RowPlan(label, cls.name, precision, artifact.kind, sha,
+                             Path(artifact.path).suffix if artifact.path else "", worker_options, dict(tolerances)))
+    return plans, files
+
+
+class SampleJudge:
+    """A Ray Data actor: the reference and every row, loaded once; a verdict per sample file."""
+
+    def __init__(self, plan: JudgePlan) -> None:
+        import ray
+
+        from .backends.base import get_backend
+        from .loading import build_module
+        from .reference import reference_runner
+
+        self.plan = plan
+        self.directory = Path(tempfile.mkdtemp(prefix="deployval-worker-"))
+        if plan.torch_threads:
+            import torch
+
+            torch.set_num_threads(plan.torch_threads)
+        module: list[Any] = []
+
+        def get_module() -> Any:
+            if not module:
+                module.append(build_module(plan.spec, trust_checkpoint=plan.trust_checkpoint))
+            return module[0]
+
+        self.reference = reference_runner(plan.spec, get_module, plan.config)
+        self.reference.activate()
+        self.rows = []
+        for row in plan.rows:
+            if row.artifact is None:
+                artifact = Artifact(MODULE, obj=get_module(), input_names=plan.spec.input_names,
+                                    output_names=plan.output_names)
+            else:
+                path = self.directory / f"{row.artifact[:16]}{row.suffix}"
+                if not path.exists():
+                    path.write_bytes(ray.get(plan.files[row.artifact]))
+                artifact = Artifact(row.kind, path=path, sha256=row.artifact, input_names=plan.spec.input_names,
+                                    output_names=plan.output_names)
+            runner = get_backend(row.backend)(artifact, row.precision, plan.config.device, row.options)
+            runner.activate()
+            self.rows.append((row.label, runner, row.tolerances))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .dataset import Sample, load_sample
+        from .dataset_run import SampleVerdict, verdict_of
+        from .preprocess import ImagePreprocess
+
+        preprocess = ImagePreprocess.parse(self.plan.preprocess) if self.plan.preprocess else None
+        verdicts = []
+        for path, data in zip(batch["path"], batch["bytes"]):
+            name = Path(str(path)).name
+            local = self.directory / f"sample{Path(name).suffix}"
+            local.write_bytes(bytes(data))
+            try:
+                feeds = load_sample(local, self.plan.spec, preprocess, allow_nonfinite=self.plan.allow_nonfinite)
+            except DeployvalError as exc:
+                verdicts.append(pickle.dumps((name, exc.one_line().replace(str(local), str(path)))))
+                continue
+            except Exception as exc:
+                verdicts.append(pickle.dumps((name, first_line(exc))))
+                continue
+            verdict: SampleVerdict = verdict_of(Sample(name, Path(str(path)), feeds), self.reference, self.rows,
+                                                self.plan.task, self.plan.scorer)
+            verdicts.append(pickle.dumps(verdict))
+        return {"verdict": np.array(verdicts, dtype=object)}
+
+
+def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> Iterator[Any]:
+    """Every sample's verdict (or (name, fault)), streamed back from the actor pool, each once."""
+    dataset = ray.data.read_binary_files([str(p) for p in paths], include_paths=True, num_cpus=0.5)
+    gpu = plan.config.device == "cuda"
+    results = dataset.map_batches(SampleJudge, fn_constructor_args=(replace(plan),), batch_size=1,
+                                  concurrency=workers, num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1)
+    seen: set[str] = set()
+    for row in results.iter_rows():
+        verdict = pickle.loads(row["verdict"])
+        name = verdict[0] if isinstance(verdict, tuple) else verdict.sample
+        if name in seen:  # a retried block delivered twice
+            continue
+        seen.add(name)
+        yield verdict
