@@ -179,3 +179,29 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
             continue
         seen.add(name)
         yield verdict
+
+
+def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[Any, Any, Mapping[str, Tolerance]]],
+                   planned: Sequence[tuple[Any, type, str, Artifact]], options: Mapping[str, Any],
+                   progress: Any) -> Iterator[Any]:
+    """The data set's samples after `first`, judged by a pool of Ray actors: their verdicts, streamed.
+    `rows` are the judged rows (result, local runner, tolerances), `planned` each row's result, backend
+    class, precision and artifact."""
+    from .dataset_run import Scorer
+
+    if dataset.dataset is None:
+        raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")
+    spec, config = session.spec, session.config
+    with progress.step("starting Ray" if not dataset.ray_address else f"joining Ray at {dataset.ray_address}"):
+        ray = start(dataset.ray_address, dataset.workers)
+    tolerances = {id(result): t for result, _, t in rows}
+    with progress.step("shipping the artifacts to Ray (once, by content hash)"):
+        row_plans, files = plan_rows(ray, [(result.label, cls, precision, artifact, options, tolerances[id(result)])
+                                           for result, cls, precision, artifact in planned])
+    torch = sys.modules.get("torch")
+    plan = JudgePlan(spec, config, row_plans, files, spec.task,
+                     scorer=Scorer.of(dataset.labels, spec) if dataset.labels is not None else None,
+                     preprocess=dataset.dataset.preprocess, allow_nonfinite=dataset.dataset.allow_nonfinite,
+                     trust_checkpoint=session.trust_checkpoint, output_names=tuple(session.reference().outputs),
+                     torch_threads=torch.get_num_threads() if torch is not None else None)
+    return verdicts(ray, [p for p in dataset.dataset.files() if p != first.path], plan, dataset.workers)

@@ -7,7 +7,6 @@ still run and reported. Only problems with the user's input stop the run early (
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -262,41 +261,18 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
         label = dataset.grid.label(0) if dataset.grid is not None else session.inputs_source
         first = Sample(label, Path(label), session.feeds)
         samples = dataset.grid.samples(spec, config.seed) if dataset.grid is not None else ()
-    remote = _on_ray(jobs, session, store, dataset, first, rows, options, progress) if dataset.ray else None
+    remote = None
+    if dataset.ray:
+        from .distributed import judge_remotely
+
+        planned = [(job.result, job.runner, job.precision, store.get(job.runner.artifact_for(job.precision, options)))
+                   for job in jobs if job.runner is not None and any(r is job.result and runner is not None
+                                                                      for r, runner, _ in rows)]
+        remote = judge_remotely(session, dataset, first, rows, planned, options, progress)
     judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote)
     for result in report.results:
         if result.status == REFERENCE:
             result.samples = report.samples
-
-
-def _on_ray(jobs: list[Job], session: Session, store: ArtifactStore, dataset: DatasetOptions, first: Any,
-            rows: list[Any], options: Mapping[str, Any], progress: Progress) -> Any:
-    """The data set's other samples judged by a pool of Ray actors (distributed.py): their verdicts."""
-    from . import distributed
-    from .dataset_run import Scorer
-
-    if dataset.dataset is None:
-        raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")
-    spec, config = session.spec, session.config
-    with progress.step("starting Ray" if not dataset.ray_address else f"joining Ray at {dataset.ray_address}"):
-        ray = distributed.start(dataset.ray_address, dataset.workers)
-    judged = {result.label for result, runner, _ in rows if runner is not None}
-    planned = []
-    for job in jobs:
-        if job.result is not None and job.result.label in judged and job.runner is not None:
-            artifact = store.get(job.runner.artifact_for(job.precision, options))
-            tolerances = next(t for result, _, t in rows if result is job.result)
-            planned.append((job.result.label, job.runner, job.precision, artifact, options, tolerances))
-    with progress.step("shipping the artifacts to Ray (once, by content hash)"):
-        row_plans, files = distributed.plan_rows(ray, planned)
-    plan = distributed.JudgePlan(
-        spec, config, row_plans, files, spec.task,
-        scorer=Scorer.of(dataset.labels, spec) if dataset.labels is not None else None,
-        preprocess=dataset.dataset.preprocess, allow_nonfinite=dataset.dataset.allow_nonfinite,
-        trust_checkpoint=session.trust_checkpoint, output_names=tuple(session.reference().outputs),
-        torch_threads=sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None)
-    files_after = [p for p in dataset.dataset.files() if p != first.path]
-    return distributed.verdicts(ray, files_after, plan, dataset.workers)
 
 
 def _needs_trace(spec: ModelSpec, jobs: list[Job], config: RunConfig) -> bool:
