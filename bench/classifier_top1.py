@@ -71,6 +71,9 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | --- |")
     print(f"| torch fp32 (reference) | {reference['top1']:.2%} | {reference['top5']:.2%} | - | - |")
     for row in result["results"][1:]:
+        if "dataset" not in row["details"]:
+            print(f"| {row['backend']} {row['precision']} | - | - | - | {row['status'].upper()}: {row['reason']} |")
+            continue
         scores = row["details"]["dataset"]["labels"]
         print(f"| {row['backend']} {row['precision']} | {scores['scores']['top1']:.2%} | "
               f"{scores['scores']['top5']:.2%} | {scores['drop']['top1']:+.2%} | {row['status'].upper()} |")
