@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,8 @@ def judge_dataset(
         if scorer is not None:  # the first sample's rows were compared already; its labels are scored here
             _judge_sample(first, reference, table, options, dataset_info, reference_scores, scorer, compare=False)
         for verdict in remote or ():  # computed by workers (distributed.py): applied here, as they arrive
-            if isinstance(verdict, tuple):
-                name, fault = verdict
+            if isinstance(verdict, tuple) or verdict.fault:
+                name, fault = verdict if isinstance(verdict, tuple) else (verdict.sample, verdict.fault)
                 faults.append(Sample(name, Path(name), fault=fault))
                 dataset_info["unusable"].append({"sample": name, "reason": fault})
                 continue
@@ -185,7 +185,12 @@ def judge_dataset(
                 progress.note(f"sample {sample.name} left out: {sample.fault}")
                 continue
             with progress.step(f"sample {judged + 1}: {sample.name}"):
-                _judge_sample(sample, reference, table, options, dataset_info, reference_scores, scorer)
+                fault = _judge_sample(sample, reference, table, options, dataset_info, reference_scores, scorer)
+            if fault:
+                faults.append(replace(sample, feeds=None, fault=fault))
+                dataset_info["unusable"].append({"sample": sample.name, "reason": fault})
+                progress.note(f"sample {sample.name} left out: {fault}")
+                continue
             judged += 1
             _finish(report, table, options, judged, complete=False, scores=reference_scores if scorer else None)
             if on_progress is not None:
@@ -233,6 +238,7 @@ class SampleVerdict:
     sample: str
     rows: dict[str, tuple[list[OutputComparison], str]] = field(default_factory=dict)
     labelled: bool | None = None  # None: no labels in play
+    fault: str = ""  # the reference could not run it: the sample is left out, named
     reference_scores: dict[str, float] = field(default_factory=dict)
     row_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -242,8 +248,15 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
     """Run the reference and every row on one sample and compare (and score against its label)."""
     assert sample.feeds is not None
     verdict = SampleVerdict(sample.name)
-    ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
-        sample.feeds, reference.input_dtypes(), reference.name)))
+    try:
+        ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
+            sample.feeds, reference.input_dtypes(), reference.name)))
+    except DeployvalError as exc:  # nothing to judge the rows against: a fault of this sample
+        verdict.fault = f"the reference failed on it: {exc.one_line()}"
+        return verdict
+    except Exception as exc:
+        verdict.fault = f"the reference failed on it: {first_line(exc)}"
+        return verdict
     label = scorer.labels.for_sample(sample.name) if scorer is not None else None
     if scorer is not None:
         verdict.labelled = label is not None
@@ -292,10 +305,13 @@ def apply_verdict(verdict: SampleVerdict, table: list[RowRunner], options: Datas
 
 def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions,
                   info: dict[str, Any], reference_scores: LabelTally, scorer: Scorer | None = None,
-                  compare: bool = True) -> None:
+                  compare: bool = True) -> str:
+    """Judge one sample here; returns its fault ('' when it was judged)."""
     rows = [(row.samples.result.label, row.runner, row.tolerances) for row in table if row.runner is not None]
     verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare)
-    apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
+    if not verdict.fault:
+        apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
+    return verdict.fault
 
 
 def _batch_invariance(report: Report, first: Sample, reference: Runner, table: list[RowRunner], copies: int) -> None:

@@ -248,3 +248,24 @@ class PositionDependent(nn.Module):
 def position_dependent() -> nn.Module:
     torch.manual_seed(0)
     return PositionDependent().eval()
+
+
+class PicksSamples(nn.Module):
+    """Refuses an input whose mean is above 5 (a reference that cannot take one sample of a set), and
+    stops the run like Ctrl-C on one whose mean is below -5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.mean()) > 5:
+            raise ValueError("this input is out of the model's domain")
+        if float(x.mean()) < -5:
+            raise KeyboardInterrupt
+        return self.conv(x)
+
+
+def picks_samples() -> nn.Module:
+    torch.manual_seed(0)
+    return PicksSamples().eval()

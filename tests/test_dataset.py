@@ -169,3 +169,28 @@ def test_label_metrics_by_hand():
     mask = np.array([[[1, 0], [0, 0]]])
     # class 0: predicted 2, true 3, both 2 -> 0.8; class 1: predicted 2, true 1, both 1 -> 2/3
     assert label_metrics(seg, mask, TaskSpec("segmentation"))["dice"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+
+def test_a_sample_the_reference_refuses_is_left_out_by_name(cli, tmp_path):
+    data = _write_set(tmp_path / "set", 4, shape=(1, 3, 8, 8))
+    np.save(data / "s02.npy", np.full((1, 3, 8, 8), 10.0, np.float32))  # the reference raises on it
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "dv_test_models:picks_samples", "--dataset", data, "--backends", "ort", "--iterations",
+                 "1", "--no-cache", "--json", report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    report = json.loads(report_path.read_text())
+    assert report["samples"] == 3
+    [unusable] = report["analysis"]["dataset"]["unusable"]
+    assert unusable["sample"] == "s02.npy" and "the reference failed on it" in unusable["reason"]
+
+
+def test_an_interrupted_run_leaves_the_samples_judged_so_far(cli, tmp_path):
+    data = _write_set(tmp_path / "set", 5, shape=(1, 3, 8, 8))
+    np.save(data / "s03.npy", np.full((1, 3, 8, 8), -10.0, np.float32))  # Ctrl-C while on this one
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "dv_test_models:picks_samples", "--dataset", data, "--backends", "ort", "--iterations",
+                 "1", "--no-cache", "--json", report_path, "-q")
+    assert result.code == 130
+    report = json.loads(report_path.read_text())
+    assert report["samples"] == 3 and report["analysis"]["dataset"]["complete"] is False
+    assert report["results"][0]["details"]["dataset"]["samples"] == 3
