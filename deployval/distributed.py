@@ -169,10 +169,10 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
     """Every sample's verdict (or (name, fault)), streamed back from the actor pool, each once."""
     dataset = ray.data.read_binary_files([str(p) for p in paths], include_paths=True, num_cpus=0.5)
     gpu = plan.config.device == "cuda"
-    # A lost actor is restarted and its samples retried (the verdicts are deduplicated below).
+    # Ray Data restarts a lost actor and retries its samples (its actor pools default to max_restarts=-1
+    # and max_task_retries=-1); a verdict delivered twice is counted once below.
     results = dataset.map_batches(SampleJudge, fn_constructor_args=(replace(plan),), batch_size=1,
-                                  concurrency=workers, num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1,
-                                  max_restarts=-1, max_task_retries=-1)
+                                  concurrency=workers, num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1)
     seen: set[str] = set()
     for row in results.iter_rows():
         verdict = pickle.loads(row["verdict"])
