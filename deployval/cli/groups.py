@@ -254,7 +254,7 @@ class DataSet(Group):
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples (sorted by name).")] = None
     preprocess: Annotated[str | None, typer.Option(
         "--preprocess", help="How images become the input, as for --calibration-preprocess (e.g. "
-                             "'resize=224,scale=1/255,mean=0.485/0.456/0.406,std=0.229/0.224/0.225').")] = None
+                             "'resize=224x224,scale=0.003922,mean=0.485/0.456/0.406,std=0.229/0.224/0.225').")] = None
     save_failing: Annotated[Path | None, typer.Option(
         "--save-failing", help="Write every failing sample here as .npz, to replay with --inputs.")] = None
     worst: Annotated[int, typer.Option("--worst", help="Name the K worst samples of each row.")] = 5
