@@ -94,6 +94,14 @@ class Dataset:
         reasons = "; ".join(f"{s.name}: {s.fault}" for s in faults[:3])
         raise UsageError(f"--dataset '{self.directory}': no sample can be used ({reasons})")
 
+    def run_inputs(self, path: Path, spec: ModelSpec) -> Path | dict[str, np.ndarray]:
+        """What the run begins with: the first sample's file (an array file defines the run as --inputs
+        does), or an image's feeds after the preprocessing."""
+        if path.suffix.lower() in inputs_mod.INPUT_SUFFIXES:
+            return path
+        preprocess = ImagePreprocess.parse(self.preprocess) if self.preprocess else None
+        return load_sample(path, spec, preprocess, exact_shapes=False, allow_nonfinite=self.allow_nonfinite)
+
     def samples(self, spec: ModelSpec, after: Path | None = None) -> Iterator[Sample]:
         """Every sample after `after` (the one the run began with), read when it is reached; each must
         have exactly the run's input shapes and dtypes."""

@@ -91,10 +91,12 @@ def compare(
         timed_import("onnxruntime")
 
     faults: list[Any] = []
+    first_sample: Path | None = None
     if dataset is not None and dataset.dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
-        inputs, faults = dataset.dataset.first(spec)
+        first_sample, faults = dataset.dataset.first(spec)
+        inputs = dataset.dataset.run_inputs(first_sample, spec)
     # Inputs: made or loaded once; the spec follows the shapes of loaded inputs.
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
@@ -173,7 +175,7 @@ def compare(
             if on_progress is not None:
                 on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
         if dataset is not None:
-            _judge_dataset(report, jobs, session, store, dataset, inputs, faults, progress, on_progress)
+            _judge_dataset(report, jobs, session, store, dataset, first_sample, faults, progress, on_progress)
     finally:
         report.steps = list(store.steps)
         store.close()
@@ -231,7 +233,7 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
 
 
 def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: ArtifactStore, dataset: DatasetOptions,
-                   inputs: Any, faults: list[Any], progress: Progress,
+                   first_sample: Path | None, faults: list[Any], progress: Progress,
                    on_progress: Callable[[Report], None] | None) -> None:
     """Every row judged on the first input, again over the data set's other samples or the grid's other
     shapes, and on a batch of copies (dataset_run.py)."""
@@ -254,8 +256,8 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
     rows = dataset_rows(jobs, report, make_runner,
                         lambda job: {name: row_tolerance(spec, job, name, config) for name in names})
     reference = reference_runner(spec, session.module, config)
-    if dataset.dataset is not None:
-        first = Sample(Path(str(inputs)).name, Path(str(inputs)), session.feeds)
+    if dataset.dataset is not None and first_sample is not None:
+        first = Sample(first_sample.name, first_sample, session.feeds)
         samples: Any = dataset.dataset.samples(spec, after=first.path)
     else:
         label = dataset.grid.label(0) if dataset.grid is not None else session.inputs_source

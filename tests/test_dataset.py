@@ -194,3 +194,20 @@ def test_an_interrupted_run_leaves_the_samples_judged_so_far(cli, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["samples"] == 3 and report["analysis"]["dataset"]["complete"] is False
     assert report["results"][0]["details"]["dataset"]["samples"] == 3
+
+
+def test_images_go_through_the_declared_preprocessing(cli, tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "srcnn", "--input-shape", "image=1x3x32x32", "--dataset", data, "--preprocess",
+                 "resize=32x32,scale=0.003922", "--backends", "ort", "--iterations", "1", "--no-cache", "--json",
+                 report_path, "-q")
+    assert result.code == 0, result.out + result.err
+    report = json.loads(report_path.read_text())
+    assert report["samples"] == 3 and report["analysis"]["dataset"]["unusable"] == []
