@@ -99,7 +99,7 @@ class Dataset:
         does), or an image's feeds after the preprocessing."""
         if path.suffix.lower() in inputs_mod.INPUT_SUFFIXES:
             return path
-        preprocess = ImagePreprocess.parse(self.preprocess) if self.preprocess else None
+        preprocess = ImagePreprocess.parse(self.preprocess, "--preprocess") if self.preprocess else None
         return load_sample(path, spec, preprocess, exact_shapes=False, allow_nonfinite=self.allow_nonfinite)
 
     def samples(self, spec: ModelSpec, after: Path | None = None) -> Iterator[Sample]:
@@ -111,7 +111,7 @@ class Dataset:
             yield self._read(path, spec, exact_shapes=True)
 
     def _read(self, path: Path, spec: ModelSpec, exact_shapes: bool) -> Sample:
-        preprocess = ImagePreprocess.parse(self.preprocess) if self.preprocess else None
+        preprocess = ImagePreprocess.parse(self.preprocess, "--preprocess") if self.preprocess else None
         try:
             feeds = load_sample(path, spec, preprocess, exact_shapes=exact_shapes,
                                 allow_nonfinite=self.allow_nonfinite)

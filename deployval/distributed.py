@@ -145,7 +145,7 @@ class SampleJudge:
         from .dataset_run import SampleVerdict, verdict_of
         from .preprocess import ImagePreprocess
 
-        preprocess = ImagePreprocess.parse(self.plan.preprocess) if self.plan.preprocess else None
+        preprocess = ImagePreprocess.parse(self.plan.preprocess, "--preprocess") if self.plan.preprocess else None
         verdicts = []
         for path, data in zip(batch["path"], batch["bytes"]):
             name = Path(str(path)).name

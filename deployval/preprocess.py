@@ -1,11 +1,11 @@
-"""How calibration images become model inputs (--calibration-preprocess: resize, scale, mean/std,
+"""How images become model inputs (--calibration-preprocess, --preprocess: resize, scale, mean/std,
 channel order). Plain data parsed without numpy, so that spec.py validates the string when a run is
 configured, before any work; numpy and Pillow are imported only to apply it to an image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +15,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def _floats(key: str, text: str) -> tuple[float, ...]:
+def _floats(key: str, text: str, option: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split("/"))
     except ValueError:
-        raise UsageError(f"--calibration-preprocess {key}={text}: expected a number or numbers joined by '/'") from None
+        raise UsageError(f"{option} {key}={text}: expected a number or numbers joined by '/'") from None
     if not values:
-        raise UsageError(f"--calibration-preprocess {key}: no value")
+        raise UsageError(f"{option} {key}: no value")
     return values
 
 
@@ -35,9 +35,10 @@ class ImagePreprocess:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     order: str = "rgb"
+    option: str = field(default="--calibration-preprocess", compare=False, repr=False)  # for error messages
 
     @classmethod
-    def parse(cls, text: str) -> ImagePreprocess:
+    def parse(cls, text: str, option: str = "--calibration-preprocess") -> ImagePreprocess:
         """'resize=224x224,scale=0.0039,mean=0.485/0.456/0.406,std=0.229/0.224/0.225,order=bgr'."""
         settings: dict[str, Any] = {}
         for part in (p.strip() for p in text.split(",")):
@@ -45,29 +46,29 @@ class ImagePreprocess:
                 continue
             key, sep, value = part.partition("=")
             if not sep or not value:
-                raise UsageError(f"--calibration-preprocess '{part}': expected KEY=VALUE "
+                raise UsageError(f"{option} '{part}': expected KEY=VALUE "
                                  "(keys: resize, scale, mean, std, order)")
             if key == "resize":
                 try:
                     height, width = (int(v) for v in value.lower().split("x"))
                 except ValueError:
-                    raise UsageError(f"--calibration-preprocess resize={value}: expected HxW, e.g. 224x224") from None
+                    raise UsageError(f"{option} resize={value}: expected HxW, e.g. 224x224") from None
                 if height <= 0 or width <= 0:
-                    raise UsageError(f"--calibration-preprocess resize={value}: sizes must be positive")
+                    raise UsageError(f"{option} resize={value}: sizes must be positive")
                 settings["resize"] = (height, width)
             elif key == "scale":
-                settings["scale"] = _floats(key, value)[0]
+                settings["scale"] = _floats(key, value, option)[0]
             elif key in ("mean", "std"):
-                settings[key] = _floats(key, value)
+                settings[key] = _floats(key, value, option)
             elif key == "order":
                 if value.lower() not in ("rgb", "bgr"):
-                    raise UsageError(f"--calibration-preprocess order={value}: rgb or bgr")
+                    raise UsageError(f"{option} order={value}: rgb or bgr")
                 settings["order"] = value.lower()
             else:
-                raise UsageError(f"--calibration-preprocess: unknown key '{key}' (resize, scale, mean, std, order)")
+                raise UsageError(f"{option}: unknown key '{key}' (resize, scale, mean, std, order)")
         if any(s == 0 for s in settings.get("std", (1.0,))):
-            raise UsageError("--calibration-preprocess std: must not be 0")
-        return cls(**settings)
+            raise UsageError(f"{option} std: must not be 0")
+        return cls(**settings, option=option)
 
     def apply(self, path: Path, shape: tuple[int, ...]) -> np.ndarray:
         """The image at `path` as a float32 array of `shape` (N=1, C in 1 or 3, H, W)."""
@@ -77,11 +78,11 @@ class ImagePreprocess:
         channels, height, width = shape[1], shape[2], shape[3]
         size = self.resize or (height, width)
         if size != (height, width):
-            raise UsageError(f"--calibration-preprocess resize={size[0]}x{size[1]} does not give the model's "
+            raise UsageError(f"{self.option} resize={size[0]}x{size[1]} does not give the model's "
                              f"input size {height}x{width}")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, channels):
-                raise UsageError(f"--calibration-preprocess {name}: {len(values)} values for {channels} channels")
+                raise UsageError(f"{self.option} {name}: {len(values)} values for {channels} channels")
         try:
             with Image.open(path) as image:
                 image = image.convert("L" if channels == 1 else "RGB")

@@ -80,6 +80,8 @@ def test_bad_dataset_arguments_are_one_line_errors(cli, tmp_path):
     assert_one_line_error(cli("compare", "srcnn", "--limit", "3", "-q"), 2, "--limit applies to --dataset")
     assert_one_line_error(cli("compare", "srcnn", "--dataset", data, "--pass-fraction", "0", "-q"), 2,
                           "--pass-fraction")
+    assert_one_line_error(cli("compare", "srcnn", "--dataset", data, "--preprocess", "resize=32", "-q"), 2,
+                          "--preprocess resize=32: expected HxW")
 
 
 def test_validate_takes_a_dataset_and_limit(cli, tmp_path):

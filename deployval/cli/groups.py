@@ -304,6 +304,10 @@ class DataSet(Group):
             raise UsageError(f"--worst must be at least 0, not {self.worst}")
         from ..dataset import Dataset
         from ..dataset_run import DatasetOptions
+        from ..preprocess import ImagePreprocess
+
+        if self.preprocess:
+            ImagePreprocess.parse(self.preprocess, "--preprocess")  # a bad spec stops the run before any work
 
         if self.save_failing is not None:
             try:
