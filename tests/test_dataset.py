@@ -213,3 +213,29 @@ def test_images_go_through_the_declared_preprocessing(cli, tmp_path):
     assert result.code == 0, result.out + result.err
     report = json.loads(report_path.read_text())
     assert report["samples"] == 3 and report["analysis"]["dataset"]["unusable"] == []
+
+
+def test_the_weight_sweep_over_a_labelled_set(cli, tmp_path):
+    """precision --sweep --dataset --labels: each bit width's mean over the samples and its top-1."""
+    import importlib.util
+
+    if importlib.util.find_spec("digit_recognizer") is None:
+        pytest.skip("digit-recognizer-py (requirements/models.txt) is not installed")
+    from real_models import digit_images
+
+    images, labels = digit_images(10, seed=4)
+    data = tmp_path / "digits"
+    data.mkdir()
+    for i, image in enumerate(images):
+        np.save(data / f"d{i:02d}.npy", image[None])
+    (tmp_path / "labels.json").write_text(json.dumps({f"d{i:02d}": int(y) for i, y in enumerate(labels)}))
+    report_path = tmp_path / "sweep.json"
+    result = cli("precision", "real_models:digits", "--sweep", "--bits", "2,8", "--dataset", data, "--labels",
+                 tmp_path / "labels.json", "--no-cache", "--json", report_path)
+    assert result.code == 0, result.out + result.err
+    sweep = json.loads(report_path.read_text())
+    assert sweep["samples"] == 10 and "top1 vs labels" in result.out
+    by_bits = {(r["scheme"], r["bits"]): r for r in sweep["rows"]}
+    assert by_bits[("per-channel", 8)]["rel_l2"] < 0.02 < by_bits[("per-channel", 2)]["rel_l2"]
+    assert 0.0 <= by_bits[("per-tensor", 2)]["labels"]["top1"] <= 1.0
+    assert_one_line_error(cli("precision", "real_models:digits", "--dataset", data, "-q"), 2, "goes with --sweep")

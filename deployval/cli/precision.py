@@ -13,7 +13,11 @@ from ..errors import ExitCode, UsageError
 from ..options import AllLayersOpt, BitsOpt, PlotOpt, SweepOpt, TargetPrecisionOpt, VerifyOpt
 from .common import ReportWriteError
 from .grouping import Omit, grouped, run_config, run_settings
-from .groups import Cache, Display, Export, ModelInputs, Quantization, ReportFiles, Tolerances
+from .groups import Cache, DataSet, Display, Export, ModelInputs, Quantization, ReportFiles, Tolerances
+
+# The sweep takes a data set (and its labels); what else DataSet offers judges compare's rows.
+SWEEP_DATA_ONLY = ("save_failing", "worst", "pass_fraction", "max_top1_drop", "max_dice_drop", "shape_grid",
+                   "batch_invariance", "ray", "ray_address", "ray_workers")
 
 
 @grouped
@@ -27,6 +31,7 @@ def precision_command(
     tol: Tolerances,
     quant: Annotated[Quantization, Omit("int8_exclude", "keep_fp32")],  # what to exclude is the answer
     export: Export,
+    data: Annotated[DataSet, Omit(*SWEEP_DATA_ONLY)],
     verify: VerifyOpt = True,
     all_layers: AllLayersOpt = False,
     files: Annotated[ReportFiles, Omit("junit", "markdown", "html")],
@@ -44,9 +49,12 @@ def precision_command(
 
             check_writable(plot, "plot report")
         bit_widths = parse_bits(bits)
-    spec = src.spec()
+    dataset = data.options(src.allow_nonfinite_inputs)
+    if dataset is not None and not sweep:
+        raise UsageError("--dataset goes with --sweep here (the sensitivity analysis judges one input: --inputs)")
+    spec = data.shapes_from(src).spec()
     if sweep:
-        raise typer.Exit(run_sweep(spec, bit_widths, plot, src, files.json_path, display))
+        raise typer.Exit(run_sweep(spec, bit_widths, plot, src, files.json_path, display, dataset))
     from ..precision.sensitivity import analyze
     from ..report.precision import render_sensitivity
 
@@ -70,22 +78,39 @@ def precision_command(
 
 
 def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, json_path: Path | None,
-              display: Display) -> int:
-    """The weight fake-quantization sweep: a table (and plot) of output error per bit width."""
+              display: Display, dataset: Any = None) -> int:
+    """The weight fake-quantization sweep: a table (and plot) of output error per bit width; over a
+    data set, each width's mean over the samples (held in memory: use --limit), and with --labels
+    its task score against them."""
     from ..precision.sweep import plot_sweep, render_sweep, weight_sweep
     from ..report.console import make_console
     from ..session import Session
     from ..spec import RunConfig
 
     progress = display.progress()
-    session = Session(spec, RunConfig(seed=src.seed), src.inputs, allow_nonfinite=src.allow_nonfinite_inputs,
+    inputs: Any = src.inputs
+    samples: list[Any] = []
+    scorer = None
+    if dataset is not None:
+        first, _ = dataset.dataset.first(spec)
+        inputs = dataset.dataset.run_inputs(first, spec)
+    session = Session(spec, RunConfig(seed=src.seed), inputs, allow_nonfinite=src.allow_nonfinite_inputs,
                       trust_checkpoint=src.trust_checkpoint, progress=progress)
     spec = session.spec
+    if dataset is not None:
+        from ..dataset_run import Scorer
+
+        scorer = Scorer.of(dataset.labels, spec) if dataset.labels is not None else None
+        label = (lambda name: dataset.labels.for_sample(name)) if dataset.labels is not None else (lambda name: None)
+        samples = [(s.feeds, label(s.name)) for s in dataset.dataset.samples(spec, after=first) if not s.fault]
+        first_label = label(first.name)
     module = session.module()
     reference = session.reference().outputs
-    with progress.step(f"weight sweep over {len(bits)} bit widths x 2 schemes"):
+    with progress.step(f"weight sweep over {len(bits)} bit widths x 2 schemes"
+                       + (f", {len(samples) + 1} samples" if dataset is not None else "")):
         result = weight_sweep(module, session.feeds, bits=bits, task=spec.task, output_names=spec.output_names,
-                              input_names=spec.input_names, reference=reference)
+                              input_names=spec.input_names, reference=reference, samples=samples, scorer=scorer,
+                              first_label=first_label if dataset is not None else None)
     render_sweep(result, make_console())
     if plot is not None:
         plot_sweep(result, plot)

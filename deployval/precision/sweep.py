@@ -59,6 +59,7 @@ class SweepRow:
     weight_rel_l2: float  # relative L2 error of all quantized weights together
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)  # output -> error metrics
     task: dict[str, Any] = field(default_factory=dict)  # task metrics of the task's first output
+    labels: dict[str, float] = field(default_factory=dict)  # over a labelled data set: top-1/top-k or Dice
 
     @property
     def rel_l2(self) -> float:
@@ -71,12 +72,13 @@ class SweepResult:
     parameters: int
     rows: list[SweepRow]
     task_kind: str | None = None
+    samples: int = 1  # inputs each width's metrics are the mean over
 
     def to_dict(self) -> dict[str, Any]:
         from .._util import finite_json
 
         return finite_json({"layers": self.layers, "parameters": self.parameters, "task": self.task_kind,
-                            "rows": [{**asdict(r), "rel_l2": r.rel_l2} for r in self.rows]})
+                            "samples": self.samples, "rows": [{**asdict(r), "rel_l2": r.rel_l2} for r in self.rows]})
 
     def smallest_bits(self, scheme: str, accept: Callable[[SweepRow], bool]) -> int | None:
         """The fewest bits at which `scheme` meets `accept`, and every wider width too."""
@@ -88,13 +90,32 @@ class SweepResult:
         return found
 
 
+def _mean_row(row: SweepRow, samples: Sequence[SweepRow]) -> SweepRow:
+    """The row of one width over every sample: each metric's mean (one sample: its own values)."""
+    def mean(values: list[Any]) -> Any:
+        return float(np.mean(values)) if all(isinstance(v, (int, float)) for v in values) else values[0]
+
+    first = samples[0]
+    row.outputs = {name: {k: mean([s.outputs[name][k] for s in samples]) for k in metrics}
+                   for name, metrics in first.outputs.items()}
+    row.task = {k: mean([s.task[k] for s in samples if k in s.task]) for k in first.task}
+    scored = [s.labels for s in samples if s.labels]
+    row.labels = {k: float(np.mean([s[k] for s in scored])) for k in scored[0]} if scored else {}
+    return row
+
+
 def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[int] = range(2, 9),
                  schemes: Sequence[str] = SCHEMES, task: TaskSpec | None = None,
                  output_names: Sequence[str] | None = None, input_names: Sequence[str] | None = None,
                  progress: Callable[[str], None] | None = None,
-                 reference: Mapping[str, np.ndarray] | None = None) -> SweepResult:
+                 reference: Mapping[str, np.ndarray] | None = None,
+                 samples: Sequence[tuple[Mapping[str, np.ndarray], Any]] = (),
+                 scorer: Any = None, first_label: Any = None) -> SweepResult:
     """Run the sweep on a copy of `module` (the caller's weights are never touched); `reference`: the
-    fp32 outputs when the caller has them already (a Session's reference run)."""
+    fp32 outputs when the caller has them already (a Session's reference run). `samples` (feeds, label)
+    after `feeds` (labelled `first_label`) make it a data-set sweep: each metric is the mean over every
+    sample, and with a `scorer` (dataset_run.Scorer) each width's task score against the labels (label
+    None: unscored)."""
     import torch
 
     from ..backends.torch_common import name_outputs, tensors_to_host
@@ -106,13 +127,16 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
     layers = quantizable_layers(work)
     originals = [layer.weight.detach().clone() for _, layer, _ in layers]
     names = list(input_names or feeds)
-    tensors = [torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in names]
+    inputs = [[torch.from_numpy(np.ascontiguousarray(f[name])) for name in names]
+              for f in [feeds, *(sample for sample, _ in samples)]]
+    labels = [first_label, *(label for _, label in samples)]
 
-    def run() -> dict[str, np.ndarray]:
+    def run(index: int = 0) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            return tensors_to_host(name_outputs(work(*tensors), list(output_names or ())))
+            return tensors_to_host(name_outputs(work(*inputs[index]), list(output_names or ())))
 
     reference = dict(reference) if reference is not None else run()
+    references = [reference, *(run(i) for i in range(1, len(inputs)))]  # fp32, once per sample
     weight_norm = float(np.sqrt(sum(float((w.double() ** 2).sum()) for w in originals))) or 1.0
     task_output = (task.outputs[0] if task and task.outputs else next(iter(reference))) if task else None
     rows = []
@@ -126,19 +150,26 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
                     quantized = fake_quantize_weight(original, width, scheme == "per-channel", axis)
                     error_sq += float(((quantized.double() - original.double()) ** 2).sum())
                     layer.weight.copy_(quantized)
-            outputs = run()
             row = SweepRow(scheme, width, float(np.sqrt(error_sq)) / weight_norm)
-            for name, ref in reference.items():
-                if np.issubdtype(ref.dtype, np.floating):
-                    metrics = error_metrics(ref, outputs[name])
-                    row.outputs[name] = {k: metrics[k] for k in ("rel_l2", "max_abs", "mean_abs", "cosine", "sqnr_db")}
-            if task is not None and task_output in reference:
-                row.task = task_metrics(reference[task_output], outputs[task_output], task)
-            rows.append(row)
+            per_sample: list[SweepRow] = []
+            for index, ref_outputs in enumerate(references):
+                outputs, one = run(index), SweepRow(scheme, width, row.weight_rel_l2)
+                for name, ref in ref_outputs.items():
+                    if np.issubdtype(ref.dtype, np.floating):
+                        metrics = error_metrics(ref, outputs[name])
+                        one.outputs[name] = {k: metrics[k] for k in ("rel_l2", "max_abs", "mean_abs", "cosine",
+                                                                     "sqnr_db")}
+                if task is not None and task_output in ref_outputs:
+                    one.task = task_metrics(ref_outputs[task_output], outputs[task_output], task)
+                if scorer is not None and labels[index] is not None:
+                    one.labels = scorer.score(outputs, labels[index])
+                per_sample.append(one)
+            rows.append(_mean_row(row, per_sample))
     with torch.no_grad():
         for (_, layer, _), original in zip(layers, originals):
             layer.weight.copy_(original)
-    return SweepResult(len(layers), sum(int(w.numel()) for w in originals), rows, task.kind if task else None)
+    return SweepResult(len(layers), sum(int(w.numel()) for w in originals), rows, task.kind if task else None,
+                       samples=len(inputs))
 
 
 def _task_columns(result: SweepResult) -> list[tuple[str, Callable[[SweepRow], str]]]:
@@ -161,7 +192,11 @@ def render_sweep(result: SweepResult, console: Any) -> None:
     columns = [("scheme", lambda r: r.scheme), ("bits", lambda r: str(r.bits)),
                ("weight rel L2", lambda r: fmt(r.weight_rel_l2)), ("output rel L2", lambda r: fmt(r.rel_l2)),
                ("SQNR dB", lambda r: f"{min(m['sqnr_db'] for m in r.outputs.values()):.1f}" if r.outputs else ""),
-               *_task_columns(result)]
+               *_task_columns(result),
+               *[(f"{name} vs labels", lambda r, name=name: f"{r.labels.get(name, float('nan')):.2%}")
+                 for name in (result.rows[0].labels if result.rows else {})]]
+    if result.samples > 1:
+        table.title += f"; mean over {result.samples} samples"
     for title, _ in columns:
         table.add_column(title, justify="left" if title == "scheme" else "right")
     for row in result.rows:
