@@ -404,7 +404,7 @@ def _judge_labels(result: BackendResult, scores: dict[str, float], reference: di
             result.reason = f"{result.reason}; {why}" if result.reason else why
 
 
-def dataset_rows(jobs: Sequence[Any], report: Report, make_runner: Callable[[Any], Runner | None],
+def dataset_rows(jobs: Sequence[Any], make_runner: Callable[[Any], Runner | None],
                  tolerances_for: Callable[[Any], Mapping[str, Tolerance]]) -> list[
                      tuple[BackendResult, Runner | None, dict[str, Tolerance]]]:
     """The rows a data set judges: those judged on the first sample (pass or fail, with outputs)."""

@@ -184,11 +184,10 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
 
 
 def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[Any, Any, Mapping[str, Tolerance]]],
-                   planned: Sequence[tuple[Any, type, str, Artifact]], options: Mapping[str, Any],
                    progress: Any) -> Iterator[Any]:
     """The data set's samples after `first`, judged by a pool of Ray actors: their verdicts, streamed.
-    `rows` are the judged rows (result, local runner, tolerances), `planned` each row's result, backend
-    class, precision and artifact."""
+    `rows` are the judged rows (result, its runner as loaded here, tolerances): each actor rebuilds
+    the runner from its class, precision, artifact and options."""
     from .dataset_run import Scorer
 
     if dataset.dataset is None:
@@ -196,10 +195,10 @@ def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[
     spec, config = session.spec, session.config
     with progress.step("starting Ray" if not dataset.ray_address else f"joining Ray at {dataset.ray_address}"):
         ray = start(dataset.ray_address, dataset.workers)
-    tolerances = {id(result): t for result, _, t in rows}
     with progress.step("shipping the artifacts to Ray (once, by content hash)"):
-        row_plans, files = plan_rows(ray, [(result.label, cls, precision, artifact, options, tolerances[id(result)])
-                                           for result, cls, precision, artifact in planned])
+        row_plans, files = plan_rows(ray, [(result.label, type(runner), runner.precision, runner.artifact,
+                                            runner.options, tolerances)
+                                           for result, runner, tolerances in rows if runner is not None])
     torch = sys.modules.get("torch")
     plan = JudgePlan(spec, config, row_plans, files, spec.task,
                      scorer=Scorer.of(dataset.labels, spec) if dataset.labels is not None else None,

@@ -253,7 +253,7 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
             return None
         return cls(store.get(cls.artifact_for(job.precision, options)), job.precision, config.device, options)
 
-    rows = dataset_rows(jobs, report, make_runner,
+    rows = dataset_rows(jobs, make_runner,
                         lambda job: {name: row_tolerance(spec, job, name, config) for name in names})
     reference = reference_runner(spec, session.module, config)
     if dataset.dataset is not None and first_sample is not None:
@@ -267,10 +267,7 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
     if dataset.ray:
         from .distributed import judge_remotely
 
-        planned = [(job.result, job.runner, job.precision, store.get(job.runner.artifact_for(job.precision, options)))
-                   for job in jobs if job.runner is not None and any(r is job.result and runner is not None
-                                                                      for r, runner, _ in rows)]
-        remote = judge_remotely(session, dataset, first, rows, planned, options, progress)
+        remote = judge_remotely(session, dataset, first, rows, progress)
     judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote)
     for result in report.results:
         if result.status == REFERENCE:
