@@ -155,6 +155,8 @@ def judge_dataset(
         dataset_info["labels"] = {"file": str(scorer.labels.path), "labelled": 0, "unlabelled": []}
     judged = 1
     started = time.perf_counter()
+    partial = _PartialReport(lambda count: _finish(report, table, options, count, complete=False,
+                                                   scores=reference_scores if scorer else None), report, on_progress)
     active: list[Runner] = []
     try:
         with progress.step("loading the rows for the data set"):
@@ -175,9 +177,7 @@ def judge_dataset(
             judged += 1
             if judged % 50 == 0:
                 progress.note(f"{judged} samples judged")
-            _finish(report, table, options, judged, complete=False, scores=reference_scores if scorer else None)
-            if on_progress is not None:
-                on_progress(report)
+            partial.write(judged)
         for sample in samples if remote is None else ():
             if sample.fault:
                 faults.append(sample)
@@ -192,9 +192,7 @@ def judge_dataset(
                 progress.note(f"sample {sample.name} left out: {fault}")
                 continue
             judged += 1
-            _finish(report, table, options, judged, complete=False, scores=reference_scores if scorer else None)
-            if on_progress is not None:
-                on_progress(report)  # a crash or Ctrl-C later leaves the samples judged so far
+            partial.write(judged)  # a crash or Ctrl-C later leaves the samples judged so far
         if options.batch:
             with progress.step(f"batch invariance ({options.batch} copies of {first.name})"):
                 _batch_invariance(report, first, reference, table, options.batch)
@@ -301,6 +299,31 @@ def apply_verdict(verdict: SampleVerdict, table: list[RowRunner], options: Datas
             passed = row.samples.add(verdict.sample, comparisons, error)
             if sample is not None:
                 _save_failing(options, sample, passed)
+
+
+class _PartialReport:
+    """The report rewritten as samples are judged, so that a crash or Ctrl-C keeps them. The verdicts over
+    the samples so far cost a pass over every sample's values: after each of the first samples, then at
+    most once a second (rewriting after each of 50,000 samples would be quadratic). Nothing without
+    a report to write."""
+
+    EVERY_SAMPLE = 100  # samples after each of which the report is rewritten
+    INTERVAL_S = 1.0
+
+    def __init__(self, finish: Callable[[int], None], report: Report,
+                 on_progress: Callable[[Report], None] | None) -> None:
+        self.finish, self.report, self.on_progress = finish, report, on_progress
+        self.last = 0.0
+
+    def write(self, judged: int) -> None:
+        if self.on_progress is None:
+            return
+        now = time.perf_counter()
+        if judged > self.EVERY_SAMPLE and now - self.last < self.INTERVAL_S:
+            return
+        self.finish(judged)
+        self.on_progress(self.report)
+        self.last = now
 
 
 def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], options: DatasetOptions,
