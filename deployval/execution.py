@@ -124,13 +124,21 @@ def repeat_difference(first: Mapping[str, np.ndarray], again: Mapping[str, np.nd
     return differing
 
 
-def _repeat(runner: Runner, prepared: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], repeat: int,
-            result: Execution) -> None:
-    """Run the same inputs again: a runtime that gives other numbers each time is reported."""
+def rerun_differences(runner: Runner, prepared: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray],
+                      repeat: int) -> dict[str, float]:
+    """Run the same inputs `repeat - 1` more times on an active runner: per output that was ever not
+    bit-identical to `first`, the largest |difference|."""
     worst: dict[str, float] = {}
     for _ in range(repeat - 1):
         for name, diff in repeat_difference(first, runner.to_host(infer_once(runner, prepared))).items():
             worst[name] = max(worst.get(name, 0.0), diff)
+    return worst
+
+
+def _repeat(runner: Runner, prepared: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray], repeat: int,
+            result: Execution) -> None:
+    """Run the same inputs again: a runtime that gives other numbers each time is reported."""
+    worst = rerun_differences(runner, prepared, first, repeat)
     result.details["repeat"] = {"runs": repeat, "identical": not worst, "max_abs_difference": worst}
     if worst:
         name, diff = max(worst.items(), key=lambda item: item[1])

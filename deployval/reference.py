@@ -18,7 +18,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from .backends.base import Runner, check_available
 from .errors import BackendError, DeployvalError, UsageError, first_line
-from .execution import infer_once, repeat_difference
+from .execution import infer_once, rerun_differences
 from .export.artifacts import MODULE, ONNX_RAW, Artifact
 from .memory import PeakMemory
 from .progress import Progress
@@ -89,10 +89,7 @@ def run_reference(
         runner.artifact.output_names = runner.output_names
         if repeat > 1:  # a reference that is not a pure function (state kept between calls) misleads every row
             with progress.step(f"repeating the reference ({repeat - 1} more)"):
-                for _ in range(repeat - 1):
-                    again = runner.to_host(infer_once(runner, prepared))
-                    for name, diff in repeat_difference(result.outputs, again).items():
-                        result.repeat_differences[name] = max(result.repeat_differences.get(name, 0.0), diff)
+                result.repeat_differences = rerun_differences(runner, prepared, result.outputs, repeat)
         if then is not None:
             then(runner, prepared, result.seconds)
     except BackendError as exc:  # the reference runtime refuses the user's model itself: bad input, not a row
