@@ -17,7 +17,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from .backends.base import Runner
 from .execution import infer_once
-from .metrics import compare_output
+from .metrics import compare_output, difference_if_any
 from .spec import Tolerance
 
 
@@ -39,10 +39,9 @@ def copies_differ(outputs: Mapping[str, np.ndarray], copies: int, batch: int,
         items = value.reshape(copies, batch, *value.shape[1:])
         worst = 0.0
         for index in range(1, copies):
-            if np.array_equal(items[index], items[0], equal_nan=items.dtype.kind in "fc"):
+            diff = difference_if_any(items[0], items[index])
+            if diff is None:
                 continue
-            with np.errstate(invalid="ignore"):
-                diff = float(np.nanmax(np.abs(items[index].astype(np.float64) - items[0].astype(np.float64))))
             worst = max(worst, diff)
             if tolerances is not None and name in tolerances:
                 judged = compare_output(name, items[0], items[index], tolerances[name])

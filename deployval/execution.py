@@ -20,6 +20,7 @@ from .backends.base import Runner
 from .errors import DeployvalError, UsageError, first_line
 from .export.artifacts import Artifact
 from .memory import PeakMemory
+from .metrics import difference_if_any
 from .progress import Progress
 from .spec import RunConfig
 from .timing import LatencyStats, measure, summarize
@@ -114,13 +115,9 @@ def repeat_difference(first: Mapping[str, np.ndarray], again: Mapping[str, np.nd
     (NaN in the same places counts as identical)."""
     differing = {}
     for name, value in first.items():
-        other = again.get(name)
-        if other is None or np.shape(other) != np.shape(value):
-            differing[name] = float("inf")
-        elif not np.array_equal(value, other, equal_nan=value.dtype.kind in "fc"):
-            with np.errstate(invalid="ignore"):
-                diff = np.abs(np.asarray(other, dtype=np.float64) - np.asarray(value, dtype=np.float64))
-            differing[name] = float(np.nanmax(diff)) if diff.size else 0.0
+        diff = float("inf") if name not in again else difference_if_any(value, again[name])
+        if diff is not None:
+            differing[name] = diff
     return differing
 
 

@@ -20,8 +20,8 @@ from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
 
 __all__ = ["OutputComparison", "argmax_agreement", "compare_output", "cosine", "cosine_of_sums", "dice_per_class",
-           "error_metrics", "min_passing_elementwise", "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics",
-           "topk_overlap"]
+           "difference_if_any", "error_metrics", "label_metrics", "min_passing_elementwise", "mismatch_fraction",
+           "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
 
 FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
@@ -109,6 +109,19 @@ def _percentile(diff: np.ndarray, q: float) -> float:
 
 def cosine(r: np.ndarray, c: np.ndarray, norm_r: float, norm_c: float) -> float:
     return cosine_of_sums(float(np.dot(r.ravel(), c.ravel())), norm_r, norm_c)
+
+
+def difference_if_any(value: np.ndarray, other: np.ndarray) -> float | None:
+    """None when two arrays are bit-identical (NaN in the same places counts as identical), else their
+    max |difference| (inf when the shapes differ): for outputs that should not change at all."""
+    value, other = np.asarray(value), np.asarray(other)
+    if value.shape != other.shape:
+        return float("inf")
+    if np.array_equal(value, other, equal_nan=value.dtype.kind in "fc" and other.dtype.kind in "fc"):
+        return None
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(other.astype(np.float64) - value.astype(np.float64))
+    return float(np.nanmax(diff)) if diff.size else 0.0
 
 
 def mismatch_fraction(ref: np.ndarray, cand: np.ndarray) -> float:
