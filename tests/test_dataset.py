@@ -137,6 +137,7 @@ def test_labels_score_the_reference_and_every_row(cli, tmp_path):
                  "--backends", "torch,ort", "--precisions", "fp32,fp16", "--iterations", "1", "--max-top1-drop",
                  "0%", "--no-cache", "--json", report_path, "-q")
     assert result.code == 0, result.out + result.err
+    assert f"against the labels top1 {expected:.2%} (reference {expected:.2%})" in result.out
     report = json.loads(report_path.read_text())
     info = report["analysis"]["dataset"]["labels"]
     assert info["labelled"] == 12 and info["unlabelled"] == []

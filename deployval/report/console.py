@@ -128,8 +128,12 @@ def _render_samples(report: Report, dataset: dict[str, Any], console: Any) -> No
         summary = result.details.get("dataset")
         if summary and summary.get("worst") and summary["samples"] > 1:
             worst = summary["worst"][0]
+            labels = summary.get("labels")
+            scored = "" if not labels else "; against the labels " + ", ".join(
+                f"{name} {value:.2%} (reference {labels['reference'].get(name, float('nan')):.2%})"
+                for name, value in labels["scores"].items())
             console.print(f"{result.label}: {summary['samples']} inputs, {summary['failed']} fail; worst "
-                          f"{worst['sample']} (rel L2 {fmt(worst['rel_l2'])})")
+                          f"{worst['sample']} (rel L2 {fmt(worst['rel_l2'])}){scored}")
         batch = result.details.get("batch_invariance")
         if batch and "copies" in batch:
             console.print(f"{result.label}: a batch of {batch['copies']} copies gives "
