@@ -14,6 +14,11 @@ BackendsOpt = Annotated[str, typer.Option(
     "--backends", "-b", help="Comma-separated backends (see `deployval backends`).")]
 PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
+SaveOutputsOpt = Annotated[Path | None, typer.Option(
+    "--save-outputs", help="Write the reference's outputs (.npz, golden outputs) for a later --expected.")]
+ExpectedOpt = Annotated[Path | None, typer.Option(
+    "--expected", help="Golden outputs (.npz, one array per output, e.g. from --save-outputs): judge every row "
+                       "against them; for an ONNX or TorchScript file in place of the reference run.")]
 
 TargetPrecisionOpt = Annotated[str, typer.Option(
     "--precision", "-p", help="int8 (Q/DQ on ONNX Runtime) or fp16 (torch half): the precision to analyse.")]

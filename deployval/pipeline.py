@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,9 @@ from .execution import execute, time_runner
 from .export.artifacts import MODULE, ONNX, ONNX_RAW, TORCHSCRIPT
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
-from .metrics import compare_output
+from .golden import golden_outputs, judge_against_expected
+from .golden import save_outputs as write_outputs
+from .judging import judge_outputs, row_tolerance, settle_verdict
 from .progress import Progress, Step
 from .reference import reference_runner
 
@@ -33,7 +35,7 @@ from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Repor
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
-from .spec import PRECISIONS, ModelSpec, RunConfig, Tolerance
+from .spec import PRECISIONS, ModelSpec, RunConfig
 
 
 @dataclass
@@ -75,9 +77,13 @@ def compare(
     gate: Sequence[str] | None = None,
     on_progress: Callable[[Report], None] | None = None,
     dataset: DatasetOptions | None = None,
+    save_outputs: Path | None = None,
+    expected: Path | None = None,
 ) -> Report:
     """Run `spec` through every backend x precision on the same inputs and judge each result; with
-    `dataset`, on its first usable sample, then every row again over the other samples."""
+    `dataset`, on its first usable sample, then every row again over the other samples. `expected`:
+    golden outputs (.npz) every row is judged against, in place of the reference run for a file;
+    `save_outputs` writes the reference's (golden.py)."""
     started = time.perf_counter()
     config = config or RunConfig()
     progress = progress or Progress()
@@ -103,6 +109,7 @@ def compare(
     spec, feeds, timings = session.spec, session.feeds, session.timings
     if save_inputs is not None:
         inputs_mod.save_inputs(Path(save_inputs), feeds)
+    golden = golden_outputs(session, expected, save_outputs, dataset is not None)
 
     report = Report.from_record(
         session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
@@ -131,6 +138,11 @@ def compare(
     reference_result = reference_rows[0] if reference_rows else None
     if reference_result is not None:
         reference_result.details["memory"] = dict(reference.memory)
+    if save_outputs is not None:
+        write_outputs(Path(save_outputs), reference_outputs, session.inputs_digest)
+    if golden is not None and expected is not None:
+        reference_outputs = judge_against_expected(report, golden, reference_outputs, reference_result, spec, config,
+                                                   Path(expected))
     if config.repeat > 1:
         report.analysis["reference_repeat"] = {"runs": config.repeat, "identical": not reference.repeat_differences,
                                                "max_abs_difference": reference.repeat_differences}
@@ -253,8 +265,8 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
             return None
         return cls(store.get(cls.artifact_for(job.precision, options)), job.precision, config.device, options)
 
-    rows = dataset_rows(jobs, make_runner,
-                        lambda job: {name: row_tolerance(spec, job, name, config) for name in names})
+    rows = dataset_rows(jobs, make_runner, lambda job: {
+        name: row_tolerance(spec, job.backend, job.precision, name, config) for name in names})
     reference = reference_runner(spec, session.module, config)
     if dataset.dataset is not None and first_sample is not None:
         first = Sample(first_sample.name, first_sample, session.feeds)
@@ -341,25 +353,12 @@ def _run_job(
     result.warnings.extend(execution.warnings)
     result.latency = execution.latency
     if execution.outputs is not None:
-        start = time.perf_counter()
-        result.outputs = [
-            compare_output(name, ref, execution.outputs.get(name), row_tolerance(spec, job, name, config), spec.task)
-            for name, ref in reference.items()
-        ]
-        # For the HTML report's histograms (72 counts per output), from the comparison's own pass.
-        result.details["error_histograms"] = {o.name: o.histogram for o in result.outputs if o.histogram is not None}
-        extra = sorted(set(execution.outputs) - set(reference))
-        if extra:
-            result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")
-        result.seconds["compare"] = time.perf_counter() - start
+        judge_outputs(result, reference, execution.outputs,
+                      lambda name: row_tolerance(spec, job.backend, job.precision, name, config), spec.task)
     if execution.error is not None:  # the outputs it produced before failing are still reported
         result.reason, result.usage_error = execution.error, execution.usage_error
         return result
-    failed = [o for o in result.outputs if not o.passed]
-    result.status = FAIL if failed else PASS
-    if failed:
-        result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
-    return result
+    return settle_verdict(result)
 
 
 def _simplification_judge(jobs: list[Job], config: RunConfig, fp16_onnx: str | None) -> Job | None:
@@ -500,17 +499,6 @@ def _judge_ranges(result: BackendResult, found: list[Any]) -> None:
     elif overflows and result.status == FAIL:
         result.reason += f"; likely cause: {overflows[0].describe()}"
     result.warnings.extend(f.describe() for f in flushes[:3])
-
-
-def row_tolerance(spec: ModelSpec, job: Job, output: str, config: RunConfig) -> Tolerance:
-    tolerance = spec.tolerances.resolve(job.backend, job.precision, output)
-    if config.atol is not None or config.rtol is not None:
-        tolerance = replace(
-            tolerance,
-            atol=config.atol if config.atol is not None else (tolerance.atol or 0.0),
-            rtol=config.rtol if config.rtol is not None else (tolerance.rtol or 0.0),
-        )
-    return tolerance
 
 
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,

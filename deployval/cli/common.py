@@ -63,7 +63,8 @@ class ReportWriteError(DeployvalError):
 
 def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[str, ...],
                    precisions: tuple[str, ...], gate: tuple[str, ...] | None, save_inputs: Path | None,
-                   display: Display, invocation: Any, files: ReportFiles, dataset: Any = None) -> int:
+                   display: Display, invocation: Any, files: ReportFiles, dataset: Any = None,
+                   save_outputs: Path | None = None, expected: Path | None = None) -> int:
     from .._util import timed_import
 
     timed_import("numpy")  # counted as an import (torch would pay for it otherwise)
@@ -81,7 +82,7 @@ def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[
         spec, backends, precisions, config, inputs=src.inputs, save_inputs=save_inputs,
         allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,
         progress=display.progress(), invocation=invocation, command=command_line(), gate=gate, on_progress=partial,
-        dataset=dataset,
+        dataset=dataset, save_outputs=save_outputs, expected=expected,
     )
     render(report)
     write_reports(report, files)

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from ..options import BackendsOpt, DeviceOpt, PrecisionsOpt, SaveInputsOpt
+from ..options import BackendsOpt, DeviceOpt, ExpectedOpt, PrecisionsOpt, SaveInputsOpt, SaveOutputsOpt
 from . import common
 from .grouping import grouped, run_config, run_settings
 from .groups import (
@@ -32,6 +32,8 @@ def compare_command(
     precisions: PrecisionsOpt = "fp32",
     src: ModelInputs,
     save_inputs: SaveInputsOpt = None,
+    save_outputs: SaveOutputsOpt = None,
+    expected: ExpectedOpt = None,
     tol: Tolerances,
     timing: Timing,
     device: DeviceOpt = "cpu",
@@ -58,9 +60,12 @@ def compare_command(
     def run_one(spec: Any, files: ReportFiles) -> int:
         spec, options = data.for_spec(spec, dataset, src)
         config = run_config(spec, settings)
+        invocation = src.invocation(spec, config, *export.args(), *data.args())
+        if expected is not None:  # a reproduction judges against the same outputs
+            invocation.run_args = (*invocation.run_args, "--expected", str(expected))
         return common.run_and_report(
             spec, src, config, backends=backend_list, precisions=precision_list, gate=None, save_inputs=save_inputs,
-            display=display, invocation=src.invocation(spec, config, *export.args(), *data.args()), files=files,
-            dataset=options)
+            display=display, invocation=invocation, files=files, dataset=options, save_outputs=save_outputs,
+            expected=expected)
 
     raise typer.Exit(run_each(specs, run_one, files))

@@ -507,10 +507,10 @@ def _sortable(score: float) -> float:
 
 
 def _resolve_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
-    """The tolerance the pipeline would apply to this backend's row (see pipeline.row_tolerance)."""
-    from ..pipeline import Job, row_tolerance
+    """The tolerance the pipeline would apply to this backend's row."""
+    from ..judging import row_tolerance
 
-    return row_tolerance(spec, Job(backend, precision, None), output, config)
+    return row_tolerance(spec, backend, precision, output, config)
 
 
 def _node_modules(raw_path: Path, module: Any) -> dict[str, str]:

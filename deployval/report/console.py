@@ -60,6 +60,8 @@ def render(report: Report, console: Any | None = None) -> None:
     model = report.model
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)
     title = f"{model.get('name')} on {report.device.get('device')} — inputs {inputs}, {report.inputs_source}"
+    if "expected_outputs" in report.analysis:
+        title += f"; judged against the expected outputs {report.analysis['expected_outputs']['path']}"
     dataset = report.analysis.get("dataset")
     if dataset and report.samples > 1:
         source = (f"data set {dataset['directory']}" if "directory" in dataset else

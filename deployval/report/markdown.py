@@ -52,6 +52,8 @@ def to_markdown(report: Report | Mapping[str, Any]) -> str:
         "",
         f"Inputs: {inputs} ({data['inputs_source']}); device: {device.get('device')}"
         f" ({device.get('gpu') or device.get('cpu')})",
+        *([f"Judged against the expected outputs `{data['analysis']['expected_outputs']['path']}`."]
+          if "expected_outputs" in data.get("analysis", {}) else []),
         "",
         *report_table(data),
     ]

@@ -1,0 +1,50 @@
+"""A row's verdict from its outputs: each output compared with the reference under the row's
+tolerance. One place for the pipeline's rows, the reference judged against golden outputs, and the
+sensitivity analysis's trials, so a row means the same wherever it is judged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from .metrics import compare_output
+from .results import FAIL, PASS, BackendResult
+from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+
+
+def row_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
+    """The spec's tolerance for this row and output; --atol/--rtol override both of its parts."""
+    tolerance = spec.tolerances.resolve(backend, precision, output)
+    if config.atol is not None or config.rtol is not None:
+        tolerance = replace(
+            tolerance,
+            atol=config.atol if config.atol is not None else (tolerance.atol or 0.0),
+            rtol=config.rtol if config.rtol is not None else (tolerance.rtol or 0.0),
+        )
+    return tolerance
+
+
+def judge_outputs(result: BackendResult, reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+                  tolerance: Callable[[str], Tolerance], task: TaskSpec | None) -> None:
+    """Compare every reference output (a missing one fails); outputs the reference lacks are named."""
+    start = time.perf_counter()
+    result.outputs = [compare_output(name, ref, outputs.get(name), tolerance(name), task)
+                      for name, ref in reference.items()]
+    # For the HTML report's histograms (72 counts per output), from the comparison's own pass.
+    result.details["error_histograms"] = {o.name: o.histogram for o in result.outputs if o.histogram is not None}
+    extra = sorted(set(outputs) - set(reference))
+    if extra:
+        result.warnings.append(f"outputs not in the reference, not compared: {', '.join(extra)}")
+    result.seconds["compare"] = time.perf_counter() - start
+
+
+def settle_verdict(result: BackendResult) -> BackendResult:
+    """PASS when every compared output passed, else FAIL with the first failure of each."""
+    failed = [o for o in result.outputs if not o.passed]
+    result.status = FAIL if failed else PASS
+    result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
+    return result
