@@ -67,7 +67,7 @@ DATASET = ["--dataset", "--limit", "--preprocess", "--save-failing", "--worst", 
 # Every command's options (order aside): none added, none lost by the grouping.
 EXPECTED = {
     ("compare",): ["--backends", "-b", "--precisions", "-p", *MODEL_INPUTS, "--allow-nonfinite-inputs", "--seed",
-                   "--submodule", "--arg", "--save-inputs", "--atol", "--rtol", "--warmup", "--iterations",
+                   "--submodule", "--arg", "--save-inputs", "--save-outputs", "--expected", "--atol", "--rtol", "--warmup", "--iterations",
                    "--time-budget", "--repeat", "--device", "--exporter", *QUANT, "--int8-exclude",
                    "--int8-activation-matmuls", "--keep-fp32", *BACKEND, "--isolate", "--no-isolate", "--timeout",
                    *DATASET, *REPORTS, *CACHE],
@@ -84,6 +84,7 @@ EXPECTED = {
     ("export",): ["--out", "-o", "--kinds", *MODEL_INPUTS, "--seed", "--arg", "--exporter", *QUANT, "--int8-exclude",
                   "--int8-activation-matmuls", "--keep-fp32", *CACHE],
     ("report", "merge"): ["--json", "--junit", "--markdown"],
+    ("report", "diff"): ["--json", "--markdown", "--error-growth", "--error-floor", "--latency-tolerance"],
 }
 
 
