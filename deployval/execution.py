@@ -93,6 +93,10 @@ def execute(
         with progress.step(f"timing {label}"):
             result.latency, seconds = time_runner(runner, prepared, config, first_run)
         result.seconds.update(seconds)
+        if config.repeat > 1 and runner_cls.builds_engine:
+            runner.deactivate()  # one engine in memory at a time
+            with progress.step(f"building {label} again (no engine cache)"):
+                _rebuild(runner_cls, artifact, precision, device, options, prepared, result)
     except DeployvalError as exc:
         result.error, result.usage_error = exc.one_line(), isinstance(exc, UsageError)
     except Exception as exc:  # a crashing runtime is a result, not the end of the run
@@ -141,6 +145,26 @@ def _repeat(runner: Runner, prepared: Mapping[str, np.ndarray], first: Mapping[s
         name, diff = max(worst.items(), key=lambda item: item[1])
         result.warnings.append(f"not deterministic: {repeat} runs of the same inputs differ (output '{name}' by "
                                f"max |diff| {diff:.3g}); the first run is the one judged")
+
+
+def _rebuild(runner_cls: type[Runner], artifact: Artifact, precision: str, device: str, options: Mapping[str, Any],
+             prepared: Mapping[str, np.ndarray], result: Execution) -> None:
+    """Build the engine once more, bypassing the engine cache, and run the same inputs: kernels chosen
+    at build time (TensorRT's tactics) may differ from one build to the next."""
+    again = runner_cls(artifact, precision, device, {**options, "engine_cache_dir": None})
+    try:
+        again.activate()
+        outputs = again.to_host(infer_once(again, prepared))
+    finally:
+        again.deactivate()
+    assert result.outputs is not None
+    differences = repeat_difference(result.outputs, outputs)
+    result.details.setdefault("repeat", {}).update(engine_builds=2, builds_identical=not differences,
+                                                   build_max_abs_difference=differences)
+    if differences:
+        name, diff = max(differences.items(), key=lambda item: item[1])
+        result.warnings.append(f"not deterministic across engine builds: a second build (no engine cache) computes "
+                               f"output '{name}' differently (max |diff| {diff:.3g})")
 
 
 def artifact_size(artifact: Artifact) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""Backends that fail the way native runtimes do, for the isolation tests: a hard abort (as a
-segfault would) and a hang. They run the pipeline's real ONNX artifact until they misbehave."""
+"""Backends that fail the way native runtimes do: a hard abort (as a segfault would) and a hang, for
+the isolation tests; an engine whose kernels depend on the build, for `--repeat`. They run the
+pipeline's real ONNX artifact on ONNX Runtime until they misbehave."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ class HangingRunner(_OnnxRuntimeLike):
         print("engine started, waiting forever", flush=True)
         while True:
             time.sleep(1)
+
+
+class TacticDependentRunner(_OnnxRuntimeLike):
+    """An engine-building runtime whose every fresh build picks other kernels, as TensorRT's timed
+    tactic selection can: build N scales the outputs by 1 + N * 1e-6. The engine cache keeps builds."""
+
+    name: ClassVar[str] = "tactics"
+    isolate_by_default: ClassVar[bool] = False
+    builds_engine: ClassVar[bool] = True
+    builds: ClassVar[list[str | None]] = []  # the engine cache directory each build was given
+
+    def activate_impl(self) -> None:
+        super().activate_impl()
+        type(self).builds.append(self.options.get("engine_cache_dir"))
+        self.scale = 1.0 + len(type(self).builds) * 1e-6
+
+    def infer_impl(self, feeds: Any) -> Any:
+        return [value * self.scale for value in self.session.run(None, dict(feeds))]

@@ -60,3 +60,30 @@ def test_repeat_reports_a_reference_that_is_not_a_pure_function(cli, tmp_path):
     [row] = report["results"]  # the exported graph has no state: ONNX Runtime repeats itself exactly
     assert row["details"]["repeat"] == {"runs": 2, "identical": True, "max_abs_difference": {}}
     assert "--repeat 2" in row["reproduce"]
+
+
+def test_repeat_builds_an_engine_twice_the_second_time_without_the_cache(cli, tmp_path):
+    from faulty_backends import TacticDependentRunner
+
+    from deployval.backends.base import _registered, register_backend
+
+    register_backend(TacticDependentRunner)
+    TacticDependentRunner.builds.clear()
+    try:
+        report_path = tmp_path / "r.json"
+        result = cli("compare", "convs", "--backends", "tactics", "--repeat", "2", "--iterations", "1",
+                     "--json", report_path, "-q")
+        assert result.code == 0, result.out + result.err
+        [row] = json.loads(report_path.read_text())["results"]
+        assert len(TacticDependentRunner.builds) == 2 and TacticDependentRunner.builds[0] is not None
+        assert TacticDependentRunner.builds[1] is None  # the second build bypassed the engine cache
+        repeat = row["details"]["repeat"]
+        assert repeat["identical"] is True  # one engine repeats itself ...
+        assert repeat["engine_builds"] == 2 and repeat["builds_identical"] is False  # ... a new build does not
+        assert 0 < repeat["build_max_abs_difference"]["y"] < 1e-3
+        assert any("not deterministic across engine builds" in w for w in row["warnings"])
+        TacticDependentRunner.builds.clear()
+        assert cli("compare", "convs", "--backends", "tactics", "--iterations", "1", "-q").code == 0
+        assert len(TacticDependentRunner.builds) == 1  # without --repeat: one build
+    finally:
+        _registered.pop("tactics", None)

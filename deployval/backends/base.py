@@ -51,6 +51,9 @@ class Runner(ABC):
     # Runtimes that build native engines run in their own process unless told otherwise, so that a
     # crash in them cannot take the other results down.
     isolate_by_default: ClassVar[bool] = False
+    # Activation builds an engine whose kernels are chosen at build time (by timing), so two builds of
+    # one model may compute differently: `--repeat` builds it once more without the engine cache.
+    builds_engine: ClassVar[bool] = False
     # The backend's own settings: a frozen dataclass with typed, defaulted fields (help in
     # `field(metadata={"help": ...})`), filled from `--backend-option NAME.FIELD=VALUE`.
     Options: ClassVar[type] = NoOptions

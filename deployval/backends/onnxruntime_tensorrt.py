@@ -208,6 +208,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX, "fp16": ONNX_FP16, "int8": ONNX_INT8}
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     isolate_by_default: ClassVar[bool] = True
+    builds_engine: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Options:

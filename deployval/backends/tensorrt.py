@@ -258,6 +258,7 @@ class TensorRTRunner(Runner):
     artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX_INT32, "fp16": ONNX_FP16_INT32, "int8": ONNX_INT8_INT32}
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     isolate_by_default: ClassVar[bool] = True
+    builds_engine: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Options:
