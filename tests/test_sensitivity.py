@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 
 from deployval.precision.mixed import half_except, half_only, matching_modules
 from deployval.precision.sensitivity import Trial, prefix_lengths, search_exclusions
@@ -140,3 +141,33 @@ def test_torch_fp16_honours_keep_fp32(cli, tmp_path):
     assert result.code == 0, result.out + result.err
     row = json.loads(report_path.read_text())["results"][0]
     assert row["status"] == "pass" and row["details"]["kept_fp32"] == ["amplify", "norm"]
+
+
+def test_sensitivity_over_a_data_set_judges_every_sample(cli, tmp_path):
+    """convs takes fp16 on ordinary inputs (above), but not on a sample whose activations pass fp16's
+    65504: over the data set, lowering everything fails, and the failure names that sample."""
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(data / "a_ordinary.npz", x=rng.random((1, 3, 32, 32), dtype=np.float32))
+    np.savez(data / "b_bright.npz", x=rng.random((1, 3, 32, 32), dtype=np.float32) * 60000)
+    report_path = tmp_path / "s.json"
+    result = cli("precision", "convs", "-p", "fp16", "--dataset", data, "--no-verify", "--json", report_path, "-q")
+    report = json.loads(report_path.read_text())
+    assert report["baseline"]["samples"] == 2 and not report["baseline"]["passed"], report["baseline"]
+    assert "1 of 2 inputs fail; b_bright.npz" in report["baseline"]["failures"][0]
+    assert all(layer["summary"] for layer in report["layers"])
+    assert result.code in (0, 1) and report["status"] != "pass"
+    only_first = cli("precision", "convs", "-p", "fp16", "--inputs", data / "a_ordinary.npz", "--json",
+                     tmp_path / "one.json", "-q")
+    assert only_first.code == 0 and json.loads((tmp_path / "one.json").read_text())["status"] == "pass"
+
+
+def test_sensitivity_refuses_labels(cli, tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    np.savez(data / "a.npz", x=np.zeros((1, 3, 32, 32), np.float32))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("a.npz,0\n")
+    result = cli("precision", "convs", "--dataset", data, "--labels", labels)
+    assert_one_line_error(result, 2, "--labels goes with --sweep")

@@ -50,8 +50,8 @@ def precision_command(
             check_writable(plot, "plot report")
         bit_widths = parse_bits(bits)
     dataset = data.options(src.allow_nonfinite_inputs)
-    if dataset is not None and not sweep:
-        raise UsageError("--dataset goes with --sweep here (the sensitivity analysis judges one input: --inputs)")
+    if dataset is not None and dataset.labels is not None and not sweep:
+        raise UsageError("--labels goes with --sweep (the sensitivity analysis judges against the reference's outputs)")
     spec = data.shapes_from(src).spec()
     if sweep:
         raise typer.Exit(run_sweep(spec, bit_widths, plot, src, files.json_path, display, dataset))
@@ -63,8 +63,8 @@ def precision_command(
     invocation = src.invocation(spec, config, *export.args())
     result = analyze(spec, precision, config, inputs=src.inputs, trust_checkpoint=src.trust_checkpoint,
                      progress=display.progress(), model_arg=src.model,
-                     extra_args=[*invocation.args, *invocation.run_args], verify=verify,
-                     allow_nonfinite_inputs=src.allow_nonfinite_inputs)
+                     extra_args=[*invocation.args, *invocation.run_args, *data.args()], verify=verify,
+                     allow_nonfinite_inputs=src.allow_nonfinite_inputs, dataset=dataset)
     data = result.to_dict()
     render_sensitivity(data, all_layers=all_layers)
     if files.json_path:

@@ -7,7 +7,7 @@ imports, lists and parses specs without them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +124,12 @@ def onnx_input_dtypes(model_or_path: ModelProto | PathLike) -> dict[str, str]:
 
 def run_onnxruntime(model_or_path: ModelProto | PathLike, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Run a model once on ONNX Runtime's CPU provider; outputs keyed by graph output name."""
+    return run_onnxruntime_each(model_or_path, [feeds])[0]
+
+
+def run_onnxruntime_each(model_or_path: ModelProto | PathLike,
+                         feeds: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
+    """Run a model on each set of inputs, with one ONNX Runtime CPU session."""
     import numpy as np
     import onnxruntime as ort
 
@@ -132,5 +138,4 @@ def run_onnxruntime(model_or_path: ModelProto | PathLike, feeds: Mapping[str, An
     source = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    values = session.run(names, {k: np.asarray(v) for k, v in feeds.items()})
-    return dict(zip(names, values))
+    return [dict(zip(names, session.run(names, {k: np.asarray(v) for k, v in one.items()}))) for one in feeds]

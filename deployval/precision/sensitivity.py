@@ -49,6 +49,7 @@ class Trial:
     outputs: list[dict[str, Any]] = field(default_factory=list)  # OutputComparison.to_dict() per output
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    samples: int = 1  # inputs judged; with several, `outputs` and `score` are the worst one's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +108,8 @@ class SensitivityResult:
 
 
 class Lowering:
-    """One precision's way of building a model with a chosen set of layers lowered."""
+    """One precision's way of building a model with a chosen set of layers lowered; each run gives the
+    outputs of every input it was made with (one, or a data set's samples), in order."""
 
     precision: str
     executor: str
@@ -125,13 +127,13 @@ class Lowering:
         """What the lowered layer's inputs must represent, where that decides its error."""
         return {}
 
-    def run_only(self, layer: str) -> dict[str, np.ndarray]:
+    def run_only(self, layer: str) -> list[dict[str, np.ndarray]]:
         return self.run_only_many([layer])
 
-    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
         raise NotImplementedError
 
-    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -144,9 +146,9 @@ class Int8Lowering(Lowering):
 
     precision, executor, option = "int8", "onnxruntime CPU (int8 Q/DQ kernels)", "--int8-exclude"
 
-    def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]], feeds: Mapping[str, np.ndarray],
-                 method: str, node_modules: Mapping[str, str], output_names: Sequence[str],
-                 activation_matmuls: bool = False) -> None:
+    def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]],
+                 feeds: Sequence[Mapping[str, np.ndarray]], method: str, node_modules: Mapping[str, str],
+                 output_names: Sequence[str], activation_matmuls: bool = False) -> None:
         from ..export import int8, onnx_io
 
         self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
@@ -190,7 +192,7 @@ class Int8Lowering(Lowering):
     def input_ranges(self, layer: str) -> dict[str, float]:
         return {t: self.ranges[t] for t in self.placement.inputs.get(layer, ()) if t in self.ranges}
 
-    def _run(self, record_ranges: bool = False, **selection: Any) -> dict[str, np.ndarray]:
+    def _run(self, record_ranges: bool = False, **selection: Any) -> list[dict[str, np.ndarray]]:
         from ..export import int8, onnx_io
 
         out = self.dir / f"trial{self.quantizations}.onnx"
@@ -200,15 +202,15 @@ class Int8Lowering(Lowering):
         try:
             if record_ranges:
                 self.ranges = int8.activation_ranges(out)
-            outputs = onnx_io.run_onnxruntime(out, self.feeds)
+            runs = onnx_io.run_onnxruntime_each(out, self.feeds)
         finally:
             out.unlink(missing_ok=True)
-        return {name: outputs[name] for name in self.output_names if name in outputs}
+        return [{name: outputs[name] for name in self.output_names if name in outputs} for outputs in runs]
 
-    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
         return self._run(only_nodes=list(layers))
 
-    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
         return self._run(record_ranges=not kept, exclude_nodes=list(kept))
 
     def close(self) -> None:
@@ -220,7 +222,7 @@ class Fp16Lowering(Lowering):
 
     precision, executor, option = "fp16", "torch eager CPU half (real fp16 arithmetic)", "--keep-fp32"
 
-    def __init__(self, module: Any, spec: ModelSpec, feeds: Mapping[str, np.ndarray], device: str) -> None:
+    def __init__(self, module: Any, spec: ModelSpec, feeds: Sequence[Mapping[str, np.ndarray]], device: str) -> None:
         self.module, self.spec, self.feeds, self.device = module, spec, feeds, device
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
@@ -228,22 +230,25 @@ class Fp16Lowering(Lowering):
         return [(name, type(sub).__name__, name) for name, sub in self.module.named_modules()
                 if name and not list(sub.children()) and any(True for _ in sub.parameters(recurse=False))]
 
-    def _run(self, lowered: Any, half_inputs: bool) -> dict[str, np.ndarray]:
+    def _run(self, lowered: Any, half_inputs: bool) -> list[dict[str, np.ndarray]]:
         import torch
 
         from ..backends.torch_common import name_outputs, tensors_to_host, to_tensors
 
         lowered = lowered.to(self.device)
+        runs = []
         with torch.inference_mode():
-            raw = lowered(*to_tensors(self.feeds, self.spec.input_names, self.device, half=half_inputs))
-        return tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True)
+            for feeds in self.feeds:
+                raw = lowered(*to_tensors(feeds, self.spec.input_names, self.device, half=half_inputs))
+                runs.append(tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True))
+        return runs
 
-    def run_only_many(self, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
         from .mixed import half_only
 
         return self._run(half_only(self.module, list(layers)), half_inputs=False)
 
-    def run_all_except(self, kept: Sequence[str]) -> dict[str, np.ndarray]:
+    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
         from .mixed import half_except
 
         return self._run(half_except(self.module, kept), half_inputs=True)
@@ -252,9 +257,26 @@ class Fp16Lowering(Lowering):
 # ----------------------------------------------------------------------------------- analysis
 
 
-def _judge(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+def _judge(runs: Sequence[Mapping[str, np.ndarray]], references: Sequence[Mapping[str, np.ndarray]],
            tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None,
-           seconds: float) -> Trial:
+           seconds: float, names: Sequence[str] = ()) -> Trial:
+    """Passed only when every input passes; otherwise the numbers of the worst input (a failing one
+    first), whose failures name it when there are several."""
+    trials = [_judge_one(outputs, reference, tolerances, spec, kept, lowered)
+              for outputs, reference in zip(runs, references)]
+    index = max(range(len(trials)), key=lambda i: (not trials[i].passed, _sortable(trials[i].score)))
+    worst = trials[index]
+    worst.passed = all(t.passed for t in trials)
+    worst.seconds, worst.samples = seconds, len(trials)
+    if len(trials) > 1:
+        failing = sum(not t.passed for t in trials)
+        name = names[index] if index < len(names) else f"input {index}"
+        worst.failures = [f"{failing} of {len(trials)} inputs fail; {name}: {f}" for f in worst.failures]
+    return worst
+
+
+def _judge_one(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+               tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None) -> Trial:
     comparisons: list[OutputComparison] = [
         compare_output(name, ref, outputs.get(name), tolerances[name], spec.task) for name, ref in reference.items()
     ]
@@ -265,7 +287,7 @@ def _judge(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray
         score = math.inf
     return Trial(kept=kept, lowered=lowered, passed=all(c.passed for c in comparisons), score=score,
                  outputs=[c.to_dict() for c in comparisons],
-                 failures=[f"{c.name}: {c.failures[0]}" for c in comparisons if c.failures], seconds=seconds)
+                 failures=[f"{c.name}: {c.failures[0]}" for c in comparisons if c.failures])
 
 
 def _summary(trial: Trial, ranges: Mapping[str, float] | None = None) -> str:
@@ -349,8 +371,11 @@ def analyze(
     extra_args: Sequence[str] = (),
     verify: bool = True,
     allow_nonfinite_inputs: bool = False,
+    dataset: Any = None,
 ) -> SensitivityResult:
-    """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep."""
+    """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep. With
+    `dataset` (dataset_run.DatasetOptions), every trial is judged on each of its samples (a trial
+    passes only when all do) and the proposal is verified over the whole set."""
     from ..pipeline import compare
     from ..session import Session
 
@@ -363,6 +388,12 @@ def analyze(
         raise UsageError("sensitivity analysis needs a PyTorch model (the reference is torch eager fp32)")
     if config.device != "cpu":
         raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
+    first = None
+    if dataset is not None:
+        if inputs is not None:
+            raise UsageError("--dataset and --inputs both define the inputs: give one of them")
+        first, _ = dataset.dataset.first(spec)
+        inputs = dataset.dataset.run_inputs(first, spec)
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
     spec, feeds = session.spec, session.feeds
@@ -372,6 +403,16 @@ def analyze(
     module = session.module()
     reference = session.reference().outputs
     output_names = tuple(reference)
+    names, all_feeds, references = [session.inputs_source], [feeds], [reference]
+    if dataset is not None:
+        start = time.perf_counter()
+        names[0] = first.name
+        more = [sample for sample in dataset.dataset.samples(spec, after=first) if not sample.fault]
+        with progress.step(f"reference outputs of {len(more)} more samples"):
+            references += reference_outputs(session, [sample.feeds for sample in more])
+        names += [sample.name for sample in more]
+        all_feeds += [sample.feeds for sample in more]
+        seconds["references"] = time.perf_counter() - start
     tolerances = {name: _resolve_tolerance(spec, backend, precision, name, config) for name in output_names}
 
     lowering: Lowering
@@ -384,15 +425,15 @@ def analyze(
         try:  # the store's files live only while it is open (always so with --no-cache)
             onnx_path, raw_path = store.get(ONNX).path, store.get(ONNX_RAW).path
             with progress.step("preparing the model for quantization"):
-                lowering = Int8Lowering(Path(onnx_path), samples, feeds, config.calibration_method,
+                lowering = Int8Lowering(Path(onnx_path), samples, all_feeds, config.calibration_method,
                                         _node_modules(Path(raw_path), module), output_names,
                                         bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
         finally:
             store.close()
     else:
-        lowering = Fp16Lowering(module, spec, feeds, "cpu")
+        lowering = Fp16Lowering(module, spec, all_feeds, "cpu")
 
-    def timed(run: Callable[[], dict[str, np.ndarray]], kept: list[str], lowered: str | None) -> Trial:
+    def timed(run: Callable[[], list[dict[str, np.ndarray]]], kept: list[str], lowered: str | None) -> Trial:
         start = time.perf_counter()
         try:
             outputs = run()
@@ -404,7 +445,7 @@ def analyze(
             return Trial(kept=kept, lowered=lowered, passed=False, score=math.inf,
                          failures=[f"could not build or run: {first_line(exc)}"],
                          seconds=time.perf_counter() - start)
-        return _judge(outputs, reference, tolerances, spec, kept, lowered, time.perf_counter() - start)
+        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, names)
 
     try:
         candidates = lowering.candidates()
@@ -483,7 +524,8 @@ def analyze(
     setting = {"int8_exclude": tuple(glob.escape(n) for n in result.proposal)} if precision == "int8" else {
         "keep_fp32": tuple(glob.escape(n) for n in result.proposal)}
     report = compare(spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
-                     inputs=dict(feeds), allow_nonfinite_inputs=allow_nonfinite_inputs, progress=progress,
+                     inputs=dict(feeds) if dataset is None else None, dataset=dataset,
+                     allow_nonfinite_inputs=allow_nonfinite_inputs, progress=progress,
                      trust_checkpoint=trust_checkpoint,
                      command=shlex.join(["deployval", "compare", model_arg or spec.name, "--backends", backend,
                                          "--precisions", precision, *extra_args, *result.apply_args()]))
@@ -500,6 +542,22 @@ def analyze(
         result.reason = f"the proposal did not pass verification: {row.reason}"
     seconds["total"] = time.perf_counter() - started
     return result
+
+
+def reference_outputs(session: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The reference's outputs for more inputs, its runner loaded once."""
+    from .. import inputs as inputs_mod
+    from ..execution import infer_once
+    from ..reference import reference_runner
+
+    runner = reference_runner(session.spec, session.module, session.config)
+    runner.activate()
+    try:
+        return [runner.to_host(infer_once(runner, inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(),
+                                                                                runner.name)))
+                for feeds in samples]
+    finally:
+        runner.deactivate()
 
 
 def _sortable(score: float) -> float:

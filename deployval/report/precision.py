@@ -16,7 +16,8 @@ def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_l
     console = console or make_console()
     precision = result["precision"]
     baseline = result["baseline"]
-    console.print(f"[bold]{result['model']}[/] {precision} sensitivity on {result['executor']}")
+    samples = f", every trial over {baseline['samples']} inputs (the worst shown)" if baseline["samples"] > 1 else ""
+    console.print(f"[bold]{result['model']}[/] {precision} sensitivity on {result['executor']}{samples}")
     verdict = "pass" if baseline["passed"] else "fail"
     console.print(f"{precision} everywhere: [{STATUS_STYLES[verdict]}]{verdict.upper()}[/]"
                   + (f" ({baseline['failures'][0]})" if baseline["failures"] else ""))
