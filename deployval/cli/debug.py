@@ -36,6 +36,29 @@ class LayerTolerances(Tolerances):
 class DebugReports(ReportFiles):
     html: Annotated[Path | None, typer.Option(
         "--html", help="Write a self-contained HTML report here (per-layer error curve, output histograms).")] = None
+    repro: Annotated[Path | None, typer.Option(
+        "--repro", help="Write the first divergent layer as a model of its own into this directory: model.onnx (cut "
+                        "out of the artifact that diverged), inputs.npz and expected.npz (the reference's values), "
+                        "README.md with the `compare --expected` command that fails on it.")] = None
+    model_explorer: Annotated[Path | None, typer.Option(
+        "--model-explorer", help="Write per-node data for Google Model Explorer (FILE.json: status; FILE.rel_l2.json, "
+                                 "FILE.max_abs.json, FILE.own_rel_l2.json, FILE.new_share.json), keyed by the "
+                                 "artifact's node ids.")] = None
+
+    def check(self) -> None:
+        from .._util import check_writable
+        from ..errors import UsageError
+
+        super().check()
+        if self.model_explorer is not None:
+            if self.model_explorer.suffix.lower() != ".json":
+                raise UsageError(f"--model-explorer '{self.model_explorer}': use a .json file name")
+            check_writable(self.model_explorer, "model explorer node data")
+        if self.repro is not None:
+            if self.repro.exists() and not self.repro.is_dir():
+                raise UsageError(f"--repro '{self.repro}' is a file, not a directory")
+            if not self.repro.exists() and not self.repro.parent.is_dir():
+                raise UsageError(f"--repro '{self.repro}': directory '{self.repro.parent}' does not exist")
 
 
 BackendOpt = Annotated[str, typer.Option(
@@ -98,7 +121,7 @@ def debug_command(
         allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,
         progress=display.progress(), command=common.command_line(),
         memory_budget_bytes=int(memory_budget * (1 << 20)) if memory_budget else None, own_errors=own_errors,
-        triage=triage,
+        triage=triage, repro=files.repro, model_explorer=files.model_explorer,
     )
     if files.json_path:
         atomic_write_json(files.json_path, report.to_dict())

@@ -115,6 +115,8 @@ class DebugReport(RunRecord):
     steps: list[Any] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     faithful: bool = True
+    repro: dict[str, Any] | None = None  # --repro: what was written where, or why nothing was
+    model_explorer: dict[str, Any] | None = None  # --model-explorer: the node data files written
 
     def __bool__(self) -> bool:
         return self.exit_code == ExitCode.OK
@@ -159,6 +161,8 @@ class DebugReport(RunRecord):
             "warnings": self.warnings,
             "steps": [s.to_dict() if hasattr(s, "to_dict") else s for s in self.steps],
             "timings": self.timings,
+            "repro": self.repro,
+            "model_explorer": self.model_explorer,
             "summary": {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": self.counts()},
         }
 
@@ -226,6 +230,13 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
         if report.triage is not None:
             style = "yellow" if report.triage.verdict in ("skipped", "inconclusive") else "bold"
             console.print(f"[{style}]triage: {report.triage.verdict}[/] — {report.triage.explanation}")
+    if report.repro is not None:
+        repro = report.repro
+        nodes = f"{repro.get('nodes')} node{'s' if repro.get('nodes') != 1 else ''}"
+        console.print(f"[bold]repro:[/] {escape(repro['directory'])} ({escape(repro['layer'])}, {nodes}): "
+                      f"{escape(repro['command'])}" if repro.get("written") else f"[dim]repro:[/] {repro['reason']}")
+    if report.model_explorer is not None:
+        console.print(f"[bold]model explorer:[/] {escape(report.model_explorer['open'])}")
     for note in report.notes:
         console.print(f"[dim]note:[/] {note}")
     for warning in report.warnings:

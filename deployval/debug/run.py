@@ -77,12 +77,15 @@ def run_debug(
     memory_budget_bytes: int | None = None,
     own_errors: str = "auto",
     triage: bool = True,
+    repro: Path | None = None,
+    model_explorer: Path | None = None,
 ) -> DebugReport:
     """Localize where `backend` at `precision` diverges from PyTorch eager, layer by layer.
 
     `modules`: fnmatch patterns of module names to report (default: every submodule; marks are
     always reported). `own_errors`: "auto" (every layer when small, else around the first divergent
-    layer), "all" or "divergent".
+    layer), "all" or "divergent". `repro`: a directory for the first divergent layer as a model of its own
+    (repro.py); `model_explorer`: a node data JSON file for Model Explorer (model_explorer.py).
     """
     started = time.perf_counter()
     config = config or RunConfig()
@@ -108,8 +111,13 @@ def run_debug(
     if spec.kind == "onnx":  # the file's nodes are the layers, ONNX Runtime fp32 the reference
         from .onnx_file import debug_onnx_file
 
-        return debug_onnx_file(session, cls, precision, patterns=modules, command=command,
-                               budget=memory_budget(memory_budget_bytes), own_errors=own_errors, triage=triage)
+        file_report = debug_onnx_file(session, cls, precision, patterns=modules, command=command,
+                                      budget=memory_budget(memory_budget_bytes), own_errors=own_errors, triage=triage)
+        if repro is not None or model_explorer is not None:
+            from .repro import file_outputs
+
+            file_outputs(session, file_report, repro, model_explorer, command)
+        return file_report
     timings = session.timings
     timed_import("torch")
     timed_import("onnx")
@@ -165,6 +173,10 @@ def run_debug(
                              outputs_info, store, raw, artifact, kind, report, progress, Path(workdir.name), modules,
                              memory_budget(memory_budget_bytes), own_errors, triage, timings)
         debugger.run()
+        if repro is not None or model_explorer is not None:  # while the reference values are held
+            from .repro import module_outputs
+
+            module_outputs(debugger, report, repro, model_explorer, command)
     finally:
         report.steps = list(store.steps)
         store.close()
