@@ -269,3 +269,50 @@ class PicksSamples(nn.Module):
 def picks_samples() -> nn.Module:
     torch.manual_seed(0)
     return PicksSamples().eval()
+
+
+DIES_ONCE_MARKER = 7.25  # the first value of the sample a Ray worker dies on
+DIES_ONCE_ENV = "DV_TEST_DIES_ONCE"  # the path of the file that lets it die once across all processes
+
+
+def _in_ray_actor() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+class DiesOnce(nn.Module):
+    """Kills its process (a lost worker) the first time a Ray actor runs it on the sample whose first
+    value is DIES_ONCE_MARKER. The file named by $DV_TEST_DIES_ONCE gets a line per run there, 'PID ACTOR_ID
+    RESTARTED' (RESTARTED 1 in an actor Ray restarted), the first one the process that died. Anywhere else
+    (the driver, a local run, an export) a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+
+        path = os.environ.get(DIES_ONCE_ENV)
+        if path and _in_ray_actor() and float(x.flatten()[0]) == DIES_ONCE_MARKER:
+            import ray
+
+            context = ray.get_runtime_context()
+            line = f"{os.getpid()} {context.get_actor_id()} {int(context.was_current_actor_reconstructed)}\n"
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # exactly one process wins
+            except FileExistsError:
+                with open(path, "a") as f:
+                    f.write(line)
+            else:
+                os.write(fd, line.encode())
+                os.close(fd)
+                os._exit(1)
+        return self.conv(x)
+
+
+def dies_once() -> nn.Module:
+    torch.manual_seed(0)
+    return DiesOnce().eval()

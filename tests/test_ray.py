@@ -1,10 +1,16 @@
 """--ray: a data set judged by a pool of Ray actors on a local cluster (loopback) gives the result of
-the single-process run: the same samples, failures, worst samples and metrics over the samples."""
+the single-process run: the same samples, failures, worst samples and metrics over the samples; and
+it still does when a worker dies mid-run (its sample retried on a restarted actor, counted once)."""
 
 from __future__ import annotations
 
+import _thread
+import faulthandler
 import importlib.util
 import json
+import os
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -12,13 +18,55 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed (pip install 'deployval[ray]')")
 
+DEADLINE_S = 120  # a lost worker that is never replaced would hang the run: interrupt it instead
+
 
 @pytest.fixture
-def ray_session():
-    yield
-    import ray
+def ray_session(capsys):
+    """Bounds the test: past DEADLINE_S every thread's stack goes to the terminal and the test gets a
+    KeyboardInterrupt (which no `except Exception` in Ray or a row's crash isolation swallows, unlike an
+    alarm's exception), then Ray is shut down; a process that cannot even be interrupted exits 60 s later."""
+    with capsys.disabled():
+        terminal = os.dup(sys.stderr.fileno())  # the terminal's stderr, not the captured one
 
-    ray.shutdown()
+    def expired() -> None:
+        faulthandler.dump_traceback(file=terminal)
+        _thread.interrupt_main()
+
+    timer = threading.Timer(DEADLINE_S, expired)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(DEADLINE_S + 60, exit=True, file=terminal)
+    try:
+        yield
+    finally:
+        timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        os.close(terminal)
+        import ray
+
+        ray.shutdown()
+
+
+def assert_same_report(one: dict, two: dict) -> None:
+    """The Ray report's rows, sample counts, failures, worst samples and metrics equal the local run's."""
+    assert one["samples"] == two["samples"]
+    assert one["analysis"]["dataset"]["unusable"] == two["analysis"]["dataset"]["unusable"]
+    assert len(one["results"]) == len(two["results"])
+    for a, b in zip(one["results"], two["results"]):
+        assert (a["backend"], a["precision"], a["status"], a["samples"]) == (b["backend"], b["precision"],
+                                                                             b["status"], b["samples"])
+        if "dataset" not in a["details"]:
+            continue
+        x, y = a["details"]["dataset"], b["details"]["dataset"]
+        assert (x["samples"], x["failed"]) == (y["samples"], y["failed"])
+        assert [w["sample"] for w in x["worst"]] == [w["sample"] for w in y["worst"]]
+        for output, metrics in x["outputs"].items():
+            for metric, stats in metrics.items():
+                for key, value in stats.items():  # infinities are written as strings
+                    other = y["outputs"][output][metric][key]
+                    assert value == other if isinstance(value, str) else value == pytest.approx(
+                        other, rel=1e-6, abs=1e-12), (a["backend"], a["precision"], metric, key)
 
 
 def test_a_dataset_on_ray_equals_the_single_process_run(cli, tmp_path, ray_session):
@@ -37,20 +85,44 @@ def test_a_dataset_on_ray_equals_the_single_process_run(cli, tmp_path, ray_sessi
     assert result.code == 1, result.out + result.err
     one, two = json.loads(local.read_text()), json.loads(distributed.read_text())
     assert one["samples"] == two["samples"] == 7
-    assert one["analysis"]["dataset"]["unusable"] == two["analysis"]["dataset"]["unusable"]
-    for a, b in zip(one["results"], two["results"]):
-        assert (a["backend"], a["precision"], a["status"], a["samples"]) == (b["backend"], b["precision"],
-                                                                             b["status"], b["samples"])
-        if "dataset" not in a["details"]:
-            continue
-        x, y = a["details"]["dataset"], b["details"]["dataset"]
-        assert (x["samples"], x["failed"]) == (y["samples"], y["failed"])
-        assert [w["sample"] for w in x["worst"]] == [w["sample"] for w in y["worst"]]
-        for output, metrics in x["outputs"].items():
-            for metric, stats in metrics.items():
-                for key, value in stats.items():  # infinities are written as strings
-                    other = y["outputs"][output][metric][key]
-                    assert value == other if isinstance(value, str) else value == pytest.approx(
-                        other, rel=1e-6, abs=1e-12), (a["backend"], a["precision"], metric, key)
+    assert_same_report(one, two)
     fp16 = next(r for r in two["results"] if (r["backend"], r["precision"]) == ("ort", "fp16"))
     assert fp16["status"] == "fail" and "worst s04.npy" in fp16["reason"]
+
+
+def test_a_worker_lost_mid_run_is_replaced_and_its_sample_judged_once(cli, tmp_path, ray_session, monkeypatch):
+    from dv_test_models import DIES_ONCE_ENV, DIES_ONCE_MARKER
+
+    marker = tmp_path / "died"
+    monkeypatch.setenv(DIES_ONCE_ENV, str(marker))  # the local cluster's workers inherit it
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(6):
+        sample = rng.standard_normal((1, 3, 16, 16)) * (40 if i == 5 else 1)
+        if i == 3:
+            sample[0, 0, 0, 0] = DIES_ONCE_MARKER  # the actor judging this sample dies (once)
+        np.save(data / f"s{i:02d}.npy", sample.astype(np.float32))
+    args = ("compare", "dv_test_models:dies_once", "--input-shape", "x=1x3x16x16", "--dataset", data,
+            "--backends", "torch,ort", "--precisions", "fp32,fp16", "--atol", "0.01", "--rtol", "0",
+            "--iterations", "1", "--worst", "10", "--cache-dir", tmp_path / "cache", "-q")
+    local, distributed = tmp_path / "local.json", tmp_path / "ray.json"
+    assert cli(*args, "--json", local).code == 1  # the 40x sample fails fp16 at this atol
+    assert not marker.exists()  # the single-process run never dies
+    result = cli(*args, "--ray", "--ray-workers", "2", "--json", distributed)
+    assert result.code == 1, result.out + result.err
+    # A worker really died on s03, and Ray restarted that actor in a new process, which judged s03 again.
+    runs = [line.split() for line in marker.read_text().splitlines()]
+    (died, actor, _), later = runs[0], runs[1:]
+    assert later and all(pid != died for pid, _, _ in later), runs
+    assert [actor, "1"] in [[a, restarted] for _, a, restarted in later], runs
+    one, two = json.loads(local.read_text()), json.loads(distributed.read_text())
+    assert one["samples"] == two["samples"] == 6
+    names = [f"s{i:02d}.npy" for i in range(1, 6)]
+    for row in two["results"]:
+        if "dataset" in row["details"]:
+            summary = row["details"]["dataset"]
+            assert summary["samples"] == 6 and sorted(w["sample"] for w in summary["worst"]) == ["s00.npy", *names]
+    assert_same_report(one, two)
+    fp16 = next(r for r in two["results"] if (r["backend"], r["precision"]) == ("ort", "fp16"))
+    assert fp16["status"] == "fail" and "worst s05.npy" in fp16["reason"]
