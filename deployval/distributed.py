@@ -172,7 +172,8 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
     # Ray Data restarts a lost actor and retries its samples (its actor pools default to max_restarts=-1
     # and max_task_retries=-1); a verdict delivered twice is counted once below.
     results = dataset.map_batches(SampleJudge, fn_constructor_args=(replace(plan),), batch_size=1,
-                                  concurrency=workers, num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1)
+                                  compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if gpu else 0,
+                                  num_cpus=0 if gpu else 1)
     seen: set[str] = set()
     for row in results.iter_rows():
         verdict = pickle.loads(row["verdict"])
