@@ -10,7 +10,7 @@ from .results import Report
 from .spec import InputShapeArg, ModelSpec, RunConfig
 
 
-def _spec(model: str | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,
+def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,
           checkpoint: str | Path | None) -> ModelSpec:
     from .registry import resolve_model
 
@@ -18,32 +18,37 @@ def _spec(model: str | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | No
         spec = model.with_input_shapes({k: tuple(v) for k, v in (input_shapes or {}).items()})
         return spec if checkpoint is None else ModelSpec(**{**spec.__dict__, "checkpoint": str(checkpoint)})
     shapes = [InputShapeArg(name, tuple(shape)) for name, shape in (input_shapes or {}).items()]
-    return resolve_model(model, input_shapes=shapes, checkpoint=str(checkpoint) if checkpoint else None)
+    return resolve_model(str(model), input_shapes=shapes, checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def compare(
-    model: str | ModelSpec,
+    model: str | Path | ModelSpec,
     backends: Sequence[str] = ("torch", "torchscript", "ort"),
     precisions: Sequence[str] = ("fp32",),
     *,
     inputs: Mapping[str, Any] | str | Path | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     checkpoint: str | Path | None = None,
+    expected: str | Path | None = None,
+    save_outputs: str | Path | None = None,
     **config: Any,
 ) -> Report:
     """Compare `model` (a zoo name, "pkg.module:factory", a file, or a ModelSpec) across backends.
 
     `config` takes RunConfig fields (device, seed, atol, rtol, iterations, time_budget_s, ...). The
-    report is true when every check passed.
+    report is true when every check passed. `expected`: golden outputs (.npz) to judge every row
+    against; `save_outputs`: where to write the reference's (as `compare --expected/--save-outputs`).
     """
     from .pipeline import compare as run
 
     spec = _spec(model, input_shapes, checkpoint)
     settings = {**spec.run_defaults, **config}
-    return run(spec, tuple(backends), tuple(precisions), RunConfig(**settings), inputs=inputs)
+    return run(spec, tuple(backends), tuple(precisions), RunConfig(**settings), inputs=inputs,
+               expected=Path(expected) if expected is not None else None,
+               save_outputs=Path(save_outputs) if save_outputs is not None else None)
 
 
-def validate(model: str | ModelSpec, *, device: str = "cpu", checkpoint: str | Path | None = None,
+def validate(model: str | Path | ModelSpec, *, device: str = "cpu", checkpoint: str | Path | None = None,
              input_shapes: Mapping[str, Sequence[int]] | None = None, **config: Any) -> Report:
     """Run the model's registered release gate on `device`."""
     from .errors import UsageError
@@ -57,7 +62,7 @@ def validate(model: str | ModelSpec, *, device: str = "cpu", checkpoint: str | P
     return run(spec, tuple(dict.fromkeys(g.partition(":")[0] for g in gate)), (), RunConfig(**settings), gate=gate)
 
 
-def export_artifacts(model: str | ModelSpec, out_dir: str | Path, *, kinds: Sequence[str] | None = None,
+def export_artifacts(model: str | Path | ModelSpec, out_dir: str | Path, *, kinds: Sequence[str] | None = None,
            checkpoint: str | Path | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
            **config: Any) -> dict[str, Path]:
     """Write the model's deployable artifacts to `out_dir`; raises the first error if one failed."""

@@ -107,3 +107,16 @@ def test_bad_golden_options_are_one_line(cli, golden, tmp_path, args, message):
     args = tuple(a.replace("GOLD", str(golden / "gold.npz")).replace("TMP", str(tmp_path)) for a in args)
     result = cli("compare", "convs", "--backends", "ort", "--inputs", golden / "in.npz", *args)
     assert_one_line_error(result, 2, message)
+
+
+def test_the_python_api_takes_golden_outputs(golden, tmp_path):
+    from deployval import api
+
+    inputs = golden / "in.npz"
+    report = api.compare(golden / "export" / "model.onnx", backends=("ort",), inputs=inputs,
+                         expected=golden / "gold.npz")
+    assert report and report.results[0].status == "pass"
+    assert report.analysis["expected_outputs"]["replaces_reference_run"] is True
+    report = api.compare("convs", backends=("torch",), inputs=inputs, save_outputs=tmp_path / "again.npz")
+    with np.load(tmp_path / "again.npz") as again, np.load(golden / "gold.npz") as gold:
+        np.testing.assert_array_equal(again["y"], gold["y"])
