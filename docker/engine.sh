@@ -6,7 +6,9 @@
 #   ENGINE=docker|podman   force an engine (default: docker if its daemon answers, else podman)
 #   DOCKER_BUILD_DIR       generated files: containers.conf, pip.conf, the local base's rootfs, test reports
 #
-# With podman these settings are applied (plain `podman run` failed with "error setting rlimit type 7"):
+# With podman these settings are applied; without them `podman run` fails with "error setting rlimit
+# type 7" where podman's default nofile limit is above the host's hard limit (docker/README.md, "A
+# fresh Debian host without docker"):
 #   --storage-driver overlay            global option, every podman call
 #   CONTAINERS_CONF                      $DOCKER_BUILD_DIR/containers.conf (written if absent, or taken
 #                                        from the caller's CONTAINERS_CONF): runc as the runtime and
