@@ -236,6 +236,11 @@ if ((HAVE_GPU || ALLOW_CPU)); then
     # The optimization profile spans a shape grid; one engine judges every shape and a batch of 4 copies.
     run_step shape-grid 120 dv compare srcnn --device "$DEVICE" --backends "$(pick torch ort trt)" \
         --shape-grid image=1x3x32x32,2x3x48x64,1x3x16x16 --batch-invariance --json "$OUT/reports/srcnn-shape-grid.json" -q
+    # --repeat 2: engines are built a second time without the engine cache (details.repeat.engine_builds).
+    if has trt || has ort-trt; then
+        run_step repeat-engine-builds 120 dv compare convs --device "$DEVICE" --backends "$(pick trt ort-trt)" \
+            --precisions fp32,fp16 --repeat 2 --json "$OUT/reports/convs-repeat.json" -q
+    fi
     # debug of an ONNX file on TensorRT: node outputs exposed in chunks, one engine per chunk.
     debug_convs_onnx() {  # debug_convs_onnx DEVICE BACKEND PRECISION
         dv export convs --out "$OUT/convs-export" --kinds onnx -q \
