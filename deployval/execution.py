@@ -155,6 +155,11 @@ def _rebuild(runner_cls: type[Runner], artifact: Artifact, precision: str, devic
     try:
         again.activate()
         outputs = again.to_host(infer_once(again, prepared))
+    except Exception as exc:  # the first engine's outputs are judged all the same
+        reason = exc.one_line() if isinstance(exc, DeployvalError) else first_line(exc)
+        result.details.setdefault("repeat", {}).update(engine_builds=1, build_error=reason)
+        result.warnings.append(f"the second engine build (for --repeat) failed: {reason}")
+        return
     finally:
         again.deactivate()
     assert result.outputs is not None

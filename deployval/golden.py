@@ -9,7 +9,6 @@ digest of the inputs they were computed from: judging outputs of other inputs is
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import numpy as np
 
 from ._util import atomic_write_bytes
 from .errors import UsageError
+from .inputs import npz_bytes
 from .judging import judge_outputs, row_tolerance, settle_verdict
 from .results import BackendResult, Report
 from .spec import ModelSpec, RunConfig
@@ -30,17 +30,23 @@ if TYPE_CHECKING:
 INPUTS_KEY = "__deployval_inputs__"  # JSON {"sha256": ..., "names": [...]}: what the outputs were computed from
 
 
+def check_save_path(path: Path) -> None:
+    """Before any work: a .npz name in a directory that can be written."""
+    from ._util import check_writable
+
+    if Path(path).suffix.lower() != ".npz":
+        raise UsageError(f"--save-outputs '{path}': use a .npz file name")
+    check_writable(Path(path), "golden outputs")
+
+
 def save_outputs(path: Path, outputs: Mapping[str, np.ndarray], inputs_sha256: str) -> None:
     """Write `outputs` as .npz with the digest of their inputs."""
     path = Path(path)
-    if path.suffix.lower() != ".npz":
-        raise UsageError(f"--save-outputs '{path}': use a .npz file name")
+    check_save_path(path)
     if INPUTS_KEY in outputs:
         raise UsageError(f"--save-outputs: the model has an output named '{INPUTS_KEY}'")
-    buffer = io.BytesIO()
     meta = json.dumps({"sha256": inputs_sha256})
-    np.savez(buffer, **{name: np.asarray(value) for name, value in outputs.items()}, **{INPUTS_KEY: np.array(meta)})
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, npz_bytes({**outputs, INPUTS_KEY: np.array(meta)}))
 
 
 def load_expected(path: Path, inputs_sha256: str) -> dict[str, np.ndarray]:
@@ -49,9 +55,13 @@ def load_expected(path: Path, inputs_sha256: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UsageError(f"--expected '{path}' does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise UsageError(f"--expected '{path}': not an .npz file of named outputs")
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UsageError(f"--expected '{path}' cannot be read as .npz: {exc}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UsageError(f"--expected '{path}': not an .npz file of named outputs (one array per output)")
+    try:
+        with data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UsageError(f"--expected '{path}' cannot be read as .npz: {exc}") from None
@@ -90,10 +100,11 @@ def golden_outputs(session: Session, expected: Path | None, save_outputs: Path |
     if over_many_inputs:
         raise UsageError("--expected and --save-outputs are outputs of one input: they do not combine with "
                          "--dataset, --shape-grid or --batch-invariance")
-    if expected is None:
-        return None
-    if save_outputs is not None:
+    if expected is not None and save_outputs is not None:
         raise UsageError("--save-outputs and --expected: give one (the expected outputs are saved already)")
+    if expected is None:
+        check_save_path(Path(save_outputs))  # before the reference run, not after it
+        return None
     golden = load_expected(Path(expected), session.inputs_digest)
     if session.spec.kind != "module":
         session.use_reference(check_names(golden, tuple(session.spec.output_names or golden), Path(expected)))

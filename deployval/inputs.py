@@ -233,10 +233,23 @@ def save_inputs(path: Path, inputs: Mapping[str, np.ndarray]) -> None:
             raise UsageError(f"--save-inputs '{path}': the model has {len(inputs)} inputs; use a .npz file")
         np.save(buffer, next(iter(inputs.values())), allow_pickle=False)
     elif path.suffix.lower() == ".npz":
-        np.savez(buffer, **inputs)
+        buffer.write(npz_bytes(inputs))
     else:
         raise UsageError(f"--save-inputs '{path}': use a .npz (or .npy for a single input) file name")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An .npz archive of named arrays, as np.savez writes it, for any names: np.savez(**arrays) takes
+    an array named `file` or `allow_pickle` for its own argument."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def digest(inputs: Mapping[str, np.ndarray]) -> str:

@@ -422,19 +422,22 @@ class RunConfig:
             flag("--keep-fp32", pattern)
         if self.isolate is not None:
             args.append("--isolate" if self.isolate else "--no-isolate")
-        options = self.backend_options
+        return args + self.backend_args()
+
+    def backend_args(self) -> list[str]:
+        """The options that set how backends build and run (the dedicated flags, then --backend-option)."""
+        from .backends.options import option_args
+
+        options, args = self.backend_options, []
         if options.get("keep_int64"):
             args.append("--keep-int64")
         if options.get("trt_workspace_mb"):
-            flag("--trt-workspace", options["trt_workspace_mb"])
+            args += ["--trt-workspace", str(options["trt_workspace_mb"])]
         if options.get("trt_fp16_route", "onnx") != "onnx":
-            flag("--trt-fp16-route", options["trt_fp16_route"])
+            args += ["--trt-fp16-route", str(options["trt_fp16_route"])]
         if options.get("int8_activation_matmuls"):
             args.append("--int8-activation-matmuls")
-        from .backends.options import option_args
-
-        args += option_args(options)  # {backend: {field: value}}, from --backend-option
-        return args
+        return args + option_args(options)  # {backend: {field: value}}, from --backend-option
 
     def isolates(self, isolate_by_default: bool) -> bool:
         if self.isolate is not None:

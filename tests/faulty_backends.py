@@ -53,8 +53,12 @@ class TacticDependentRunner(_OnnxRuntimeLike):
     isolate_by_default: ClassVar[bool] = False
     builds_engine: ClassVar[bool] = True
     builds: ClassVar[list[str | None]] = []  # the engine cache directory each build was given
+    out_of_memory_after: ClassVar[int | None] = None  # builds after this many fail (as a GPU out of memory)
 
     def activate_impl(self) -> None:
+        limit = type(self).out_of_memory_after
+        if limit is not None and len(type(self).builds) >= limit:
+            raise RuntimeError("out of device memory while building the engine")
         super().activate_impl()
         type(self).builds.append(self.options.get("engine_cache_dir"))
         self.scale = 1.0 + len(type(self).builds) * 1e-6

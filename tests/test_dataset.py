@@ -239,4 +239,5 @@ def test_the_weight_sweep_over_a_labelled_set(cli, tmp_path):
     by_bits = {(r["scheme"], r["bits"]): r for r in sweep["rows"]}
     assert by_bits[("per-channel", 8)]["rel_l2"] < 0.02 < by_bits[("per-channel", 2)]["rel_l2"]
     assert 0.0 <= by_bits[("per-tensor", 2)]["labels"]["top1"] <= 1.0
-    assert_one_line_error(cli("precision", "real_models:digits", "--dataset", data, "-q"), 2, "goes with --sweep")
+    result = cli("precision", "real_models:digits", "--dataset", data, "--labels", tmp_path / "labels.json", "-q")
+    assert_one_line_error(result, 2, "--labels goes with --sweep")

@@ -182,3 +182,17 @@ def test_node_ids_follow_the_onnx_adapter_naming():
     fixed = ir.serde.deserialize_model(model)
     NameFixPass()(fixed)
     assert node_ids(model.graph) == [n.name for n in fixed.graph]
+
+
+def test_the_repro_command_keeps_the_device_and_backend_settings(tmp_path):
+    from deployval.debug.repro import compare_command, runtime_args
+    from deployval.spec import RunConfig
+
+    config = RunConfig(device="cuda", backend_options={"trt_workspace_mb": 64, "trt_fp16_route": "flag",
+                                                        "trt": {"builder_optimization_level": 5}})
+    args = runtime_args(config)
+    assert args[:4] == ["--device", "cuda", "--trt-workspace", "64"] and "--trt-fp16-route" in args
+    command = compare_command(tmp_path, "trt", "fp16", {"atol": 1e-3, "rtol": 1e-3}, args)
+    assert command.endswith("--device cuda --trt-workspace 64 --trt-fp16-route flag "
+                            "--backend-option trt.builder_optimization_level=5"), command
+    assert runtime_args(RunConfig()) == []

@@ -120,3 +120,30 @@ def test_the_python_api_takes_golden_outputs(golden, tmp_path):
     report = api.compare("convs", backends=("torch",), inputs=inputs, save_outputs=tmp_path / "again.npz")
     with np.load(tmp_path / "again.npz") as again, np.load(golden / "gold.npz") as gold:
         np.testing.assert_array_equal(again["y"], gold["y"])
+
+
+def test_outputs_named_like_savez_arguments_round_trip(tmp_path):
+    from deployval.golden import load_expected, save_outputs
+
+    outputs = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.float16)}
+    save_outputs(tmp_path / "g.npz", outputs, "abc")
+    loaded = load_expected(tmp_path / "g.npz", "abc")
+    assert list(loaded) == ["file", "allow_pickle"]
+    for name, value in outputs.items():
+        np.testing.assert_array_equal(loaded[name], value)
+        assert loaded[name].dtype == value.dtype
+
+
+def test_golden_files_are_checked_before_any_work(cli, golden, tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3, np.float32))
+    result = cli("compare", "convs", "--backends", "ort", "--inputs", golden / "in.npz", "--expected",
+                 tmp_path / "one.npy")
+    assert_one_line_error(result, 2, "not an .npz file of named outputs")
+    result = cli("compare", "convs", "--backends", "ort", "--save-outputs", tmp_path)
+    assert_one_line_error(result, 2, "use a .npz file name")
+    (tmp_path / "dir.npz").mkdir()
+    result = cli("compare", "convs", "--backends", "ort", "--save-outputs", tmp_path / "dir.npz")
+    assert_one_line_error(result, 2, "is a directory")
+    assert "reference run" not in result.out + result.err  # refused before the model ran
+    result = cli("compare", "hyperprior", "--backends", "ort", "--submodule", "all", "--expected", golden / "gold.npz")
+    assert_one_line_error(result, 2, "one model's outputs")

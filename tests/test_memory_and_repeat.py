@@ -85,5 +85,16 @@ def test_repeat_builds_an_engine_twice_the_second_time_without_the_cache(cli, tm
         TacticDependentRunner.builds.clear()
         assert cli("compare", "convs", "--backends", "tactics", "--iterations", "1", "-q").code == 0
         assert len(TacticDependentRunner.builds) == 1  # without --repeat: one build
+        # A second build that fails costs the row nothing: the first engine's outputs were judged.
+        TacticDependentRunner.builds.clear()
+        TacticDependentRunner.out_of_memory_after = 1
+        result = cli("compare", "convs", "--backends", "tactics", "--repeat", "2", "--iterations", "1",
+                     "--json", report_path, "-q")
+        assert result.code == 0, result.out + result.err
+        [row] = json.loads(report_path.read_text())["results"]
+        assert row["status"] == "pass" and row["details"]["repeat"]["engine_builds"] == 1
+        assert "out of device memory" in row["details"]["repeat"]["build_error"]
+        assert any("the second engine build (for --repeat) failed" in w for w in row["warnings"])
     finally:
+        TacticDependentRunner.out_of_memory_after = None
         _registered.pop("tactics", None)

@@ -229,6 +229,14 @@ def test_reports_that_cannot_be_compared_exit_2_with_one_line(cli, tmp_path, rea
     result, _ = diff(cli, tmp_path, real_report, real_report, "--error-growth", "0.5")
     assert_one_line_error(result, 2, "--error-growth")
 
+    no_status = copy.deepcopy(real_report)
+    del no_status["results"][0]["status"]
+    result, _ = diff(cli, tmp_path, real_report, no_status)
+    assert_one_line_error(result, 2, "lacks its backend, precision or status")
+    bad_inputs = {**copy.deepcopy(real_report), "inputs": [1]}
+    result, _ = diff(cli, tmp_path, bad_inputs, real_report)
+    assert_one_line_error(result, 2, "an entry of 'inputs' is not an object")
+
 
 def test_cli_start_up_does_not_import_the_diff():
     code = "import sys, deployval.cli; print('deployval.report.diff' in sys.modules, 'rich' in sys.modules)"

@@ -151,12 +151,15 @@ def test_sensitivity_over_a_data_set_judges_every_sample(cli, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(data / "a_ordinary.npz", x=rng.random((1, 3, 32, 32), dtype=np.float32))
     np.savez(data / "b_bright.npz", x=rng.random((1, 3, 32, 32), dtype=np.float32) * 60000)
+    np.savez(data / "c_small.npz", x=rng.random((1, 3, 16, 16), dtype=np.float32))  # another shape: left out
     report_path = tmp_path / "s.json"
     result = cli("precision", "convs", "-p", "fp16", "--dataset", data, "--no-verify", "--json", report_path, "-q")
     report = json.loads(report_path.read_text())
     assert report["baseline"]["samples"] == 2 and not report["baseline"]["passed"], report["baseline"]
     assert "1 of 2 inputs fail; b_bright.npz" in report["baseline"]["failures"][0]
     assert all(layer["summary"] for layer in report["layers"])
+    assert report["notes"] and report["notes"][0].startswith("1 of 3 samples could not be used")
+    assert "c_small.npz" in report["notes"][0]
     assert result.code in (0, 1) and report["status"] != "pass"
     only_first = cli("precision", "convs", "-p", "fp16", "--inputs", data / "a_ordinary.npz", "--json",
                      tmp_path / "one.json", "-q")

@@ -56,6 +56,10 @@ def compare_command(
     dataset = data.options(src.allow_nonfinite_inputs)
     specs = data.shapes_from(src).specs()
     settings = run_settings(src, tol, timing, export, quant, backend, isolation, cache, device=device)
+    if len(specs) > 1 and (save_outputs is not None or expected is not None):
+        from ..errors import UsageError
+
+        raise UsageError("--save-outputs and --expected hold one model's outputs: give one --submodule at a time")
 
     def run_one(spec: Any, files: ReportFiles) -> int:
         spec, options = data.for_spec(spec, dataset, src)

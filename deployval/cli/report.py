@@ -50,7 +50,8 @@ def report_diff_command(
                               "on the metric (so 1e-9 -> 3e-9 is not a regression).")] = 0.1,
     latency_tolerance: Annotated[str, typer.Option(
         "--latency-tolerance", help="A median latency slower by more than this is a regression (10% or 0.1); "
-                                    "compared only between reports from the same device and host.")] = "10%",
+                                    "compared only between reports from the same kind of machine (device, GPU, "
+                                    "CPU model and count).")] = "10%",
 ) -> None:
     """Compare two releases' reports: exit 1 on a regression (error growth, slower median, a verdict that
     flipped to fail, a vanished row), 0 otherwise, 2 when they cannot be compared."""

@@ -234,9 +234,12 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
         repro = report.repro
         nodes = f"{repro.get('nodes')} node{'s' if repro.get('nodes') != 1 else ''}"
         console.print(f"[bold]repro:[/] {escape(repro['directory'])} ({escape(repro['layer'])}, {nodes}): "
-                      f"{escape(repro['command'])}" if repro.get("written") else f"[dim]repro:[/] {repro['reason']}")
+                      f"{escape(repro['command'])}" if repro.get("written")
+                      else f"[dim]repro:[/] {escape(repro['reason'])}")
     if report.model_explorer is not None:
-        console.print(f"[bold]model explorer:[/] {escape(report.model_explorer['open'])}")
+        explorer = report.model_explorer
+        console.print(f"[bold]model explorer:[/] {escape(explorer['open'])}" if "open" in explorer
+                      else f"[yellow]model explorer:[/] {escape(explorer.get('reason', ''))}")
     for note in report.notes:
         console.print(f"[dim]note:[/] {note}")
     for warning in report.warnings:

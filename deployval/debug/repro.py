@@ -21,7 +21,6 @@ writing, the cut runs on ONNX Runtime (CPU) and is judged as compare will judge 
 
 from __future__ import annotations
 
-import io
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,25 +224,34 @@ def run_precision(precision: str) -> str:
     return "fp32" if precision == "int8" else precision
 
 
-def compare_command(directory: Path, backend: str, precision: str, tolerance: Mapping[str, float]) -> str:
-    """The command that judges the cut against the expected outputs as debug judged the layer."""
+def compare_command(directory: Path, backend: str, precision: str, tolerance: Mapping[str, float],
+                    runtime_args: Sequence[str] = ()) -> str:
+    """The command that judges the cut against the expected outputs as debug judged the layer, on the
+    same device with the same backend settings (`runtime_args`)."""
     d = shlex.quote(str(directory))
     parts = [f"deployval compare {d}/model.onnx --inputs {d}/inputs.npz --expected {d}/expected.npz",
              f"--backends {backend} --precisions {run_precision(precision)}"]
     if tolerance.get("atol") is not None or tolerance.get("rtol") is not None:
         parts.append(f"--atol {tolerance.get('atol') or 0:g} --rtol {tolerance.get('rtol') or 0:g}")
+    if runtime_args:
+        parts.append(shlex.join(runtime_args))
     return " ".join(parts)
 
 
+def runtime_args(config: Any) -> list[str]:
+    """The device and backend settings a reproduction must keep (a trt row runs on CUDA only)."""
+    return (["--device", config.device] if config.device != "cpu" else []) + config.backend_args()
+
+
 def write_repro(case: ReproCase, directory: Path, *, backend: str, precision: str,
-                command_line: str | None = None) -> ReproResult:
+                command_line: str | None = None, runtime: Sequence[str] = ()) -> ReproResult:
     """Write the cut, its inputs and expected outputs and a README; the cut is run on ONNX Runtime first
     to say in the README what it gives."""
     import onnx
 
     from .._util import atomic_write_bytes, atomic_write_text
     from ..export.onnx_io import run_onnxruntime
-    from ..inputs import save_inputs
+    from ..inputs import npz_bytes, save_inputs
     from ..stats import compare_tensors
 
     directory = Path(directory)
@@ -266,10 +274,8 @@ def write_repro(case: ReproCase, directory: Path, *, backend: str, precision: st
             metrics, failures = stats.metrics(), failures + fails
     onnx.save(case.model, str(directory / "model.onnx"))
     save_inputs(directory / "inputs.npz", case.inputs)
-    buffer = io.BytesIO()
-    np.savez(buffer, **case.expected)
-    atomic_write_bytes(directory / "expected.npz", buffer.getvalue())
-    command = compare_command(directory, backend, precision, case.tolerance)
+    atomic_write_bytes(directory / "expected.npz", npz_bytes(case.expected))
+    command = compare_command(directory, backend, precision, case.tolerance, runtime)
     nodes = len(case.model.graph.node)
     ops = list(dict.fromkeys(n.op_type for n in case.model.graph.node))
     result = ReproResult(str(directory), case.layer, nodes, ops, list(case.inputs), outputs, command, metrics,
@@ -337,12 +343,18 @@ def repro_failed(exc: Exception) -> str:
 # ----------------------------------------------------------------------------- entry points for run.py
 
 
-def _write(report: DebugReport, case: ReproCase | str, directory: Path, command: str | None) -> None:
+def _write(report: DebugReport, case: ReproCase | str, directory: Path, command: str | None,
+           runtime: Sequence[str]) -> None:
     if isinstance(case, str):
         report.repro = {"written": False, "reason": case}
         return
-    result = write_repro(case, directory, backend=report.backend, precision=report.precision, command_line=command)
+    result = write_repro(case, directory, backend=report.backend, precision=report.precision, command_line=command,
+                         runtime=runtime)
     report.repro = {"written": True, **result.to_dict()}
+
+
+def _explorer_failed(report: DebugReport, exc: Exception) -> None:
+    report.model_explorer = {"written": False, "reason": f"the node data could not be written: {repro_failed(exc)}"}
 
 
 def module_outputs(debugger: ModelDebugger, report: DebugReport, repro: Path | None, explorer: Path | None,
@@ -350,11 +362,14 @@ def module_outputs(debugger: ModelDebugger, report: DebugReport, repro: Path | N
     """--repro and --model-explorer for a PyTorch model, while the debug run's reference values are held."""
     if repro is not None:
         try:
-            _write(report, module_case(debugger), repro, command)
-        except (DeployvalError, ValueError, OSError) as exc:
+            _write(report, module_case(debugger), repro, command, runtime_args(debugger.config))
+        except Exception as exc:  # an aid: its failure must not cost the debug report
             report.repro = {"written": False, "reason": f"the cut could not be made: {repro_failed(exc)}"}
     if explorer is not None:
-        _explorer(report, Path(debugger.artifact.path or ""), explorer, keep=not debugger.config.use_cache)
+        try:
+            _explorer(report, Path(debugger.artifact.path or ""), explorer, keep=not debugger.config.use_cache)
+        except Exception as exc:
+            _explorer_failed(report, exc)
 
 
 def file_outputs(session: Any, report: DebugReport, repro: Path | None, explorer: Path | None,
@@ -372,11 +387,14 @@ def file_outputs(session: Any, report: DebugReport, repro: Path | None, explorer
         if repro is not None:
             try:
                 case = file_case(report, Path(session.spec.path or ""), load_onnx(path), session.feeds)
-                _write(report, case, repro, command)
-            except (DeployvalError, ValueError, OSError) as exc:
+                _write(report, case, repro, command, runtime_args(session.config))
+            except Exception as exc:  # an aid: its failure must not cost the debug report
                 report.repro = {"written": False, "reason": f"the cut could not be made: {repro_failed(exc)}"}
         if explorer is not None:
-            _explorer(report, path, explorer, keep=store is not None or not session.config.use_cache)
+            try:
+                _explorer(report, path, explorer, keep=store is not None or not session.config.use_cache)
+            except Exception as exc:
+                _explorer_failed(report, exc)
     finally:
         if store is not None:
             store.close()

@@ -388,11 +388,11 @@ def analyze(
         raise UsageError("sensitivity analysis needs a PyTorch model (the reference is torch eager fp32)")
     if config.device != "cpu":
         raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
-    first = None
+    first, notes = None, []
     if dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
-        first, _ = dataset.dataset.first(spec)
+        first, unusable = dataset.dataset.first(spec)
         inputs = dataset.dataset.run_inputs(first, spec)
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
@@ -407,7 +407,14 @@ def analyze(
     if dataset is not None:
         start = time.perf_counter()
         names[0] = first.name
-        more = [sample for sample in dataset.dataset.samples(spec, after=first) if not sample.fault]
+        read = list(dataset.dataset.samples(spec, after=first))
+        more = [sample for sample in read if not sample.fault]
+        unusable += [sample for sample in read if sample.fault]
+        if unusable:
+            total = len(more) + len(unusable) + 1
+            notes.append(f"{len(unusable)} of {total} samples could not be used and were left out ("
+                         + "; ".join(f"{sample.name}: {sample.fault}" for sample in unusable[:3])
+                         + ("; ..." if len(unusable) > 3 else "") + ")")
         with progress.step(f"reference outputs of {len(more)} more samples"):
             references += reference_outputs(session, [sample.feeds for sample in more])
         names += [sample.name for sample in more]
@@ -486,7 +493,7 @@ def analyze(
             model=spec.name, precision=precision, executor=lowering.executor,
             tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
             search=[], proposal=None, option=lowering.option,
-            seconds=seconds, op_types=op_types,
+            seconds=seconds, op_types=op_types, notes=notes,
             reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
                                   *extra_args]),
         )

@@ -4,9 +4,9 @@ A row is one model (its manifest entry id, or its name), backend, precision and 
 are matched by name. Flagged as regressions: an error metric that grew by more than `error_growth`
 times *and* is above a floor set by the row's own tolerance (so 1e-9 -> 3e-9 is noise, not a
 regression), a median latency more than `latency_tolerance` slower (only between reports from the
-same device and host), a verdict that flipped from pass to fail or error, and a row or a model that
-vanished. Library versions and model or input digests that changed are listed for information.
-Pure: it reads two loaded report dicts and returns a `ReportDiff`; rendering is below it.
+same kind of machine: device, GPU, CPU model and count), a verdict that flipped from pass to fail or
+error, and a row or a model that vanished. Library versions and model or input digests that changed
+are listed for information. Pure: it reads two loaded report dicts and returns a `ReportDiff`; rendering is below it.
 """
 
 from __future__ import annotations
@@ -145,7 +145,34 @@ def load_report(path: Path) -> dict[str, Any]:
     key = "reports" if kind == "suite" else "results"
     if not isinstance(data.get(key), list):
         raise UsageError(f"report '{path}' is not a deployval JSON report (no '{key}' list)")
+    for report in data["reports"] if kind == "suite" else [data]:
+        problem = _malformed(report)
+        if problem:
+            raise UsageError(f"report '{path}' is not a well-formed deployval report: {problem}")
     return data
+
+
+ROW_KEYS = ("backend", "precision", "status")
+
+
+def _malformed(report: Any) -> str:
+    """What in one model's report the diff could not read, or ''."""
+    if not isinstance(report, dict) or not isinstance(report.get("results", []), list):
+        return "a model report is not an object with a 'results' list"
+    for field_name, kind in (("model", dict), ("device", dict), ("versions", dict), ("inputs", list)):
+        if field_name in report and not isinstance(report[field_name], kind):
+            return f"'{field_name}' is not a{'n' if kind is dict else ''} {'object' if kind is dict else 'list'}"
+    if any(not isinstance(item, dict) for item in report.get("inputs", [])):
+        return "an entry of 'inputs' is not an object"
+    for row in report.get("results", []):
+        if not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in ROW_KEYS):
+            return "a row of 'results' lacks its backend, precision or status"
+        outputs = row.get("outputs", [])
+        if not isinstance(outputs, list) or any(not isinstance(o, dict) or "name" not in o for o in outputs):
+            return f"row {row['backend']}:{row['precision']} has outputs without names"
+        if not isinstance(row.get("latency") or {}, dict):
+            return f"row {row['backend']}:{row['precision']} has a latency that is not an object"
+    return ""
 
 
 def model_id(report: Mapping[str, Any]) -> str:

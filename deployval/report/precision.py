@@ -11,6 +11,7 @@ SHOWN_LAYERS = 15
 
 
 def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_layers: bool = False) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or make_console()
@@ -18,6 +19,8 @@ def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_l
     baseline = result["baseline"]
     samples = f", every trial over {baseline['samples']} inputs (the worst shown)" if baseline["samples"] > 1 else ""
     console.print(f"[bold]{result['model']}[/] {precision} sensitivity on {result['executor']}{samples}")
+    for note in result.get("notes") or ():
+        console.print(f"[yellow]note:[/] {escape(note)}")
     verdict = "pass" if baseline["passed"] else "fail"
     console.print(f"{precision} everywhere: [{STATUS_STYLES[verdict]}]{verdict.upper()}[/]"
                   + (f" ({baseline['failures'][0]})" if baseline["failures"] else ""))
