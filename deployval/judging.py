@@ -17,8 +17,9 @@ from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 
 
 def row_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
-    """The spec's tolerance for this row and output; --atol/--rtol override both of its parts."""
-    tolerance = spec.tolerances.resolve(backend, precision, output)
+    """The spec's tolerance for this row and output (or --tolerance's, for every row); --atol/--rtol
+    override both parts of its elementwise rule."""
+    tolerance = config.tolerance or spec.tolerances.resolve(backend, precision, output)
     if config.atol is not None or config.rtol is not None:
         tolerance = replace(
             tolerance,

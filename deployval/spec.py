@@ -123,6 +123,20 @@ class Tolerance:
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        """`rel_l2=0.1,cosine=0.995` (the --tolerance syntax; field names as in the JSON report)."""
+        names, bounds = {f.name for f in fields(cls)}, {}
+        for item in (part.strip() for part in text.split(",")):
+            name, _, value = item.partition("=")
+            if name.strip() not in names:
+                raise UsageError(f"--tolerance '{text}': '{name.strip()}' is not a bound ({', '.join(sorted(names))})")
+            try:
+                bounds[name.strip()] = float(value)
+            except ValueError:
+                raise UsageError(f"--tolerance '{text}': {name.strip()} needs a number, not '{value}'") from None
+        return cls(**bounds)
+
     def describe(self) -> str:
         parts = []
         if self.elementwise:
@@ -376,6 +390,7 @@ class RunConfig:
     max_iterations: int = 1000
     atol: float | None = None  # override every tolerance's elementwise rule
     rtol: float | None = None
+    tolerance: Tolerance | None = None  # judge every row by exactly these bounds (the spec's table aside)
     cache_dir: Path | None = None
     use_cache: bool = True
     exporter: str | None = None  # override the spec's exporter
@@ -414,6 +429,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value != getattr(default, name):
                 flag(option, value)
+        if self.tolerance is not None:
+            flag("--tolerance", ",".join(f"{k}={v:g}" for k, v in self.tolerance.to_dict().items()))
         if self.iterations is None and self.time_budget_s != default.time_budget_s:
             flag("--time-budget", self.time_budget_s)
         for pattern in self.int8_exclude:

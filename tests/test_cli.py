@@ -240,3 +240,15 @@ def test_help_is_fast_and_imports_no_heavy_library():
     assert proc.returncode == 0 and "compare" in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not {"torch", "numpy", "onnx", "onnxruntime"} & imported
+
+
+def test_tolerance_option_replaces_the_models_bounds_for_every_row(cli, tmp_path):
+    report_path = tmp_path / "r.json"
+    result = cli("compare", "convs", "--backends", "ort", "--tolerance", "rel_l2=1e-9", "--json", report_path, "-q")
+    assert result.code == 1
+    [row] = json.loads(report_path.read_text())["results"]
+    assert row["outputs"][0]["tolerance"] == {"rel_l2": 1e-9}  # fp32's atol/rtol are not in it
+    assert "--tolerance rel_l2=1e-09" in row["reproduce"]
+    result = cli("compare", "convs", "--backends", "ort", "--tolerance", "rel_l2=1e-3, cosine=0.999", "-q")
+    assert result.code == 0, result.out + result.err
+    assert_one_line_error(cli("compare", "convs", "--tolerance", "rel_l2=big"), 2, "rel_l2 needs a number")

@@ -196,3 +196,6 @@ def test_the_repro_command_keeps_the_device_and_backend_settings(tmp_path):
     assert command.endswith("--device cuda --trt-workspace 64 --trt-fp16-route flag "
                             "--backend-option trt.builder_optimization_level=5"), command
     assert runtime_args(RunConfig()) == []
+    # an int8 layer judged by statistics: the cut is judged by exactly those bounds, not fp32's atol/rtol
+    command = compare_command(tmp_path, "ort", "int8", {"rel_l2": 0.1, "cosine": 0.995, "atol": None})
+    assert "--precisions fp32 --tolerance rel_l2=0.1,cosine=0.995" in command and "--atol" not in command

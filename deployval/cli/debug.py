@@ -86,7 +86,7 @@ def debug_command(
     precision: PrecisionOpt = "fp32",
     modules: ModulesOpt = None,
     src: Annotated[DebugInputs, Omit("submodule")],
-    tol: LayerTolerances,
+    tol: Annotated[LayerTolerances, Omit("tolerance")],
     device: DeviceOpt = "cpu",
     export: Export,
     files: Annotated[DebugReports, Omit("junit", "markdown")],

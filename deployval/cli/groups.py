@@ -118,9 +118,16 @@ class Tolerances(Group):
         "--atol", help="Elementwise absolute tolerance for every output.")] = None
     rtol: Annotated[float | None, typer.Option(
         "--rtol", help="Elementwise relative tolerance for every output.")] = None
+    tolerance: Annotated[str | None, typer.Option(
+        "--tolerance", help="Judge every row by exactly these bounds instead of the model's tolerances, e.g. "
+                            "'rel_l2=0.1,cosine=0.995' (atol, rtol, mean_abs, p99_abs, rel_l2, cosine, "
+                            "argmax_agreement, dice_drop, topk_drop, mismatch).")] = None
 
     def settings(self) -> dict[str, Any]:
-        return {"atol": self.atol, "rtol": self.rtol}
+        from ..spec import Tolerance
+
+        bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
+        return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds}
 
 
 @dataclass(frozen=True)

@@ -231,8 +231,11 @@ def compare_command(directory: Path, backend: str, precision: str, tolerance: Ma
     d = shlex.quote(str(directory))
     parts = [f"deployval compare {d}/model.onnx --inputs {d}/inputs.npz --expected {d}/expected.npz",
              f"--backends {backend} --precisions {run_precision(precision)}"]
-    if tolerance.get("atol") is not None or tolerance.get("rtol") is not None:
-        parts.append(f"--atol {tolerance.get('atol') or 0:g} --rtol {tolerance.get('rtol') or 0:g}")
+    bounds = {name: value for name, value in tolerance.items() if value is not None}
+    if set(bounds) - {"atol", "rtol"}:  # statistics (fp16, int8): exactly the bounds debug judged the layer by
+        parts.append("--tolerance " + ",".join(f"{name}={value:g}" for name, value in bounds.items()))
+    elif bounds:
+        parts.append(f"--atol {bounds.get('atol') or 0:g} --rtol {bounds.get('rtol') or 0:g}")
     if runtime_args:
         parts.append(shlex.join(runtime_args))
     return " ".join(parts)
@@ -324,8 +327,8 @@ def _readme(case: ReproCase, result: ReproResult, failures: list[str], backend: 
                   "(the conversion leaves it as it is), and the inputs are stored in the dtypes its graph declares."]
     elif precision == "int8":
         lines += ["", "The cut holds the int8 Q/DQ nodes already, so the command runs it as it is (`--precisions "
-                  "fp32`: at int8, compare would quantize it again); compare then judges it by the fp32 tolerance "
-                  "(atol/rtol), stricter than the int8 bounds debug used (above)."]
+                  "fp32`: at int8, compare would quantize it again), judged by the int8 bounds debug used "
+                  "(`--tolerance`, in place of fp32's atol/rtol)."]
     if case.notes:
         lines += ["", "Notes:", "", *[f"- {n}" for n in case.notes]]
     if command_line:
