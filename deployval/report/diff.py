@@ -476,7 +476,7 @@ def render_diff(diff: ReportDiff, console: Any | None = None) -> None:
         console.print("versions changed: " + escape(", ".join(
             f"{v.package} {v.baseline or '-'} -> {v.candidate or '-'}" for v in diff.versions)))
     style = "red" if diff.exit_code else "green"
-    counts = ", ".join(f"{len(diff.of_kind(k))} {k}s" for k in (REGRESSION, IMPROVEMENT))
+    counts = ", ".join(f"{len(diff.of_kind(k))} {k}{'s' * (len(diff.of_kind(k)) != 1)}" for k in (REGRESSION, IMPROVEMENT))
     console.print(f"[{style}]{diff.verdict}[/] ({diff.compared()}; {counts}) exit code {diff.exit_code}")
 
 
