@@ -476,7 +476,8 @@ def render_diff(diff: ReportDiff, console: Any | None = None) -> None:
         console.print("versions changed: " + escape(", ".join(
             f"{v.package} {v.baseline or '-'} -> {v.candidate or '-'}" for v in diff.versions)))
     style = "red" if diff.exit_code else "green"
-    counts = ", ".join(f"{len(diff.of_kind(k))} {k}{'s' * (len(diff.of_kind(k)) != 1)}" for k in (REGRESSION, IMPROVEMENT))
+    found = {kind: len(diff.of_kind(kind)) for kind in (REGRESSION, IMPROVEMENT)}
+    counts = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in found.items())
     console.print(f"[{style}]{diff.verdict}[/] ({diff.compared()}; {counts}) exit code {diff.exit_code}")
 
 
