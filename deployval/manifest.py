@@ -9,6 +9,7 @@ precisions and tolerances, in one TOML file (`deployval.toml` by default).
     model = "fine_organs"       # a registered name, pkg.module:factory, or a .onnx/.pt file
     checkpoint = "weights/model_final_checkpoint.model"
     inputs = "data/case_0001.npz"
+    expected = "golden/organs-ct.npz"   # optional: golden outputs (compare --save-outputs) every row is judged against
     input_shapes = { input = [1, 1, 96, 160, 160] }
     gate = ["torchscript:fp32", "ort:fp32", "trt:fp16"]   # or backends = [...] with precisions = [...]
     [model.tolerances]
@@ -29,7 +30,7 @@ from typing import Any
 from .errors import UsageError
 from .spec import PRECISIONS, InputShapeArg, ModelSpec, Tolerance, ToleranceTable
 
-ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "input_shapes", "input_ranges", "gate", "backends",
+ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
               "precisions", "device", "tolerances", "seed", "iterations", "time_budget"}
 DEFAULT_MANIFEST = "deployval.toml"
 
@@ -40,6 +41,7 @@ class ManifestEntry:
     model: str
     checkpoint: str | None = None
     inputs: str | None = None
+    expected: str | None = None  # golden outputs (.npz) every row is judged against
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     input_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     gate: tuple[str, ...] | None = None
@@ -78,6 +80,8 @@ class ManifestEntry:
             args += ["--inputs", self.inputs]
         elif self.seed:
             args += ["--seed", str(self.seed)]
+        if self.expected:
+            args += ["--expected", self.expected]
         return tuple(args)
 
     def checks(self, spec: ModelSpec) -> tuple[str, ...]:
@@ -161,6 +165,7 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
         model=model,
         checkpoint=local(raw.get("checkpoint"), "checkpoint"),
         inputs=local(raw.get("inputs"), "inputs"),
+        expected=local(raw.get("expected"), "expected"),
         input_shapes={k: _shape(where, k, v) for k, v in _table(where, raw, "input_shapes").items()},
         input_ranges={k: _range(where, k, v) for k, v in _table(where, raw, "input_ranges").items()},
         gate=_strings(where, raw, "gate"),

@@ -122,3 +122,26 @@ def test_merge_reads_single_reports_too(cli, tmp_path):
     result = cli("report", "merge", a, b, "--json", tmp_path / "m.json")
     assert result.code == 1
     assert json.loads((tmp_path / "m.json").read_text())["summary"]["verdict"] == "FAIL"
+
+
+def test_a_manifest_entry_is_judged_against_its_golden_outputs(cli, tmp_path):
+    """`expected` in an entry: every row of that model judged against the saved outputs; outputs that
+    moved fail the release gate."""
+    import numpy as np
+
+    assert cli("compare", "convs", "--backends", "torch", "--save-inputs", tmp_path / "case.npz",
+               "--save-outputs", tmp_path / "golden.npz", "-q").code == 0
+    with np.load(tmp_path / "golden.npz") as data:
+        moved = {name: data[name] * 1.05 if name == "y" else data[name] for name in data.files}
+    np.savez(tmp_path / "moved.npz", **moved)
+    for expected, code, status in (("golden.npz", 0, "pass"), ("moved.npz", 1, "fail")):
+        path = tmp_path / "deployval.toml"
+        path.write_text(f'[[model]]\nid = "convs"\nmodel = "convs"\ninputs = "case.npz"\nexpected = "{expected}"\n'
+                        'gate = ["torch:fp32", "ort:fp32"]\niterations = 1\n')
+        report = tmp_path / "suite.json"
+        result = cli("validate", "--all", "--manifest", path, "--json", report, "-q")
+        assert result.code == code, result.out + result.err
+        [model] = json.loads(report.read_text())["reports"]
+        assert {r["backend"]: r["status"] for r in model["results"]} == {"torch": status, "ort": status}
+        assert model["analysis"]["expected_outputs"]["path"].endswith(expected)
+        assert f"--expected {tmp_path / expected}" in model["results"][1]["reproduce"]

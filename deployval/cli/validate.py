@@ -143,7 +143,8 @@ def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[st
     def run(spec: Any, checks: tuple[str, ...], config: Any, entry: Any) -> Any:
         report = run_compare(
             spec, tuple(dict.fromkeys(c.partition(":")[0] for c in checks)), (), config, inputs=entry.inputs,
-            trust_checkpoint=trust, progress=progress, invocation=Invocation(entry.model, entry.command_args()),
+            expected=Path(entry.expected) if entry.expected else None, trust_checkpoint=trust, progress=progress,
+            invocation=Invocation(entry.model, entry.command_args()),
             command=common.command_line(), gate=checks,
         )
         render(report)
