@@ -15,7 +15,7 @@ import os
 import pickle
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -174,14 +174,17 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
     results = dataset.map_batches(SampleJudge, fn_constructor_args=(replace(plan),), batch_size=1,
                                   compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if gpu else 0,
                                   num_cpus=0 if gpu else 1)
+    yield from once_per_sample(pickle.loads(row["verdict"]) for row in results.iter_rows())
+
+
+def once_per_sample(delivered: Iterable[Any]) -> Iterator[Any]:
+    """Each sample's first verdict (or (name, fault)): a retried block may deliver some twice."""
     seen: set[str] = set()
-    for row in results.iter_rows():
-        verdict = pickle.loads(row["verdict"])
+    for verdict in delivered:
         name = verdict[0] if isinstance(verdict, tuple) else verdict.sample
-        if name in seen:  # a retried block delivered twice
-            continue
-        seen.add(name)
-        yield verdict
+        if name not in seen:
+            seen.add(name)
+            yield verdict
 
 
 def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[Any, Any, Mapping[str, Tolerance]]],

@@ -241,3 +241,13 @@ def test_the_weight_sweep_over_a_labelled_set(cli, tmp_path):
     assert 0.0 <= by_bits[("per-tensor", 2)]["labels"]["top1"] <= 1.0
     result = cli("precision", "real_models:digits", "--dataset", data, "--labels", tmp_path / "labels.json", "-q")
     assert_one_line_error(result, 2, "--labels goes with --sweep")
+
+
+def test_a_verdict_delivered_twice_counts_once():
+    """A retried Ray block may deliver a sample's verdict again: the driver keeps the first."""
+    from deployval.dataset_run import SampleVerdict
+    from deployval.distributed import once_per_sample
+
+    first, again, other = SampleVerdict("a.npz", fault="x"), SampleVerdict("a.npz", fault="y"), SampleVerdict("b.npz")
+    kept = list(once_per_sample([first, ("c.npz", "unreadable"), again, other, ("c.npz", "unreadable")]))
+    assert kept == [first, ("c.npz", "unreadable"), other] and kept[0].fault == "x"
