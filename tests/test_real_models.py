@@ -91,3 +91,30 @@ def test_minilm_int8_ends_with_a_verified_proposal(cli, tmp_path):
     assert verified["status"] == "pass"
     output = verified["outputs"][0]["metrics"]
     assert output["rel_l2"] <= 0.1 and output["cosine"] >= 0.995
+
+
+@pytest.mark.skipif(_missing(real_models.CORPUS[0]) is not None, reason=str(_missing(real_models.CORPUS[0])))
+def test_minilm_int8_repro_fails_on_its_own(cli, tmp_path):
+    """`debug --repro` on the trained encoder at int8: the cut holds its Q/DQ nodes, is a few nodes,
+    and the written command fails by the int8 bounds alone; judged against ONNX Runtime's own outputs
+    of the cut, the same command passes."""
+    import json
+    import shlex
+
+    import numpy as np
+    import onnxruntime as ort
+
+    np.savez(tmp_path / "inputs.npz", **real_models.minilm_inputs(1, 16)[0])
+    result = cli("debug", "real_models:minilm", "--inputs", tmp_path / "inputs.npz", "--backend", "ort",
+                 "--precision", "int8", "--repro", tmp_path / "repro", "--json", tmp_path / "debug.json", "-q")
+    assert result.code == 1, result.out + result.err
+    repro = json.loads((tmp_path / "debug.json").read_text())["repro"]
+    assert repro["written"] and repro["nodes"] <= 8 and "QuantizeLinear" in repro["ops"], repro
+    assert "--tolerance rel_l2=0.1,cosine=0.995" in repro["command"]
+    command = shlex.split(repro["command"])[1:]
+    assert cli(*command).code == 1
+    session = ort.InferenceSession(str(tmp_path / "repro" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = dict(np.load(tmp_path / "repro" / "inputs.npz"))
+    own = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    np.savez(tmp_path / "own.npz", **own)
+    assert cli(*[str(tmp_path / "own.npz") if a.endswith("expected.npz") else a for a in command]).code == 0
