@@ -430,7 +430,7 @@ class RunConfig:
             if value is not None and value != getattr(default, name):
                 flag(option, value)
         if self.tolerance is not None:
-            flag("--tolerance", ",".join(f"{k}={v:g}" for k, v in self.tolerance.to_dict().items()))
+            flag("--tolerance", ",".join(f"{k}={v!r}" for k, v in self.tolerance.to_dict().items()))
         if self.iterations is None and self.time_budget_s != default.time_budget_s:
             flag("--time-budget", self.time_budget_s)
         for pattern in self.int8_exclude:

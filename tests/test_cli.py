@@ -249,6 +249,9 @@ def test_tolerance_option_replaces_the_models_bounds_for_every_row(cli, tmp_path
     [row] = json.loads(report_path.read_text())["results"]
     assert row["outputs"][0]["tolerance"] == {"rel_l2": 1e-9}  # fp32's atol/rtol are not in it
     assert "--tolerance rel_l2=1e-09" in row["reproduce"]
-    result = cli("compare", "convs", "--backends", "ort", "--tolerance", "rel_l2=1e-3, cosine=0.999", "-q")
+    result = cli("compare", "convs", "--backends", "ort", "--tolerance", "rel_l2=1e-3, cosine=0.9999999",
+                 "--json", report_path, "-q")
     assert result.code == 0, result.out + result.err
+    [row] = json.loads(report_path.read_text())["results"]
+    assert "--tolerance rel_l2=0.001,cosine=0.9999999" in row["reproduce"]  # every digit of a bound kept
     assert_one_line_error(cli("compare", "convs", "--tolerance", "rel_l2=big"), 2, "rel_l2 needs a number")

@@ -233,7 +233,7 @@ def compare_command(directory: Path, backend: str, precision: str, tolerance: Ma
              f"--backends {backend} --precisions {run_precision(precision)}"]
     bounds = {name: value for name, value in tolerance.items() if value is not None}
     if set(bounds) - {"atol", "rtol"}:  # statistics (fp16, int8): exactly the bounds debug judged the layer by
-        parts.append("--tolerance " + ",".join(f"{name}={value:g}" for name, value in bounds.items()))
+        parts.append("--tolerance " + ",".join(f"{name}={float(value)!r}" for name, value in bounds.items()))
     elif bounds:
         parts.append(f"--atol {bounds.get('atol') or 0:g} --rtol {bounds.get('rtol') or 0:g}")
     if runtime_args:
