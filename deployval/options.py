@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
-BackendsOpt = Annotated[str, typer.Option(
-    "--backends", "-b", help="Comma-separated backends (see `deployval backends`).")]
+BackendsOpt = Annotated[str | None, typer.Option(
+    "--backends", "-b", help="Comma-separated backends (see `deployval backends`) [default: torch,torchscript,ort; "
+                             "for an ONNX file: ort].", show_default=False)]
 PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
 SaveOutputsOpt = Annotated[Path | None, typer.Option(

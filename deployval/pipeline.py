@@ -92,6 +92,8 @@ def compare(
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     jobs = _plan(spec, backends, precisions, config.device, gate)
+    if gate is not None and expected is None:
+        _check_gate_judges(spec, jobs, gate, config.device)
     if any(j.result is None and j.backend == "ort" for j in jobs) or spec.kind == "onnx":
         timed_import("onnx")
         timed_import("onnxruntime")
@@ -107,9 +109,9 @@ def compare(
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
     spec, feeds, timings = session.spec, session.feeds, session.timings
+    golden = golden_outputs(session, expected, save_outputs, dataset is not None)  # refused before anything is written
     if save_inputs is not None:
         inputs_mod.save_inputs(Path(save_inputs), feeds)
-    golden = golden_outputs(session, expected, save_outputs, dataset is not None)
 
     report = Report.from_record(
         session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
@@ -242,6 +244,16 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
     if all(j.result is not None and j.result.status == SKIPPED for j in jobs):
         raise UsageError("nothing to run: " + "; ".join(j.result.reason for j in jobs if j.result))
     return jobs
+
+
+def _check_gate_judges(spec: ModelSpec, jobs: list[Job], gate: Sequence[str], device: str) -> None:
+    """A release gate whose only row is the reference itself judges nothing: refused, not a green PASS."""
+    reference = "ort" if spec.kind == "onnx" else "torch"
+    if all((j.backend, j.precision) == (reference, "fp32") or (j.result is not None and j.result.status == SKIPPED)
+           for j in jobs):
+        raise UsageError(f"the release gate of '{spec.name}' ({', '.join(gate)}) judges nothing on {device}: "
+                         f"{reference} fp32 is the reference itself; gate other rows (e.g. trt on --device cuda), or "
+                         "judge against golden outputs (a manifest entry's `expected`)")
 
 
 def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: ArtifactStore, dataset: DatasetOptions,

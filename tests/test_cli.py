@@ -121,6 +121,12 @@ def test_onnx_file_model_uses_onnxruntime_as_reference(cli, tmp_path):
     assert [r["status"] for r in report["results"]] == ["reference", "pass"]
     assert report["results"][1]["faithful"] is False  # fp16 on ORT's CPU provider
     assert "not faithful" in report["results"][1]["warnings"][0]
+    # Without --backends an ONNX file runs on ort (torch cannot run it) ...
+    result = cli("compare", out / "exported.onnx", "--precisions", "fp32,fp16", "--json", report_path, "-q")
+    assert result.code == 0, result.err
+    assert [r["backend"] for r in json.loads(report_path.read_text())["results"]] == ["ort", "ort"]
+    # ... and its CPU release gate, ort fp32, is the reference itself: it judges nothing, so it is refused.
+    assert_one_line_error(cli("validate", out / "exported.onnx"), 2, "judges nothing on cpu")
 
 
 def test_torchscript_file_model_exports_with_the_legacy_exporter(cli, tmp_path):

@@ -139,8 +139,10 @@ def test_golden_files_are_checked_before_any_work(cli, golden, tmp_path):
     result = cli("compare", "convs", "--backends", "ort", "--inputs", golden / "in.npz", "--expected",
                  tmp_path / "one.npy")
     assert_one_line_error(result, 2, "not an .npz file of named outputs")
-    result = cli("compare", "convs", "--backends", "ort", "--save-outputs", tmp_path)
+    result = cli("compare", "convs", "--backends", "ort", "--save-outputs", tmp_path, "--save-inputs",
+                 tmp_path / "case.npz")
     assert_one_line_error(result, 2, "use a .npz file name")
+    assert not (tmp_path / "case.npz").exists()  # nothing written by a run that was refused
     (tmp_path / "dir.npz").mkdir()
     result = cli("compare", "convs", "--backends", "ort", "--save-outputs", tmp_path / "dir.npz")
     assert_one_line_error(result, 2, "is a directory")

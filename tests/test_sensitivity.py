@@ -157,6 +157,8 @@ def test_sensitivity_over_a_data_set_judges_every_sample(cli, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["baseline"]["samples"] == 2 and not report["baseline"]["passed"], report["baseline"]
     assert "1 of 2 inputs fail; b_bright.npz" in report["baseline"]["failures"][0]
+    failing = [t for t in report["search"] if t["failures"]]  # each trial names the sample, not a layer
+    assert failing and all("inputs fail; b_bright.npz:" in t["failures"][0] for t in failing), report["search"]
     assert all(layer["summary"] for layer in report["layers"])
     assert report["notes"] and report["notes"][0].startswith("1 of 3 samples could not be used")
     assert "c_small.npz" in report["notes"][0]

@@ -403,10 +403,10 @@ def analyze(
     module = session.module()
     reference = session.reference().outputs
     output_names = tuple(reference)
-    names, all_feeds, references = [session.inputs_source], [feeds], [reference]
+    sample_names, all_feeds, references = [session.inputs_source], [feeds], [reference]
     if dataset is not None:
         start = time.perf_counter()
-        names[0] = first.name
+        sample_names[0] = first.name
         read = list(dataset.dataset.samples(spec, after=first))
         more = [sample for sample in read if not sample.fault]
         unusable += [sample for sample in read if sample.fault]
@@ -417,7 +417,7 @@ def analyze(
                          + ("; ..." if len(unusable) > 3 else "") + ")")
         with progress.step(f"reference outputs of {len(more)} more samples"):
             references += reference_outputs(session, [sample.feeds for sample in more])
-        names += [sample.name for sample in more]
+        sample_names += [sample.name for sample in more]
         all_feeds += [sample.feeds for sample in more]
         seconds["references"] = time.perf_counter() - start
     tolerances = {name: _resolve_tolerance(spec, backend, precision, name, config) for name in output_names}
@@ -452,7 +452,7 @@ def analyze(
             return Trial(kept=kept, lowered=lowered, passed=False, score=math.inf,
                          failures=[f"could not build or run: {first_line(exc)}"],
                          seconds=time.perf_counter() - start)
-        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, names)
+        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, sample_names)
 
     try:
         candidates = lowering.candidates()
