@@ -111,6 +111,11 @@ def render(report: Report, console: Any | None = None) -> None:
             console.print(f"[yellow]{result.label}[/] {'* ' if not result.faithful else ''}{warning}")
     if dataset:
         _render_samples(report, dataset, console)
+    repeat = report.analysis.get("reference_repeat")
+    if repeat and repeat["identical"] and all(r.details.get("repeat", {}).get("identical", True) and
+                                              r.details.get("repeat", {}).get("builds_identical", True)
+                                              for r in report.results):
+        console.print(f"repeat: {repeat['runs']} runs of the reference and of every row gave identical outputs")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
