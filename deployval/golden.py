@@ -75,7 +75,8 @@ def load_expected(path: Path, inputs_sha256: str) -> dict[str, np.ndarray]:
             recorded = None
         if recorded and recorded != inputs_sha256:
             raise UsageError(f"--expected '{path}' was computed from other inputs (sha256 {recorded[:12]}…, these "
-                             f"are {inputs_sha256[:12]}…): give the same --inputs (or --seed) it was saved with")
+                             f"are {inputs_sha256[:12]}…): give the inputs it was saved with (--inputs or --seed; "
+                             "in a manifest, inputs or seed)")
     return arrays
 
 
