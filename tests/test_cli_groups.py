@@ -133,7 +133,8 @@ def test_compare_options_land_in_their_groups():
 def test_defaults_and_subclassed_fields():
     args = parse("compare", "m")
     assert args["src"] == ModelInputs("m") and args["tol"] == Tolerances() and args["cache"] == Cache()
-    assert (args["backends"], args["precisions"], args["device"]) == ("torch,torchscript,ort", "fp32", "cpu")
+    # --backends defaults per model (torch,torchscript,ort; ort for an ONNX file), when the model is known
+    assert (args["backends"], args["precisions"], args["device"]) == (None, "fp32", "cpu")
     debug = parse("debug", "m.onnx", "--atol", "0.5", "--html", "d.html", "-m", "a.*")
     assert type(debug["tol"]).__name__ == "LayerTolerances" and debug["tol"].atol == 0.5
     assert debug["files"].html == Path("d.html") and debug["modules"] == ["a.*"]
