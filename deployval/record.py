@@ -10,12 +10,34 @@ it, so the JSON headers `report merge` and the renderers read cannot drift apart
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 FORMAT_VERSION = "1.0"
 
 R = TypeVar("R", bound="RunRecord")
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A JSON report this deployval can read (its format's major version), or a UsageError saying why not."""
+    from .errors import UsageError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"report '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read report '{path}': {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"report '{path}' is not a deployval JSON report: {exc}") from None
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise UsageError(f"report '{path}' is not a deployval JSON report (no format_version)")
+    if str(data["format_version"]).split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        raise UsageError(f"report '{path}' has format {data['format_version']}; this deployval reads {FORMAT_VERSION}")
+    return data
 
 
 def utc_now() -> str:

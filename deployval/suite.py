@@ -9,13 +9,13 @@ and counts as one unsharded run.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import DeployvalError, ExitCode, UsageError
 from .manifest import Manifest, ManifestEntry
+from .record import read_report
 from .results import FORMAT_VERSION
 
 # Worst first: an accuracy failure is the strongest finding, then bad input, then "could not run".
@@ -95,17 +95,7 @@ def load_reports(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict
     errors: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"report '{path}' does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"report '{path}' is not a deployval JSON report: {exc}") from None
-        if not isinstance(data, dict) or "format_version" not in data:
-            raise UsageError(f"report '{path}' is not a deployval JSON report (no format_version)")
-        if str(data["format_version"]).split(".")[0] != FORMAT_VERSION.split(".")[0]:
-            raise UsageError(f"report '{path}' has format {data['format_version']}; this deployval reads "
-                             f"{FORMAT_VERSION}")
+        data = read_report(path)
         items = data["reports"] if data.get("kind") == "suite" else [data]
         for item in items:
             entry = item.get("entry") or item["model"]["name"]

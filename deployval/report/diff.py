@@ -11,7 +11,6 @@ are listed for information. Pure: it reads two loaded report dicts and returns a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..record import FORMAT_VERSION
+from ..record import FORMAT_VERSION, read_report
 from .formatting import fmt, fmt_ms, number
 
 REGRESSION, IMPROVEMENT, INFO = "regression", "improvement", "info"
@@ -126,19 +125,7 @@ class ReportDiff:
 
 def load_report(path: Path) -> dict[str, Any]:
     """A compare/validate or suite JSON report, or a UsageError that says why it cannot be diffed."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"report '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read report '{path}': {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"report '{path}' is not a deployval JSON report: {exc}") from None
-    if not isinstance(data, dict) or "format_version" not in data:
-        raise UsageError(f"report '{path}' is not a deployval JSON report (no format_version)")
-    if str(data["format_version"]).split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise UsageError(f"report '{path}' has format {data['format_version']}; this deployval reads {FORMAT_VERSION}")
+    data = read_report(path)
     kind = data.get("kind")
     if kind not in (None, "suite"):
         raise UsageError(f"report '{path}' is a {kind} report; diff compares compare, validate and suite reports")
