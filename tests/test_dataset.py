@@ -113,21 +113,30 @@ def test_memory_stays_bounded_by_one_sample(tmp_path):
     assert large - small < 40, (small, large, held)  # MB
 
 
-def test_labels_score_the_reference_and_every_row(cli, tmp_path):
-    """A trained MNIST CNN over labelled digit images: top-1 of the reference as computed directly, and
-    of each row; the drop is gated."""
+def _digit_set(tmp_path, count, seed):
+    """`count` generated digits as tmp_path/digits/dNN.npy (the trained MNIST CNN's inputs) and their labels;
+    skipped where digit-recognizer-py is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("digit_recognizer") is None:
         pytest.skip("digit-recognizer-py (requirements/models.txt) is not installed")
-    import torch
-    from real_models import digit_images, digits
+    from real_models import digit_images
 
-    images, labels = digit_images(12, seed=3)
+    images, labels = digit_images(count, seed=seed)
     data = tmp_path / "digits"
     data.mkdir()
     for i, image in enumerate(images):
         np.save(data / f"d{i:02d}.npy", image[None])
+    return data, images, labels
+
+
+def test_labels_score_the_reference_and_every_row(cli, tmp_path):
+    """A trained MNIST CNN over labelled digit images: top-1 of the reference as computed directly, and
+    of each row; the drop is gated."""
+    data, images, labels = _digit_set(tmp_path, 12, seed=3)
+    import torch
+    from real_models import digits
+
     (tmp_path / "labels.csv").write_text("sample,label\n" + "".join(f"d{i:02d}.npy,{int(y)}\n"
                                                                   for i, y in enumerate(labels)))
     with torch.inference_mode():
@@ -218,17 +227,7 @@ def test_images_go_through_the_declared_preprocessing(cli, tmp_path):
 
 def test_the_weight_sweep_over_a_labelled_set(cli, tmp_path):
     """precision --sweep --dataset --labels: each bit width's mean over the samples and its top-1."""
-    import importlib.util
-
-    if importlib.util.find_spec("digit_recognizer") is None:
-        pytest.skip("digit-recognizer-py (requirements/models.txt) is not installed")
-    from real_models import digit_images
-
-    images, labels = digit_images(10, seed=4)
-    data = tmp_path / "digits"
-    data.mkdir()
-    for i, image in enumerate(images):
-        np.save(data / f"d{i:02d}.npy", image[None])
+    data, _, labels = _digit_set(tmp_path, 10, seed=4)
     (tmp_path / "labels.json").write_text(json.dumps({f"d{i:02d}": int(y) for i, y in enumerate(labels)}))
     report_path = tmp_path / "sweep.json"
     result = cli("precision", "real_models:digits", "--sweep", "--bits", "2,8", "--dataset", data, "--labels",

@@ -376,6 +376,7 @@ def analyze(
     """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep. With
     `dataset` (dataset_run.DatasetOptions), every trial is judged on each of its samples (a trial
     passes only when all do) and the proposal is verified over the whole set."""
+    from ..judging import row_tolerance
     from ..pipeline import compare
     from ..session import Session
 
@@ -420,7 +421,8 @@ def analyze(
         sample_names += [sample.name for sample in more]
         all_feeds += [sample.feeds for sample in more]
         seconds["references"] = time.perf_counter() - start
-    tolerances = {name: _resolve_tolerance(spec, backend, precision, name, config) for name in output_names}
+    # the tolerance the pipeline would apply to this backend's row
+    tolerances = {name: row_tolerance(spec, backend, precision, name, config) for name in output_names}
 
     lowering: Lowering
     if precision == "int8":
@@ -569,13 +571,6 @@ def reference_outputs(session: Any, samples: Sequence[Mapping[str, np.ndarray]])
 
 def _sortable(score: float) -> float:
     return 1e300 if not math.isfinite(score) else score
-
-
-def _resolve_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
-    """The tolerance the pipeline would apply to this backend's row."""
-    from ..judging import row_tolerance
-
-    return row_tolerance(spec, backend, precision, output, config)
 
 
 def _node_modules(raw_path: Path, module: Any) -> dict[str, str]:
