@@ -23,7 +23,7 @@ def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int
 
 def compare(
     model: str | Path | ModelSpec,
-    backends: Sequence[str] = ("torch", "torchscript", "ort"),
+    backends: Sequence[str] | None = None,
     precisions: Sequence[str] = ("fp32",),
     *,
     inputs: Mapping[str, Any] | str | Path | None = None,
@@ -36,15 +36,16 @@ def compare(
     """Compare `model` (a zoo name, "pkg.module:factory", a file, or a ModelSpec) across backends.
 
     `config` takes RunConfig fields (device, seed, atol, rtol, iterations, time_budget_s, ...). The
-    report is true when every check passed. `expected`: golden outputs (.npz) to judge every row
+    report is true when every check passed. `backends` defaults to torch, torchscript and ort (ort for an
+    ONNX file). `expected`: golden outputs (.npz) to judge every row
     against; `save_outputs`: where to write the reference's (as `compare --expected/--save-outputs`).
     """
     from .pipeline import compare as run
 
     spec = _spec(model, input_shapes, checkpoint)
     settings = {**spec.run_defaults, **config}
-    return run(spec, tuple(backends), tuple(precisions), RunConfig(**settings), inputs=inputs,
-               expected=Path(expected) if expected is not None else None,
+    return run(spec, None if backends is None else tuple(backends), tuple(precisions), RunConfig(**settings),
+               inputs=inputs, expected=Path(expected) if expected is not None else None,
                save_outputs=Path(save_outputs) if save_outputs is not None else None)
 
 

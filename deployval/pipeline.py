@@ -63,7 +63,7 @@ class Invocation:
 
 def compare(
     spec: ModelSpec,
-    backends: Sequence[str] = ("torch", "torchscript", "ort"),
+    backends: Sequence[str] | None = None,
     precisions: Sequence[str] = ("fp32",),
     config: RunConfig | None = None,
     *,
@@ -91,6 +91,7 @@ def compare(
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    backends = default_backends(spec) if backends is None else backends
     jobs = _plan(spec, backends, precisions, config.device, gate)
     if gate is not None and expected is None:
         _check_gate_judges(spec, jobs, gate, config.device)
@@ -201,6 +202,12 @@ def compare(
     if any(not r.faithful for r in report.results if r.status in (PASS, FAIL)):
         report.warnings.append("some results are not faithful to their precision's arithmetic (see each row)")
     return report
+
+
+def default_backends(spec: ModelSpec) -> tuple[str, ...]:
+    """What runs when no backends are named: every CPU runtime the model can take (torch cannot run an
+    ONNX file)."""
+    return ("ort",) if spec.kind == "onnx" else ("torch", "torchscript", "ort")
 
 
 def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], device: str,

@@ -61,7 +61,7 @@ class ReportWriteError(DeployvalError):
     exit_code = ExitCode.BACKEND
 
 
-def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[str, ...],
+def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[str, ...] | None,
                    precisions: tuple[str, ...], gate: tuple[str, ...] | None, save_inputs: Path | None,
                    display: Display, invocation: Any, files: ReportFiles, dataset: Any = None,
                    save_outputs: Path | None = None, expected: Path | None = None) -> int:

@@ -24,8 +24,6 @@ from .groups import (
 )
 from .validate import run_each
 
-DEFAULT_BACKENDS = "torch,torchscript,ort"
-
 
 @grouped
 def compare_command(
@@ -52,7 +50,8 @@ def compare_command(
     from ..backends.base import backend_entries
     from ..spec import PRECISIONS, parse_list
 
-    backend_list = parse_list(backends or DEFAULT_BACKENDS, "backend", tuple(backend_entries()))
+    # None: the model's default (pipeline.default_backends)
+    backend_list = parse_list(backends, "backend", tuple(backend_entries())) if backends is not None else None
     precision_list = parse_list(precisions, "precision", PRECISIONS)
     files.check()
     dataset = data.options(src.allow_nonfinite_inputs)
@@ -66,12 +65,11 @@ def compare_command(
     def run_one(spec: Any, files: ReportFiles) -> int:
         spec, options = data.for_spec(spec, dataset, src)
         config = run_config(spec, settings)
-        chosen = backend_list if backends or spec.kind != "onnx" else ("ort",)  # torch cannot run an ONNX file
         invocation = src.invocation(spec, config, *export.args(), *data.args())
         if expected is not None:  # a reproduction judges against the same outputs
             invocation.run_args = (*invocation.run_args, "--expected", str(expected))
         return common.run_and_report(
-            spec, src, config, backends=chosen, precisions=precision_list, gate=None, save_inputs=save_inputs,
+            spec, src, config, backends=backend_list, precisions=precision_list, gate=None, save_inputs=save_inputs,
             display=display, invocation=invocation, files=files, dataset=options, save_outputs=save_outputs,
             expected=expected)
 
