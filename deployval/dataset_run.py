@@ -25,7 +25,7 @@ from . import inputs as inputs_mod
 from .backends.base import Runner
 from .dataset import Dataset, Sample
 from .errors import DeployvalError, first_line
-from .execution import infer_once
+from .execution import host_outputs
 from .labels import Labels
 from .metrics import OutputComparison, compare_output, label_metrics
 from .progress import Progress
@@ -247,8 +247,7 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
     assert sample.feeds is not None
     verdict = SampleVerdict(sample.name)
     try:
-        ref = reference.to_host(infer_once(reference, inputs_mod.adapt_for_backend(
-            sample.feeds, reference.input_dtypes(), reference.name)))
+        ref = host_outputs(reference, sample.feeds)
     except DeployvalError as exc:  # nothing to judge the rows against: a fault of this sample
         verdict.fault = f"the reference failed on it: {exc.one_line()}"
         return verdict
@@ -263,8 +262,7 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
     for name, runner, tolerances in rows:
         error, comparisons = "", []
         try:
-            feeds = inputs_mod.adapt_for_backend(sample.feeds, runner.input_dtypes(), runner.name)
-            outputs = runner.to_host(infer_once(runner, feeds))
+            outputs = host_outputs(runner, sample.feeds)
             if scorer is not None and label is not None:
                 verdict.row_scores[name] = scorer.score(outputs, label)
             if compare:

@@ -49,6 +49,12 @@ def infer_once(runner: Runner, feeds: Mapping[str, np.ndarray]) -> Any:
     return outputs
 
 
+def host_outputs(runner: Runner, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An active runner's named outputs on the host, for inputs not yet in the dtypes it takes."""
+    prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
+    return runner.to_host(infer_once(runner, prepared))
+
+
 def time_runner(runner: Runner, feeds: Mapping[str, np.ndarray], config: RunConfig,
                 first_run_s: float) -> tuple[LatencyStats, dict[str, float]]:
     """Warm-ups and timed runs after the correctness run (which was the first warm-up)."""

@@ -555,16 +555,13 @@ def analyze(
 
 def reference_outputs(session: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """The reference's outputs for more inputs, its runner loaded once."""
-    from .. import inputs as inputs_mod
-    from ..execution import infer_once
+    from ..execution import host_outputs
     from ..reference import reference_runner
 
     runner = reference_runner(session.spec, session.module, session.config)
     runner.activate()
     try:
-        return [runner.to_host(infer_once(runner, inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(),
-                                                                                runner.name)))
-                for feeds in samples]
+        return [host_outputs(runner, feeds) for feeds in samples]
     finally:
         runner.deactivate()
 
