@@ -82,14 +82,15 @@ class Dataset:
     def files(self) -> list[Path]:
         return sample_files(self.directory, "--dataset", self.limit)
 
-    def first(self, spec: ModelSpec) -> tuple[Path, list[Sample]]:
-        """The first sample that can be read (it defines the run's shapes, as --inputs would), and the
-        faults of the files before it. No usable sample at all is a usage error."""
+    def first(self, spec: ModelSpec) -> tuple[Path, list[Sample], Path | dict[str, np.ndarray]]:
+        """The first sample that can be read (it defines the run's shapes, as --inputs would), the faults
+        of the files before it, and what the run begins with (`run_inputs`). No usable sample at all is a
+        usage error."""
         faults = []
         for path in self.files():
             sample = self._read(path, spec, exact_shapes=False)
             if not sample.fault:
-                return path, faults
+                return path, faults, self.run_inputs(path, spec)
             faults.append(sample)
         reasons = "; ".join(f"{s.name}: {s.fault}" for s in faults[:3])
         raise UsageError(f"--dataset '{self.directory}': no sample can be used ({reasons})")

@@ -104,8 +104,7 @@ def compare(
     if dataset is not None and dataset.dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
-        first_sample, faults = dataset.dataset.first(spec)
-        inputs = dataset.dataset.run_inputs(first_sample, spec)
+        first_sample, faults, inputs = dataset.dataset.first(spec)
     # Inputs: made or loaded once; the spec follows the shapes of loaded inputs.
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)

@@ -92,8 +92,7 @@ def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, j
     samples: list[Any] = []
     scorer = None
     if dataset is not None:
-        first, _ = dataset.dataset.first(spec)
-        inputs = dataset.dataset.run_inputs(first, spec)
+        first, _, inputs = dataset.dataset.first(spec)
     session = Session(spec, RunConfig(seed=src.seed), inputs, allow_nonfinite=src.allow_nonfinite_inputs,
                       trust_checkpoint=src.trust_checkpoint, progress=progress)
     spec = session.spec

@@ -393,8 +393,7 @@ def analyze(
     if dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
-        first, unusable = dataset.dataset.first(spec)
-        inputs = dataset.dataset.run_inputs(first, spec)
+        first, unusable, inputs = dataset.dataset.first(spec)
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
     spec, feeds = session.spec, session.feeds
