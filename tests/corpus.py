@@ -18,13 +18,36 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What one case's command did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.startswith("deployval: error:")]
+
+    @property
+    def verdict_line(self) -> str:
+        """The last console line that states a verdict (PASS/FAIL/ERROR/INCOMPLETE ... exit code N)."""
+        lines = [ln for ln in self.out.splitlines() if "exit code" in ln
+                 and ln.split(" ", 1)[0] in ("PASS", "FAIL", "ERROR", "INCOMPLETE")]
+        return lines[-1] if lines else ""
+
+
+@dataclass(frozen=True)
 class Case:
     id: str
     what: str  # the bad input or fault, for the table
     build: Callable[[Path], list[str]]
     code: int
-    fragment: str  # must appear in the error line
+    fragment: str  # must appear in the error line (or, for a verdict case, in the verdict line)
     fault: bool = False  # an injected fault rather than a bad input
+    error_line: bool = True  # exactly one error line on stderr; False: a verdict case, judged by its verdict line
+    run: Callable[[Path, list[str]], Outcome] | None = None  # how to run it when main() in-process cannot
+    check: Callable[[Path, Outcome], None] | None = None  # what else must hold afterwards (reports, files)
 
 
 def _onnx_model(tmp: Path, name: str, node_op: str = "Relu", domain: str = "", external: bool = False) -> Path:
