@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -168,14 +169,31 @@ def library_versions() -> dict[str, str | None]:
 
 
 def check_writable(path: Path, what: str) -> None:
-    """Refuse a report path that cannot be written before any long work starts."""
+    """Refuse a report path that cannot be written before any long work starts. Permission bits do not
+    say it (root passes every access check, /proc refuses new files): the writer's own first step, a temp
+    file next to the target, is made and removed here."""
     from .errors import UsageError
 
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UsageError(f"{what} path '{path}' is a directory, not a file")
-    if not parent.exists():
-        raise UsageError(f"cannot write {what} '{path}': directory '{parent}' does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {what} '{path}': permission denied")
+    try:
+        if path.is_dir():
+            raise UsageError(f"{what} path '{path}' is a directory, not a file")
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise UsageError(f"cannot write {what} '{path}': it is not a regular file (a device, pipe or socket)")
+        if not parent.exists():
+            raise UsageError(f"cannot write {what} '{path}': directory '{parent}' does not exist")
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {what} '{path}': '{parent}' is not a directory")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"cannot write {what} '{path}': permission denied")
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} '{path}': no file can be created in '{parent}' "
+                         f"({exc.strerror or exc})") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zipfile
+import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,7 @@ INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
 def make_inputs(specs: Sequence[InputSpec], seed: int) -> dict[str, np.ndarray]:
     """Uniform random values in each input's [low, high), drawn in spec order from one seed."""
+    check_allocatable(specs)
     rng = np.random.default_rng(seed)
     inputs: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -34,6 +37,84 @@ def make_inputs(specs: Sequence[InputSpec], seed: int) -> dict[str, np.ndarray]:
             value = rng.uniform(spec.low, spec.high, size=spec.shape).astype(_np_dtype(spec.dtype))
         inputs[spec.name] = value
     return inputs
+
+
+GIB = float(1 << 30)
+
+
+def input_bytes(specs: Sequence[InputSpec]) -> tuple[int, int]:
+    """(bytes of the values, peak bytes while make_inputs makes them): float and bool values are drawn
+    in float64 first, so the largest such draw is held next to the values."""
+    values, draw = 0, 0
+    for spec in specs:
+        count = math.prod(spec.shape)
+        values += count * (2 if spec.dtype == "bfloat16" else np.dtype(spec.dtype).itemsize)
+        if spec.dtype == "bool" or not spec.is_integer:
+            draw = max(draw, count * 8)
+    return values, values + draw
+
+
+def check_allocatable(specs: Sequence[InputSpec], available: int | None = None) -> None:
+    """Refuse, before anything is allocated, inputs this machine's memory cannot hold (a typo such as
+    1x3x50000x40000 would otherwise end in a MemoryError, or in the kernel's OOM killer)."""
+    values, peak = input_bytes(specs)
+    if available is None:
+        available = memory_available()
+    if available is None or peak <= available:
+        return
+    shapes = ", ".join(f"{s.name}={format_shape(s.shape)}:{s.dtype}" for s in specs)
+    total = memory_total()
+    has = f"{available / GIB:.1f} GiB available" + (f" of {total / GIB:.1f} GiB" if total else "")
+    drawn = ", drawn in float64" if peak > values else ""
+    raise UsageError(f"inputs {shapes} need {peak / GIB:.1f} GiB of memory to make ({values / GIB:.1f} GiB of "
+                     f"values{drawn}); this machine has {has}: give smaller input shapes")
+
+
+def memory_available() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, bounded by a cgroup's (a container's) limit."""
+    found = _meminfo("MemAvailable")
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            found = None
+    limit = _cgroup_room()
+    if limit is not None:
+        found = limit if found is None else min(found, limit)
+    return found
+
+
+def memory_total() -> int | None:
+    found = _meminfo("MemTotal")
+    if found is None:
+        try:
+            found = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+    return found
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                name, _, rest = line.partition(":")
+                if name == key:
+                    return int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """What a cgroup v2 memory limit leaves (memory.max - memory.current), or None without a limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        return None
 
 
 def _np_dtype(dtype: str) -> np.dtype:
@@ -73,12 +154,12 @@ def read_inputs_file(path: Path, names: Sequence[str] = (), trust_pickle: bool =
             loaded = {names[0]: array}
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
-                loaded = {key: archive[key] for key in archive.files}
+                loaded = {key: _member(path, archive, key) for key in archive.files}
         else:
             loaded = _load_torch_inputs(path, names, trust_pickle)
     except UsageError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # numpy's readers raise many kinds (TokenError, SyntaxError, zlib.error, ...)
         raise UsageError(f"cannot read inputs file '{path}': {_short(exc)}") from None
     return loaded
 
@@ -94,7 +175,7 @@ def _load_torch_inputs(path: Path, names: list[str], trust_pickle: bool) -> dict
         raise UsageError(
             f"inputs file '{path}' needs arbitrary code to load (it is not plain tensors): {_short(exc)}"
         ) from None
-    except RuntimeError as exc:
+    except Exception as exc:  # a damaged archive: zipfile, EOF and pickle errors of every kind
         raise UsageError(f"cannot read inputs file '{path}': {_short(exc)}") from None
     if isinstance(obj, torch.Tensor):
         obj = {names[0] if names else "": obj} if len(names) <= 1 else obj
@@ -129,9 +210,19 @@ def file_input_shapes(path: Path) -> list[InputShapeArg]:
     return shapes
 
 
+def _member(path: Path, archive: Any, key: str) -> np.ndarray:
+    """One array of an .npz, a damaged one named."""
+    try:
+        return archive[key]
+    except Exception as exc:
+        raise UsageError(f"cannot read inputs file '{path}': array '{key}': {_short(exc)}") from None
+
+
 def _short(exc: BaseException) -> str:
+    """The first line of a reader's error; the type too where the message alone says little (TokenError)."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    return line if isinstance(exc, (ValueError, OSError, EOFError)) else f"{type(exc).__name__}: {line}"
 
 
 def check_inputs(

@@ -491,6 +491,7 @@ class RunConfig:
 # ---------------------------------------------------------------------------- parsing helpers
 
 _SHAPE_RE = re.compile(r"^\d+(x\d+)*$")
+INT64_MAX = 2**63 - 1
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -498,7 +499,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
     cleaned = text.strip().lower().replace("×", "x").replace(",", "x")
     if not _SHAPE_RE.match(cleaned):
         raise UsageError(f"bad shape '{text}': expected dimensions joined by 'x', e.g. 1x3x224x224")
-    shape = tuple(int(d) for d in cleaned.split("x"))
+    digits = [d.lstrip("0") or "0" for d in cleaned.split("x")]
+    if any(len(d) > 19 or int(d) > INT64_MAX for d in digits):  # int() itself refuses 4300 digits
+        raise UsageError(f"bad shape '{text[:60]}': a dimension beyond int64 ({INT64_MAX}) cannot be a tensor's")
+    shape = tuple(int(d) for d in digits)
     if any(d == 0 for d in shape):
         raise UsageError(f"bad shape '{text}': dimensions must be at least 1")
     return shape

@@ -2,6 +2,115 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
 from corpus import Case
 
-CASES: list[Case] = []
+X = (1, 3, 32, 32)
+
+
+def _text(tmp: Path, name: str, text: str) -> Path:
+    (tmp / name).write_text(text)
+    return tmp / name
+
+
+def _json(tmp: Path, name: str, data: object) -> Path:
+    return _text(tmp, name, json.dumps(data))
+
+
+def _npy_header_token_error(tmp: Path, name: str) -> Path:
+    """An .npz whose x.npy header has an unclosed bracket: numpy's header parser raises TokenError."""
+    with zipfile.ZipFile(tmp / name, "w") as archive:
+        archive.writestr("x.npy", _npy_header_bytes())
+    return tmp / name
+
+
+def _npy_header_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(X, np.float32))
+    data = buffer.getvalue()
+    length = int.from_bytes(data[8:10], "little")
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': ((1, 3, 32, 32), }"
+    header = header + b" " * (length - len(header) - 1) + b"\n"
+    return data[:10] + header + data[10 + length:]
+
+
+def _report(**changes: object) -> dict[str, object]:
+    """A minimal well-formed compare report, changed as the case needs."""
+    report: dict[str, object] = {
+        "format_version": "1.0", "model": {"name": "convs"},
+        "results": [{"backend": "torch", "precision": "fp32", "status": "reference"},
+                    {"backend": "ort", "precision": "fp32", "status": "pass"}],
+        "summary": {"verdict": "PASS", "exit_code": 0},
+    }
+    report.update(changes)
+    return report
+
+
+def _deep_report(tmp: Path) -> list[str]:
+    path = _text(tmp, "deep.json", "[" * 100_000 + "]" * 100_000)
+    return ["report", "merge", str(path)]
+
+
+def _manifest(tmp: Path, body: str, name: str = "deployval.toml") -> list[str]:
+    path = _text(tmp, name, '[[model]]\nmodel = "convs"\nbackends = ["torch", "ort"]\n' + body)
+    return ["validate", "--all", "--manifest", str(path)]
+
+
+CASES: list[Case] = [
+    Case("inputs-npz-bad-header", "an .npz whose .npy header does not parse (numpy raises TokenError)",
+         lambda t: ["compare", "convs", "--inputs", str(_npy_header_token_error(t, "i.npz"))], 2,
+         "cannot read inputs file"),
+    Case("inputs-npy-bad-header", "a .npy whose header does not parse",
+         lambda t: ["compare", "convs", "--inputs", str(_file(t, "i.npy", _npy_header_bytes()))], 2,
+         "TokenError"),
+    Case("shape-beyond-memory", "--input-shape x=1x3x5000000x4000000 (hundreds of TiB of inputs)",
+         lambda t: ["compare", "convs", "--input-shape", "x=1x3x5000000x4000000"], 2, "GiB available"),
+    Case("shape-beyond-int64", "--input-shape x=99999999999999999999x3 (a dimension beyond int64)",
+         lambda t: ["compare", "convs", "--input-shape", "x=99999999999999999999x3"], 2, "beyond int64"),
+    Case("shape-5000-digits", "a dimension of 5,000 digits (int() refuses to parse it)",
+         lambda t: ["compare", "convs", "--input-shape", "x=1x" + "9" * 5000], 2, "beyond int64"),
+    Case("report-nested-deeply", "report merge of a JSON file nested 100,000 levels deep", _deep_report, 2,
+         "nested too deeply"),
+    Case("report-diff-nested-deeply", "report diff of a JSON file nested 100,000 levels deep",
+         lambda t: ["report", "diff", str(_json(t, "a.json", _report())), _deep_report(t)[2]], 2,
+         "nested too deeply"),
+    Case("report-newer-format", "a report of format 1.7 (this deployval writes 1.0)",
+         lambda t: ["report", "merge", str(_json(t, "r.json", _report(format_version="1.7")))], 2,
+         "has format 1.7, newer than the 1.0"),
+    Case("report-format-not-a-version", "a report whose format_version is a number, not '1.0'",
+         lambda t: ["report", "merge", str(_json(t, "r.json", _report(format_version=1)))], 2,
+         "has format 1; this deployval reads 1.0"),
+    Case("report-merge-no-model", "report merge of a report that names no model",
+         lambda t: ["report", "merge", str(_json(t, "r.json", _report(model=None)))], 2, "names no model"),
+    Case("report-merge-no-summary", "report merge of a report without its summary",
+         lambda t: ["report", "merge", str(_json(t, "r.json", _report(summary=None)))], 2,
+         "no summary with its verdict and exit code"),
+    Case("report-merge-suite-of-numbers", "report merge of a suite whose reports are numbers",
+         lambda t: ["report", "merge", str(_json(t, "r.json", {"format_version": "1.0", "kind": "suite",
+                                                                   "reports": [1], "errors": []}))], 2,
+         "not an object with a 'results' list"),
+    Case("report-merge-debug-report", "report merge of a debug report",
+         lambda t: ["report", "merge", str(_json(t, "r.json", _report(kind="debug")))], 2, "is a debug report"),
+    Case("report-not-utf8", "a report in Latin-1",
+         lambda t: ["report", "merge", str(_file(t, "r.json", b'{"format_version": "1.0\xe9"}'))], 2, "not UTF-8"),
+    Case("report-is-a-device", "report merge /dev/zero (would be read forever)",
+         lambda t: ["report", "merge", "/dev/zero"], 2, "is a device"),
+    Case("json-report-in-proc", "--json /proc/version (a file no one can replace)",
+         lambda t: ["compare", "convs", "--json", "/proc/version"], 2, "no file can be created in '/proc'"),
+    Case("json-report-dev-null", "--json /dev/null (a device: it would be replaced by a file)",
+         lambda t: ["compare", "convs", "--json", "/dev/null"], 2, "not a regular file"),
+    Case("json-report-under-a-file", "--json under a path that is a file",
+         lambda t: ["compare", "convs", "--json", str(_text(t, "f", "") / "r.json")], 2, "is not a directory"),
+    Case("json-report-name-too-long", "--json with a 251-character file name",
+         lambda t: ["compare", "convs", "--json", str(t / ("a" * 246 + ".json"))], 2, "File name too long"),
+]
+
+
+def _file(tmp: Path, name: str, content: bytes) -> Path:
+    (tmp / name).write_bytes(content)
+    return tmp / name
