@@ -21,18 +21,20 @@ The whole manifest is checked before anything runs, so a typo fails in a second,
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .spec import PRECISIONS, InputShapeArg, ModelSpec, Tolerance, ToleranceTable
+from .spec import DEVICES, PRECISIONS, InputShapeArg, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
               "precisions", "device", "tolerances", "seed", "iterations", "time_budget"}
 DEFAULT_MANIFEST = "deployval.toml"
+FRACTIONS = ("cosine", "argmax_agreement", "dice_drop", "topk_drop", "mismatch")  # bounds on shares, at most 1
 
 
 @dataclass(frozen=True)
@@ -108,17 +110,26 @@ def _toml(path: Path) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
+    if path.is_dir():
+        raise UsageError(f"manifest '{path}' is a directory; give the .toml file")
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise UsageError(f"manifest '{path}' does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest '{path}': {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"manifest '{path}' is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"manifest '{path}' is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"manifest '{path}' is nested too deeply to read") from None
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and check a manifest; every problem is one UsageError naming the entry and the key."""
+    """Read and check a manifest; every problem is one UsageError naming the entry, the key, what the
+    key takes and the value it was given."""
     path = Path(path)
     data = _toml(path)
     unknown_top = set(data) - {"defaults", "model"}
@@ -126,10 +137,14 @@ def load_manifest(path: str | Path) -> Manifest:
         raise UsageError(f"manifest '{path}': unknown section(s) {', '.join(sorted(unknown_top))} "
                          "(expected [defaults] and [[model]])")
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise UsageError(f"manifest '{path}': 'defaults' must be a table ([defaults]), not {_shown(defaults)}")
     models = data.get("model", [])
-    if not isinstance(models, list) or not models:
+    if not isinstance(models, list) or any(not isinstance(m, Mapping) for m in models):
+        raise UsageError(f"manifest '{path}': models are [[model]] entries (an array of tables), not {_shown(models)}")
+    if not models:
         raise UsageError(f"manifest '{path}' lists no models (add [[model]] entries)")
-    entries = [_entry(path, index, {**defaults, **raw}) for index, raw in enumerate(models, start=1)]
+    entries = [_entry(path, index, defaults, raw) for index, raw in enumerate(models, start=1)]
     ids = [e.id for e in entries]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -137,21 +152,27 @@ def load_manifest(path: str | Path) -> Manifest:
     return Manifest(path, tuple(entries))
 
 
-def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
-    where = f"manifest '{path}', model #{index}"
+def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str, Any]) -> ManifestEntry:
+    raw = {**defaults, **own}
+    name = next((raw[k] for k in ("id", "model") if isinstance(raw.get(k), str) and raw[k]), None)
+    where = f"manifest '{path}', model #{index}" + (f" ({name})" if name else "")
     unknown = set(raw) - ENTRY_KEYS
     if unknown:
         known = ", ".join(sorted(ENTRY_KEYS))
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {known})")
     if not isinstance(raw.get("model"), str) or not raw["model"]:
+        if "model" in raw:
+            raise _wrong(where, "model", "a registered name, pkg.module:factory or a file", raw["model"])
         raise UsageError(f"{where}: 'model' is missing (a registered name, pkg.module:factory or a file)")
+    check = _Checker(where, defaults, own)
     base = path.parent
 
-    def local(value: Any, key: str) -> str | None:
+    def local(key: str) -> str | None:
+        value = raw.get(key)
         if value is None:
             return None
-        if not isinstance(value, str):
-            raise UsageError(f"{where}: '{key}' must be a path string")
+        if not isinstance(value, str) or not value:
+            raise check.wrong(key, "a path (a string)", value)
         resolved = (base / value) if not Path(value).is_absolute() else Path(value)
         if not resolved.exists():
             raise UsageError(f"{where}: {key} '{value}' does not exist (paths are relative to the manifest)")
@@ -159,65 +180,170 @@ def _entry(path: Path, index: int, raw: Mapping[str, Any]) -> ManifestEntry:
 
     model = raw["model"]
     if model.endswith((".onnx", ".pt", ".pth", ".ts")) and not Path(model).is_absolute():
-        model = local(model, "model") or model
+        model = local("model") or model
+    backends = check.backends()
+    known = f"backends {', '.join(backends)}; precisions {', '.join(PRECISIONS)}"
     entry = ManifestEntry(
-        id=str(raw.get("id") or raw["model"]),
+        id=check.string("id") or raw["model"],
         model=model,
-        checkpoint=local(raw.get("checkpoint"), "checkpoint"),
-        inputs=local(raw.get("inputs"), "inputs"),
-        expected=local(raw.get("expected"), "expected"),
-        input_shapes={k: _shape(where, k, v) for k, v in _table(where, raw, "input_shapes").items()},
-        input_ranges={k: _range(where, k, v) for k, v in _table(where, raw, "input_ranges").items()},
-        gate=_strings(where, raw, "gate"),
-        backends=_strings(where, raw, "backends"),
-        precisions=_strings(where, raw, "precisions"),
-        device=str(raw.get("device", "cpu")),
-        tolerances={k: _tolerance(where, k, v) for k, v in _table(where, raw, "tolerances").items()},
-        seed=int(raw.get("seed", 0)),
-        iterations=raw.get("iterations"),
-        time_budget=raw.get("time_budget"),
+        checkpoint=local("checkpoint"),
+        inputs=local("inputs"),
+        expected=local("expected"),
+        input_shapes={k: check.shape(k, v) for k, v in check.table("input_shapes").items()},
+        input_ranges={k: check.range(k, v) for k, v in check.table("input_ranges").items()},
+        gate=check.strings("gate", "backend:precision", known, lambda v: _gate_item(v, backends)),
+        backends=check.strings("backends", "backend", ", ".join(backends), lambda v: v in backends),
+        precisions=check.strings("precisions", "precision", ", ".join(PRECISIONS), lambda v: v in PRECISIONS),
+        device=check.choice("device", DEVICES) or "cpu",
+        tolerances={k: check.tolerance(k, v, backends) for k, v in check.table("tolerances").items()},
+        seed=check.integer("seed", "an integer >= 0 (the random inputs' seed)") or 0,
+        iterations=check.integer("iterations", "an integer >= 0 (timed runs)"),
+        time_budget=check.seconds("time_budget"),
     )
-    for precision in entry.precisions or ():
-        if precision not in PRECISIONS:
-            raise UsageError(f"{where}: unknown precision '{precision}' ({', '.join(PRECISIONS)})")
     if entry.gate is not None and entry.backends is not None:
         raise UsageError(f"{where}: give either 'gate' or 'backends' (with 'precisions'), not both")
     return entry
 
 
-def _table(where: str, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{where}: '{key}' must be a table")
-    return value
+def _gate_item(text: str, backends: Sequence[str]) -> bool:
+    backend, sep, precision = text.partition(":")
+    return bool(sep) and backend in backends and precision in PRECISIONS
 
 
-def _strings(where: str, raw: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
-        raise UsageError(f"{where}: '{key}' must be a non-empty list of strings")
-    return tuple(value)
+def _kind(value: Any) -> str:
+    """What TOML type a value is, as its error line names it."""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                       (list, "a list"), (Mapping, "a table")):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"  # TOML dates and times
 
 
-def _shape(where: str, name: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and d > 0 for d in value):
-        raise UsageError(f"{where}: input_shapes.{name} must be a list of positive integers")
-    return tuple(value)
+def _shown(value: Any) -> str:
+    text = _toml_text(value)
+    return f"{text[:80]}{'...' if len(text) > 80 else ''} ({_kind(value)})"
 
 
-def _range(where: str, name: str, value: Any) -> tuple[float, float]:
-    if not (isinstance(value, list) and len(value) == 2 and value[1] > value[0]):
-        raise UsageError(f"{where}: input_ranges.{name} must be [low, high] with high > low")
-    return float(value[0]), float(value[1])
+def _toml_text(value: Any) -> str:
+    """A value as it would be written in TOML (true, not True; a table as { key = value })."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_text(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_text(v)}" for k, v in value.items()) + " }"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
-def _tolerance(where: str, pattern: str, value: Any) -> Tolerance:
-    known = {f.name for f in fields(Tolerance)}
-    if not isinstance(value, Mapping) or set(value) - known:
-        raise UsageError(f"{where}: tolerances.'{pattern}' must be a table of {', '.join(sorted(known))}")
-    return Tolerance(**{k: float(v) for k, v in value.items()})
+def _wrong(where: str, key: str, expected: str, value: Any) -> UsageError:
+    return UsageError(f"{where}: {key if '.' in key else repr(key)} must be {expected}, not {_shown(value)}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+@dataclass(frozen=True)
+class _Checker:
+    """Each key's type and range, checked for one entry; an error names the key (and [defaults] when the
+    value came from there), what it takes and what it was given."""
+
+    where: str
+    defaults: Mapping[str, Any]
+    own: Mapping[str, Any]
+
+    def value(self, key: str) -> Any:
+        return self.own.get(key, self.defaults.get(key))
+
+    def wrong(self, key: str, expected: str, value: Any) -> UsageError:
+        origin = ", from [defaults]" if key not in self.own and key in self.defaults else ""
+        return _wrong(self.where + origin, key, expected, value)
+
+    def string(self, key: str) -> str | None:
+        value = self.value(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.wrong(key, "a non-empty string", value)
+        return value
+
+    def choice(self, key: str, choices: Sequence[str]) -> str | None:
+        value = self.value(key)
+        if value is not None and value not in choices:
+            raise self.wrong(key, " or ".join(f"'{c}'" for c in choices), value)
+        return value
+
+    def integer(self, key: str, expected: str) -> int | None:
+        value = self.value(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise self.wrong(key, expected, value)
+        return value
+
+    def seconds(self, key: str) -> float | None:
+        value = self.value(key)
+        if value is None:
+            return None
+        if not _number(value) or not 0 < value < math.inf:
+            raise self.wrong(key, "a positive number of seconds", value)
+        return float(value)
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        value = self.value(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise self.wrong(key, "a table", value)
+        return value or {}
+
+    def strings(self, key: str, item: str, choices: str, valid: Callable[[str], bool]) -> tuple[str, ...] | None:
+        """A non-empty list of strings, each one `valid` (else named as an unknown `item`, with the `choices`)."""
+        value = self.value(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.wrong(key, "a non-empty list of strings", value)
+        for text in value:
+            if not valid(text):
+                raise UsageError(f"{self.where}: unknown {item} '{text}' in '{key}' ({choices})")
+        return tuple(value)
+
+    def backends(self) -> tuple[str, ...]:
+        from .backends.base import backend_entries
+
+        return tuple(backend_entries())
+
+    def shape(self, name: str, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list) or not value or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
+            raise self.wrong(f"input_shapes.{name}", "a list of positive integers", value)
+        return tuple(value)
+
+    def range(self, name: str, value: Any) -> tuple[float, float]:
+        if not (isinstance(value, list) and len(value) == 2 and all(_number(v) and math.isfinite(v) for v in value)
+                and value[1] > value[0]):
+            raise self.wrong(f"input_ranges.{name}", "[low, high] (two finite numbers, high > low)", value)
+        return float(value[0]), float(value[1])
+
+    def tolerance(self, pattern: str, value: Any, backends: Sequence[str]) -> Tolerance:
+        """A pattern `backend:precision:output` ('*' for any) and its bounds, each a number >= 0: a
+        misspelt pattern would match no row, and its bound would silently not apply."""
+        known = {f.name for f in fields(Tolerance)}
+        parts = [*pattern.split(":"), "*"]
+        if len(parts) > 4 or parts[0] not in (*backends, "*") or parts[1] not in (*PRECISIONS, "*"):
+            raise UsageError(f'{self.where}: tolerances."{pattern}" is not a backend:precision[:output] pattern '
+                             f"(backends {', '.join(backends)}; precisions {', '.join(PRECISIONS)}; '*' for any)")
+        if not isinstance(value, Mapping):
+            raise self.wrong(f'tolerances."{pattern}"', f"a table of bounds ({', '.join(sorted(known))})", value)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise UsageError(f'{self.where}: tolerances."{pattern}" has unknown bound(s) {", ".join(unknown)} '
+                             f"(known: {', '.join(sorted(known))})")
+        for bound, number in value.items():
+            if not _number(number) or number < 0:
+                raise self.wrong(f'tolerances."{pattern}".{bound}', "a number >= 0", number)
+            if bound in FRACTIONS and number > 1:
+                raise self.wrong(f'tolerances."{pattern}".{bound}', "a fraction between 0 and 1", number)
+        return Tolerance(**{k: float(v) for k, v in value.items()})
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -56,8 +56,9 @@ def _deep_report(tmp: Path) -> list[str]:
     return ["report", "merge", str(path)]
 
 
-def _manifest(tmp: Path, body: str, name: str = "deployval.toml") -> list[str]:
-    path = _text(tmp, name, '[[model]]\nmodel = "convs"\nbackends = ["torch", "ort"]\n' + body)
+def _manifest(tmp: Path, body: str, *, prefix: str = "",
+              entry: str = '[[model]]\nmodel = "convs"\nbackends = ["torch", "ort"]\n') -> list[str]:
+    path = _text(tmp, "deployval.toml", prefix + entry + body)
     return ["validate", "--all", "--manifest", str(path)]
 
 
@@ -74,6 +75,46 @@ CASES: list[Case] = [
          lambda t: ["compare", "convs", "--input-shape", "x=99999999999999999999x3"], 2, "beyond int64"),
     Case("shape-5000-digits", "a dimension of 5,000 digits (int() refuses to parse it)",
          lambda t: ["compare", "convs", "--input-shape", "x=1x" + "9" * 5000], 2, "beyond int64"),
+    Case("manifest-bound-is-a-string", "a manifest tolerance rel_l2 = \"big\"",
+         lambda t: _manifest(t, '[model.tolerances]\n"ort:fp32" = { rel_l2 = "big" }\n'), 2,
+         'tolerances."ort:fp32".rel_l2 must be a number >= 0, not "big" (a string)'),
+    Case("manifest-time-budget-string", "a manifest time_budget = \"x\"",
+         lambda t: _manifest(t, 'time_budget = "x"\n'), 2,
+         "model #1 (convs): 'time_budget' must be a positive number of seconds, not \"x\" (a string)"),
+    Case("manifest-iterations-boolean", "a manifest [defaults] iterations = true",
+         lambda t: _manifest(t, "", prefix="[defaults]\niterations = true\n"), 2,
+         "from [defaults]: 'iterations' must be an integer >= 0 (timed runs), not true (a boolean)"),
+    Case("manifest-seed-negative", "a manifest seed = -1",
+         lambda t: _manifest(t, "seed = -1\n"), 2, "'seed' must be an integer >= 0"),
+    Case("manifest-device-number", "a manifest device = 3",
+         lambda t: _manifest(t, "device = 3\n"), 2, "'device' must be 'cpu' or 'cuda', not 3 (an integer)"),
+    Case("manifest-id-number", "a manifest id = 5",
+         lambda t: _manifest(t, "id = 5\n"), 2, "'id' must be a non-empty string, not 5 (an integer)"),
+    Case("manifest-range-strings", "a manifest input_ranges = { x = [\"a\", \"b\"] }",
+         lambda t: _manifest(t, 'input_ranges = { x = ["a", "b"] }\n'), 2, "input_ranges.x must be [low, high]"),
+    Case("manifest-shape-boolean", "a manifest input_shapes = { x = [1, 3, 32, true] }",
+         lambda t: _manifest(t, "input_shapes = { x = [1, 3, 32, true] }\n"), 2,
+         "input_shapes.x must be a list of positive integers, not [1, 3, 32, true]"),
+    Case("manifest-path-is-a-date", "a manifest checkpoint = 2024-01-01 (a TOML date)",
+         lambda t: _manifest(t, "checkpoint = 2024-01-01\n"), 2,
+         "'checkpoint' must be a path (a string), not 2024-01-01"),
+    Case("manifest-pattern-typo", "a manifest tolerance for \"ort:fp61\" (it would match no row)",
+         lambda t: _manifest(t, '[model.tolerances]\n"ort:fp61" = { rel_l2 = 0.1 }\n'), 2,
+         'tolerances."ort:fp61" is not a backend:precision[:output] pattern'),
+    Case("manifest-cosine-above-one", "a manifest cosine bound of 1.5 (no row could pass)",
+         lambda t: _manifest(t, '[model.tolerances]\n"ort:fp32" = { cosine = 1.5 }\n'), 2,
+         "cosine must be a fraction between 0 and 1"),
+    Case("manifest-gate-typo", "a manifest gate = [\"ort:fp64\"]",
+         lambda t: _manifest(t, "", entry='[[model]]\nmodel = "convs"\ngate = ["ort:fp64"]\n'), 2,
+         "unknown backend:precision 'ort:fp64' in 'gate'"),
+    Case("manifest-unknown-backend", "a manifest backends = [\"tflite\"]",
+         lambda t: _manifest(t, "", entry='[[model]]\nmodel = "convs"\nbackends = ["tflite"]\n'), 2,
+         "unknown backend 'tflite' in 'backends'"),
+    Case("manifest-model-table", "a manifest with [model] (a table) instead of [[model]] entries",
+         lambda t: _manifest(t, "", entry='[model]\nmodel = "convs"\n'), 2, "models are [[model]] entries"),
+    Case("manifest-not-utf8", "a manifest in Latin-1",
+         lambda t: ["validate", "--all", "--manifest",
+                    str(_file(t, "m.toml", b'[[model]]\nmodel = "convs"\nid = "caf\xe9"\n'))], 2, "not UTF-8"),
     Case("report-nested-deeply", "report merge of a JSON file nested 100,000 levels deep", _deep_report, 2,
          "nested too deeply"),
     Case("report-diff-nested-deeply", "report diff of a JSON file nested 100,000 levels deep",
