@@ -625,3 +625,48 @@ def test_topological_sort_orders_readers_after_producers_and_bodies_after_outer_
     assert [n.name for n in model.graph.node] == ["abs", "relu", "if"]
     onnx.checker.check_model(model)
     assert not topological_sort(model.graph)  # already sorted: unchanged
+
+
+def unshaped_add_model() -> onnx.ModelProto:
+    """A Conv whose output is added to a second input with other symbolic dimensions: ONNX Runtime's
+    symbolic shape inference cannot merge them, gives up, and saves what it had to the working
+    directory (`sym_shape_infer_temp.onnx` and its weights as `<uuid>.data`, as on YOLO-style detectors)."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((rng.normal(size=(16, 3, 3, 3)) * 0.2).astype(np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "grid"], ["y"], name="add")]
+    return make_model(nodes, [("x", TP.FLOAT, [1, 3, "h", "w"]), ("grid", TP.FLOAT, [1, 16, "gh", "gw"])],
+                      [("y", TP.FLOAT, [1, 16, "h", "w"])], [weight])
+
+
+def test_int8_preprocessing_writes_nothing_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from deployval import api
+    from deployval.export.int8 import preprocess_for_quantization
+
+    clean, scratch = tmp_path / "cwd", tmp_path / "tmp"
+    clean.mkdir()
+    scratch.mkdir()
+    monkeypatch.chdir(clean)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the passes' temporary directories go
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.normal(size=(1, 3, 8, 8)).astype(np.float32),
+             "grid": rng.normal(size=(1, 16, 8, 8)).astype(np.float32)}
+    model_path = tmp_path / "model.onnx"
+    onnx.save(unshaped_add_model(), str(model_path))
+    details = quantize_int8(model_path, [feeds], tmp_path / "int8.onnx")
+    assert details.preprocess == "no symbolic shape inference"  # the first try failed, as it does on such models
+    assert os.listdir(clean) == [] and os.listdir(scratch) == []
+    assert Path.cwd() == clean
+
+    garbage = tmp_path / "garbage.onnx"  # every try fails: the scratch directory goes all the same
+    garbage.write_bytes(b"not a model")
+    assert preprocess_for_quantization(garbage, tmp_path / "out.onnx").startswith("failed: ")
+    assert os.listdir(clean) == [] and os.listdir(scratch) == [] and Path.cwd() == clean
+
+    report = api.compare(str(model_path), backends=("ort",), precisions=("fp32", "int8"), inputs=feeds,
+                         input_shapes={k: v.shape for k, v in feeds.items()}, iterations=1,
+                         cache_dir=tmp_path / "cache")  # the whole int8 build, run by the pipeline
+    assert {r.precision: r.status for r in report.results}["int8"] in ("pass", "fail")
+    assert os.listdir(clean) == []

@@ -196,6 +196,11 @@ def _simplify_verified(store: Workshop, raw_path: Path, path: Path, step: Step, 
     step.details = {**as_dict(details)}
     import onnx
 
+    refusal = loads_in_runtime(step, simplified, raw_path, "onnx-simplifier", fatal=False)
+    if refusal:
+        step.status, step.reason = "fail", f"{refusal}; keeping the unsimplified model"
+        shutil.copyfile(raw_path, path)
+        return
     if deferred:
         with atomic_path(path) as target:
             onnx.save(simplified, str(target))
@@ -246,6 +251,7 @@ def int32_of(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
         onnx_io.check_onnx(model)
         with atomic_path(path) as tmp:
             onnx.save(model, str(tmp))
+        loads_in_runtime(step, path, source.path, "int64 -> int32")
         verdict = verify_same_outputs(source.path, path, store.inputs, tolerance=0.0)
         step.details["verification"] = verdict
         if verdict["status"] == "fail":
@@ -276,6 +282,7 @@ def onnx_fp16(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
 
         with atomic_path(path) as tmp:
             onnx.save(converted, str(tmp))
+        loads_in_runtime(step, path, source.path, "fp16")
         return {"recipe": recipe}
 
     return Plan(run, "fp16 conversion" + (f" ({len(nodes)} nodes kept fp32)" if nodes else ""),
@@ -323,7 +330,7 @@ def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
     nodes, op_types = int8_exclusions(model, store.config.int8_exclude)
     activation_matmuls = bool(store.config.backend_options.get(int8.ACTIVATION_MATMULS_OPTION, False))
     recipe = {"method": store.config.calibration_method, "nodes": nodes, "op_types": op_types,
-              "placement": int8.PLACEMENT, "activation_matmuls": activation_matmuls}
+              "placement": int8.PLACEMENT, "quantizer": int8.QUANTIZER, "activation_matmuls": activation_matmuls}
     calibration_digest = sha256_json([[sorted(s) for s in samples], recipe]) + _samples_digest(samples)
     source_name = str(store.config.calibration) if store.config.calibration else "the run's inputs"
 
@@ -332,6 +339,7 @@ def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
                                      exclude_nodes=nodes, exclude_op_types=op_types,
                                      quantize_activation_matmuls=activation_matmuls)
         step.details = {**as_dict(details), "calibration_source": source_name}
+        loads_in_runtime(step, path, source.path, "int8")
         if not store.has_calibration:
             step.reason = "calibrated on the run's own inputs; pass --calibration DIR with real data"
         return {"calibration": calibration_digest}
@@ -363,6 +371,40 @@ def int8_exclusions(model: Any, patterns: Sequence[str]) -> tuple[list[str], lis
                              f"{', '.join(names[:3])}; or use op:TYPE)")
         nodes.extend(m for m in matched if m not in nodes)
     return nodes, op_types
+
+
+def loads_in_runtime(step: Step, artifact: Any, source: Path | None, pass_name: str, *, fatal: bool = True) -> str:
+    """No step says ok for an artifact the runtime refuses: load it in ONNX Runtime (CPU provider, no
+    graph optimizations, which is enough to resolve the graph) and make a refusal the step's failure,
+    an ExportError naming the pass and, where the runtime's message names one, the node (`fatal=False`:
+    the reason is returned instead). Where the source model does not load either (an operator only
+    TensorRT has), the refusal is not the pass's doing and the check is recorded as skipped. The
+    outcome and its cost are in the step's details (`load_check`)."""
+    import time
+
+    from . import onnx_io
+
+    start = time.perf_counter()
+    try:
+        refusal = onnx_io.runtime_refusal(artifact)
+    except ImportError:
+        step.details["load_check"] = {"status": "skipped", "reason": "onnxruntime is not installed"}
+        return ""
+    check: dict[str, Any] = {"status": "ok", "seconds": round(time.perf_counter() - start, 4)}
+    step.details["load_check"] = check
+    if refusal is None:
+        return ""
+    source_refusal = onnx_io.runtime_refusal(source) if source is not None else None
+    if source_refusal is not None:
+        check.update(status="skipped", reason=f"ONNX Runtime does not load the source model either: {source_refusal}")
+        return ""
+    node = onnx_io.refused_node(refusal)
+    reason = (f"the {pass_name} pass made a model ONNX Runtime refuses"
+              + (f" at node '{node}'" if node else "") + f": {refusal}")
+    check.update(status="fail", reason=reason)
+    if fatal:
+        raise ExportError(reason)
+    return reason
 
 
 def as_dict(details: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
 from .fp16_schema import FLOAT, FLOAT16, fp16_precisions, holds_float, operator_schema
+from .names import Names, name_nodes
 from .onnx_graph import (
     DEFAULT_DOMAINS,
     copy_model,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONVERTER", "DEFAULT_OP_BLOCK_LIST", "Fp16Details", "convert_fp16"]
 
-CONVERTER = "deployval-fp16 2"  # part of the cached artifact's recipe: a new pass rebuilds it
+CONVERTER = "deployval-fp16 3"  # part of the cached artifact's recipe: a new pass rebuilds it
 
 # onnxconverter-common's default block list (the ONNX-ML operators included): ops whose fp16
 # versions are missing or wrong in runtimes, or compute sizes and indices from float values.
@@ -132,12 +133,7 @@ def _prepare(model: ModelProto) -> ModelProto:
             work = inliner.inline_local_functions(work)
         except Exception:  # calls of functions then stay fp32 (unknown operator)
             pass
-    taken, counter = {n.name for g in iter_graphs(work.graph) for n in g.node}, 0
-    for node in (n for g in iter_graphs(work.graph) for n in g.node if not n.name):
-        while f"{node.op_type}_{counter}" in taken:
-            counter += 1
-        node.name = f"{node.op_type}_{counter}"
-        taken.add(node.name)
+    name_nodes([node for graph in iter_graphs(work.graph) for node in graph.node], Names.of(work))
     try:
         return onnx.shape_inference.infer_shapes(work, check_type=False, strict_mode=False)
     except Exception:  # too large or not inferable: the declared types must do
@@ -213,7 +209,7 @@ class _Converter:
         self.fp16_max, self.fp16_tiny = float(finfo.max), float(finfo.smallest_subnormal)
         self.types: dict[str, TypeProto] = {}  # as in the source model (after inference)
         self.final: dict[str, TypeProto] = {}  # values retyped or added by the conversion
-        self.names: set[str] = set()
+        self.names = Names.of(self.model)  # what the inserted Casts and fp16 copies may not be called
         self.read: set[str] = set()  # values some node or graph output reads
         for graph in iter_graphs(self.model.graph):
             self._collect(graph)
@@ -226,7 +222,7 @@ class _Converter:
         self.fp16_nodes: set[str] = set()
         self.schemas: dict[tuple[str, str], Any] = {}
 
-    # ------------------------------------------------------------------ types and names
+    # ------------------------------------------------------------------ types
     def _collect(self, graph: GraphProto) -> None:
         from onnx import helper
 
@@ -236,13 +232,11 @@ class _Converter:
         for init in graph.initializer:
             self.types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
         for node in graph.node:
-            self.names.update([node.name, *node.input, *node.output])
             self.read.update(node.input)
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS and node.output:
                 tensor = next((a.t for a in node.attribute if a.name == "value"), None)
                 if tensor is not None:
                     self.types.setdefault(node.output[0], helper.make_tensor_type_proto(tensor.data_type, None))
-        self.names.update(vi.name for vi in [*graph.input, *graph.output])
         self.read.update(vi.name for vi in graph.output)
 
     def elem(self, name: str) -> int | None:
@@ -251,14 +245,6 @@ class _Converter:
         if tp is None or tp.WhichOneof("value") != "tensor_type" or not tp.tensor_type.elem_type:
             return None
         return tp.tensor_type.elem_type
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.names:
-            k += 1
-            name = f"{base}_{k}"
-        self.names.add(name)
-        return name
 
     # ------------------------------------------------------------------ planning
     def run(self) -> ModelProto:
@@ -402,7 +388,7 @@ class _Converter:
                     inputs[init.name].type.tensor_type.elem_type = FLOAT16
                 versions[init.name] = {FLOAT16: init.name}
             else:  # also read in fp32: a clamped fp16 copy for the fp16 readers
-                half.name = self.fresh(init.name + "_fp16")
+                half.name = self.names.fresh(init.name + "_fp16")
                 graph.initializer.append(half)
                 if self.model.ir_version < 4:  # every initializer must also be an input there
                     graph.input.append(helper.make_tensor_value_info(half.name, FLOAT16, list(half.dims)))
@@ -427,7 +413,7 @@ class _Converter:
                     versions[name] = {self.elem(name): name}
                     continue
                 if top and self.keep_io and name in graph_outputs:  # the output keeps its name and fp32
-                    internal = self.fresh(name + "_fp16")
+                    internal = self.names.fresh(name + "_fp16")
                     node.output[k] = internal
                     self._retype(internal, name, give)
                     out.append(self._cast(internal, name, FLOAT, node.name))
@@ -471,8 +457,8 @@ class _Converter:
             self._retype(name, name, FLOAT16)
             versions[name] = {FLOAT16: name}
             return
-        twin.name = self.fresh(node.name + "_fp16")
-        twin.output[0] = self.fresh(name + "_fp16")
+        twin.name = self.names.fresh(node.name + "_fp16")
+        twin.output[0] = self.names.fresh(name + "_fp16")
         self.origin[twin.name] = node.name
         self._retype(twin.output[0], name, FLOAT16)
         out.append(twin)
@@ -484,7 +470,7 @@ class _Converter:
         if not entry or want in entry:
             return entry[want] if entry else name
         source = next(iter(entry.values()))
-        cast = self.fresh(f"{name}_{'fp16' if want == FLOAT16 else 'fp32'}")
+        cast = self.names.fresh(f"{name}_{'fp16' if want == FLOAT16 else 'fp32'}")
         out.append(self._cast(source, cast, want, reader))
         self._retype(cast, name, want)
         versions[name] = {**entry, want: cast}
@@ -493,7 +479,7 @@ class _Converter:
     def _cast(self, source: str, target: str, to: int, reader: str) -> NodeProto:
         from onnx import helper
 
-        node_name = self.fresh(target + "_cast")
+        node_name = self.names.fresh(target + "_cast")
         self.origin[node_name] = reader
         self.details.casts_added += 1
         return helper.make_node("Cast", [source], [target], name=node_name, to=to)

@@ -24,11 +24,12 @@ from .int32_types import (
     tensor_type,
     with_elem,
 )
+from .names import Names
 from .onnx_graph import DEFAULT_DOMAINS, copy_model, error_line, subgraphs
 from .onnx_io import check_onnx
 
 if TYPE_CHECKING:
-    from onnx import GraphProto, ModelProto, NodeProto, TypeProto
+    from onnx import ModelProto, NodeProto, TypeProto
 
 __all__ = ["INT32_MAX", "INT32_MIN", "Int32Details", "cast_int64_to_int32"]
 
@@ -107,7 +108,7 @@ class _Int32Pass:
                     self.consumers.setdefault(name, []).append((i, j))
             for name in self._outer_refs(node):
                 self.consumers.setdefault(name, []).append((i, -1))
-        self.used_names = self._all_names()
+        self.names = Names.of(self.model)  # what the inserted Casts may not be called
         self._pending_after: list[NodeProto] = []  # Cast(to=INT32) nodes for the current node
 
     # ---- helpers
@@ -127,30 +128,6 @@ class _Int32Pass:
                 refs.update(self._outer_refs(inner) - local)
                 local.update(inner.output)
         return refs
-
-    def _all_names(self) -> set[str]:
-        names: set[str] = set()
-
-        def visit(graph: GraphProto) -> None:
-            names.update(v.name for v in [*graph.input, *graph.output, *graph.value_info])
-            names.update(t.name for t in graph.initializer)
-            for node in graph.node:
-                names.add(node.name)
-                names.update(node.input)
-                names.update(node.output)
-                for sub in subgraphs(node):
-                    visit(sub)
-
-        visit(self.graph)
-        return names
-
-    def _unique(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.used_names.add(name)
-        return name
 
     def _node_label(self, node: NodeProto) -> str:
         return f"{node.op_type} '{node.name}'" if node.name else f"{node.op_type} (unnamed, output '{node.output[0]}')"
@@ -309,8 +286,8 @@ class _Int32Pass:
         if value in self.i64_source:
             return self.i64_source[value]
         if value not in self.to_i64:
-            out = self._unique(f"{value}__int64")
-            new_nodes.append(self._cast_node(value, out, INT64, self._unique(f"{value}__cast_int64")))
+            out = self.names.fresh(f"{value}__int64")
+            new_nodes.append(self._cast_node(value, out, INT64, self.names.fresh(f"{value}__cast_int64")))
             self.cur[out] = with_elem(self.cur[value], INT64)
             self.to_i64[value] = out
             self.details.casts_before += 1
@@ -402,12 +379,12 @@ class _Int32Pass:
             if has_dim_info(self.orig.get(name)) and elem_type(tp):
                 tp = with_elem(self.orig[name], elem_type(tp))  # keep the shape from model-level inference
             if elem_type(tp) == INT64:
-                wide = self._unique(f"{name}__int64")
+                wide = self.names.fresh(f"{name}__int64")
                 node.output[k] = wide
                 self.cur[wide] = tp
                 self.cur[name] = with_elem(tp, INT32)
                 self.i64_source[name] = wide
-                cast_name = self._unique(f"{node.name or name}__cast_int32")
+                cast_name = self.names.fresh(f"{node.name or name}__cast_int32")
                 self._pending_after.append(self._cast_node(wide, name, INT32, cast_name))
                 self.details.casts_after += 1
             elif mentions_int64(tp):

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +31,14 @@ from .int8_placement import (
     PLACEMENT_RULES,
     WEIGHTED_OPS,
     Placement,
+    clear_quantizer_names,
     constant_names,
     name_nodes,
     nothing_to_quantize,
+    own_initializers,
     plan_placement,
 )
+from .names import Names
 from .onnx_graph import copy_model, default_opset, error_line, iter_nodes, topological_sort, upgrade_opset
 from .onnx_io import as_model
 
@@ -50,6 +54,9 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 ACTIVATION_MATMULS_OPTION = "int8_activation_matmuls"  # backend option: also quantize activation x activation MatMuls
+# Part of the cached artifact's recipe: a change in how the graph is prepared for the quantizer rebuilds it
+# (2: shared weights and biases copied per node, names from one allocator).
+QUANTIZER = "deployval-int8 2"
 MIN_OPSET = 13  # per-channel QuantizeLinear / DequantizeLinear (the axis attribute)
 INT8_MAX = 127  # symmetric int8: [-127, 127], scale = max|x| / 127
 
@@ -82,6 +89,8 @@ class Int8Details:
     activation_matmuls: int = 0  # MatMul/Gemm nodes whose two inputs are activations (attention QK^T, AV)
     activation_matmuls_quantized: bool = False
     residual_adds: int = 0  # Adds quantized on their shortcut input
+    unshared_initializers: int = 0  # copies of weights/biases a quantized node shared with another reader
+    renamed_values: dict[str, str] = field(default_factory=dict)  # values named as the quantizer names its own
     opset: str = ""  # set when the graph was upgraded to opset 13 first
     widest_ranges: list[dict[str, Any]] = field(default_factory=list)  # the quantized activations with most range
 
@@ -217,7 +226,10 @@ def quantize_int8(
         selected = [name for name, op_type in placement.nodes.items()
                     if (only is None or name in only) and name not in details.excluded_nodes
                     and op_type not in details.excluded_op_types]
-        _fold_gemm_beta(planned, selected)
+        taken = Names.of(planned)
+        details.unshared_initializers = len(own_initializers(planned, selected, taken))
+        details.renamed_values = clear_quantizer_names(planned, selected, taken)
+        _fold_gemm_beta(planned, selected, taken)
         planned_path = Path(tmp) / "planned.onnx"
         onnx.save(planned, str(planned_path))
         if not selected:  # everything excluded: the float model, as the quantizer would leave it
@@ -321,18 +333,48 @@ def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: P
 def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
     """ONNX Runtime's `quant_pre_process` (shape inference, fusions) into `out_path`; retried without
     symbolic shape inference when that fails. Returns what was done ("full", "no symbolic shape
-    inference" or "failed: <why>; unprocessed model used")."""
+    inference" or "failed: <why>; unprocessed model used").
+
+    It runs in a scratch working directory that is removed afterwards, failures included: ONNX
+    Runtime's symbolic shape inference saves `sym_shape_infer_temp.onnx` and its weights as
+    `<uuid>.data` into the working directory when it cannot infer every shape."""
     from onnxruntime.quantization import quant_pre_process
 
+    source, out_path = Path(source).absolute(), Path(out_path).absolute()
     failure = ""
-    for label, kwargs in (("full", {}), ("no symbolic shape inference", {"skip_symbolic_shape": True})):
-        try:
-            with quiet_libraries(""):
-                quant_pre_process(str(source), str(out_path), **kwargs)
-            return label
-        except Exception as exc:
-            failure = error_line(exc)
+    with _scratch_working_directory():
+        for label, kwargs in (("full", {}), ("no symbolic shape inference", {"skip_symbolic_shape": True})):
+            try:
+                with quiet_libraries(""):
+                    quant_pre_process(str(source), str(out_path), **kwargs)
+                return label
+            except Exception as exc:
+                failure = error_line(exc)
     return f"failed: {failure}; unprocessed model used"
+
+
+@contextmanager
+def _scratch_working_directory() -> Iterator[None]:
+    """The process works in a new temporary directory until the block ends, then returns to where it
+    was (by descriptor where the OS has one, so a renamed directory is found again) and the directory
+    is removed, also on failure. Without a working directory to return to (it was removed), nothing
+    there needs protecting: the block runs where it is."""
+    home: int | str | None = None
+    with suppress(OSError):
+        home = os.open(".", getattr(os, "O_PATH", os.O_RDONLY)) if hasattr(os, "fchdir") else os.getcwd()
+    if home is None:
+        yield
+        return
+    try:
+        with tempfile.TemporaryDirectory(prefix="deployval-preprocess-") as scratch:
+            os.chdir(scratch)
+            try:
+                yield
+            finally:
+                os.fchdir(home) if isinstance(home, int) else os.chdir(home)
+    finally:
+        if isinstance(home, int):
+            os.close(home)
 
 
 def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
@@ -351,12 +393,12 @@ def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
     return upgraded, f"upgraded from opset {version} to {MIN_OPSET} (per-channel QuantizeLinear needs it)"
 
 
-def _fold_gemm_beta(model: ModelProto, names: Iterable[str]) -> None:
+def _fold_gemm_beta(model: ModelProto, nodes: Iterable[str], taken: Names) -> None:
     """ONNX Runtime resets a quantized Gemm's beta to 1 even when it leaves the bias float: fold beta
     into the bias first."""
     from onnx import helper, numpy_helper
 
-    selected = set(names)
+    selected = set(nodes)
     initializers = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type != "Gemm" or node.name not in selected or len(node.input) < 3:
@@ -365,7 +407,7 @@ def _fold_gemm_beta(model: ModelProto, names: Iterable[str]) -> None:
         if beta is None or beta.f == 1.0 or node.input[2] not in initializers:
             continue
         bias = numpy_helper.to_array(initializers[node.input[2]])
-        folded = numpy_helper.from_array((bias * beta.f).astype(bias.dtype), f"{node.input[2]}_beta_{node.name}")
+        folded = numpy_helper.from_array((bias * beta.f).astype(bias.dtype), taken.fresh(f"{node.input[2]}_beta"))
         model.graph.initializer.append(folded)
         node.input[2] = folded.name
         node.attribute.remove(beta)
@@ -378,6 +420,7 @@ def _confine_qdq(graph: GraphProto, planned: GraphProto, allowed: Mapping[str, s
     to every input the placement does not quantize (a UNet's skip Concat, a residual Add's conv branch,
     graph outputs), taking it from `planned`, the graph before quantization. Returns whether it changed."""
     changed = False
+    taken = Names.of(graph)
     producers = {out: node for node in graph.node for out in node.output}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
         q = producers.get(dq.input[0])
@@ -388,7 +431,7 @@ def _confine_qdq(graph: GraphProto, planned: GraphProto, allowed: Mapping[str, s
         renamed, source = q.input[0], producers[q.input[0]]
         source.output[list(source.output).index(renamed)] = name
         q.input[0] = name
-        dq.output[0] = f"{name}_DequantizeLinear_Output"
+        dq.output[0] = taken.fresh(f"{name}_DequantizeLinear_Output")
         for node in graph.node:
             for index, tensor in enumerate(node.input):
                 if tensor == name and index in allowed.get(node.name, ()):

@@ -1,15 +1,18 @@
 """Where int8 Q/DQ go: TensorRT's placement rules (the compute-heavy ops' inputs, and a residual Add's
 shortcut where TensorRT fuses the Add into the Conv making its other input), as node names in graph
-order. Pure graph analysis: no quantizer runs here."""
+order; and the graph's preparation for ONNX Runtime's quantizer (node names, unshared weights and
+biases). No quantizer runs here."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .onnx_graph import iter_graphs
+from . import names
+from .names import Names
+from .onnx_graph import iter_graphs, iter_nodes
 
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto
@@ -127,17 +130,75 @@ def constant_names(graph: GraphProto) -> set[str]:
 
 def name_nodes(model: ModelProto) -> int:
     """Name the main graph's unnamed nodes (the quantizer selects nodes by name); returns how many."""
-    taken = {node.name for node in model.graph.node if node.name}
-    named = 0
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{index}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-            named += 1
-    return named
+    return names.name_nodes(model.graph.node, Names.of(model))
+
+
+# The element types ONNX Runtime's quantizer quantizes weights of (float, float16).
+_QUANTIZABLE = (1, 10)
+
+
+def own_initializers(model: ModelProto, nodes: Iterable[str], taken: Names) -> list[str]:
+    """Give each of `nodes` its own copy of every float initializer it shares with another reader (a
+    bias read by many Convs, an embedding matrix a Gather and a MatMul both read), named by `taken`;
+    the last reader keeps the original. ONNX Runtime's quantizer otherwise copies a shared bias itself,
+    as `NAME0`, `NAME1`…, checking only initializer names: where a node output is already called that,
+    the output is wired in as the bias. Returns the names of the copies."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    graph_inputs = {vi.name: vi for vi in graph.input}
+    readers: Counter[str] = Counter(name for node in iter_nodes(graph) for name in node.input if name)
+    readers.update(vi.name for vi in graph.output)
+    selected = set(nodes)
+    copies: list[str] = []
+    for node in graph.node:
+        if node.name not in selected or node.op_type not in WEIGHTED_OPS:
+            continue
+        for index, name in enumerate(node.input):
+            tensor = initializers.get(name)
+            if tensor is None or tensor.data_type not in _QUANTIZABLE or readers[name] < 2:
+                continue
+            copy = type(tensor)()
+            copy.CopyFrom(tensor)
+            copy.name = taken.fresh(f"{name}_{node.name}")
+            graph.initializer.append(copy)
+            if name in graph_inputs:  # IR < 4 lists initializers as inputs too
+                graph.input.append(graph_inputs[name])
+                graph.input[-1].name = copy.name
+            node.input[index] = copy.name
+            readers[name] -= 1
+            copies.append(copy.name)
+    return copies
+
+
+# What ONNX Runtime's quantizer appends to a tensor's name for the tensors and nodes it adds (the
+# scale, zero-point and int8 copy of a weight; Q/DQ nodes and their outputs).
+QUANTIZER_SUFFIXES = ("_scale", "_zero_point", "_quantized", "_QuantizeLinear", "_DequantizeLinear")
+
+
+def clear_quantizer_names(model: ModelProto, nodes: Iterable[str], taken: Names) -> dict[str, str]:
+    """Rename the values that already carry a name ONNX Runtime's quantizer derives from a tensor it
+    quantizes (`W_scale`, `x_QuantizeLinear_Output`, … for an input of one of `nodes`): it adds its own
+    under those names without looking, and a reader of the old value then reads the quantizer's (a
+    per-channel scale of another shape). Graph inputs and outputs keep their names. Returns old -> new."""
+    graph = model.graph
+    selected = set(nodes)
+    quantized = {name for node in graph.node if node.name in selected for name in node.input if name}
+    interface = {vi.name for vi in [*graph.input, *graph.output]}
+    values = {name for g in iter_graphs(graph) for node in g.node for name in [*node.input, *node.output]}
+    values.update(t.name for t in graph.initializer)
+    renamed = {name: taken.fresh(f"{name}_orig") for name in sorted(values - interface - quantized)
+               if any(name.startswith(t + s) for t in quantized for s in QUANTIZER_SUFFIXES)}
+    if not renamed:
+        return renamed
+    for g in iter_graphs(graph):
+        for node in g.node:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+            node.output[:] = [renamed.get(name, name) for name in node.output]
+        for tensor in g.initializer:
+            tensor.name = renamed.get(tensor.name, tensor.name)
+        for vi in [*g.value_info, *g.input]:
+            vi.name = renamed.get(vi.name, vi.name)
+    return renamed
 
 
 def nothing_to_quantize(model: ModelProto, placement: Placement) -> str:

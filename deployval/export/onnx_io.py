@@ -7,6 +7,7 @@ imports, lists and parses specs without them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,9 @@ __all__ = [
     "check_onnx",
     "load_onnx",
     "onnx_input_dtypes",
+    "refused_node",
     "run_onnxruntime",
+    "runtime_refusal",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -139,3 +142,48 @@ def run_onnxruntime_each(model_or_path: ModelProto | PathLike,
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(names, {k: np.asarray(v) for k, v in one.items()}))) for one in feeds]
+
+
+_RUNTIME_PREFIXES = (
+    re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : "),
+    re.compile(r"^Load model from .*? failed:"),
+    re.compile(r"^Load model from memory failed:"),
+)
+_NODE_PATTERNS = (
+    re.compile(r"Node \(([^)]+)\)"),
+    re.compile(r"node with name '([^']+)'"),
+    re.compile(r"Name:'([^']+)'"),
+    re.compile(r"node name: ([^)\s]+)"),
+)
+
+
+def runtime_refusal(model_or_path: ModelProto | PathLike) -> str | None:
+    """Why ONNX Runtime's CPU provider will not load the model, in one line; None when it loads.
+
+    Graph optimizations are off: what is checked is that the runtime resolves the graph (every
+    value wired, types and shapes consistent, a kernel for every node), at a fraction of the
+    optimizer's cost. Raises ImportError without onnxruntime.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    try:
+        ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        for prefix in _RUNTIME_PREFIXES:
+            text = prefix.sub("", text).strip()
+        return text or type(exc).__name__
+    return None
+
+
+def refused_node(message: str) -> str | None:
+    """The node an ONNX Runtime error message names, if it names one."""
+    for pattern in _NODE_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    return None
