@@ -8,6 +8,7 @@ named by its file, not the end of the run: the caller counts it and goes on with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ def sample_files(directory: Path, option: str, limit: int | None = None) -> list
         raise UsageError(f"{option} '{directory}' is not a directory")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, not {limit}")
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)[:limit]
+    # Every entry named like a sample but a directory: a dangling link or a pipe is a sample that cannot
+    # be used (load_sample says why), counted with the others, not silently passed over.
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES and not p.is_dir())[:limit]
     if not files:
         raise UsageError(f"{option} '{directory}' holds no .npy, .npz, .pt or image files")
     return files
@@ -41,6 +44,8 @@ def sample_files(directory: Path, option: str, limit: int | None = None) -> list
 def load_sample(path: Path, spec: ModelSpec, preprocess: ImagePreprocess | None = None, *,
                 exact_shapes: bool = True, allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
     """One sample as the model's feeds, checked against its input specs like --inputs."""
+    if not path.is_file():
+        raise UsageError(unusable_file(path))
     if path.suffix.lower() in IMAGE_SUFFIXES:
         only = image_input(spec)
         loaded = {only.name: (preprocess or ImagePreprocess()).apply(path, only.shape)}
@@ -48,6 +53,13 @@ def load_sample(path: Path, spec: ModelSpec, preprocess: ImagePreprocess | None 
         loaded = inputs_mod.load_inputs(path, spec.inputs)
     return inputs_mod.check_inputs(loaded, spec.inputs, exact_shapes=exact_shapes, allow_nonfinite=allow_nonfinite,
                                    source=str(path))
+
+
+def unusable_file(path: Path) -> str:
+    """Why a directory entry named like a sample is not one (it is no regular file)."""
+    if path.is_symlink() and not path.exists():
+        return f"a symbolic link to '{os.readlink(path)}', which does not exist"
+    return "not a regular file (a pipe, socket or device)"
 
 
 def image_input(spec: ModelSpec) -> Any:

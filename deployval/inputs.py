@@ -134,9 +134,12 @@ def read_inputs_file(path: Path, names: Sequence[str] = (), trust_pickle: bool =
     yet), a single unnamed array (.npy, or a bare tensor in .pt) is keyed ''."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"inputs file '{path}' does not exist")
+        link = f" (a symbolic link to '{os.readlink(path)}', which does not exist)" if path.is_symlink() else ""
+        raise UsageError(f"inputs file '{path}' does not exist{link}")
     if path.is_dir():
         raise UsageError(f"inputs path '{path}' is a directory; give a .npy, .npz or .pt file")
+    if not path.is_file():  # a pipe named x.npy would be waited on forever
+        raise UsageError(f"inputs file '{path}' is not a regular file (a pipe, socket or device)")
     suffix = path.suffix.lower()
     if suffix not in INPUT_SUFFIXES:
         raise UsageError(f"inputs file '{path}': unsupported type '{suffix}' (use .npy, .npz or .pt)")
@@ -274,8 +277,9 @@ def _convert(value: np.ndarray, spec: InputSpec, where: str, allow_nonfinite: bo
         if kind not in "iu":
             raise UsageError(f"{where} has dtype {value.dtype}; the model expects integers ({spec.dtype})")
         return cast_checked(value, spec.dtype, where)
-    if kind not in "fiu":
-        raise UsageError(f"{where} has dtype {value.dtype}; the model expects {spec.dtype}")
+    if kind != "f":  # integers for a float input are another dtype: raw uint8 pixels are not a float image
+        raise UsageError(f"{where} has dtype {value.dtype}; the model expects {spec.dtype} (cast the array if "
+                         "its values are meant as they are)")
     if kind == "f" and not allow_nonfinite and not np.isfinite(value).all():
         bad = int((~np.isfinite(value)).sum())
         raise UsageError(f"{where} holds {bad} NaN/Inf values (pass --allow-nonfinite-inputs to use them anyway)")
