@@ -196,19 +196,22 @@ def _simplify_verified(store: Workshop, raw_path: Path, path: Path, step: Step, 
     step.details = {**as_dict(details)}
     import onnx
 
-    refusal = loads_in_runtime(step, simplified, raw_path, "onnx-simplifier", fatal=False)
-    if refusal:
-        step.status, step.reason = "fail", f"{refusal}; keeping the unsimplified model"
-        shutil.copyfile(raw_path, path)
-        return
+    tmp = path.with_name(path.name + ".candidate")
     if deferred:
         with atomic_path(path) as target:
             onnx.save(simplified, str(target))
+    else:
+        onnx.save(simplified, str(tmp))
+    refusal = loads_in_runtime(step, path if deferred else tmp, raw_path, "onnx-simplifier", fatal=False)
+    if refusal:
+        step.status, step.reason = "fail", f"{refusal}; keeping the unsimplified model"
+        tmp.unlink(missing_ok=True)
+        shutil.copyfile(raw_path, path)
+        return
+    if deferred:
         step.details["verification"] = {"status": "deferred", "reason": "verified by the row that runs it"}
         step.details["verified_inputs"] = PENDING
         return
-    tmp = path.with_name(path.name + ".candidate")
-    onnx.save(simplified, str(tmp))
     try:
         verdict = verify_same_outputs(raw_path, tmp, store.inputs, tolerance=SIMPLIFY_TOLERANCE)
     except DeployvalError as exc:
@@ -453,8 +456,13 @@ def verify_same_outputs(
             return {"status": "fail", "reason": f"output '{name}' has shape {cand.shape}, expected {ref.shape}"}
         r, c = ref.astype(np.float64), cand.astype(np.float64)
         both_nan = np.isnan(r) & np.isnan(c)
-        diff = np.where(both_nan, 0.0, np.abs(c - r))
-        bound = tolerance * (np.nanmax(np.abs(r)) if r.size else 0.0) + tolerance * np.abs(r)
+        # NaN/Inf must be the same value at the same position (inf - inf is NaN; an Inf must not widen the bound)
+        finite_r = np.isfinite(r)
+        with np.errstate(invalid="ignore"):
+            diff = np.where(both_nan | (r == c), 0.0, np.where(finite_r, np.abs(c - r), np.inf))
+        diff[np.isnan(diff)] = np.inf
+        scale = np.abs(r[finite_r]).max() if finite_r.any() else 0.0
+        bound = tolerance * (scale + np.where(finite_r, np.abs(r), 0.0))
         if tolerance == 0.0 and not np.array_equal(r[~both_nan], c[~both_nan]):
             return {"status": "fail", "reason": f"output '{name}' differs (max |diff| {np.nanmax(diff):.3g})"}
         if tolerance > 0.0 and not (diff <= bound).all():
