@@ -7,13 +7,11 @@ line; nothing here executes code from a checkpoint or a TorchScript file as Pyth
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib
 import inspect
 import pickle
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -230,40 +228,27 @@ def parameter_count(module: Any) -> int:
 
 
 def module_digest(spec: ModelSpec, module: Any) -> str:
-    """Identity of a model for the artifact cache: its weights, and the source code of every
-    class it is made of (so that editing forward() invalidates exported artifacts)."""
-    torch = timed_import("torch")
-    h = hashlib.sha256()
+    """Identity of a model for the artifact cache: for a TorchScript file its bytes; otherwise everything
+    that decides what the module computes (its structure, hyperparameters, parameters and all buffers,
+    the source of its non-torch code, see deployval/digest.py) and the factory's own source file."""
     if spec.kind == "torchscript" and spec.path:
+        h = hashlib.sha256()
         h.update(sha256_file(Path(spec.path)).encode())
         h.update(repr(sorted(spec.arguments.items())).encode())
         return h.hexdigest()
-    h.update(repr(spec.factory if isinstance(spec.factory, str) else _name(spec.factory)).encode())
-    h.update(repr(sorted(spec.arguments.items())).encode())
-    for name, tensor in module.state_dict().items():
-        if not hasattr(tensor, "detach"):
-            h.update(f"{name}|{tensor!r}|".encode())
-            continue
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        # Raw bytes whatever the dtype (bfloat16 has no numpy equivalent).
-        h.update(memoryview(flat.view(torch.uint8).numpy()))
-    for source in sorted(_source_files(module)):
-        h.update(source.encode())
-        with contextlib.suppress(OSError):
-            h.update(Path(source).read_bytes())
-    return h.hexdigest()
+    from .digest import module_digest as digest
+
+    header = [repr(spec.factory if isinstance(spec.factory, str) else _name(spec.factory)),
+              repr(sorted(spec.arguments.items()))]
+    return digest(module, header=header, callables=factory_callables(spec))
 
 
-def _source_files(module: Any) -> set[str]:
-    files: set[str] = set()
-    bound = bound_model(module)  # a model behind bind_arguments is not among its modules()
-    for sub in [*module.modules(), *([bound] if bound is not None else [])]:
-        mod = sys.modules.get(type(sub).__module__)
-        if mod is None or type(sub).__module__.startswith("torch."):
-            continue
-        try:
-            files.add(inspect.getfile(mod))
-        except (TypeError, OSError):
-            continue
-    return files
+def factory_callables(spec: ModelSpec) -> list[Callable[..., Any]]:
+    """The callables that build the spec's module (a sub-module's parent's factory included): their
+    source files belong to the model's identity (a factory may pick layers or hyperparameters)."""
+    factory = spec.factory
+    if isinstance(factory, SubmoduleFactory):
+        return factory_callables(factory.parent)
+    if factory is None:
+        return []
+    return [resolve_callable(factory, "model factory")]

@@ -41,8 +41,12 @@ class Session:
         allow_nonfinite: bool = False,
         trust_checkpoint: bool = False,
         progress: Progress | None = None,
+        calibration: list[dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.config = config or RunConfig()
+        # int8 calibration samples where the config names no --calibration directory (debug of a data
+        # set's sample: the set's first sample, which compare calibrates on); None: the run's inputs
+        self._calibration_samples = calibration
         self.progress = progress or Progress()
         self.trust_checkpoint = trust_checkpoint
         self.timings: dict[str, Any] = {}
@@ -81,7 +85,8 @@ class Session:
 
     @property
     def model_digest(self) -> str:
-        """What the cached artifacts are keyed by: the module's digest, or the ONNX file's sha256."""
+        """What the cached artifacts are keyed by: the module's digest, or the ONNX file's with its
+        external data files (deployval/digest.py)."""
         if self._model_digest is None:
             if self.spec.kind != "onnx":
                 from .loading import module_digest
@@ -90,9 +95,9 @@ class Session:
                 self._model_digest = module_digest(self.spec, self.module())
                 self.timings["model_digest_s"] = time.perf_counter() - start
             else:
-                from ._util import sha256_file
+                from .digest import onnx_file_digest
 
-                self._model_digest = sha256_file(Path(self.spec.path or ""))
+                self._model_digest = onnx_file_digest(Path(self.spec.path or ""))
         return self._model_digest
 
     def device_info(self) -> dict[str, Any]:
@@ -112,7 +117,9 @@ class Session:
                          versions=self.library_versions())
 
     def calibration(self) -> list[dict[str, np.ndarray]]:
-        """The int8 calibration samples the config names (only when `config.calibration` is set)."""
+        """The int8 calibration samples the config names, or those the session was given."""
+        if self.config.calibration is None and self._calibration_samples is not None:
+            return list(self._calibration_samples)
         return load_calibration(self.spec, self.config)
 
     def store(self, output_names: tuple[str, ...], reproduce: str | None = None) -> ArtifactStore:
@@ -121,7 +128,8 @@ class Session:
         return ArtifactStore(
             self.spec, self.feeds, self.config, module=self.module, output_names=output_names,
             model_digest=self.model_digest, inputs_digest=self.inputs_digest, progress=self.progress,
-            calibration=self.calibration if self.config.calibration is not None else None, **extra,
+            calibration=self.calibration if self.config.calibration is not None or self._calibration_samples is not None
+            else None, **extra,
         )
 
     def backend_options(self, store: ArtifactStore) -> dict[str, Any]:
@@ -130,10 +138,17 @@ class Session:
     def reference(self, *, ranges: list[Any] | None = None, trace: bool = False,
                   then: Callable[[Any, Mapping[str, np.ndarray], float], None] | None = None) -> ReferenceRun:
         """The reference run every row is judged against, run once and kept: its outputs, and what the
-        first call asked the same pass to record (see reference.run_reference)."""
+        first call asked the same pass to record (see reference.run_reference). With --isolate or
+        --timeout the factory and the first forward pass run in a process of their own first, so a
+        crash or a hang there raises isolation.ReferenceCrashed instead of ending this process."""
         if self._reference is None:
             from .reference import reference_runner, run_reference
 
+            if self.config.isolate or self.config.timeout_s is not None:
+                from .isolation import probe_reference
+
+                probe_reference(self.spec, self.feeds, self.config, trust_checkpoint=self.trust_checkpoint,
+                                progress=self.progress)
             start = time.perf_counter()
             runner = reference_runner(self.spec, self.module, self.config)
             self._reference = run_reference(runner, self.spec, self.feeds, self.progress, ranges=ranges, trace=trace,

@@ -6,6 +6,11 @@ made of the model's identity (weights and code), the input spec, the export opti
 versions, so a second run skips exports. Every build records a step (ok / fail / skipped, with its
 reason) for the report.
 
+An entry that cannot be trusted (export/cache_entry.py says which) is moved aside and rebuilt, with a
+note; temporary files an interrupted build left are removed under the entry's lock. A cache that
+cannot be written is used read-only: valid entries are read without a lock, and whatever must be
+built is built in a temporary directory instead.
+
 The store is a table, `BUILDS`: per kind, the kinds it is made from, its builder (export/builders.py)
 and its step name. One wrapper, `ArtifactStore._build`, does for every kind what a build needs
 around the builder: the cache check, the step, its timing, the failure record, the metadata.
@@ -13,7 +18,7 @@ around the builder: the cache check, the step, its timing, the failure record, t
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import shutil
 import tempfile
@@ -24,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._util import atomic_write_json, library_versions, sha256_file, sha256_json
+from .._util import atomic_path, atomic_write_json, library_versions, sha256_file, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..progress import Progress, Step
 from ..spec import ModelSpec, RunConfig
-from . import builders
+from . import builders, cache_entry
 from .artifacts import (
     DEVICE_KINDS,
     FILE_NAMES,
+    INT32_SOURCES,
     MODULE,
     ONNX,
     ONNX_FP16,
@@ -47,7 +53,11 @@ from .artifacts import (
 if TYPE_CHECKING:
     import numpy as np
 
-CACHE_FORMAT = 1
+# 2: keys cover the module's structure, hyperparameters, all buffers and the factory's source, and an
+# ONNX model's external data; sidecars record the artifact's input signature.
+CACHE_FORMAT = 2
+# Errors that make a cache directory unwritable rather than wrong: it is then used read-only.
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,9 @@ class ArtifactStore:
         self.exporter = exporter
         self.key = sha256_json(self.key_data)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None  # builds a read-only cache cannot take
+        self._elsewhere: set[str] = set()  # kinds built in the scratch directory
+        self._read_only: str | None = None  # why the cache entry cannot be written, once known
         if config.use_cache:
             root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)[:60]
@@ -131,15 +144,18 @@ class ArtifactStore:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise UsageError(f"cannot use cache directory '{root}': {first_line(exc)}") from None
+                if exc.errno not in READ_ONLY_ERRNOS:
+                    raise UsageError(f"cannot use cache directory '{root}': {first_line(exc)}") from None
+                self._read_only = first_line(exc)
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="deployval-")
             self.directory = Path(self._tmp.name)
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        for tmp in (self._tmp, self._scratch):
+            if tmp is not None:
+                tmp.cleanup()
+        self._tmp = self._scratch = None
 
     # ------------------------------------------------------------------ public
     def get(self, kind: str) -> Artifact:
@@ -186,23 +202,28 @@ class ArtifactStore:
             step.seconds += blame.seconds
         step.details["verification"] = verdict
         step.details["verified_inputs"] = self.inputs_digest if verdict["status"] != "skipped" else None
-        artifact = self._built[ONNX]
-        if verdict["status"] == "fail":
-            step.status = "fail"
-            step.reason = f"simplified model changes outputs ({verdict['reason']}); keeping the unsimplified model"
-            shutil.copyfile(self._built[ONNX_RAW].path, artifact.path)  # type: ignore[arg-type]
-            artifact = self._file_artifact(ONNX, self._path(ONNX), step.details)
-            self._built[ONNX] = artifact
-            step.artifact = artifact.to_dict()
-        elif verdict["status"] == "skipped":
-            step.reason = f"simplified model not verified: {verdict['reason']}"
-        if self.config.use_cache:
-            try:
-                extra = json.loads(self._meta_path(ONNX).read_text())
-            except (OSError, ValueError):
-                extra = {}
-            extra = {k: v for k, v in extra.items() if k not in ("key", "kind", "sha256", "step", "details")}
-            self._save_meta(ONNX, artifact, step, {**extra, "verified_inputs": step.details["verified_inputs"]})
+        with self._lock(ONNX):
+            artifact = self._built[ONNX]
+            if verdict["status"] == "fail":
+                if not self._writable() and ONNX not in self._elsewhere:
+                    self._build_elsewhere(ONNX)
+                step.status = "fail"
+                step.reason = f"simplified model changes outputs ({verdict['reason']}); keeping the unsimplified model"
+                with atomic_path(self._path(ONNX)) as tmp:
+                    shutil.copyfile(self._built[ONNX_RAW].path, tmp)  # type: ignore[arg-type]
+                artifact = self._file_artifact(ONNX, self._path(ONNX), step.details)
+                self._built[ONNX] = artifact
+                step.artifact = artifact.to_dict()
+            elif verdict["status"] == "skipped":
+                step.reason = f"simplified model not verified: {verdict['reason']}"
+            if self.config.use_cache and (self._writable() or ONNX in self._elsewhere):
+                try:
+                    extra = cache_entry.read_sidecar(self._meta_path(ONNX))
+                except cache_entry.Damaged:
+                    extra = {}
+                extra = {k: v for k, v in extra.items()
+                         if k not in ("key", "kind", "sha256", "step", "details", "signature")}
+                self._save_meta(ONNX, artifact, step, {**extra, "verified_inputs": step.details["verified_inputs"]})
         return verdict
 
     # ------------------------------------------------------------------ for the builders
@@ -249,12 +270,15 @@ class ArtifactStore:
             artifact = self._file_artifact(kind, made.path)
             self.record(Step(build.step, status="skipped", reason=made.reason), artifact)
             return artifact
-        plan, path = made, self._path(kind)
+        plan = made
         meta = self._cached(kind)
         if meta is not None and plan.fresh(meta):
             if plan.on_cache_hit is not None:
                 plan.on_cache_hit(meta)
             return self._from_cache(kind, build.step, meta)
+        if self.config.use_cache and not self._writable() and kind not in self._elsewhere:
+            self._build_elsewhere(kind)
+        path = self._path(kind)
         if plan.prelude is not None:
             plan.prelude()
         step = Step(build.step, reproduce=self.reproduce)
@@ -281,25 +305,59 @@ class ArtifactStore:
         deployval processes sharing a cache do not build the same artifact twice (the second waits
         and then finds it cached). Locks follow the artifact dependencies downwards, so they cannot
         deadlock. POSIX only; elsewhere the atomic writes still keep entries whole."""
-        if kind not in FILE_NAMES or not self.config.use_cache:
-            yield
+        if kind not in FILE_NAMES or not self.config.use_cache or kind in self._elsewhere or not self._writable():
+            yield  # nothing shared to write: a valid entry of a read-only cache is read without a lock
             return
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             yield
             return
-        lock_path = self._path(kind).with_name(self._path(kind).name + ".lock")
-        with open(lock_path, "a+b") as handle:
+        path = self._path(kind)
+        try:
+            handle = open(path.with_name(path.name + ".lock"), "a+b")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            self._read_only = f"{path.name}.lock: {first_line(exc)}"
+            yield
+            return
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self.progress.note(f"waiting for another deployval process to finish {FILE_NAMES[kind]}")
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                self._remove_leftovers(path)
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _writable(self) -> bool:
+        """Whether this store's cache entry can be written (checked once; a failure later says so too)."""
+        if self._read_only is None and self.config.use_cache and not os.access(self.directory, os.W_OK | os.X_OK):
+            self._read_only = f"'{self.directory}' is not writable"
+        return self._read_only is None
+
+    def _build_elsewhere(self, kind: str) -> None:
+        """Build `kind` in a temporary directory: the cache entry cannot take it."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="deployval-")
+        self._elsewhere.add(kind)
+        self.progress.note(f"the artifact cache is read-only ({self._read_only}); building {FILE_NAMES[kind]} "
+                           f"in a temporary directory, not cached")
+
+    def _remove_leftovers(self, path: Path) -> None:
+        """Remove what an interrupted build of `path` left (its lock is held: nobody else is writing it)."""
+        removed = []
+        for leftover in cache_entry.leftovers(path):
+            try:
+                leftover.unlink()
+                removed.append(leftover.name)
+            except OSError:
+                continue
+        if removed:
+            self.progress.note(f"removed {len(removed)} temporary file(s) an interrupted build of {path.name} "
+                               f"left: {', '.join(removed)}")
 
     def _path(self, kind: str) -> Path:
         return self.artifact_path(kind)
@@ -312,32 +370,57 @@ class ArtifactStore:
         if kind in DEVICE_KINDS and self.config.device != "cpu":
             stem, _, suffix = name.rpartition(".")
             name = f"{stem}.{self.config.device}.{suffix}"
+        if kind in self._elsewhere and self._scratch is not None:
+            return Path(self._scratch.name) / name
         return self.directory / name
 
     def _meta_path(self, kind: str) -> Path:
         return self._path(kind).with_suffix(self._path(kind).suffix + ".json")
 
+    def _expected(self, kind: str) -> cache_entry.Expected:
+        """What a valid entry of `kind` holds: this key, and for an ONNX artifact the spec's inputs (int32
+        where the int64 -> int32 pass made them so)."""
+        inputs = None
+        if kind != TORCHSCRIPT:
+            int32 = kind in INT32_SOURCES
+            inputs = tuple((i.name, "int32" if int32 and i.dtype == "int64" else i.dtype, tuple(i.shape))
+                           for i in self.spec.inputs)
+        return cache_entry.Expected(self.key, kind, inputs)
+
     def _cached(self, kind: str) -> dict[str, Any] | None:
-        """The sidecar of a cached artifact, if the file is there and its hash matches."""
-        if not self.config.use_cache:
+        """The sidecar of a valid cached artifact. A damaged entry is moved aside (or, in a read-only
+        cache, left alone) with a note, and counts as absent: it is rebuilt."""
+        if not self.config.use_cache or kind in self._elsewhere:
             return None
         path, meta_path = self._path(kind), self._meta_path(kind)
-        if not (path.exists() and meta_path.exists()):
+        try:
+            return cache_entry.read(path, meta_path, self._expected(kind))
+        except cache_entry.Damaged as damage:
+            problem = str(damage)
+        if not self._writable():
+            self.progress.note(f"cache entry {path.name} {problem}; rebuilding it")
             return None
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
+            moved = [cache_entry.move_aside(p) for p in (path, meta_path)]
+        except OSError as exc:
+            self.progress.note(f"cache entry {path.name} {problem}; it cannot be moved aside ({first_line(exc)})")
+            self._read_only = self._read_only or f"{path.name}: {first_line(exc)}"
             return None
-        if meta.get("key") != self.key or meta.get("sha256") != sha256_file(path):
-            self.progress.note(f"cache entry {path.name} is stale or damaged; rebuilding")
-            return None
-        return meta
+        aside = ", ".join(p.name for p in moved if p is not None)
+        self.progress.note(f"cache entry {path.name} {problem}; moved aside ({aside}) and rebuilding it")
+        return None
 
     def _save_meta(self, kind: str, artifact: Artifact, step: Step, extra: Mapping[str, Any] | None = None) -> None:
         if self.config.use_cache:
+            signature = None
+            if kind != TORCHSCRIPT:
+                try:
+                    signature = cache_entry.onnx_signature(self._path(kind))
+                except cache_entry.Damaged:  # then no later run trusts the entry
+                    signature = None
             atomic_write_json(self._meta_path(kind), {
                 "key": self.key, "kind": kind, "sha256": artifact.sha256, "step": step.to_dict(),
-                "details": artifact.details, **(extra or {}),
+                "details": artifact.details, "signature": signature, **(extra or {}),
             })
 
     def _file_artifact(self, kind: str, path: Path, details: dict[str, Any] | None = None,
