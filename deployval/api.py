@@ -31,6 +31,7 @@ def compare(
     checkpoint: str | Path | None = None,
     expected: str | Path | None = None,
     save_outputs: str | Path | None = None,
+    allow_nonfinite: bool = False,
     **config: Any,
 ) -> Report:
     """Compare `model` (a zoo name, "pkg.module:factory", a file, or a ModelSpec) across backends.
@@ -39,11 +40,13 @@ def compare(
     report is true when every check passed. `backends` defaults to torch, torchscript and ort (ort for an
     ONNX file). `expected`: golden outputs (.npz) to judge every row
     against; `save_outputs`: where to write the reference's (as `compare --expected/--save-outputs`).
+    `allow_nonfinite`: NaN/Inf in the reference (or `expected`) are expected rather than refused: masked
+    out of the metrics, and every row must have them at the same positions (as `--allow-nonfinite`).
     """
     from .pipeline import compare as run
 
     spec = _spec(model, input_shapes, checkpoint)
-    settings = {**spec.run_defaults, **config}
+    settings = {**spec.run_defaults, **config, **({"allow_nonfinite": True} if allow_nonfinite else {})}
     return run(spec, None if backends is None else tuple(backends), tuple(precisions), RunConfig(**settings),
                inputs=inputs, expected=Path(expected) if expected is not None else None,
                save_outputs=Path(save_outputs) if save_outputs is not None else None)

@@ -21,6 +21,7 @@ from ._util import atomic_write_bytes
 from .errors import UsageError
 from .inputs import npz_bytes
 from .judging import judge_outputs, row_tolerance, settle_verdict
+from .nonfinite import check_reference
 from .results import BackendResult, Report
 from .spec import ModelSpec, RunConfig
 
@@ -94,8 +95,9 @@ def check_names(expected: Mapping[str, np.ndarray], output_names: tuple[str, ...
 
 def golden_outputs(session: Session, expected: Path | None, save_outputs: Path | None,
                    over_many_inputs: bool) -> dict[str, np.ndarray] | None:
-    """The --expected outputs, checked against the inputs they were saved from; for an ONNX or
-    TorchScript file they become the session's reference (no reference run)."""
+    """The --expected outputs, checked against the inputs they were saved from and for NaN/Inf (refused
+    without --allow-nonfinite, as a reference's); for an ONNX or TorchScript file they become the
+    session's reference (no reference run)."""
     if expected is None and save_outputs is None:
         return None
     if over_many_inputs:
@@ -107,6 +109,7 @@ def golden_outputs(session: Session, expected: Path | None, save_outputs: Path |
         check_save_path(Path(save_outputs))  # before the reference run, not after it
         return None
     golden = load_expected(Path(expected), session.inputs_digest)
+    check_reference(golden, f"--expected '{expected}'", session.config.allow_nonfinite)
     if session.spec.kind != "module":
         session.use_reference(check_names(golden, tuple(session.spec.output_names or golden), Path(expected)))
     return golden
@@ -125,6 +128,6 @@ def judge_against_expected(report: Report, golden: Mapping[str, np.ndarray], ref
     if reference_row is not None:
         row = reference_row
         judge_outputs(row, golden, reference, lambda name: row_tolerance(spec, row.backend, "fp32", name, config),
-                      spec.task)
+                      spec.task, allow_nonfinite=config.allow_nonfinite)
         settle_verdict(row)
     return dict(golden)

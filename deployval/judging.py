@@ -30,10 +30,13 @@ def row_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, co
 
 
 def judge_outputs(result: BackendResult, reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
-                  tolerance: Callable[[str], Tolerance], task: TaskSpec | None) -> None:
-    """Compare every reference output (a missing one fails); outputs the reference lacks are named."""
+                  tolerance: Callable[[str], Tolerance], task: TaskSpec | None, *,
+                  allow_nonfinite: bool = False) -> None:
+    """Compare every reference output (a missing one fails); outputs the reference lacks are named.
+    `allow_nonfinite`: the reference's NaN/Inf were accepted (--allow-nonfinite): masked, judged by kind."""
     start = time.perf_counter()
-    result.outputs = [compare_output(name, ref, outputs.get(name), tolerance(name), task)
+    result.outputs = [compare_output(name, ref, outputs.get(name), tolerance(name), task,
+                                     allow_nonfinite=allow_nonfinite)
                       for name, ref in reference.items()]
     # For the HTML report's histograms (72 counts per output), from the comparison's own pass.
     result.details["error_histograms"] = {o.name: o.histogram for o in result.outputs if o.histogram is not None}

@@ -3,7 +3,8 @@
 One blockwise pass (stats.ErrorStats: float64 per block, never a float64 copy of a whole output)
 gives every exact statistic, the elementwise verdict and the |c - r| histogram; the median and p99
 are exact, from one |c - r| array in float32 where the outputs are float32. Elements where the
-reference itself is not finite are left out of the statistics and checked separately.
+reference itself is not finite are masked out of the statistics and judged apart (nonfinite.py): the
+candidate must have the same NaN/+Inf/-Inf there, and without --allow-nonfinite they fail the output.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .nonfinite import OPTION as ALLOW_OPTION
+from .nonfinite import count_nonfinite
 from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
 
@@ -262,6 +265,7 @@ class OutputComparison:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     histogram: dict[str, Any] | None = field(default=None, repr=False)  # |c - r| counts, for the HTML report
+    nonfinite_masked: int = 0  # non-finite reference elements left out of the metrics (judged by kind)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -280,6 +284,7 @@ class OutputComparison:
             "min_passing_tolerance": self.min_passing,
             "failures": self.failures,
             "warnings": self.warnings,
+            "nonfinite_masked": self.nonfinite_masked,
         }
 
 
@@ -289,9 +294,13 @@ def compare_output(
     cand: np.ndarray | None,
     tolerance: Tolerance,
     task: TaskSpec | None = None,
+    *,
+    allow_nonfinite: bool = False,
 ) -> OutputComparison:
     """Compare one output and judge it against `tolerance`. Missing, misshapen, wrongly typed or
-    non-finite outputs fail; nothing here ever passes by default."""
+    non-finite outputs fail; nothing here ever passes by default. A non-finite reference fails the
+    output unless `allow_nonfinite`; with it, its NaN/Inf positions are masked out of the metrics and
+    must hold the same kind in the candidate, and an output with nothing finite to compare fails."""
     ref = np.asarray(ref)
     result = OutputComparison(
         name=name, passed=False, shape=None, ref_shape=tuple(ref.shape), dtype=None,
@@ -329,10 +338,10 @@ def compare_output(
     result.metrics = metrics
     result.histogram = stats.histogram()
     if stats.nonfinite_bad:
-        result.failures.append(f"{stats.nonfinite_bad} non-finite values (NaN {metrics['nan']}, Inf {metrics['inf']}) "
-                               "where the reference is finite")
-    if stats.excluded_ref:
-        result.warnings.append(f"reference has {stats.excluded_ref} non-finite values, left out of the metrics")
+        bad = count_nonfinite(cand[np.isfinite(ref) & ~np.isfinite(cand)])  # only failing outputs pay for it
+        result.failures.append(f"{stats.nonfinite_bad} non-finite values ({bad.describe()}) where the reference is "
+                               "finite")
+    nonfinite = _judge_masked(result, ref, stats, allow_nonfinite) or bool(stats.nonfinite_bad)
     if task is not None and task.applies_to(name):
         result.task = task_metrics(ref, cand, task)
 
@@ -365,14 +374,31 @@ def compare_output(
             result.min_passing[bound_name] = drop
             if drop > bound:
                 result.failures.append(f"{label} drop {drop:.4f} exceeds {bound:.4f}")
-    if _has_nonfinite_failure(result):
-        result.min_passing = {}  # no tolerance passes NaN or Inf where the reference is finite
+    if nonfinite:
+        result.min_passing = {}  # no tolerance passes a NaN or Inf that does not match the reference
     result.passed = not result.failures
     return result
 
 
-def _has_nonfinite_failure(result: OutputComparison) -> bool:
-    return any("non-finite values" in f for f in result.failures)
+def _judge_masked(result: OutputComparison, ref: np.ndarray, stats: ErrorStats, allow: bool) -> bool:
+    """The reference's non-finite positions, masked out of the metrics: a failure without `allow`, where
+    the candidate has another kind there, or where nothing finite is left; true when one failed."""
+    result.nonfinite_masked = stats.excluded_ref
+    if not stats.excluded_ref:
+        return False
+    counts = count_nonfinite(ref)
+    failures = len(result.failures)
+    if not allow:
+        result.failures.append(f"the reference has {counts.total} non-finite values ({counts.describe()}): judged "
+                               f"only with {ALLOW_OPTION}")
+    elif stats.n == 0:
+        result.failures.append(f"the reference is non-finite everywhere ({counts.describe()}): nothing to judge")
+    if stats.nonfinite_mismatch:
+        result.failures.append(f"{stats.nonfinite_mismatch} of {stats.excluded_ref} positions where the reference is "
+                               "non-finite differ in the candidate (NaN, +Inf, -Inf must match)")
+    result.warnings.append(f"{stats.excluded_ref} non-finite reference values ({counts.describe()}) masked out of "
+                           "the metrics")
+    return len(result.failures) > failures
 
 
 def _kind(array: np.ndarray) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from . import inputs as inputs_mod
 from .backends.base import Runner, check_available
 from .errors import BackendError, DeployvalError, UsageError, first_line
-from .execution import infer_once, rerun_differences
+from .execution import describe_exit, exits_guarded, infer_once, rerun_differences
 from .export.artifacts import MODULE, ONNX_RAW, Artifact
 from .memory import PeakMemory
 from .progress import Progress
@@ -68,6 +68,15 @@ def run_reference(
     same pass; with `trace`, the pass runs under torch.jit.trace (for the TorchScript row); `then(runner,
     prepared feeds, first run seconds)` runs while the runner is still active (e.g. timing the
     reference as a row). The user's model failing here is a usage error: there is nothing to judge."""
+    with exits_guarded():
+        return _run_reference(runner, spec, feeds, progress, ranges=ranges, trace=trace, then=then, repeat=repeat)
+
+
+def _run_reference(
+    runner: Runner, spec: ModelSpec, feeds: Mapping[str, np.ndarray], progress: Progress, *,
+    ranges: list[Any] | None, trace: bool, then: Callable[[Runner, Mapping[str, np.ndarray], float], None] | None,
+    repeat: int,
+) -> ReferenceRun:
     label = "onnxruntime" if spec.kind == "onnx" else "torch eager"
     result: ReferenceRun | None = None
     peak = PeakMemory(runner.device).__enter__()
@@ -101,6 +110,9 @@ def run_reference(
             raise
         shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
         raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
+    except SystemExit as exc:  # the model would end the run with its own exit code (0: a silent PASS)
+        raise UsageError(f"the model called {describe_exit(exc)} during the reference run: a model must return "
+                         "its outputs") from None
     finally:
         peak.__exit__(None, None, None)
         if result is not None:

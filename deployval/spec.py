@@ -408,6 +408,9 @@ class RunConfig:
     # in fp32 in the fp16 artifact; such modules are also exempt from the fp16 range findings.
     keep_fp32: tuple[str, ...] = ()
     repeat: int = 1  # correctness runs per row (and of the reference): any difference between them is reported
+    # NaN/Inf in the reference (or golden outputs) are expected: masked out of the metrics and required at
+    # the same positions, of the same kind, in every row (nonfinite.py); without it they are refused.
+    allow_nonfinite: bool = False
 
     def to_args(self) -> list[str]:
         """The command-line options that make this configuration: every run setting that differs from
@@ -439,6 +442,8 @@ class RunConfig:
             flag("--keep-fp32", pattern)
         if self.isolate is not None:
             args.append("--isolate" if self.isolate else "--no-isolate")
+        if self.allow_nonfinite:
+            args.append("--allow-nonfinite")
         return args + self.backend_args()
 
     def backend_args(self) -> list[str]:

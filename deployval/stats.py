@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .nonfinite import kind_mismatches
 from .spec import Tolerance
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly
@@ -71,7 +72,8 @@ class ErrorStats:
     nan: int = 0
     inf: int = 0
     nonfinite_bad: int = 0  # non-finite candidate where the reference is finite
-    excluded_ref: int = 0
+    excluded_ref: int = 0  # non-finite reference elements: masked out of the statistics
+    nonfinite_mismatch: int = 0  # of those, where the candidate is not the same kind (NaN, +Inf, -Inf)
     sum_abs: float = 0.0
     max_abs: float = 0.0
     sum_d2: float = 0.0
@@ -105,6 +107,8 @@ class ErrorStats:
         self.inf += int(np.count_nonzero(np.isinf(cand)))
         self.nonfinite_bad += int(np.count_nonzero(finite_r & ~finite_c))
         self.excluded_ref += int(ref.size - np.count_nonzero(finite_r))
+        if not finite_r.all():
+            self.nonfinite_mismatch += kind_mismatches(ref[~finite_r], cand[~finite_r])
         keep = finite_r & finite_c
         self._accumulate(ref[keep].astype(np.float64), cand[keep].astype(np.float64))
 
@@ -196,6 +200,9 @@ class ErrorStats:
             return out
         if self.nonfinite_bad:
             out.append(f"{self.nonfinite_bad} non-finite values where the reference is finite")
+        if self.nonfinite_mismatch:
+            out.append(f"{self.nonfinite_mismatch} of {self.excluded_ref} positions where the reference is "
+                       "non-finite differ in the candidate (NaN, +Inf, -Inf must match)")
         if tolerance.elementwise and self.violations:
             out.append(f"{self.violations} of {self.elements} elements exceed atol+rtol*|ref| "
                        f"(max |diff| {self.max_abs:.3g})")

@@ -201,15 +201,17 @@ def test_huge_values_do_not_overflow_into_nan(ref):
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float64, st.integers(2, 40), elements=st.floats(-10, 10)), st.integers(0, 39),
        st.sampled_from([np.nan, np.inf, -np.inf]))
-def test_nonfinite_reference_elements_are_left_out_and_flagged(ref, index, bad):
+def test_nonfinite_reference_elements_are_masked_and_must_match(ref, index, bad):
     index %= ref.size
     ref = ref.copy()
     ref[index] = bad
     cand = np.where(np.isfinite(ref), ref, 0.0)
-    result = compare_output("y", ref, cand, Tolerance(atol=0.0, rtol=0.0))
-    assert result.passed  # every finite element is identical
+    assert not compare_output("y", ref, ref.copy(), Tolerance(atol=0.0, rtol=0.0))  # refused without the option
+    assert not compare_output("y", ref, cand, Tolerance(atol=0.0, rtol=0.0), allow_nonfinite=True)  # 0 for NaN/Inf
+    result = compare_output("y", ref, ref.copy(), Tolerance(atol=0.0, rtol=0.0), allow_nonfinite=True)
+    assert result.passed == (ref.size > 1)  # the same NaN/Inf; a lone non-finite element judges nothing
     assert "non-finite" in result.warnings[0]
-    assert result.metrics["max_abs"] == 0.0
+    assert result.metrics["max_abs"] == 0.0 and result.nonfinite_masked == 1
 
 
 @settings(max_examples=60, deadline=None)
