@@ -3,6 +3,7 @@ write `if not deployval.compare(...): ...`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,83 @@ from .timing import LatencyStats
 # Result statuses. "reference" is the run everything is compared against; "skipped" is a
 # combination that does not exist (e.g. TorchScript at int8) and affects no verdict.
 PASS, FAIL, ERROR, SKIPPED, REFERENCE = "pass", "fail", "error", "skipped", "reference"
+VERDICTS = {ExitCode.OK: "PASS", ExitCode.ACCURACY: "FAIL", ExitCode.USAGE: "ERROR", ExitCode.BACKEND: "INCOMPLETE"}
+UNFINISHED = "the run did not finish"
+
+
+def gate_label(item: str) -> str:
+    """A gate item as the row label it requires ('ort' means ort:fp32, as the pipeline plans it)."""
+    backend, _, precision = item.partition(":")
+    return f"{backend}:{precision or 'fp32'}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a report's rows, gate and completeness come to. The same rules judge a live `Report` and a
+    JSON report read back (`judge_dict`), so a merge or a renderer never has to trust a stored summary."""
+
+    exit_code: ExitCode
+    unfinished: bool = False  # the run stopped before its end (a partial report)
+    missing: tuple[str, ...] = ()  # rows the gate requires that the report does not hold
+    not_run: tuple[str, ...] = ()  # rows that could not run (error rows)
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[self.exit_code]
+
+    @property
+    def incomplete(self) -> str:
+        """Why the work is incomplete, in words; '' when nothing is missing."""
+        parts = [UNFINISHED] if self.unfinished else []
+        if self.missing:
+            parts.append(f"the gate's {', '.join(self.missing)} did not run")
+        if self.not_run:
+            parts.append(f"{', '.join(self.not_run)} could not run")
+        return "; ".join(parts)
+
+    def summary(self, counts: Mapping[str, int]) -> dict[str, Any]:
+        """A report's `summary` object: verdict, exit code, row counts, and why it is incomplete."""
+        summary: dict[str, Any] = {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": dict(counts)}
+        if self.incomplete:
+            summary["incomplete"] = self.incomplete
+        return summary
+
+
+def judge(rows: Sequence[tuple[str, str, bool]], *, complete: bool, gate: Sequence[str] | None) -> Verdict:
+    """The verdict of rows given as (label, status, usage_error). A run that did not finish is
+    INCOMPLETE whatever its rows say (what did not run could have failed, or the run's end could).
+    Otherwise a failed check is the strongest finding, then a usage error, then work left undone: a
+    row the gate requires that is missing, or a row that could not run."""
+    labels = {label for label, _, _ in rows}
+    missing = tuple(dict.fromkeys(g for g in map(gate_label, gate or ()) if g not in labels))
+    not_run = tuple(label for label, status, _ in rows if status == ERROR)
+    if not complete:
+        code = ExitCode.BACKEND
+    elif any(status == FAIL for _, status, _ in rows):
+        code = ExitCode.ACCURACY
+    elif any(status == ERROR and usage for _, status, usage in rows):
+        code = ExitCode.USAGE
+    elif missing or not_run:
+        code = ExitCode.BACKEND
+    else:
+        code = ExitCode.OK
+    return Verdict(code, unfinished=not complete, missing=missing, not_run=not_run)
+
+
+def judge_dict(data: Mapping[str, Any]) -> Verdict:
+    """The verdict of a compare/validate report in its JSON form, recomputed from `complete`, its rows and
+    its gate (never from its own summary). A report that does not say it is complete is not."""
+    rows = [(f"{r.get('backend')}:{r.get('precision')}", str(r.get("status")), bool(r.get("usage_error")))
+            for r in data.get("results") or []]
+    gate = data.get("gate")
+    return judge(rows, complete=data.get("complete") is True, gate=gate if isinstance(gate, list) else None)
+
+
+def row_counts(statuses: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 @dataclass
@@ -59,6 +137,7 @@ class BackendResult:
             "details": self.details,
             "reproduce": self.reproduce,
             "samples": self.samples,
+            "usage_error": self.usage_error,
         }
 
 
@@ -78,23 +157,21 @@ class Report(RunRecord):
     def __bool__(self) -> bool:
         return self.exit_code == ExitCode.OK
 
+    def judged(self) -> Verdict:
+        """The verdict of the rows so far (a report still being filled is not complete)."""
+        rows = [(r.label, r.status, r.usage_error) for r in self.results]
+        return judge(rows, complete=self.complete, gate=self.gate)
+
     @property
     def exit_code(self) -> ExitCode:
-        """1 when an accuracy check failed (the strongest finding), else 2 for a usage error found
-        while running, else 3 when a requested backend could not run, else 0."""
-        statuses = {r.status for r in self.results}
-        if FAIL in statuses:
-            return ExitCode.ACCURACY
-        if any(r.status == ERROR and r.usage_error for r in self.results):
-            return ExitCode.USAGE
-        if ERROR in statuses:
-            return ExitCode.BACKEND
-        return ExitCode.OK
+        """3 while the report is not complete; else 1 when an accuracy check failed (the strongest
+        finding), 2 for a usage error found while running, 3 when a requested or gated row did not run,
+        else 0."""
+        return self.judged().exit_code
 
     @property
     def verdict(self) -> str:
-        return {ExitCode.OK: "PASS", ExitCode.ACCURACY: "FAIL", ExitCode.USAGE: "ERROR",
-                ExitCode.BACKEND: "INCOMPLETE"}[self.exit_code]
+        return VERDICTS[self.exit_code]
 
     def result(self, backend: str, precision: str = "fp32") -> BackendResult:
         for result in self.results:
@@ -103,9 +180,7 @@ class Report(RunRecord):
         raise KeyError(f"{backend}:{precision}")
 
     def to_dict(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for r in self.results:
-            counts[r.status] = counts.get(r.status, 0) + 1
+        """The JSON form; usable at any point of the run (a partial report says INCOMPLETE and why)."""
         return {
             **self.record_dict(),
             "gate": self.gate,
@@ -115,5 +190,5 @@ class Report(RunRecord):
             "warnings": self.warnings,
             "analysis": self.analysis,
             "timings": self.timings,
-            "summary": {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": counts},
+            "summary": self.judged().summary(row_counts([r.status for r in self.results])),
         }

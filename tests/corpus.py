@@ -33,7 +33,7 @@ class Outcome:
     def verdict_line(self) -> str:
         """The last console line that states a verdict (PASS/FAIL/ERROR/INCOMPLETE ... exit code N)."""
         lines = [ln for ln in self.out.splitlines() if "exit code" in ln
-                 and ln.split(" ", 1)[0] in ("PASS", "FAIL", "ERROR", "INCOMPLETE")]
+                 and ln.split(" ", 1)[0] in ("PASS", "FAIL", "ERROR", "INCOMPLETE", "REGRESSION")]
         return lines[-1] if lines else ""
 
 

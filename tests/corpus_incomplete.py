@@ -1,8 +1,94 @@
 """Incomplete-work cases of the reliability corpus: partial reports, missing shards, merges and diffs of
-work that did not finish. None of them may end in PASS."""
+work that did not finish. None of them may end in PASS.
+
+Partial reports are made the way a Ctrl-C leaves them: the rows not yet run absent, `complete: false`,
+and a stored summary that still says PASS (as partial reports once did), so a case passes only if the
+verdict is recomputed from the rows."""
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
 from corpus import Case
 
-CASES: list[Case] = []
+MANIFEST = """
+[defaults]
+iterations = 1
+
+[[model]]
+id = "convs-a"
+model = "convs"
+backends = ["ort"]
+
+[[model]]
+id = "convs-b"
+model = "convs"
+gate = ["torch:fp32", "ort:fp32", "ort:fp16"]
+"""
+
+
+def _compare(tmp: Path) -> dict[str, Any]:
+    """convs through torch and ONNX Runtime at fp32 and fp16 (a complete, passing report)."""
+    from deployval.cli import main
+
+    assert main(["compare", "convs", "-b", "torch,ort", "-p", "fp32,fp16", "--iterations", "1",
+                 "--json", str(tmp / "full.json"), "-q"]) == 0
+    return json.loads((tmp / "full.json").read_text())
+
+
+def _cut_short(report: dict[str, Any], keep: int) -> dict[str, Any]:
+    partial = copy.deepcopy(report)
+    partial["results"] = partial["results"][:keep]
+    partial["complete"] = False
+    partial["summary"] = {**partial["summary"], "verdict": "PASS", "exit_code": 0}
+    return partial
+
+
+def _write(tmp: Path, name: str, data: Any) -> Path:
+    (tmp / name).write_text(json.dumps(data))
+    return tmp / name
+
+
+def _shard(tmp: Path, index: int) -> Path:
+    from deployval.cli import main
+
+    (tmp / "deployval.toml").write_text(MANIFEST)
+    path = tmp / f"s{index}.json"
+    assert main(["validate", "--all", "--manifest", str(tmp / "deployval.toml"), "--shard", f"{index}/2",
+                 "--json", str(path), "-q"]) == 0
+    return path
+
+
+def merge_reference_only(tmp: Path) -> list[str]:
+    return ["report", "merge", str(_write(tmp, "p.json", _cut_short(_compare(tmp), 1)))]
+
+
+def merge_one_shard(tmp: Path) -> list[str]:
+    return ["report", "merge", str(_shard(tmp, 1))]
+
+
+def merge_gated_row_missing(tmp: Path) -> list[str]:
+    suite = json.loads(_shard(tmp, 2).read_text())
+    for report in suite["reports"]:
+        report["results"] = [r for r in report["results"] if r["precision"] != "fp16"]
+    return ["report", "merge", str(_shard(tmp, 1)), str(_write(tmp, "s2-cut.json", suite))]
+
+
+def diff_incomplete_candidate(tmp: Path) -> list[str]:
+    full = _compare(tmp)
+    return ["report", "diff", str(tmp / "full.json"), str(_write(tmp, "p.json", _cut_short(full, 4)))]
+
+
+CASES: list[Case] = [
+    Case("merge-reference-only-partial", "report merge of a Ctrl-C'd report holding only the reference row, its "
+         "stored summary saying PASS (once: PASS, exit 0)", merge_reference_only, 3, "INCOMPLETE", error_line=False),
+    Case("merge-one-shard", "report merge of shard 1/2 alone (once: PASS, exit 0)", merge_one_shard, 3,
+         "shard 2/2 missing", error_line=False),
+    Case("merge-gated-row-never-ran", "report merge of shards where the gated ort:fp16 row never ran (once: PASS)",
+         merge_gated_row_missing, 3, "the gate's ort:fp16 did not run", error_line=False),
+    Case("diff-incomplete-candidate", "report diff whose candidate's run did not finish, every row present "
+         "(once: exit 0)", diff_incomplete_candidate, 1, "the candidate is incomplete", error_line=False),
+]

@@ -111,7 +111,7 @@ def test_shard_parsing():
 def test_merge_refuses_the_same_entry_twice(cli, manifest, tmp_path):
     s1 = tmp_path / "s1.json"
     assert cli("validate", "--all", "--manifest", manifest, "--shard", "2/2", "--json", s1, "-q").code == 0
-    assert_one_line_error(cli("report", "merge", s1, s1), 2, "entry 'srcnn' is in both")
+    assert_one_line_error(cli("report", "merge", s1, s1), 2, "shard 2/2 is in both")
 
 
 def test_merge_reads_single_reports_too(cli, tmp_path):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from .common import ReportWriteError
 from .grouping import Omit, grouped
 from .groups import ReportFiles
 from .validate import write_suite
@@ -20,17 +21,35 @@ def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="JSON reports (shards of validate --all, or compare/validate).",
                                                   show_default=False, metavar="REPORT")],
     files: Annotated[ReportFiles, Omit("html")],
+    allow_missing_shards: Annotated[bool, typer.Option(
+        "--allow-missing-shards", help="Judge the shards given even when some of the run's shards are missing "
+                                       "(the summary records which); without it the merge is INCOMPLETE, exit 3.")
+    ] = False,
 ) -> None:
-    """Merge shard reports into one and recompute the overall verdict (its exit code is the merged one)."""
+    """Merge shard reports into one and recompute every verdict from the rows (its exit code is the merged
+    one): a report that did not finish, or missing shards, make it INCOMPLETE (exit 3)."""
+    from dataclasses import replace
+
     from ..report.console import render_suite
-    from ..suite import load_reports, suite_dict
+    from ..suite import merge
 
     files.check()
-    merged, errors = load_reports(reports)
-    suite = suite_dict(merged, errors, manifest=None, shard=None)
-    suite["merged_from"] = [str(p) for p in reports]
+    suite = merge(reports, allow_missing_shards=allow_missing_shards)
     render_suite(suite)
-    write_suite(suite, merged, files)
+    failures = []
+    if files.junit is not None:  # from the whole suite: its error entries and gaps are failing cases too
+        from ..report.junit import write_junit
+
+        try:
+            write_junit(suite, files.junit)
+        except OSError as exc:
+            failures.append(f"cannot write the JUnit report '{files.junit}': {exc.strerror or exc}")
+    try:
+        write_suite(suite, suite["reports"], replace(files, junit=None))
+    except ReportWriteError as exc:
+        failures.append(exc.message)
+    if failures:
+        raise ReportWriteError("; ".join(failures))
     raise typer.Exit(int(suite["summary"]["exit_code"]))
 
 

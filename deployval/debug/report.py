@@ -10,6 +10,8 @@ from typing import Any
 from ..errors import ExitCode
 from ..record import RunRecord
 
+UNFINISHED = "the run did not finish"  # as results.UNFINISHED (not imported: this module stays light)
+
 # Row statuses: compared and within tolerance / beyond it; not compared, and why.
 PASS, FAIL, UNMAPPED, VANISHED, SKIPPED = "pass", "fail", "unmapped", "vanished", "skipped"
 
@@ -123,12 +125,21 @@ class DebugReport(RunRecord):
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 when a layer or an output exceeds its tolerance, else 0."""
+        """3 while the report is not complete (the layers not yet compared could diverge), else 1 when a
+        layer or an output exceeds its tolerance, else 0."""
+        if not self.complete:
+            return ExitCode.BACKEND
         return ExitCode.ACCURACY if any(r.status == FAIL for r in self.layers) else ExitCode.OK
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.exit_code == ExitCode.OK else "FAIL"
+        return {ExitCode.OK: "PASS", ExitCode.ACCURACY: "FAIL"}.get(self.exit_code, "INCOMPLETE")
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": self.counts()}
+        if not self.complete:
+            summary["incomplete"] = UNFINISHED
+        return summary
 
     def layer(self, label: str) -> LayerResult:
         for row in self.layers:
@@ -163,7 +174,7 @@ class DebugReport(RunRecord):
             "timings": self.timings,
             "repro": self.repro,
             "model_explorer": self.model_explorer,
-            "summary": {"verdict": self.verdict, "exit_code": int(self.exit_code), "counts": self.counts()},
+            "summary": self.summary(),
         }
 
 
@@ -246,4 +257,5 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
         console.print(f"[yellow]warning:[/] {warning}")
     counts = ", ".join(f"{v} {k}" for k, v in report.counts().items())
     style = "green" if report.exit_code == 0 else "red"
-    console.print(f"[{style}]{report.verdict}[/] ({counts}) exit code {int(report.exit_code)}")
+    why = f"; {UNFINISHED}" if not report.complete else ""
+    console.print(f"[{style}]{report.verdict}[/] ({counts}{why}) exit code {int(report.exit_code)}", soft_wrap=True)

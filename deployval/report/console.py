@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import print_error  # noqa: F401 (re-exported)
 from ..progress import Progress, Step
-from ..results import Report
+from ..results import UNFINISHED, Report, judge_dict, row_counts
 from ..spec import format_shape
 from .formatting import fmt, fmt_ms, mean_column, memory_text, status_text, task_summary
 
@@ -54,6 +54,7 @@ class ConsoleProgress(Progress):
 
 
 def render(report: Report, console: Any | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or make_console()
@@ -109,6 +110,7 @@ def render(report: Report, console: Any | None = None) -> None:
                                       f"would pass at {_min_passing(output.min_passing)}")
         for warning in result.warnings:
             console.print(f"[yellow]{result.label}[/] {'* ' if not result.faithful else ''}{warning}")
+        _render_fp16_weights(result.label, result.details.get("fp16_weights") or [], console)
     if dataset:
         _render_samples(report, dataset, console)
     repeat = report.analysis.get("reference_repeat")
@@ -121,12 +123,12 @@ def render(report: Report, console: Any | None = None) -> None:
     failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
     for result in failing:
         console.print(f"[dim]reproduce {result.label}: {result.reproduce}[/]")
-    style = "green" if report.exit_code == 0 else "red"
-    counts = {}
-    for r in report.results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
-    console.print(f"[{style}]{report.verdict}[/] ({summary}) exit code {int(report.exit_code)}")
+    verdict = report.judged()
+    style = "green" if verdict.exit_code == 0 else "red"
+    summary = ", ".join(f"{v} {k}" for k, v in row_counts([r.status for r in report.results]).items())
+    why = f"; {verdict.incomplete}" if verdict.unfinished or verdict.missing else ""
+    console.print(f"[{style}]{verdict.verdict}[/] ({escape(summary + why)}) exit code {int(verdict.exit_code)}",
+                  soft_wrap=True)  # one line, however long: pipelines read the verdict from it
 
 
 def _render_samples(report: Report, dataset: dict[str, Any], console: Any) -> None:
@@ -152,6 +154,20 @@ def _render_samples(report: Report, dataset: dict[str, Any], console: Any) -> No
             f"{u['sample']}: {u['reason']}" for u in unusable[:5]) + (" ..." if len(unusable) > 5 else ""))
 
 
+FP16_WEIGHT_LINES = 5  # weight findings printed per row; the JSON report holds every one
+
+
+def _render_fp16_weights(label: str, findings: list[dict[str, Any]], console: Any) -> None:
+    """A warning line per weight the row's fp16 cannot hold (precision/weight_ranges.py), the rest counted."""
+    from rich.markup import escape
+
+    for finding in findings[:FP16_WEIGHT_LINES]:
+        console.print(f"[yellow]{label}[/] fp16 weights: {escape(str(finding.get('finding')))}")
+    if len(findings) > FP16_WEIGHT_LINES:
+        console.print(f"[yellow]{label}[/] fp16 weights: {len(findings) - FP16_WEIGHT_LINES} more tensors in the "
+                      "JSON report (details.fp16_weights)")
+
+
 def _render_steps(steps: list[Step], console: Any) -> None:
     notable = [s for s in steps if s.status != "ok" or s.reason]
     for step in notable:
@@ -175,26 +191,35 @@ def _min_passing(values: dict[str, float]) -> str:
 
 
 def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
-    """One line per model of a manifest run (or a merge of shard reports), then the verdict."""
+    """One line per model of a manifest run (or a merge of shard reports), then the verdict. Each model's
+    verdict is recomputed from its rows, gate and completeness, not read from its stored summary."""
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or make_console()
     title = "release gate" + (f", shard {suite['shard']}" if suite.get("shard") else "")
+    if suite.get("shards"):
+        title += f", shards {', '.join(suite['shards'])}"
     table = Table(title=title, title_justify="left")
     for column in ("model", "verdict", "checks", "failed or not run"):
         table.add_column(column)
     for data in suite["reports"]:
-        counts: dict[str, int] = {}
-        for r in data["results"]:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts = row_counts([r["status"] for r in data["results"]])
         bad = [f"{r['backend']}:{r['precision']}" for r in data["results"] if r["status"] in ("fail", "error")]
-        verdict = data["summary"]["verdict"]
-        style = "green" if verdict == "PASS" else "red"
-        table.add_row(data.get("entry") or data["model"]["name"], f"[{style}]{verdict}[/]",
-                      ", ".join(f"{v} {k}" for k, v in counts.items()), ", ".join(bad) or "-")
+        judged = judge_dict(data)
+        if judged.unfinished:
+            bad.append(UNFINISHED)
+        bad += [f"{label} (gate, did not run)" for label in judged.missing]
+        style = "green" if judged.exit_code == 0 else "red"
+        table.add_row(escape(str(data.get("entry") or data["model"]["name"])), f"[{style}]{judged.verdict}[/]",
+                      ", ".join(f"{v} {k}" for k, v in counts.items()), escape(", ".join(bad) or "-"))
     for error in suite.get("errors", []):
-        table.add_row(error["entry"], "[red]ERROR[/]", "-", error["reason"])
+        table.add_row(escape(str(error["entry"])), "[red]ERROR[/]", "-", escape(str(error["reason"])))
     console.print(table)
     summary = suite["summary"]
     style = "green" if summary["exit_code"] == 0 else "red"
-    console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models) exit code {summary['exit_code']}")
+    missing = summary.get("missing_shards")
+    allowed = f"; shards {', '.join(missing)} missing, allowed" if summary.get("missing_shards_allowed") else ""
+    why = f"; incomplete: {summary['incomplete']}" if summary.get("incomplete") else ""
+    console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models{escape(allowed + why)}) "
+                  f"exit code {summary['exit_code']}", soft_wrap=True)

@@ -5,7 +5,9 @@ are matched by name. Flagged as regressions: an error metric that grew by more t
 times *and* is above a floor set by the row's own tolerance (so 1e-9 -> 3e-9 is noise, not a
 regression), a median latency more than `latency_tolerance` slower (only between reports from the
 same kind of machine: device, GPU, CPU model and count), a verdict that flipped from pass to fail or
-error, and a row or a model that vanished. Library versions and model or input digests that changed
+error, a row or a model that vanished, and a candidate whose work is incomplete (its run did not finish,
+a row its gate requires is missing, or shards are missing): what was not checked cannot be called no
+regression. An incomplete baseline is a note. Library versions and model or input digests that changed
 are listed for information. Pure: it reads two loaded report dicts and returns a `ReportDiff`; rendering is below it.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..record import FORMAT_VERSION, read_report
+from ..results import judge_dict
 from .formatting import fmt, fmt_ms, number
 
 REGRESSION, IMPROVEMENT, INFO = "regression", "improvement", "info"
@@ -26,6 +29,7 @@ GOOD, BAD = ("pass", "reference"), ("fail", "error")
 # Where a report was made, as far as timing depends on it (device kind, GPU, CPU model and count, architecture).
 DEVICE_FIELDS = ("device", "gpu", "cpu", "cpu_count", "machine")
 SUITE_ERROR = "__suite_error__"
+SUITE = "(suite)"  # the model of a finding about a whole suite report
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class DiffOptions:
 @dataclass
 class Change:
     """One finding: `kind` is regression, improvement or info; `what` the aspect (error, latency,
-    verdict, row, model, input)."""
+    verdict, row, model, input, incomplete)."""
 
     kind: str
     what: str
@@ -86,6 +90,7 @@ class ReportDiff:
     models: int = 0  # models compared
     rows: int = 0  # rows present in both reports
     notes: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # why the candidate's work is incomplete (regressions)
 
     def of_kind(self, kind: str) -> list[Change]:
         return [c for c in self.changes if c.kind == kind]
@@ -119,7 +124,8 @@ class ReportDiff:
             "latency": [asdict(c) for c in self.latency],
             "notes": self.notes,
             "summary": {"verdict": self.verdict, "exit_code": self.exit_code,
-                        "counts": {k: len(self.of_kind(k)) for k in (REGRESSION, IMPROVEMENT, INFO)}},
+                        "counts": {k: len(self.of_kind(k)) for k in (REGRESSION, IMPROVEMENT, INFO)},
+                        **({"incomplete": "; ".join(self.incomplete)} if self.incomplete else {})},
         }
 
 
@@ -204,6 +210,7 @@ def diff_reports(baseline: Mapping[str, Any], candidate: Mapping[str, Any], opti
                 diff.changes.append(Change(INFO, "model", model, note="new model (not in the baseline)"))
     elif any(suites):
         diff.notes.append(f"one report is a suite: only {', '.join(common)} compared")
+    _suite_completeness(diff, baseline, candidate)
     for model in common:
         _diff_model(diff, model, base[model], cand[model])
     diff.versions = _version_changes([base[m] for m in common], [cand[m] for m in common])
@@ -230,9 +237,7 @@ def _diff_model(diff: ReportDiff, model: str, base: dict[str, Any], cand: dict[s
         return
     diff.models += 1
     _digest_changes(diff, model, base, cand)
-    for side, data in (("candidate", cand), ("baseline", base)):
-        if data.get("complete") is False:
-            diff.notes.append(f"{model}: the {side} report is partial (its run did not finish)")
+    _model_completeness(diff, model, base, cand)
     same_device, why = same_machine(base.get("device") or {}, cand.get("device") or {})
     diff.latency.append(LatencyCheck(model, same_device, why))
     base_rows, cand_rows = _rows(base), _rows(cand)
@@ -253,6 +258,52 @@ def _diff_model(diff: ReportDiff, model: str, base: dict[str, Any], cand: dict[s
         _error_changes(diff, model, key, b, c)
         if same_device:
             _latency_change(diff, model, key, b, c)
+
+
+def _model_completeness(diff: ReportDiff, model: str, base: Mapping[str, Any], cand: Mapping[str, Any]) -> None:
+    """An unfinished candidate, or one without a row its gate requires, is a regression; a baseline so, a note."""
+    before, after = judge_dict(base), judge_dict(cand)
+    if after.unfinished:
+        diff.incomplete.append(f"{model}: its run did not finish")
+        diff.changes.append(Change(REGRESSION, "incomplete", model, baseline="partial" if before.unfinished else
+                                   "complete", candidate="partial", note="the candidate report is partial (its run "
+                                   "did not finish): rows it lacks were not checked"))
+    for label in after.missing:
+        diff.incomplete.append(f"{model}: {label} did not run")
+        diff.changes.append(Change(REGRESSION, "incomplete", model, label, candidate="missing",
+                                   note=f"the candidate's gate requires {label}; it did not run"))
+    if before.unfinished:
+        diff.notes.append(f"{model}: the baseline report is partial (its run did not finish)")
+    if before.missing:
+        diff.notes.append(f"{model}: the baseline lacks rows its gate requires ({', '.join(before.missing)})")
+
+
+def _suite_completeness(diff: ReportDiff, baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> None:
+    """A candidate suite that did not finish, or that lacks shards the baseline has, is a regression."""
+    from ..suite import coverage
+
+    if candidate.get("kind") == "suite" and candidate.get("complete") is False:
+        diff.incomplete.append("its run did not finish")
+        diff.changes.append(Change(REGRESSION, "incomplete", SUITE, candidate="partial",
+                                   note="the candidate run did not finish: models it lacks were not checked"))
+    if baseline.get("kind") == "suite" and baseline.get("complete") is False:
+        diff.notes.append("the baseline run did not finish")
+    held = {side: coverage(data, f"the {side} report")
+            for side, data in (("baseline", baseline), ("candidate", candidate))}
+    cand = held["candidate"]
+    if cand is not None:
+        count, shards = cand
+        base = held["baseline"]
+        expected = base[1] if base is not None and base[0] == count else range(1, count + 1)
+        lacking = [f"{i}/{count}" for i in expected if i not in shards]
+        if lacking:
+            diff.incomplete.append(f"shard{'s' * (len(lacking) > 1)} {', '.join(lacking)} missing")
+            diff.changes.append(Change(REGRESSION, "incomplete", SUITE, baseline="present", candidate="missing",
+                                       note=f"shard{'s' * (len(lacking) > 1)} {', '.join(lacking)} missing from "
+                                            "the candidate: their models were not checked"))
+    base = held["baseline"]
+    if base is not None and (cand is None or cand[0] != base[0]) and len(base[1]) < base[0]:
+        diff.notes.append(f"the baseline holds shards {', '.join(f'{i}/{base[0]}' for i in base[1])} only")
 
 
 def _rows(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -465,7 +516,9 @@ def render_diff(diff: ReportDiff, console: Any | None = None) -> None:
     style = "red" if diff.exit_code else "green"
     found = {kind: len(diff.of_kind(kind)) for kind in (REGRESSION, IMPROVEMENT)}
     counts = ", ".join(f"{n} {kind}{'s' * (n != 1)}" for kind, n in found.items())
-    console.print(f"[{style}]{diff.verdict}[/] ({diff.compared()}; {counts}) exit code {diff.exit_code}")
+    why = f"; the candidate is incomplete: {'; '.join(diff.incomplete)}" if diff.incomplete else ""
+    console.print(f"[{style}]{diff.verdict}[/] ({diff.compared()}; {counts}{escape(why)}) exit code {diff.exit_code}",
+                  soft_wrap=True)
 
 
 def _cell(text: Any) -> str:
@@ -481,6 +534,7 @@ def diff_markdown(diff: ReportDiff) -> str:
         f"`{_cell(diff.baseline)}` → `{_cell(diff.candidate)}`: {diff.compared()} "
         f"(error growth > {o.error_growth:g}x above {o.error_floor:g} of the tolerance, latency > "
         f"{o.latency_tolerance:.0%} on medians).",
+        *(["", f"**The candidate is incomplete:** {_cell('; '.join(diff.incomplete))}."] if diff.incomplete else []),
     ]
     header = ["| model | what | row / output / metric | baseline | candidate | note |",
               "| --- | --- | --- | --- | --- | --- |"]

@@ -178,9 +178,22 @@ def _img(data: str, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _verdict(data: Mapping[str, Any]) -> tuple[str, Any, str]:
+    """Verdict, exit code and why the work is incomplete. A compare report's is recomputed from its rows,
+    gate and completeness; a debug report's stored one stands unless the run did not finish."""
+    from ..results import UNFINISHED, judge_dict
+
+    if data.get("kind") == "debug":
+        summary = data.get("summary") or {}
+        if data.get("complete") is not True:
+            return "INCOMPLETE", 3, UNFINISHED
+        return str(summary.get("verdict", "?")), summary.get("exit_code", "?"), ""
+    judged = judge_dict(data)
+    return judged.verdict, int(judged.exit_code), judged.incomplete if judged.unfinished or judged.missing else ""
+
+
 def _header(data: Mapping[str, Any], title: str) -> list[str]:
-    verdict = (data.get("summary") or {}).get("verdict", "?")
-    code = (data.get("summary") or {}).get("exit_code", "?")
+    verdict, code, why = _verdict(data)
     inputs = ", ".join(f"{i.get('name')} {'x'.join(map(str, i.get('shape', [])))} {i.get('dtype')}"
                        for i in data.get("inputs", []))
     device = data.get("device") or {}
@@ -192,6 +205,7 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
     return [
         f"<h1>{_e(title)}</h1>",
         f'<p><span class="verdict v-{_e(verdict)}">{_e(verdict)}</span> exit code {_e(code)}</p>',
+        *([f'<p class="finding">incomplete: {_e(why)}</p>'] if why else []),
         f'<p class="meta">model <b>{_e((data.get("model") or {}).get("name"))}</b> — inputs {_e(inputs)}, '
         f'{_e(data.get("inputs_source"))}</p>',
         f'<p class="meta">device {_e(device.get("device"))} ({_e(where)}) — {_e(libraries)} — '
@@ -245,6 +259,7 @@ def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> lis
     warnings = [w for r in data.get("results", []) for w in r.get("warnings", [])] + list(data.get("warnings", []))
     if warnings:
         parts.append("<ul>" + "".join(f"<li>{_e(w)}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
+    parts += _fp16_weights(data)
     parts.append("<h2>Error distribution per output</h2>")
     if plots and not plots_available():
         parts.append(NO_PLOTS)
@@ -254,6 +269,26 @@ def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> lis
             + "</div>")
     else:
         parts.append('<p class="meta">no histograms were recorded for this report</p>')
+    return parts
+
+
+def _fp16_weights(data: Mapping[str, Any]) -> list[str]:
+    """Per fp16 row, the weights its fp16 cannot hold and the --keep-fp32 value that keeps each fp32."""
+    rows = [(f"{r.get('backend')}:{r.get('precision')}", f) for r in data.get("results", [])
+            for f in (r.get("details") or {}).get("fp16_weights") or []]
+    if not rows:
+        return []
+    parts = ["<h2>fp16 weight ranges</h2>", "<table><tr>" + "".join(f"<th>{c}</th>" for c in (
+        "row", "module", "node", "tensor", "kind", "max |w|", "values", "--keep-fp32")) + "</tr>"]
+    for label, f in rows:
+        nodes = list(f.get("nodes") or [])
+        values = (f"{f.get('count')} of {f.get('elements')}" if f.get("kind") == "overflow"
+                  else f"{f.get('count')} of {f.get('nonzero')} non-zero")
+        cells = [label, f.get("module") or "-", ", ".join(nodes[:3]) + ("…" if len(nodes) > 3 else "") or "-",
+                 f.get("tensor"), f.get("kind"), fmt(number(f.get("max_abs"))), values,
+                 " ".join(f.get("keep_fp32") or []) or "none"]
+        parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
     return parts
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
-from ..results import Report
+from ..results import UNFINISHED, Report, judge_dict
 from ..spec import format_shape
 from .formatting import fmt, fmt_ms, mean_column, number, status_text, task_summary
 
@@ -32,6 +32,8 @@ def report_table(data: Mapping[str, Any]) -> list[str]:
     notes = [f"- **{r['backend']}:{r['precision']}**: {r['reason']}" for r in data["results"]
              if r["reason"] and r["status"] != "reference"]
     notes += [f"- {r['backend']}:{r['precision']}: {w}" for r in data["results"] for w in r.get("warnings", [])]
+    notes += [line for r in data["results"] for line in _fp16_weight_notes(r)]
+    notes += [f"- {w}" for w in data.get("warnings", [])]  # the run's own (e.g. its NaN/Inf policy)
     if notes:
         lines += ["", *notes]
     if any(not r.get("faithful", True) for r in data["results"]):
@@ -42,14 +44,27 @@ def report_table(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _fp16_weight_notes(row: Mapping[str, Any], limit: int = 5) -> list[str]:
+    """The weights the row's fp16 cannot hold (precision/weight_ranges.py), the first few; the rest counted."""
+    found = (row.get("details") or {}).get("fp16_weights") or []
+    label = f"{row['backend']}:{row['precision']}"
+    notes = [f"- {label}: fp16 weights: {f.get('finding')}" for f in found[:limit]]
+    if len(found) > limit:
+        notes.append(f"- {label}: fp16 weights: {len(found) - limit} more tensors in the JSON report")
+    return notes
+
+
 def to_markdown(report: Report | Mapping[str, Any]) -> str:
+    """The verdict (recomputed from the rows, gate and completeness; an unfinished run reads INCOMPLETE
+    with its reason), then the table."""
     data = report.to_dict() if isinstance(report, Report) else report
-    summary = data["summary"]
+    verdict = judge_dict(data)
     inputs = ", ".join(f"`{i['name']}` {format_shape(i['shape'])} {i['dtype']}" for i in data["inputs"])
     device = data["device"]
     lines = [
-        f"## deployval: {data['model'].get('name')} — {summary['verdict']} (exit {summary['exit_code']})",
+        f"## deployval: {data['model'].get('name')} — {verdict.verdict} (exit {int(verdict.exit_code)})",
         "",
+        *([f"**Incomplete:** {verdict.incomplete}.", ""] if verdict.unfinished or verdict.missing else []),
         f"Inputs: {inputs} ({data['inputs_source']}); device: {device.get('device')}"
         f" ({device.get('gpu') or device.get('cpu')})",
         *([f"Judged against the expected outputs `{data['analysis']['expected_outputs']['path']}`."]
@@ -68,18 +83,23 @@ def suite_markdown(suite: Mapping[str, Any], reports: Sequence[Mapping[str, Any]
         "",
         f"{summary['models']} models; checks: " + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()),
         "",
+        *([f"**Incomplete:** {summary['incomplete']}.", ""] if summary.get("incomplete") else []),
+        *([f"Shards missing (allowed): {', '.join(summary['missing_shards'])}.", ""]
+          if summary.get("missing_shards_allowed") else []),
         "| model | verdict | failed or not run |",
         "| --- | --- | --- |",
     ]
     for data in reports:
+        judged = judge_dict(data)
         bad = [f"{r['backend']}:{r['precision']}" for r in data["results"] if r["status"] in ("fail", "error")]
-        lines.append(f"| {data.get('entry') or data['model']['name']} | {data['summary']['verdict']} | "
+        bad += ([UNFINISHED] if judged.unfinished else []) + [f"{g} (gate, did not run)" for g in judged.missing]
+        lines.append(f"| {data.get('entry') or data['model']['name']} | {judged.verdict} | "
                      f"{', '.join(bad) or '-'} |")
     for error in suite.get("errors", []):
         lines.append(f"| {error['entry']} | ERROR | {error['reason']} |")
     for data in reports:
         name = data.get("entry") or data["model"]["name"]
-        lines += ["", f"<details><summary>{name}: {data['summary']['verdict']}</summary>", "", *report_table(data),
+        lines += ["", f"<details><summary>{name}: {judge_dict(data).verdict}</summary>", "", *report_table(data),
                   "", "</details>"]
     return "\n".join(lines) + "\n"
 
