@@ -53,6 +53,7 @@ class DatasetOptions:
     ray: bool = False  # judge the samples on Ray (distributed.py)
     ray_address: str | None = None  # join this cluster; None: start a local one
     workers: int = 2  # actors in the pool (one per GPU on CUDA)
+    allow_nonfinite: bool = False  # --allow-nonfinite: a sample's NaN/Inf reference is masked, not a failure
 
 
 class LabelTally:
@@ -153,11 +154,18 @@ def judge_dataset(
     reference_scores = LabelTally()
     if scorer is not None:
         dataset_info["labels"] = {"file": str(scorer.labels.path), "labelled": 0, "unlabelled": []}
+        if options.dataset is not None:
+            unmatched = scorer.labels.unmatched(p.name for p in Path(options.dataset.directory).iterdir())
+            if unmatched:
+                dataset_info["labels"]["not_in_dataset"] = unmatched
+                shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+                progress.note(f"--labels: {len(unmatched)} id(s) name no sample of the data set: {shown}")
     judged = 1
     started = time.perf_counter()
     partial = _PartialReport(lambda count: _finish(report, table, options, count, complete=False,
                                                    scores=reference_scores if scorer else None), report, on_progress)
     active: list[Runner] = []
+    finished = False  # the loop ran to its end: what an interruption leaves is not complete
     try:
         with progress.step("loading the rows for the data set"):
             for runner in [reference, *(row.runner for row in table if row.runner is not None)]:
@@ -196,12 +204,13 @@ def judge_dataset(
         if options.batch:
             with progress.step(f"batch invariance ({options.batch} copies of {first.name})"):
                 _batch_invariance(report, first, reference, table, options.batch)
+        finished = True
     finally:
         for runner in active:
             with contextlib.suppress(Exception):  # the judged samples matter more than a failed unload
                 runner.deactivate()
         dataset_info["seconds"] = round(time.perf_counter() - started, 3)
-        _finish(report, table, options, judged, complete=True, scores=reference_scores if scorer else None)
+        _finish(report, table, options, judged, complete=finished, scores=reference_scores if scorer else None)
 
 
 @dataclass
@@ -225,7 +234,11 @@ class Scorer:
         return cls(labels, task, task.outputs[0] if task.outputs else None)
 
     def score(self, outputs: Mapping[str, np.ndarray], label: Any) -> dict[str, float]:
-        return label_metrics(outputs[self.output or next(iter(outputs))], label, self.task)
+        name = self.output or next(iter(outputs))
+        output = np.asarray(outputs[name])
+        if self.task.kind == "classification" and output.ndim:
+            self.labels.check_classes(int(output.shape[self.task.axis]), name)  # every id, before any counts
+        return label_metrics(output, label, self.task)
 
 
 @dataclass
@@ -242,7 +255,8 @@ class SampleVerdict:
 
 
 def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runner, Mapping[str, Tolerance]]],
-               task: TaskSpec | None, scorer: Scorer | None = None, compare: bool = True) -> SampleVerdict:
+               task: TaskSpec | None, scorer: Scorer | None = None, compare: bool = True,
+               allow_nonfinite: bool = False) -> SampleVerdict:
     """Run the reference and every row on one sample and compare (and score against its label)."""
     assert sample.feeds is not None
     verdict = SampleVerdict(sample.name)
@@ -266,8 +280,8 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
             if scorer is not None and label is not None:
                 verdict.row_scores[name] = scorer.score(outputs, label)
             if compare:
-                comparisons = [compare_output(output, value, outputs.get(output), tolerances[output], task)
-                               for output, value in ref.items()]
+                comparisons = [compare_output(output, value, outputs.get(output), tolerances[output], task,
+                                              allow_nonfinite=allow_nonfinite) for output, value in ref.items()]
         except DeployvalError as exc:
             error = exc.one_line()
         except Exception as exc:  # one sample crashing a runtime is that sample's failure
@@ -329,7 +343,8 @@ def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], opt
                   compare: bool = True) -> str:
     """Judge one sample here; returns its fault ('' when it was judged)."""
     rows = [(row.samples.result.label, row.runner, row.tolerances) for row in table if row.runner is not None]
-    verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare)
+    verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare,
+                         options.allow_nonfinite)
     if not verdict.fault:
         apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
     return verdict.fault

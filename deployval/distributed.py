@@ -11,10 +11,13 @@ sample whose worker was lost is retried by Ray Data, and a verdict that arrives 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import pickle
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,14 +61,15 @@ class JudgePlan:
     torch_threads: int | None = None
 
 
-def start(address: str | None, workers: int) -> Any:
-    """Connect to the cluster at `address` ('auto' for the one `ray start` made), or start a local one."""
+def start(address: str | None, workers: int) -> tuple[Any, bool]:
+    """Connect to the cluster at `address` ('auto' for the one `ray start` made), or start a local one
+    (no dashboard); with whether this call did, and so must shut it down (`Verdicts`)."""
     try:
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'deployval[ray]'") from None
-    if ray.is_initialized():
-        return ray
+    if ray.is_initialized():  # the caller's (the Python API's user) to shut down
+        return ray, False
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # factories importable on the workers
     try:
         if address:
@@ -76,8 +80,31 @@ def start(address: str | None, workers: int) -> Any:
                      runtime_env={"env_vars": env})
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        with contextlib.suppress(Exception):
+            ray.shutdown()  # whatever the failed start left running
         raise UsageError(f"cannot start {where}: {first_line(exc)}") from None
-    return ray
+    return ray, True
+
+
+class Verdicts:
+    """The verdicts streamed back, then Ray shut down when this process started (or joined) it: a local
+    instance's GCS, raylet, dashboard and runtime-env agents and idle workers would otherwise outlive
+    deployval, whose CLI leaves with os._exit and so skips Ray's own exit hook. Shut down when the
+    stream ends, fails or is dropped unread."""
+
+    def __init__(self, ray: Any, started: bool, stream: Iterable[Any]) -> None:
+        self.stream = stream
+        self._finalizer = weakref.finalize(self, ray.shutdown) if started else None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self.stream
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
 
 
 def plan_rows(ray: Any, rows: Sequence[tuple[str, type, str, Artifact, Mapping[str, Any], Mapping[str, Tolerance]]]
@@ -160,7 +187,8 @@ class SampleJudge:
                 verdicts.append(pickle.dumps((name, first_line(exc))))
                 continue
             verdict: SampleVerdict = verdict_of(Sample(name, Path(str(path)), feeds), self.reference, self.rows,
-                                                self.plan.task, self.plan.scorer)
+                                                self.plan.task, self.plan.scorer,
+                                                allow_nonfinite=self.plan.config.allow_nonfinite)
             verdicts.append(pickle.dumps(verdict))
         return {"verdict": np.array(verdicts, dtype=object)}
 
@@ -188,25 +216,36 @@ def once_per_sample(delivered: Iterable[Any]) -> Iterator[Any]:
 
 
 def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[Any, Any, Mapping[str, Tolerance]]],
-                   progress: Any) -> Iterator[Any]:
+                   progress: Any) -> Verdicts:
     """The data set's samples after `first`, judged by a pool of Ray actors: their verdicts, streamed.
     `rows` are the judged rows (result, its runner as loaded here, tolerances): each actor rebuilds
     the runner from its class, precision, artifact and options."""
+    from .dataset import unusable_file
     from .dataset_run import Scorer
 
     if dataset.dataset is None:
         raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")
     spec, config = session.spec, session.config
     with progress.step("starting Ray" if not dataset.ray_address else f"joining Ray at {dataset.ray_address}"):
-        ray = start(dataset.ray_address, dataset.workers)
-    with progress.step("shipping the artifacts to Ray (once, by content hash)"):
-        row_plans, files = plan_rows(ray, [(result.label, type(runner), runner.precision, runner.artifact,
-                                            runner.options, tolerances)
-                                           for result, runner, tolerances in rows if runner is not None])
-    torch = sys.modules.get("torch")
-    plan = JudgePlan(spec, config, row_plans, files, spec.task,
-                     scorer=Scorer.of(dataset.labels, spec) if dataset.labels is not None else None,
-                     preprocess=dataset.dataset.preprocess, allow_nonfinite=dataset.dataset.allow_nonfinite,
-                     trust_checkpoint=session.trust_checkpoint, output_names=tuple(session.reference().outputs),
-                     torch_threads=torch.get_num_threads() if torch is not None else None)
-    return verdicts(ray, [p for p in dataset.dataset.files() if p != first.path], plan, dataset.workers)
+        ray, started = start(dataset.ray_address, dataset.workers)
+    try:  # Ray is shut down if what follows fails
+        with progress.step("shipping the artifacts to Ray (once, by content hash)"):
+            row_plans, files = plan_rows(ray, [(result.label, type(runner), runner.precision, runner.artifact,
+                                                runner.options, tolerances)
+                                               for result, runner, tolerances in rows if runner is not None])
+        torch = sys.modules.get("torch")
+        plan = JudgePlan(spec, config, row_plans, files, spec.task,
+                         scorer=Scorer.of(dataset.labels, spec) if dataset.labels is not None else None,
+                         preprocess=dataset.dataset.preprocess, allow_nonfinite=dataset.dataset.allow_nonfinite,
+                         trust_checkpoint=session.trust_checkpoint, output_names=tuple(session.reference().outputs),
+                         torch_threads=torch.get_num_threads() if torch is not None else None)
+        paths = [p for p in dataset.dataset.files() if p != first.path]
+        # What is no regular file (a dangling link, a pipe) Ray cannot read: a fault of that sample, named here.
+        faults = [(p.name, unusable_file(p)) for p in paths if not p.is_file()]
+        readable = [p for p in paths if p.is_file()]
+        stream = verdicts(ray, readable, plan, dataset.workers) if readable else iter(())
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return Verdicts(ray, started, itertools.chain(faults, stream))

@@ -7,8 +7,11 @@ latency statistics, and the error if the backend failed part-way.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,42 @@ class Execution:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     usage_error: bool = False
+
+
+class ExitCalled(SystemExit):
+    """`os._exit()` called in the thread that guards it (`exits_guarded`): raised instead of ending the
+    process, so that code running in-process cannot turn the run into a silent exit code."""
+
+
+_real_exit = os._exit
+
+
+@contextmanager
+def exits_guarded() -> Iterator[None]:
+    """While a model or backend runs in this process, `os._exit` from this thread raises `ExitCalled`
+    (a SystemExit) instead of ending the process; other threads and forked children exit as usual. A
+    native `exit()` cannot be caught: only `--isolate` contains it."""
+    if getattr(os._exit, "deployval_guard", False):
+        yield
+        return
+    thread, pid = threading.get_ident(), os.getpid()
+
+    def guarded_exit(code: int) -> None:
+        if threading.get_ident() == thread and os.getpid() == pid:
+            raise ExitCalled(code)
+        _real_exit(code)
+
+    guarded_exit.deployval_guard = True  # type: ignore[attr-defined]
+    os._exit = guarded_exit
+    try:
+        yield
+    finally:
+        os._exit = _real_exit
+
+
+def describe_exit(exc: SystemExit) -> str:
+    """How code ended the process it ran in: 'sys.exit(0)' or 'os._exit(1)'."""
+    return f"{'os._exit' if isinstance(exc, ExitCalled) else 'sys.exit'}({exc.code!r})"
 
 
 def batch_size(feeds: Mapping[str, np.ndarray]) -> int:
@@ -76,7 +115,16 @@ def execute(
     feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress | None = None, label: str = "",
 ) -> Execution:
     """Run one backend in this process. Failures become `Execution.error`; outputs of a correctness
-    run that succeeded are kept even if timing fails afterwards."""
+    run that succeeded are kept even if timing fails afterwards. A backend that calls `sys.exit()` or
+    `os._exit()` is an error too, never the end of the run."""
+    with exits_guarded():
+        return _execute(runner_cls, artifact, precision, device, options, feeds, config, progress, label)
+
+
+def _execute(
+    runner_cls: type[Runner], artifact: Artifact, precision: str, device: str, options: Mapping[str, Any],
+    feeds: Mapping[str, np.ndarray], config: RunConfig, progress: Progress | None, label: str,
+) -> Execution:
     progress = progress or Progress()
     label = label or f"{runner_cls.name} {precision}"
     result = Execution()
@@ -107,6 +155,9 @@ def execute(
         result.error, result.usage_error = exc.one_line(), isinstance(exc, UsageError)
     except Exception as exc:  # a crashing runtime is a result, not the end of the run
         result.error = f"{runner_cls.name} failed: {first_line(exc)}"
+    except SystemExit as exc:  # its exit code would become the run's: a silent PASS for exit(0)
+        result.error = (f"{runner_cls.name} called {describe_exit(exc)} while it ran in this process; "
+                        "its outputs cannot be judged")
     finally:
         peak.__exit__(None, None, None)
         result.details.update(runner.details)
@@ -115,7 +166,7 @@ def execute(
                                        k.endswith("_bytes")}}
         try:
             runner.deactivate()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             result.warnings.append(f"deactivate failed: {first_line(exc)}")
     return result
 

@@ -152,6 +152,61 @@ CASES: list[Case] = [
 ]
 
 
+def _labelled_set(tmp: Path, labels: str) -> list[str]:
+    """Three samples of the ten-class test model and a labels file: the args that judge them."""
+    (tmp / "set").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(tmp / "set" / f"s{i}.npy", rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    (tmp / "labels.csv").write_text(labels)
+    return ["compare", "dv_test_models:ten_classes", "--dataset", str(tmp / "set"), "--labels",
+            str(tmp / "labels.csv"), "-b", "ort", "--iterations", "1", "--no-cache", "--json", str(tmp / "r.json")]
+
+
+def _unmatched_ids_listed(tmp: Path, outcome: object) -> None:
+    labels = json.loads((tmp / "r.json").read_text())["analysis"]["dataset"]["labels"]
+    assert labels["not_in_dataset"] == ["s7.npy", "cat.npy"] and labels["labelled"] == 3, labels
+
+
+LABEL_CASES: list[Case] = [
+    Case("labels-class-out-of-range", "--labels giving class 12 to a sample of a 10-class output",
+         lambda t: _labelled_set(t, "s0.npy,1\ns1.npy,12\ns2.npy,3\n"), 2, "has class 12, but output"),
+    Case("labels-duplicate-id", "--labels naming one sample twice, with two different classes",
+         lambda t: _labelled_set(t, "s0.npy,1\ns1.npy,2\ns0,3\n"), 2, "labelled twice"),
+    Case("labels-ids-not-in-dataset", "--labels with ids that name no sample of the data set (listed, counted, "
+         "judged on the rest)", lambda t: _labelled_set(t, "s0.npy,1\ns1.npy,2\ns2.npy,3\ns7.npy,4\ncat.npy,5\n"),
+         0, "PASS", error_line=False, check=_unmatched_ids_listed),
+]
+
+
+def _set_with(tmp: Path, odd: str) -> list[str]:
+    """Three float32 samples of the ten-class model and one odd entry: an int64 array or a dangling link."""
+    args = _labelled_set(tmp, "s0.npy,1\n")[:6]
+    if odd == "int64":
+        np.save(tmp / "set" / "s3.npy", np.ones((1, 3, 8, 8), np.int64))
+    else:
+        (tmp / "set" / "s3.npy").symlink_to(tmp / "gone.npy")
+    return [*args, "-b", "ort", "--iterations", "1", "--no-cache", "--json", str(tmp / "r.json")]
+
+
+def _left_out(reason: str):
+    def check(tmp: Path, outcome: object) -> None:
+        dataset = json.loads((tmp / "r.json").read_text())["analysis"]["dataset"]
+        assert dataset["samples"] == 3, dataset
+        assert [u["sample"] for u in dataset["unusable"]] == ["s3.npy"], dataset["unusable"]
+        assert reason in dataset["unusable"][0]["reason"], dataset["unusable"]
+    return check
+
+
+LABEL_CASES += [
+    Case("dataset-int64-sample", "an int64 array in a float32 data set (once: judged, cast silently)",
+         lambda t: _set_with(t, "int64"), 0, "PASS", error_line=False, check=_left_out("int64")),
+    Case("dataset-dangling-link", "a symbolic link to nothing in a data set (once: skipped, never counted)",
+         lambda t: _set_with(t, "link"), 0, "PASS", error_line=False, check=_left_out("")),
+]
+CASES += LABEL_CASES
+
+
 def _file(tmp: Path, name: str, content: bytes) -> Path:
     (tmp / name).write_bytes(content)
     return tmp / name

@@ -316,3 +316,171 @@ class DiesOnce(nn.Module):
 def dies_once() -> nn.Module:
     torch.manual_seed(0)
     return DiesOnce().eval()
+
+
+# Models whose structure changes while their source does not: the value of an environment variable picks
+# a layer, a hyperparameter or a non-persistent buffer, as a config file or a factory argument would.
+STRUCTURE_ENV = "DV_TEST_STRUCTURE"
+
+
+def _structure_choice(default: str) -> str:
+    import os
+
+    return os.environ.get(STRUCTURE_ENV, default)
+
+
+def picks_activation() -> nn.Module:
+    """conv, ReLU or Sigmoid (DV_TEST_STRUCTURE=sigmoid), conv: same weights, other layers."""
+    torch.manual_seed(0)
+    activation = nn.Sigmoid() if _structure_choice("relu") == "sigmoid" else nn.ReLU()
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), activation, nn.Conv2d(4, 2, 1)).eval()
+
+
+def picks_padding_mode() -> nn.Module:
+    """A conv padded with zeros, or reflected (DV_TEST_STRUCTURE=reflect): one hyperparameter, same shapes."""
+    torch.manual_seed(0)
+    mode = "reflect" if _structure_choice("zeros") == "reflect" else "zeros"
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode), nn.ReLU()).eval()
+
+
+class ScaledByBuffer(nn.Module):
+    """Scales a conv's output by a buffer that is not in the state_dict (persistent=False)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.register_buffer("scale", torch.tensor(scale), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.scale
+
+
+def picks_buffer() -> nn.Module:
+    """ScaledByBuffer with scale 1, or the value of DV_TEST_STRUCTURE."""
+    torch.manual_seed(0)
+    return ScaledByBuffer(float(_structure_choice("1.0"))).eval()
+
+
+class NonFiniteRows(nn.Module):
+    """A conv whose output rows 0, 1 and 2 are NaN, +Inf and -Inf (every channel), as a masked or log-of-zero
+    output is: the same positions in eager, TorchScript and ONNX. `exported` changes only the exported graph
+    (as ExportTrap): 'moved' puts the NaN in row 3 instead of row 0, 'finite_inf' leaves row 1 finite,
+    'nan_over_10' makes every element NaN whose input (first two channels) exceeds 10. In every runtime:
+    'nan_over_10_all' does that (and nothing else), 'all_nan' makes the whole output NaN."""
+
+    def __init__(self, exported: str = "") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.exported = exported
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.exported == "all_nan":
+            return y * float("nan")
+        exporting = torch.onnx.is_in_onnx_export()
+        if self.exported in ("nan_over_10", "nan_over_10_all"):
+            nan_over_10 = exporting or self.exported == "nan_over_10_all"
+            return torch.where(x[:, :2] > 10.0, torch.full_like(y, float("nan")), y) if nan_over_10 else y
+        nan_row, inf_row = (3, 1) if exporting and self.exported == "moved" else (0, 1)
+        rows = [y[:, :, i:i + 1] for i in range(y.shape[2])]
+        rows[nan_row] = rows[nan_row] * float("nan")
+        if not (exporting and self.exported == "finite_inf"):
+            rows[inf_row] = rows[inf_row].abs() + float("inf")
+        rows[2] = -(rows[2].abs() + float("inf"))
+        return torch.cat(rows, dim=2)
+
+
+def nonfinite_rows() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows().eval()
+
+
+def nonfinite_moved_in_export() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows("moved").eval()
+
+
+def inf_finite_in_export() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows("finite_inf").eval()
+
+
+def nan_over_10_in_export() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows("nan_over_10").eval()
+
+
+def all_nan() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows("all_nan").eval()
+
+
+def nan_over_10() -> nn.Module:
+    torch.manual_seed(0)
+    return NonFiniteRows("nan_over_10_all").eval()
+
+
+class Segfaults(nn.Module):
+    """Reads address 0 in its forward pass: the process dies by SIGSEGV, as a crashing native kernel would."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import ctypes
+
+        ctypes.string_at(0)
+        return x
+
+
+def segfaults() -> nn.Module:
+    return Segfaults().eval()
+
+
+def hangs_while_built() -> nn.Module:
+    """A factory that never returns (a weights download that hangs)."""
+    import time
+
+    while True:
+        time.sleep(1)
+
+
+class ExitsInForward(nn.Module):
+    """Calls sys.exit(0) in its forward pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import sys
+
+        sys.exit(0)
+
+
+def exits_in_forward() -> nn.Module:
+    return ExitsInForward().eval()
+
+
+EXPORT_SLEEP_ENV = "DV_TEST_EXPORT_SLEEP"
+
+
+class SleepsInExport(nn.Module):
+    """A conv whose ONNX export takes DV_TEST_EXPORT_SLEEP seconds (none when unset): time to kill the
+    process that exports it while the exporter's temporary file is on disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+        import time
+
+        if torch.onnx.is_in_onnx_export() and os.environ.get(EXPORT_SLEEP_ENV):
+            time.sleep(float(os.environ[EXPORT_SLEEP_ENV]))
+        return self.conv(x)
+
+
+def sleeps_in_export() -> nn.Module:
+    torch.manual_seed(0)
+    return SleepsInExport().eval()
+
+
+def ten_classes() -> nn.Module:
+    """A classifier: (1,3,8,8) -> 10 logits, for --labels cases."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()

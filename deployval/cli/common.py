@@ -4,13 +4,15 @@ reports. What the options mean to the run is the option groups' (groups.py). Lig
 
 from __future__ import annotations
 
-import contextlib
+import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DeployvalError, ExitCode
+from ..errors import DeployvalError, ExitCode, UsageError
 from .groups import BackendSettings, Display, ModelInputs, Quantization, ReportFiles
+from .partial import RunReports
 
 _argv: list[str] = []  # the command line, for the report's `command` (set by main())
 
@@ -63,32 +65,73 @@ class ReportWriteError(DeployvalError):
 
 def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[str, ...] | None,
                    precisions: tuple[str, ...], gate: tuple[str, ...] | None, save_inputs: Path | None,
-                   display: Display, invocation: Any, files: ReportFiles, dataset: Any = None,
+                   display: Display, invocation: Any, files: ReportFiles, reports: RunReports, dataset: Any = None,
                    save_outputs: Path | None = None, expected: Path | None = None) -> int:
+    """Run one model's comparison, show it and write its reports. Every row's result goes to `reports`
+    as it comes (the JSON report is rewritten; a run cut short writes them all, marked incomplete)."""
     from .._util import timed_import
 
     timed_import("numpy")  # counted as an import (torch would pay for it otherwise)
     from ..pipeline import compare as run_compare
     from ..report.console import render
 
-    def partial(report: Any) -> None:  # results survive a crash or Ctrl-C in a later backend
-        if files.json_path:
-            from ..report.json import write_json
-
-            with contextlib.suppress(OSError):  # best effort; the final write reports its failure
-                write_json(report, files.json_path)
-
     report = run_compare(
         spec, backends, precisions, config, inputs=src.inputs, save_inputs=save_inputs,
         allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,
-        progress=display.progress(), invocation=invocation, command=command_line(), gate=gate, on_progress=partial,
-        dataset=dataset, save_outputs=save_outputs, expected=expected,
+        progress=reports.track(display.progress()), invocation=invocation, command=command_line(), gate=gate,
+        on_progress=reports.update, dataset=dataset, save_outputs=save_outputs, expected=expected,
     )
+    if not reports.suite:  # a suite writes its own reports when every model is done
+        reports.mark_final()
     render(report)
     write_reports(report, files)
     if report.exit_code in (ExitCode.BACKEND, ExitCode.USAGE):
         from ..errors import print_error
 
-        errors = [f"{r.label}: {r.reason}" for r in report.results if r.status == "error"]
-        print_error("could not run " + "; ".join(errors))
+        if "reference_failed" in report.analysis:
+            print_error(f"{report.analysis['reference_failed']}; no row could be judged")
+        else:
+            errors = [f"{r.label}: {r.reason}" for r in report.results if r.status == "error"]
+            print_error("could not run " + "; ".join(errors))
     return int(report.exit_code)
+
+
+def check_paths(outputs: Sequence[tuple[str, Path | None]], inputs: Sequence[tuple[str, Path | None]] = ()) -> None:
+    """Refuse, before any work, an output path that another output or an input names too (the paths
+    compared resolved, and by inode where both exist): one would silently overwrite the other
+    (`--json X --junit X` kept only the JUnit; `--json` naming the `--inputs` file destroyed it)."""
+    seen: list[tuple[str, Path, Path, bool]] = []
+    for option, path in inputs:
+        if path is not None:
+            seen.append((option, Path(path), _resolved(path), True))
+    for option, path in outputs:
+        if path is None:
+            continue
+        key = _resolved(path)
+        for other, _, other_key, is_input in seen:
+            if _same(key, other_key):
+                if is_input:
+                    raise UsageError(f"{option} '{path}' is {other}: writing it would overwrite that input")
+                raise UsageError(f"{other} and {option} both name '{path}': each output needs a path of its own")
+        seen.append((option, Path(path), key, False))
+
+
+def input_paths(src: ModelInputs, data: Any, quant: Quantization) -> list[tuple[str, Path | None]]:
+    """The files and directories a run reads, which no output may name."""
+    model = Path(src.model) if src.model is not None and Path(src.model).is_file() else None
+    return [("the model file", model), ("the --inputs file", src.inputs), ("the --checkpoint file", src.checkpoint),
+            ("the --calibration directory", quant.calibration), ("the --dataset directory", data.dataset),
+            ("the --labels file", data.labels)]
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link, or a path that differs only in a case-blind file system
+    except OSError:
+        return False

@@ -22,6 +22,8 @@ from .groups import (
     Timing,
     Tolerances,
 )
+from .interrupt import run_guarded
+from .partial import RunReports
 from .validate import run_each
 
 
@@ -53,6 +55,9 @@ def compare_command(
     # None: the model's default (pipeline.default_backends)
     backend_list = parse_list(backends, "backend", tuple(backend_entries())) if backends is not None else None
     precision_list = parse_list(precisions, "precision", PRECISIONS)
+    common.check_paths([*files.named(), ("--save-inputs", save_inputs), ("--save-outputs", save_outputs),
+                        ("--save-failing", data.save_failing)],
+                       [*common.input_paths(src, data, quant), ("the --expected file", expected)])
     files.check()
     dataset = data.options(src.allow_nonfinite_inputs)
     specs = data.shapes_from(src).specs()
@@ -62,7 +67,7 @@ def compare_command(
 
         raise UsageError("--save-outputs and --expected hold one model's outputs: give one --submodule at a time")
 
-    def run_one(spec: Any, files: ReportFiles) -> int:
+    def run_one(spec: Any, files: ReportFiles, reports: RunReports) -> int:
         spec, options = data.for_spec(spec, dataset, src)
         config = run_config(spec, settings)
         invocation = src.invocation(spec, config, *export.args(), *data.args())
@@ -70,7 +75,8 @@ def compare_command(
             invocation.run_args = (*invocation.run_args, "--expected", str(expected))
         return common.run_and_report(
             spec, src, config, backends=backend_list, precisions=precision_list, gate=None, save_inputs=save_inputs,
-            display=display, invocation=invocation, files=files, dataset=options, save_outputs=save_outputs,
-            expected=expected)
+            display=display, invocation=invocation, files=files, reports=reports, dataset=options,
+            save_outputs=save_outputs, expected=expected)
 
-    raise typer.Exit(run_each(specs, run_one, files))
+    reports = RunReports(files, f"compare {src.model}", suite=len(specs) > 1)
+    raise typer.Exit(run_guarded(reports, lambda: run_each(specs, run_one, files, reports)))

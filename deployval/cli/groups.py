@@ -39,7 +39,8 @@ class ModelInputs(Group):
         "--trust-checkpoint", help="Allow a checkpoint that needs arbitrary code to unpickle. Only for files you "
                                    "trust.")] = False
     allow_nonfinite_inputs: Annotated[bool, typer.Option(
-        "--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs.")] = False
+        "--allow-nonfinite-inputs", help="Accept NaN/Inf in --inputs (NaN/Inf in the reference's outputs: "
+                                         "--allow-nonfinite).")] = False
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0
     submodule: Annotated[list[str] | None, typer.Option(
         "--submodule", help="Validate a sub-module on its own (declared in the spec, or any attribute path with "
@@ -122,12 +123,18 @@ class Tolerances(Group):
         "--tolerance", help="Judge every row by exactly these bounds instead of the model's tolerances, e.g. "
                             "'rel_l2=0.1,cosine=0.995' (atol, rtol, mean_abs, p99_abs, rel_l2, cosine, "
                             "argmax_agreement, dice_drop, topk_drop, mismatch).")] = None
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Accept NaN/Inf in the reference's outputs (or --expected): masked out of the "
+                                  "metrics, every row must have the same NaN/+Inf/-Inf at the same positions. "
+                                  "Without it they are refused. (NaN/Inf in the inputs: "
+                                  "--allow-nonfinite-inputs.)")] = False
 
     def settings(self) -> dict[str, Any]:
         from ..spec import Tolerance
 
         bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
-        return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds}
+        return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds,
+                "allow_nonfinite": self.allow_nonfinite or None}  # None: the spec's run defaults decide
 
 
 @dataclass(frozen=True)
@@ -433,6 +440,11 @@ class ReportFiles(Group):
 
     def json_only(self, path: Path) -> "ReportFiles":
         return replace(self, json_path=path, junit=None, markdown=None, html=None)
+
+    def named(self) -> list[tuple[str, Path | None]]:
+        """Each report's option and path (None: not asked for), to check that no two collide."""
+        return [("--json", self.json_path), ("--junit", self.junit), ("--markdown", self.markdown),
+                ("--html", self.html)]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import UsageError
+from ..errors import DeployvalError, UsageError
 from ..options import DeviceOpt
 from . import common
 from .common import ReportWriteError
@@ -25,7 +25,10 @@ from .groups import (
     Quantization,
     ReportFiles,
     Timing,
+    Tolerances,
 )
+from .interrupt import run_guarded
+from .partial import RunReports
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ def validate_command(
     device: DeviceOpt = "cpu",
     src: Annotated[ValidateInputs, Omit("allow_nonfinite_inputs")],
     timing: Annotated[Timing, Omit("warmup")],
+    judging: Annotated[Tolerances, Omit("atol", "rtol", "tolerance")],  # the gate's tolerances are the spec's
     quant: Quantization,
     backend: BackendSettings,
     isolation: Isolation,
@@ -58,9 +62,11 @@ def validate_command(
     """Run the model's release gate (the backends, precisions and tolerances its spec requires), or with
     --all every model of the release manifest."""
 
+    common.check_paths([*files.named(), ("--save-failing", data.save_failing)],
+                       [*common.input_paths(src, data, quant), ("the manifest", manifest if all_models else None)])
     files.check()
     dataset = data.options()
-    settings = run_settings(src, timing, quant, backend, isolation, cache, device=device)
+    settings = run_settings(src, timing, judging, quant, backend, isolation, cache, device=device)
     if all_models or shard:
         if dataset is not None:
             raise UsageError("--dataset applies to one model; the manifest names each model's inputs")
@@ -78,7 +84,8 @@ def validate_command(
             "use_cache": False if cache.no_cache else None, "calibration": quant.calibration,
             "calibration_preprocess": quant.calibration_preprocess, "isolate": isolation.isolate,
             "timeout_s": isolation.timeout, "backend_options": settings["backend_options"],
-            "device": device if device != "cpu" else None}.items() if v is not None}
+            "device": device if device != "cpu" else None,
+            "allow_nonfinite": settings["allow_nonfinite"]}.items() if v is not None}
         raise typer.Exit(validate_all(manifest, shard, overrides, src.trust_checkpoint, display, files))
     if src.model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")
@@ -87,23 +94,24 @@ def validate_command(
         if not spec.gate_for(device):
             raise UsageError(f"model '{spec.name}' declares no release gate for {device}")
 
-    def run_one(spec: Any, files: ReportFiles) -> int:
+    def run_one(spec: Any, files: ReportFiles, reports: RunReports) -> int:
         spec, options = data.for_spec(spec, dataset, src)
         gate = spec.gate_for(device)
         config = run_config(spec, settings)
         return common.run_and_report(
             spec, src, config, backends=tuple(dict.fromkeys(item.partition(":")[0] for item in gate)), precisions=(),
             gate=gate, save_inputs=None, display=display, invocation=src.invocation(spec, config, *data.args()),
-            files=files, dataset=options)
+            files=files, reports=reports, dataset=options)
 
-    raise typer.Exit(run_each(specs, run_one, files))
+    reports = RunReports(files, f"validate {src.model}", suite=len(specs) > 1)
+    raise typer.Exit(run_guarded(reports, lambda: run_each(specs, run_one, files, reports)))
 
 
-def run_each(specs: list[Any], run_one: Any, files: ReportFiles) -> int:
+def run_each(specs: list[Any], run_one: Any, files: ReportFiles, reports: RunReports) -> int:
     """One spec: its own reports. Several (sub-modules): each is run and shown, and the files are
-    one combined suite report, as for a manifest."""
+    one combined suite report, as for a manifest (rewritten after each, kept when the run is cut short)."""
     if len(specs) == 1:
-        return int(run_one(specs[0], files))
+        return int(run_one(specs[0], files, reports))
     if files.html:
         raise UsageError("--html writes one model's report; with several sub-modules use --markdown or --json")
     import json
@@ -112,17 +120,18 @@ def run_each(specs: list[Any], run_one: Any, files: ReportFiles) -> int:
     from ..report.console import render_suite
     from ..suite import suite_dict
 
-    reports = []
     with tempfile.TemporaryDirectory(prefix="deployval-suite-") as tmp:
         for index, spec in enumerate(specs):
             path = Path(tmp) / f"{index}.json"
-            run_one(spec, files.json_only(path))
+            reports.begin(spec.name)
+            run_one(spec, files.json_only(path), reports)
             data = json.loads(path.read_text())
             data["entry"] = spec.name
-            reports.append(data)
-    suite = suite_dict(reports, [], manifest=None, shard=None)
+            reports.finish(data)
+    reports.mark_final()
+    suite = suite_dict(reports.finished, [], manifest=None, shard=None)
     render_suite(suite)
-    write_suite(suite, reports, files)
+    write_suite(suite, reports.finished, files)
     return int(suite["summary"]["exit_code"])
 
 
@@ -138,23 +147,38 @@ def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[st
     entries = list(manifest.entries)
     if shard_text:
         entries = shard(entries, *parse_shard(shard_text))
-    progress = display.progress()
+    for entry in entries:  # no report may overwrite what an entry reads
+        common.check_paths(files.named(), [(f"the {key} of entry '{entry.id}'", Path(value)) for key, value in (
+            ("inputs", entry.inputs), ("expected outputs", entry.expected), ("checkpoint", entry.checkpoint))
+            if value])
+    reports = RunReports(files, f"validate --all {manifest_path}", suite=True, manifest=str(manifest_path),
+                         shard=shard_text, total=len(entries))
+    progress = reports.track(display.progress())
 
     def run(spec: Any, checks: tuple[str, ...], config: Any, entry: Any) -> Any:
-        report = run_compare(
-            spec, tuple(dict.fromkeys(c.partition(":")[0] for c in checks)), (), config, inputs=entry.inputs,
-            expected=Path(entry.expected) if entry.expected else None, trust_checkpoint=trust, progress=progress,
-            invocation=Invocation(entry.model, entry.command_args()),
-            command=common.command_line(), gate=checks,
-        )
+        reports.begin(entry.id)
+        try:
+            report = run_compare(
+                spec, tuple(dict.fromkeys(c.partition(":")[0] for c in checks)), (), config, inputs=entry.inputs,
+                expected=Path(entry.expected) if entry.expected else None, trust_checkpoint=trust, progress=progress,
+                invocation=Invocation(entry.model, entry.command_args()),
+                command=common.command_line(), gate=checks, on_progress=reports.update,
+            )
+        except DeployvalError as exc:  # an error entry of the suite (run_manifest records it the same way)
+            reports.failed({"entry": entry.id, "reason": exc.one_line(), "exit_code": int(exc.exit_code)})
+            raise
         render(report)
         return report
 
-    reports, errors = run_manifest(manifest, entries, run=run, overrides=overrides)
-    suite = suite_dict(reports, errors, manifest=str(manifest_path), shard=shard_text)
-    render_suite(suite)
-    write_suite(suite, reports, files)
-    return int(suite["summary"]["exit_code"])
+    def work() -> int:
+        finished, errors = run_manifest(manifest, entries, run=run, overrides=overrides, on_report=reports.finish)
+        reports.mark_final()
+        suite = suite_dict(finished, errors, manifest=str(manifest_path), shard=shard_text)
+        render_suite(suite)
+        write_suite(suite, finished, files)
+        return int(suite["summary"]["exit_code"])
+
+    return run_guarded(reports, work)
 
 
 def write_suite(suite: dict[str, Any], reports: list[dict[str, Any]], files: ReportFiles) -> None:
