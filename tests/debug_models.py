@@ -1,7 +1,9 @@
 """Models with planted defects for `deployval debug`, importable as `debug_models:NAME` (tests/ is on
 sys.path). Each defect sits in a middle layer and only exists in the exported graph (a branch on
 `torch.onnx.is_in_onnx_export()`, the way exporter-only code paths go wrong in practice), except
-`nan_guard`, whose difference is ONNX Runtime's own (see there). All run in milliseconds."""
+`nan_guard`, whose difference is ONNX Runtime's own (see there), and the models of section 6, which
+have none: their graphs are rewritten (ops merged into a conv), and nothing may be blamed. All run in
+milliseconds."""
 
 from __future__ import annotations
 
@@ -243,3 +245,64 @@ class NanGuard(nn.Module):
 def nan_guard() -> nn.Module:
     torch.manual_seed(0)
     return NanGuard().eval()
+
+
+# ----------------------------------------------------------------------------- 6. ops merged into a conv
+
+
+def _non_trivial_statistics(norm: nn.BatchNorm2d, generator: torch.Generator) -> None:
+    """Running statistics far from (0, 1), so that a value before the norm and after it differ a lot."""
+    channels = norm.num_features
+    norm.weight.data = torch.rand(channels, generator=generator) * 2.5 + 0.5
+    norm.bias.data = torch.rand(channels, generator=generator) * 4 - 2
+    norm.running_mean.data = torch.rand(channels, generator=generator) * 2 - 1
+    norm.running_var.data = torch.rand(channels, generator=generator) * 0.45 + 0.05
+
+
+class ConvBnRelu(nn.Module):
+    """conv → batch norm → relu, twice: the exporter folds each norm into its conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        for norm in (self.bn1, self.bn2):
+            _non_trivial_statistics(norm, generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+def conv_bn_relu() -> nn.Module:
+    torch.manual_seed(0)
+    return ConvBnRelu().eval()
+
+
+class ChannelScale(nn.Module):
+    """A frozen per-channel scale (x * s): the exporter keeps the Mul, onnx-simplifier merges it into
+    the conv before it and keeps the conv's output name."""
+
+    def __init__(self, channels: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.rand(channels, generator=generator) * 2.5 + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(1, -1, 1, 1)
+
+
+class ConvScaleConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.conv1, self.scale, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), ChannelScale(8, generator), \
+            nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.scale(self.conv1(x)))
+
+
+def conv_scale_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return ConvScaleConv().eval()

@@ -13,7 +13,7 @@ import typer
 from ..options import DeviceOpt
 from . import common
 from .grouping import Omit, grouped, run_config, run_settings
-from .groups import Cache, Display, Export, ModelInputs, ReportFiles, Tolerances
+from .groups import Cache, DataSet, Display, Export, ModelInputs, Quantization, ReportFiles, Tolerances
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,20 @@ class LayerTolerances(Tolerances):
         "--atol", help="Elementwise absolute tolerance for every layer.")] = None
     rtol: Annotated[float | None, typer.Option(
         "--rtol", help="Elementwise relative tolerance for every layer.")] = None
+
+
+@dataclass(frozen=True)
+class DebugDataSet(DataSet):
+    dataset: Annotated[Path | None, typer.Option(
+        "--dataset", help="The data set of the compare run to reproduce: int8 is calibrated as compare calibrates "
+                          "on it (its first sample, unless --calibration), so the artifact is the one compare "
+                          "judged. Debugs that first sample, or the one given with --inputs (compare "
+                          "--save-failing writes the failing ones).")] = None
+
+
+# Of the data-set options, debug takes those that say which samples compare read.
+DATASET_ONLY = Omit("save_failing", "worst", "pass_fraction", "labels", "max_top1_drop", "max_dice_drop",
+                    "shape_grid", "ray", "ray_address", "ray_workers", "batch_invariance")
 
 
 @dataclass(frozen=True)
@@ -86,9 +100,11 @@ def debug_command(
     precision: PrecisionOpt = "fp32",
     modules: ModulesOpt = None,
     src: Annotated[DebugInputs, Omit("submodule")],
-    tol: Annotated[LayerTolerances, Omit("tolerance")],
+    tol: Annotated[LayerTolerances, Omit("tolerance", "allow_nonfinite")],
     device: DeviceOpt = "cpu",
     export: Export,
+    quant: Quantization,
+    data: Annotated[DebugDataSet, DATASET_ONLY],
     files: Annotated[DebugReports, Omit("junit", "markdown")],
     cache: Cache,
     memory_budget: MemoryOpt = None,
@@ -97,7 +113,10 @@ def debug_command(
     display: Display,
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
-    whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance."""
+    whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance.
+    A compare row's reproduction line becomes a debug line by --backend/--precision for --backends/
+    --precisions, its model, input, calibration and --dataset options kept (the same int8 artifact),
+    and --inputs for the failing sample."""
     from ..errors import UsageError
     from ..spec import PRECISIONS
 
@@ -107,8 +126,9 @@ def debug_command(
         raise UsageError("--memory-budget must be a positive number of MiB")
     patterns = [p.strip() for item in modules or [] for p in item.split(",") if p.strip()] or None
     files.check()
-    spec = src.spec()
-    config = run_config(spec, run_settings(src, tol, export, cache, device=device))
+    options = data.options(src.allow_nonfinite_inputs)  # the data set, checked as compare checks it
+    spec = data.shapes_from(src).spec()
+    config = run_config(spec, run_settings(src, tol, export, quant, cache, device=device))
 
     from .._util import atomic_write_json, timed_import
 
@@ -122,6 +142,7 @@ def debug_command(
         progress=display.progress(), command=common.command_line(),
         memory_budget_bytes=int(memory_budget * (1 << 20)) if memory_budget else None, own_errors=own_errors,
         triage=triage, repro=files.repro, model_explorer=files.model_explorer,
+        dataset=options.dataset if options is not None else None,
     )
     if files.json_path:
         atomic_write_json(files.json_path, report.to_dict())

@@ -301,37 +301,14 @@ def _shape_fits(shape: tuple[int | None, ...] | None, want: tuple[int, ...]) -> 
 
 # ----------------------------------------------------------------------------- raw -> artifact
 
-_VALUE_PRESERVING = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Dropout"}
-
-
 def changed_meaning(raw: ModelProto, artifact: ModelProto) -> dict[str, str]:
-    """Tensors of the artifact that keep a raw tensor's name but hold another value: a simplifier
-    merged the op after them into their producer (onnxsim folds `Conv -> Mul(const)` into the Conv and
-    keeps the Conv's output name). Seen where a node present in both graphs reads tensor B in the
-    artifact but read A in the raw export, A not being B through value-preserving ops only. Returns
-    B -> the op type that was merged in."""
-    raw_nodes = {n.name: n for n in raw.graph.node if n.name}
-    raw_producer = {out: n for n in raw.graph.node for out in n.output}
-    changed: dict[str, str] = {}
-    for node in artifact.graph.node:
-        before = raw_nodes.get(node.name)
-        if before is None or before.op_type != node.op_type or len(before.input) != len(node.input):
-            continue
-        for was, now in zip(before.input, node.input):
-            if not was or not now or was == now or now not in raw_producer:
-                continue
-            value, same = was, False
-            for _ in range(16):
-                if value == now:
-                    same = True
-                    break
-                producer = raw_producer.get(value)
-                if producer is None or producer.op_type not in _VALUE_PRESERVING or not producer.input:
-                    break
-                value = producer.input[0]
-            if not same:
-                changed.setdefault(now, raw_producer[was].op_type if was in raw_producer else "?")
-    return changed
+    """Tensors of the artifact that keep a raw tensor's name but hold another value, because an op
+    after them was merged into their node (onnxsim or ONNX Runtime folding `Conv -> BatchNormalization`
+    or `Conv -> Mul(const)` into the Conv and keeping the Conv's output name) -> the op types merged in.
+    Decided by structure, through Cast and Q/DQ wrappers (meaning.py)."""
+    from .meaning import meanings
+
+    return meanings(raw, artifact).merged_ops()
 
 
 # ----------------------------------------------------------------------------- markers

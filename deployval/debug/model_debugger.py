@@ -59,7 +59,8 @@ class ModelDebugger(OwnErrorSearch):
     def run(self) -> None:
         from ..export.onnx_io import load_onnx
         from .graph import GraphIndex, externalize
-        from .layermap import build_map, changed_meaning
+        from .layermap import build_map
+        from .meaning import meanings
 
         names = [n for n, _ in self.module.named_modules() if n]
         with self.progress.step("layer map"):
@@ -69,11 +70,10 @@ class ModelDebugger(OwnErrorSearch):
             self.report.map_source = self.map.source
             marks = self._mark_tensors(raw_model) if any(c.kind == "mark" for c in self.survey.calls) else {}
             model = load_onnx(self.artifact.path)
-            self.changed = changed_meaning(raw_model, model)
+            self.meanings = meanings(raw_model, model)  # by structure, while the weights are in memory
             del raw_model
             externalize(model, self.workdir)  # the weights are written once, not once per backend run
             self.index = GraphIndex(model)
-            self.present = self.index.tensor_names
         self._plan_rows(marks)
         sizes = {r.result.tensor: r.nbytes for r in self.rows if r.result.status == PASS and r.key is not None}
         total = sum(sizes.values())
@@ -162,23 +162,25 @@ class ModelDebugger(OwnErrorSearch):
                  tensor: str | None, reason: str) -> None:
         result.tolerance = layer_tolerance(self.spec, self.report.backend, self.precision, result.label,
                                            self.config).to_dict()
+        held = tensor if tensor is None or key is None else self.meanings.candidate(tensor)  # outputs: by name
         if tensor is None:
             result.status, result.reason = UNMAPPED, reason
-        elif tensor not in self.present:
-            result.status = VANISHED
-            result.reason = f"its tensor is not in the {self.kind} artifact (removed by simplification or conversion)"
-        elif tensor in self.changed and key is not None:
-            result.status = VANISHED
-            result.reason = (f"in the {self.kind} artifact the {self.changed[tensor]} after it was merged into its "
-                             f"node: the tensor '{tensor}' holds that later value")
-        elif tensor in self.index.inputs:
+        elif held is None or held not in self.index.tensor_names:
+            result.status, result.reason = VANISHED, self.meanings.why_not(tensor, self.kind)
+        elif held in self.index.inputs:
             result.status, result.reason = SKIPPED, "it is a graph input"
-        elif tensor in self.index.initializers:
+        elif held in self.index.initializers:
             result.status, result.reason = SKIPPED, f"it is a constant in the {self.kind} artifact (folded)"
         else:
             result.status = PASS  # provisional: compared later
-            result.reason = reason if reason and key is not None and tensor is not None and \
-                self.map.calls.get(key) is not None and self.map.calls[key].note == reason else ""
+            mapping = self.map.calls.get(key) if key is not None else None
+            notes = [reason] if reason and mapping is not None and mapping.note == reason else []
+            if held != tensor:  # the tensor of that name holds another value; this one holds the layer's
+                merged = self.meanings.merged.get(held)
+                notes.append(f"in the {self.kind} artifact the tensor '{held}' holds its value"
+                             + (f" (the {merged.ops} merged into its node)" if merged else ""))
+            result.reason = "; ".join(notes)
+            tensor = held
         result.tensor = tensor
         row = Row(result, key, position, call_index, nbytes)
         self.rows.append(row)

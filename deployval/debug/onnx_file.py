@@ -5,10 +5,12 @@ fp16 or int8 ONNX that the artifact store builds from the file).
 
 1. **Rows**: one per output of every top-level node, in graph order, labelled by the node's name and
    typed by its op. The fp16 converter and the int8 quantizer keep the names of the node outputs they
-   convert (their Cast and Q/DQ nodes get new names), so a tensor is compared by name in both graphs;
-   one the candidate lacks (folded or fused) is listed as vanished, and one whose producer absorbed a
-   following op keeps its name but not its value (layermap.changed_meaning, refined below). Nodes in
-   If/Loop/Scan bodies cannot be graph outputs: their enclosing node's outputs stand for them.
+   convert (their Cast and Q/DQ nodes get new names), but a node that absorbed the ops after it
+   (BatchNormalization folded into a Conv) keeps its name and not its value: which candidate tensor
+   holds which reference value is decided by structure (meaning.py). A node whose value the candidate
+   holds under another name is compared with that tensor; one whose value it lacks (folded or fused)
+   is listed as vanished, with the reason. Nodes in If/Loop/Scan bodies cannot be graph outputs: their
+   enclosing node's outputs stand for them.
 2. **Chunks**: consecutive rows whose tensors, and the reference values their replays read, fit half
    the memory budget, both sides being held (sizes from shape inference, then measured). Per chunk the
    reference and the candidate each run once with those tensors exposed (graph.expose), the rows are
@@ -62,9 +64,12 @@ CONVERSIONS = {"fp16": "the fp16 conversion", "int8": "int8 quantization"}  # wh
 
 @dataclass
 class _Row:
-    result: LayerResult
-    nodes: list[int] = field(default_factory=list)  # candidate nodes computing the tensor from reference tensors
-    inputs: list[str] = field(default_factory=list)  # their inputs: reference tensors and graph inputs
+    result: LayerResult  # its tensor: the candidate's, once placed
+    reference: str = ""  # the file's tensor
+    candidate: str = ""  # the candidate's tensor holding its value
+    nodes: list[int] = field(default_factory=list)  # candidate nodes computing it from tensors the reference has
+    inputs: list[str] = field(default_factory=list)  # their inputs: candidate tensors holding reference values
+    sources: dict[str, str] = field(default_factory=dict)  # each input -> the reference tensor fed to it
     subgraphs: bool = False  # the region holds an If/Loop/Scan node: replayed alone, names kept
 
 
@@ -97,7 +102,7 @@ def debug_onnx_file(session: Session, cls: type[Runner], precision: str, *, patt
     record.model.update(sha256=session.model_digest, output_names=list(spec.output_names or ()))
     report = DebugReport.from_record(record, backend=cls.name, precision=precision,
                                      faithful=cls.faithful(precision, config.device),
-                                     map_source="the file's node outputs, matched by tensor name")
+                                     map_source="the file's node outputs, matched by graph structure")
     report.warnings.extend(cls.caveats(precision, config.device))
     store = session.store(tuple(spec.output_names or ()),
                           reproduce=f"deployval export {shlex.quote(spec.path or '')} --out DIR")
@@ -147,13 +152,12 @@ class _FileDebugger:
         from ..export.onnx_graph import iter_nodes, subgraphs
         from ..export.onnx_io import load_onnx
         from .graph import GraphIndex, externalize, tensor_bytes
-        from .layermap import changed_meaning
+        from .meaning import meanings
 
         with self.progress.step("reading the ONNX file and the debugged artifact"):
             reference, candidate = load_onnx(Path(self.spec.path or "")), load_onnx(self.candidate_path)
             self.ref_index, self.index = GraphIndex(reference), GraphIndex(candidate)
-            changed = {t: op for t, op in changed_meaning(reference, candidate).items()
-                       if not self._same_producer(t) and not self._noop_cast(t, op)}
+            self.meanings = meanings(reference, candidate)  # before the weights are written out
             self.sizes = tensor_bytes(reference, self.feeds)
             self.largest = max(self.sizes.values(), default=0)
             producer = " ".join(filter(None, (reference.producer_name, reference.producer_version)))
@@ -167,11 +171,11 @@ class _FileDebugger:
                     "nodes cannot be exposed as graph outputs: the enclosing node's outputs are compared for them")
             externalize(reference, self.workdir / "reference")  # weights written once, not once per run
             externalize(candidate, self.workdir / "candidate")
-        self._plan_rows(changed)
+        self._plan_rows()
         todo = [r for r in self.rows if r.result.status == PASS and r.result.kind == "node"]
-        total, compared = sum(self._estimate(r.result.tensor or "") for r in todo), len(todo)
+        total, compared = sum(self._estimate(r.reference) for r in todo), len(todo)
         self.own_all = self.own_mode == "all" or (self.own_mode == "auto" and total <= OWN_ALL_BYTES)
-        unsized = any(r.result.tensor not in self.sizes for r in todo)
+        unsized = any(r.reference not in self.sizes for r in todo)
         chunks, self.probing = 0, unsized and total * PROBE_MARGIN > self.budget
         while todo or not chunks:
             rows, extra = self._next_chunk(todo)
@@ -186,9 +190,10 @@ class _FileDebugger:
         }
         self._finish()
 
-    def _plan_rows(self, changed: Mapping[str, str]) -> None:
+    def _plan_rows(self) -> None:
         ref = self.ref_index
-        available = (set(ref.producer) | set(ref.inputs)) - set(changed)
+        available = {name: value for name, value in self.meanings.sources().items()
+                     if value in ref.producer or value in ref.inputs}
         labels: set[str] = set()
         constants = 0
         for position, node in enumerate(ref.nodes):
@@ -210,8 +215,8 @@ class _FileDebugger:
                                      kind="node", type=node.op_type, tensor=tensor, ops=[node.op_type])
                 result.tolerance = layer_tolerance(self.spec, self.cls.name, self.precision, result.label,
                                                    self.config).to_dict()
-                row = _Row(result)
-                self._place(row, changed, available)
+                row = _Row(result, reference=tensor)
+                self._place(row, available)
                 self.rows.append(row)
         if constants:
             self.report.notes.append(f"{constants} Constant nodes are not listed (nothing to compare)")
@@ -219,68 +224,44 @@ class _FileDebugger:
             result = LayerResult(index=len(self.rows), label=name, kind="output", type="output", tensor=name,
                                  status=PASS if name in self.index.tensor_names else VANISHED)
             result.reason = "" if result.status == PASS else f"the {self.kind} artifact has no output '{name}'"
-            self.rows.append(_Row(result))
+            self.rows.append(_Row(result, reference=name, candidate=name))
 
-    def _place(self, row: _Row, changed: Mapping[str, str], available: set[str]) -> None:
-        """Whether the candidate computes the row's tensor, and its nodes doing so from reference tensors."""
+    def _place(self, row: _Row, available: Mapping[str, str]) -> None:
+        """Which candidate tensor holds the row's value, and the candidate's nodes computing it from
+        tensors that hold reference values (`available`: candidate tensor -> reference tensor)."""
         import onnx
 
         from .graph import node_inputs
 
         result, index = row.result, self.index
-        tensor = result.tensor or ""
-        if tensor not in index.tensor_names:
-            result.status = VANISHED
-            result.reason = f"its tensor is not in the {self.kind} artifact (removed by simplification or conversion)"
-        elif tensor in index.initializers:
+        tensor = row.reference
+        row.candidate = self.meanings.candidate(tensor) or ""
+        result.tensor = row.candidate or tensor
+        if not row.candidate:
+            result.status, result.reason = VANISHED, self.meanings.why_not(tensor, self.kind)
+        elif row.candidate in index.initializers:
             result.status, result.reason = SKIPPED, f"it is a constant in the {self.kind} artifact (folded)"
-        elif tensor in changed:
-            result.status = VANISHED
-            result.reason = (f"in the {self.kind} artifact the {changed[tensor]} after it was merged into its node: "
-                             f"the tensor '{tensor}' holds that later value")
-        elif tensor in index.inputs:
+        elif row.candidate in index.inputs:
             result.status, result.reason = SKIPPED, "it is a graph input"
         else:
             result.status = PASS  # provisional: compared later
-            producer = index.producer[tensor]
-            nodes, reached = index.ancestors(node_inputs(index.nodes[producer]), available)
+            producer = index.producer[row.candidate]
+            if row.candidate != tensor:
+                merged = self.meanings.merged.get(row.candidate)
+                result.reason = (f"in the {self.kind} artifact node '{index.nodes[producer].name}' computes it"
+                                 + (f" (the {merged.ops} merged into it)" if merged else "")
+                                 + f": compared with its tensor '{row.candidate}'")
+            root = self.meanings.root(tensor)  # a wrapped copy of its own value is no place to start from
+            stop = {name for name, value in available.items() if self.meanings.root(value) != root}
+            nodes, reached = index.ancestors(node_inputs(index.nodes[producer]), stop)
             row.nodes = sorted({*nodes, producer})
             row.inputs = [n for n in dict.fromkeys(i for k in row.nodes for i in node_inputs(index.nodes[k]))
                           if n in reached]
+            row.sources = {n: available.get(n, n) for n in row.inputs}
             row.subgraphs = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                 for k in row.nodes for a in index.nodes[k].attribute)
             ops = list(dict.fromkeys(index.nodes[k].op_type for k in row.nodes))
             result.ops = [op for op in ops if op not in WRAPPERS] + [op for op in ops if op in WRAPPERS]
-
-    def _same_producer(self, tensor: str) -> bool:
-        """Whether the candidate computes `tensor` with the reference's node on the same inputs, seen
-        through Cast and Q/DQ wrappers (a converted weight stands for the weight). changed_meaning flags
-        a tensor that a consumer now reads past a removed op; its value changed only if that op was
-        merged into the producer (onnxsim folding a Mul into a Conv gives the Conv a new weight), not
-        when an optimizer merged it into the consumer (a Slice into the next Slice)."""
-        ref_index, index = self.ref_index, self.index
-        if tensor not in ref_index.producer or tensor not in index.producer:
-            return False
-        ref, cand = ref_index.nodes[ref_index.producer[tensor]], index.nodes[index.producer[tensor]]
-        ref_attributes, cand_attributes = ({a.name: a for a in n.attribute} for n in (ref, cand))
-        if (ref.op_type, ref.name, len(ref.input)) != (cand.op_type, cand.name, len(cand.input)) or any(
-                cand_attributes[k] != a for k, a in ref_attributes.items() if k in cand_attributes):
-            return False  # attributes on one side only are defaults an optimizer wrote out
-        for was, now in zip(ref.input, cand.input):
-            converted = False
-            while now != was and now in index.producer and index.nodes[index.producer[now]].op_type in WRAPPERS:
-                now, converted = index.nodes[index.producer[now]].input[0], True
-            if now != was and not (converted and was in ref_index.initializers and now in index.initializers):
-                return False
-        return True
-
-    def _noop_cast(self, tensor: str, op: str) -> bool:
-        """The op an optimizer removed after `tensor` was a Cast to the type the tensor already has."""
-        if op != "Cast" or self.ref_index.elem_type(tensor) is None:
-            return False
-        casts = [n for n in self.ref_index.nodes if n.op_type == "Cast" and tensor in n.input]
-        return bool(casts) and all(a.i == self.ref_index.elem_type(tensor) for n in casts for a in n.attribute
-                                   if a.name == "to")
 
     def _estimate(self, tensor: str) -> int:
         """A tensor's bytes: inferred or measured; else the largest tensor seen so far."""
@@ -296,26 +277,27 @@ class _FileDebugger:
         seen: set[str] = set()
         size = 0
         while todo:
-            wanted = [t for t in dict.fromkeys([todo[0].result.tensor or "", *todo[0].inputs]) if t not in self.feeds]
+            wanted = [t for t in dict.fromkeys([todo[0].reference, *todo[0].sources.values()])
+                      if t not in self.feeds]
             extra = sum(self._estimate(t) for t in wanted if t not in seen)
             if rows and (size + extra > self.budget // 2 or (self.probing and len(rows) >= PROBE_ROWS)):
                 break
             rows.append(todo.pop(0))
             seen.update(wanted)
             size += extra
-        skip = {r.result.tensor for r in rows} | set(self.feeds)
-        return rows, [t for t in dict.fromkeys(t for r in rows for t in r.inputs) if t not in skip]
+        skip = {r.reference for r in rows} | set(self.feeds)
+        return rows, [t for t in dict.fromkeys(t for r in rows for t in r.sources.values()) if t not in skip]
 
     # ------------------------------------------------------------------ one chunk
     def _run_chunk(self, rows: list[_Row], extra: list[str], number: int, last: bool) -> None:
         part = f" (chunk {number + 1})" if number or not last else ""
-        tensors = [r.result.tensor or "" for r in rows]
+        tensors = [r.reference for r in rows]
         start = time.perf_counter()
         with self.progress.step(f"reference: onnxruntime fp32 on the file{part}"):
             reference = self._exposed("reference", [*tensors, *extra], number, last)
         middle = time.perf_counter()
         with self.progress.step(f"candidate: {self.cls.name} {self.precision} on the {self.kind} artifact{part}"):
-            candidate = self._exposed("candidate", tensors, number, last)
+            candidate = self._exposed("candidate", [r.candidate for r in rows], number, last)
         self.timings["reference_s"] += middle - start
         self.timings["backend_s"] += time.perf_counter() - middle
         for name, value in reference.items():  # measured: later chunks are planned with real sizes
@@ -375,7 +357,7 @@ class _FileDebugger:
         from ..stats import compare_tensors
 
         result = row.result
-        ref, cand = reference.get(result.tensor or ""), values.get(result.tensor or "")
+        ref, cand = reference.get(row.reference), values.get(row.candidate)
         if ref is None or cand is None:
             result.status = SKIPPED
             result.reason = f"the {'reference' if ref is None else self.cls.name} run did not return its tensor"
@@ -436,19 +418,19 @@ class _FileDebugger:
         from ..stats import compare_tensors
         from .graph import cast_feeds, save_model
 
-        feeds = {n: reference[n] for r in rows for n in r.inputs}
+        feeds = {n: reference[r.sources[n]] for r in rows for n in r.inputs}
         model, names = self._merged(rows, feeds)
         path = save_model(model, self.workdir / "candidate" / f"own-{self.runs}.onnx")
         values = self._run(path, list(names.values()), cast_feeds(feeds, self.index),
                            what="the nodes fed the reference values", input_names=list(feeds))
         for row in rows:
-            result, tensor = row.result, row.result.tensor or ""
-            value = values[names[tensor]]
+            result, tensor = row.result, row.reference
+            value = values[names[row.candidate]]
             stats, failures = compare_tensors(reference[tensor], value, Tolerance(**result.tolerance))
             result.own = {"metrics": stats.metrics(), "passed": not failures, "failures": failures,
                           "region_nodes": len(row.nodes)}
             if row is self.first:
-                self.first_own = _Own(row, {n: reference[n] for n in row.inputs}, value,
+                self.first_own = _Own(row, {n: reference[row.sources[n]] for n in row.inputs}, value,
                                       np.array(reference[tensor], copy=True), stats.metrics())
 
     def _merged(self, rows: list[_Row], feeds: Mapping[str, np.ndarray]) -> tuple[ModelProto, dict[str, str]]:
@@ -470,7 +452,7 @@ class _FileDebugger:
                 node.output[:] = [n + suffix if n else n for n in node.output]
                 node.name += suffix
                 nodes.append(node)
-            names[row.result.tensor or ""] = (row.result.tensor or "") + suffix
+            names[row.candidate] = row.candidate + suffix
         inputs = [onnx.helper.make_tensor_value_info(
             name, index.elem_type(name) or onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
             for name, value in feeds.items()]
@@ -545,7 +527,7 @@ class _FileDebugger:
 
                 opset = max(19, *(o.version for o in model.opset_import if not o.domain))
                 evaluator = ReferenceEvaluator(str(save_model(upgrade_opset(model, opset), path)))
-            return evaluator.run([out[result.tensor or ""]], cast_feeds(own.feeds, self.index))[0]
+            return evaluator.run([out[own.row.candidate]], cast_feeds(own.feeds, self.index))[0]
 
         backend = self.cls.name
         converted = self.kind not in (ONNX_RAW, ONNX, ONNX_INT32) and self.precision in CONVERSIONS

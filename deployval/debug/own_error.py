@@ -63,7 +63,7 @@ class OwnErrorSearch:
     do_triage: bool
     map: Any
     index: Any
-    present: set[str]
+    meanings: Any  # meaning.Meanings
     raw_nodes: set[str]
     rows: list[Row]
     state: Any
@@ -79,7 +79,8 @@ class OwnErrorSearch:
     def _transient_row(self, call: Any) -> Row | None:
         """A row for an enclosing call that the report leaves out (--modules), to test its own error."""
         tensor = self.map.tensor(call.key, 0)
-        if call.kind != "module" or tensor is None or tensor not in self.present or tensor in self.index.inputs:
+        tensor = self.meanings.candidate(tensor) if tensor is not None else None  # the artifact's tensor of its value
+        if call.kind != "module" or tensor is None or tensor in self.index.inputs:
             return None
         mapping = self.map.calls[call.key]
         result = LayerResult(index=-1, label=call.label, kind="module", type=call.type, tensor=tensor,
@@ -133,7 +134,9 @@ class OwnErrorSearch:
         from .graph import region
 
         mapping = self.map.calls.get(call.key)
-        boundary = [n for n in (mapping.inputs if mapping else []) if n in self.present]
+        # the artifact's tensors holding the values of the call's input tensors (a merged node's under its name)
+        boundary = list(dict.fromkeys(held for n in (mapping.inputs if mapping else [])
+                                      if (held := self.meanings.candidate(n)) is not None))
         if mapping is not None and mapping.inputs_call:  # fused with the call before: its inputs feed the nodes
             frame = self.held.pop(mapping.inputs_call, None)
             if frame is None or frame.inputs_changed():

@@ -186,30 +186,32 @@ def file_case(report: DebugReport, reference_path: Path, candidate: ModelProto,
     tensors the file has (as the debug run replays it), fed ONNX Runtime fp32's values on the file."""
     from ..export.onnx_io import load_onnx, run_onnxruntime
     from .graph import GraphIndex, expose, region
-    from .layermap import changed_meaning
+    from .meaning import meanings
 
     if report.first_divergent is None:
         return NOTHING
     row = report.layer(report.first_divergent)
-    target = row.tensor or ""
     reference = load_onnx(reference_path)
     ref_index, index = GraphIndex(reference), GraphIndex(candidate)
+    found = meanings(reference, candidate)  # which candidate tensor holds which file tensor's value
+    target = row.tensor or ""  # the candidate's tensor the debug run compared
     if target not in index.tensor_names:
         return f"the tensor of {row.label} is not in the {report.artifact.get('kind')} artifact"
-    available = (set(ref_index.producer) | set(ref_index.inputs)) - set(changed_meaning(reference, candidate))
-    available &= index.tensor_names
-    available.discard(target)
-    cut = region(index, [target], available)
-    wanted = [n for n in dict.fromkeys([*cut.inputs, target]) if n not in ref_index.inputs]
+    value = found.value_of(target) or target  # the file's tensor it holds
+    sources = {name: held for name, held in found.sources().items()  # not a wrapped copy of the target's value
+               if (held in ref_index.producer or held in ref_index.inputs) and found.root(held) != found.root(value)}
+    cut = region(index, [target], sources)
+    wanted = [n for n in dict.fromkeys([*(sources.get(i, i) for i in cut.inputs), value])
+              if n not in ref_index.inputs]
     values = run_onnxruntime(expose(ref_index, wanted, keep_outputs=False), feeds) if wanted else {}
     values.update({k: np.asarray(v) for k, v in feeds.items()})
-    inputs = {name: _fit(values[name], index, name) for name in cut.inputs}
+    inputs = {name: _fit(values[sources.get(name, name)], index, name) for name in cut.inputs}
     model = cut_model(candidate, index, cut.inputs, [target], cut.node_names)
     notes = _layer_notes(len(model.graph.node), 0, cut.graph_inputs, row.label) + _inputs_note(inputs)
     wrappers = [n.op_type for n in model.graph.node if n.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear")]
     if wrappers:
         notes.append(f"the node comes with the {len(wrappers)} Cast/Q/DQ nodes the conversion put around it")
-    return ReproCase(row.label, str(report.artifact.get("kind")), model, inputs, {target: values[target]},
+    return ReproCase(row.label, str(report.artifact.get("kind")), model, inputs, {target: values[value]},
                      dict(row.tolerance), 0, notes)
 
 

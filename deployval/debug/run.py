@@ -6,11 +6,15 @@ The method, in the order it runs:
    and marks in execution order, their enclosing calls and output shapes. No activation is kept; the
    survey itself is cached for an exact replay (same model digest, same inputs).
 2. **Artifacts** from the same cache as `compare`: the raw export (for the layer map) and the artifact
-   the backend runs at this precision (simplified / fp16 / int8 ONNX). Models that call `mark()` get
-   one more export with markers switched on; only which tensor each marker names is kept (cached).
-3. **Layer map** (see layermap.py), applied to the debugged artifact: layers whose tensor vanished
-   in simplification or conversion are listed as such, not compared, and so are tensors that kept
-   their name but changed their meaning (onnxsim merging a following Mul into a Conv).
+   the backend runs at this precision (simplified / fp16 / int8 ONNX), int8 calibrated as compare
+   calibrates (`--calibration`, or a `--dataset`'s first sample), so it is the artifact compare judged.
+   Models that call `mark()` get one more export with markers switched on; only which tensor each
+   marker names is kept (cached).
+3. **Layer map** (see layermap.py), applied to the debugged artifact by structure (meaning.py): a
+   layer whose value a merged node holds under another name (a Mul or BatchNormalization folded into
+   the Conv before it) is compared with that tensor; layers whose value vanished in simplification or
+   conversion are listed as such, not compared, and so are tensors that kept their name but not their
+   meaning (the Conv's own output after the fold).
 4. **Backend run**: the artifact with the mapped tensors as extra graph outputs, on the chosen
    backend, once when their total size fits the memory budget; otherwise in chunks of consecutive
    layers, each chunk's model cut down to what its outputs need (early chunks stop early).
@@ -50,6 +54,7 @@ import numpy as np
 
 from .._util import IMPORT_SECONDS, timed_import
 from ..backends.base import check_available, get_backend
+from ..dataset import Dataset
 from ..errors import BackendUnavailable, UsageError, first_line
 from ..export.artifacts import ONNX_RAW
 from ..memory import memory_budget
@@ -79,6 +84,7 @@ def run_debug(
     triage: bool = True,
     repro: Path | None = None,
     model_explorer: Path | None = None,
+    dataset: Dataset | None = None,
 ) -> DebugReport:
     """Localize where `backend` at `precision` diverges from PyTorch eager, layer by layer.
 
@@ -86,6 +92,9 @@ def run_debug(
     always reported). `own_errors`: "auto" (every layer when small, else around the first divergent
     layer), "all" or "divergent". `repro`: a directory for the first divergent layer as a model of its own
     (repro.py); `model_explorer`: a node data JSON file for Model Explorer (model_explorer.py).
+    `dataset`: the data set a `compare --dataset` run was given; int8 is calibrated as that run calibrates
+    (on its first usable sample, unless `config.calibration` names a directory), so that the artifact is
+    the one compare judged, and without `inputs` that first sample is debugged.
     """
     started = time.perf_counter()
     config = config or RunConfig()
@@ -105,14 +114,19 @@ def run_debug(
     if not ok:
         raise BackendUnavailable(f"{backend} cannot run on {config.device}: {reason}")
 
+    calibration, calibrated = _calibration(spec, config, dataset, allow_nonfinite_inputs)
+    if dataset is not None and inputs is None:
+        _first, _faults, inputs = dataset.first(spec)  # the sample compare's rows begin with
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
-                      trust_checkpoint=trust_checkpoint, progress=progress)
+                      trust_checkpoint=trust_checkpoint, progress=progress, calibration=calibration)
     spec, feeds = session.spec, session.feeds
     if spec.kind == "onnx":  # the file's nodes are the layers, ONNX Runtime fp32 the reference
         from .onnx_file import debug_onnx_file
 
         file_report = debug_onnx_file(session, cls, precision, patterns=modules, command=command,
                                       budget=memory_budget(memory_budget_bytes), own_errors=own_errors, triage=triage)
+        if precision == "int8":
+            file_report.notes.append(calibrated)
         if repro is not None or model_explorer is not None:
             from .repro import file_outputs
 
@@ -130,6 +144,8 @@ def run_debug(
     report = DebugReport.from_record(record, backend=backend, precision=precision,
                                      faithful=cls.faithful(precision, config.device))
     report.warnings.extend(cls.caveats(precision, config.device))
+    if precision == "int8":
+        report.notes.append(calibrated)
     args = to_tensors(feeds, spec.input_names, config.device)
     model_digest, inputs_digest = session.model_digest, session.inputs_digest
     survey_cache = survey_cache_path(config, spec, model_digest, inputs_digest)
@@ -187,3 +203,23 @@ def run_debug(
     report.complete = True
     return report
 
+
+
+def _calibration(spec: ModelSpec, config: RunConfig, dataset: Dataset | None,
+                 allow_nonfinite: bool) -> tuple[list[dict[str, np.ndarray]] | None, str]:
+    """The int8 calibration samples the session is given (None: the config's --calibration directory, or
+    the run's own inputs), and what the report says about them. The directory is checked before any
+    work."""
+    from ..calibration import dataset_calibration
+    from ..dataset import sample_files
+
+    if config.calibration is not None:
+        files = sample_files(Path(config.calibration), "--calibration", config.calibration_limit)
+        return None, (f"int8 calibrated on --calibration '{config.calibration}' ({len(files)} samples, "
+                      f"{config.calibration_method}), as compare with the same options")
+    if dataset is None:
+        return None, ("int8 calibrated on the debugged inputs themselves; to debug the int8 artifact a compare "
+                      "run judged, give its --calibration or --dataset options")
+    first, samples = dataset_calibration(dataset, spec, config, allow_nonfinite)
+    return samples, (f"int8 calibrated on the --dataset's first sample '{first.name}' "
+                     f"({config.calibration_method}), as compare --dataset calibrates")
