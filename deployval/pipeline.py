@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,14 @@ from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
 from .errors import DeployvalError, UsageError, first_line
 from .execution import execute, time_runner
-from .export.artifacts import MODULE, ONNX, ONNX_RAW, TORCHSCRIPT
+from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
 from .golden import golden_outputs, judge_against_expected
 from .golden import save_outputs as write_outputs
+from .isolation import ReferenceCrashed
 from .judging import judge_outputs, row_tolerance, settle_verdict
+from .nonfinite import check_reference, reference_source, state_policy
 from .progress import Progress, Step
 from .reference import reference_runner
 
@@ -117,6 +119,8 @@ def compare(
         session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
         gate=list(gate) if gate is not None else None,
     )
+    if on_progress is not None:
+        on_progress(report)  # the header: what a run stopped before its first row can still report
 
     # The reference run. Activation ranges against fp16's limits are recorded in the same pass when an
     # fp16 row will be judged: module outputs (torch models), and every tensor of the fp32 ONNX graph
@@ -133,10 +137,15 @@ def compare(
         if any(j.result is None and j.precision == "fp32" and j.backend == runner.name for j in jobs):
             reference_rows.append(_time_reference(runner, prepared, first_run, config, progress, invocation))
 
-    reference = session.reference(ranges=ranges, trace=_needs_trace(spec, jobs, config), then=time_reference)
+    try:
+        reference = session.reference(ranges=ranges, trace=_needs_trace(spec, jobs, config), then=time_reference)
+    except ReferenceCrashed as exc:  # isolated, it crashed or hung: nothing can be judged, and the report says so
+        return _without_reference(report, spec, jobs, exc.one_line(), config, invocation, timings, started)
     if session.parameters is not None:
         report.model["parameters"] = session.parameters
     reference_outputs = reference.outputs
+    if golden is None:  # golden outputs were checked when read; NaN/Inf here are refused without the option
+        check_reference(reference_outputs, reference_source(spec.kind), config.allow_nonfinite)
     reference_result = reference_rows[0] if reference_rows else None
     if reference_result is not None:
         reference_result.details["memory"] = dict(reference.memory)
@@ -145,6 +154,7 @@ def compare(
     if golden is not None and expected is not None:
         reference_outputs = judge_against_expected(report, golden, reference_outputs, reference_result, spec, config,
                                                    Path(expected))
+    state_policy(report, reference_outputs, config.allow_nonfinite)
     if config.repeat > 1:
         report.analysis["reference_repeat"] = {"runs": config.repeat, "identical": not reference.repeat_differences,
                                                "max_abs_difference": reference.repeat_differences}
@@ -184,6 +194,7 @@ def compare(
                             trust_checkpoint))
                     if job.precision == "fp16":
                         _judge_ranges(job.result, range_findings)
+                        _fp16_onnx_weights(job.result, store)
             report.results.append(job.result)
             report.steps = list(store.steps)
             if on_progress is not None:
@@ -200,6 +211,31 @@ def compare(
     report.complete = True
     if any(not r.faithful for r in report.results if r.status in (PASS, FAIL)):
         report.warnings.append("some results are not faithful to their precision's arithmetic (see each row)")
+    return report
+
+
+def _without_reference(report: Report, spec: ModelSpec, jobs: list[Job], reason: str, config: RunConfig,
+                       invocation: Invocation, timings: dict[str, Any], started: float) -> Report:
+    """The report of a run whose reference crashed or hung in its own process: the reference's row is
+    the error, every row still to run is an error for want of it (exit code 3)."""
+    name = "ort" if spec.kind == "onnx" else "torch"
+    reference = BackendResult(name, "fp32", config.device, ERROR, reason,
+                              reproduce=invocation.command(name, "fp32", config.device))
+    rows = [reference] if not any((j.backend, j.precision) == (name, "fp32") for j in jobs) else []
+    for job in jobs:
+        if (job.backend, job.precision) == (name, "fp32"):
+            rows.append(reference)
+        elif job.result is not None:
+            rows.append(job.result)
+        else:
+            rows.append(BackendResult(job.backend, job.precision, config.device, ERROR, "not run: the reference run "
+                                      "did not finish", reproduce=invocation.command(job.backend, job.precision,
+                                                                                      config.device)))
+    report.results = rows
+    report.analysis["reference_failed"] = reason
+    timings["total_s"] = time.perf_counter() - started
+    report.timings = timings
+    report.complete = True
     return report
 
 
@@ -298,6 +334,7 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
         from .distributed import judge_remotely
 
         remote = judge_remotely(session, dataset, first, rows, progress)
+    dataset = replace(dataset, allow_nonfinite=config.allow_nonfinite)  # each sample's reference, as the first's
     judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote)
     for result in report.results:
         if result.status == REFERENCE:
@@ -372,7 +409,8 @@ def _run_job(
     result.latency = execution.latency
     if execution.outputs is not None:
         judge_outputs(result, reference, execution.outputs,
-                      lambda name: row_tolerance(spec, job.backend, job.precision, name, config), spec.task)
+                      lambda name: row_tolerance(spec, job.backend, job.precision, name, config), spec.task,
+                      allow_nonfinite=config.allow_nonfinite)
     if execution.error is not None:  # the outputs it produced before failing are still reported
         result.reason, result.usage_error = execution.error, execution.usage_error
         return result
@@ -517,6 +555,13 @@ def _judge_ranges(result: BackendResult, found: list[Any]) -> None:
     elif overflows and result.status == FAIL:
         result.reason += f"; likely cause: {overflows[0].describe()}"
     result.warnings.extend(f.describe() for f in flushes[:3])
+
+
+def _fp16_onnx_weights(result: BackendResult, store: ArtifactStore) -> None:
+    """A row running the fp16 ONNX carries the weights its conversion could not hold (torch rows find theirs)."""
+    step = store.step_for("fp16")
+    if (result.artifact or {}).get("kind") in (ONNX_FP16, ONNX_FP16_INT32) and step is not None:
+        result.details.setdefault("fp16_weights", step.details.get("weights", []))
 
 
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,

@@ -41,11 +41,14 @@ class TorchEagerRunner(torch_common.TorchModuleRunner):
     def load_module(self) -> Any:
         module = self.artifact.obj
         if self.precision == "fp16":
-            keep = [p for p in self.options.get("keep_fp32", ()) if not p.startswith("op:")]
-            if keep:  # --keep-fp32: the same mixed precision as the fp16 ONNX artifact
-                from ..precision.mixed import half_except, matching_modules
+            from ..precision.mixed import half_except, matching_modules
+            from ..precision.weight_ranges import module_findings
 
-                kept = matching_modules(module, keep)
+            keep = [p for p in self.options.get("keep_fp32", ()) if not p.startswith("op:")]
+            kept = matching_modules(module, keep) if keep else []
+            # the parameters and buffers half() cannot hold, named before they become inf or zero
+            self.details["fp16_weights"] = [f.to_dict() for f in module_findings(module, kept)]
+            if keep:  # --keep-fp32: the same mixed precision as the fp16 ONNX artifact
                 self.details["kept_fp32"] = kept
                 module = half_except(module, kept)
             else:

@@ -277,6 +277,7 @@ def onnx_fp16(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
         converted, details = fp16.convert_fp16(model, keep_io_types=True, op_block_list=op_types,
                                                  node_block_list=nodes)
         step.details = as_dict(details)
+        step.details["weights"] = _named_weights(store, details.weights)
         if details.unconvertible:  # fp32 in the artifact though nobody asked: said once here
             first, more = details.unconvertible[0], len(details.unconvertible) - 1
             store.progress.note(f"fp16: node '{first}' kept fp32 ({details.kept_fp32_reasons[first]})"
@@ -290,6 +291,32 @@ def onnx_fp16(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
 
     return Plan(run, "fp16 conversion" + (f" ({len(nodes)} nodes kept fp32)" if nodes else ""),
                 fresh=lambda meta: meta.get("recipe") == recipe)
+
+
+def _named_weights(store: Workshop, found: list[Any]) -> list[dict[str, Any]]:
+    """The weights the fp16 ONNX cannot hold, named by module (through the raw export's scopes) with
+    the --keep-fp32 value that keeps each fp32; the first few said at once, every fp16 row carries them."""
+    if not found:
+        return []
+    from ..precision.weight_ranges import name_onnx_findings
+
+    modules: dict[str, str] = {}
+    if store.spec.kind != "onnx":
+        from . import onnx_io
+        from .scopes import node_chains
+
+        try:
+            raw = onnx_io.load_onnx(store.get(ONNX_RAW).path)
+            chains, _ = node_chains(raw, [name for name, _ in store.module().named_modules() if name])
+            modules = {node.name: chain[-1] for node, chain in zip(raw.graph.node, chains) if chain}
+        except Exception:  # no scopes to read: each reader is named by its op type (op:TYPE) instead
+            modules = {}
+    named = name_onnx_findings(found, modules)
+    for finding in named[:3]:
+        store.progress.note(f"fp16 weights: {finding.describe()}")
+    if len(named) > 3:
+        store.progress.note(f"fp16 weights: {len(named) - 3} more tensors in the fp16 step's details")
+    return [f.to_dict() for f in named]
 
 
 def _keep_fp32(store: Workshop, model: Any) -> tuple[list[str], list[str]]:

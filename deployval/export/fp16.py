@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONVERTER", "DEFAULT_OP_BLOCK_LIST", "Fp16Details", "convert_fp16"]
 
-CONVERTER = "deployval-fp16 3"  # part of the cached artifact's recipe: a new pass rebuilds it
+CONVERTER = "deployval-fp16 4"  # part of the cached artifact's recipe: a new pass rebuilds it
 
 # onnxconverter-common's default block list (the ONNX-ML operators included): ops whose fp16
 # versions are missing or wrong in runtimes, or compute sizes and indices from float values.
@@ -67,6 +67,7 @@ class Fp16Details:
     constants_converted: int = 0  # Constant / ConstantOfShape tensors made fp16
     overflow: int = 0  # converted weight values with |w| > fp16 max (65504): clamped to it
     flush_to_zero: int = 0  # converted weight values with 0 < |w| < smallest fp16 subnormal (2**-24)
+    weights: list[Any] = field(default_factory=list)  # those tensors named (precision/weight_ranges.py)
     op_block_list: list[str] = field(default_factory=list)
     retries: int = 0  # conversions redone after the checker or ONNX Runtime refused a node
 
@@ -378,7 +379,7 @@ class _Converter:
             versions[init.name] = {init.data_type: init.name}
             if init.data_type != FLOAT or FLOAT16 not in self.demand.get(init.name, ()):
                 continue
-            half = self._half_tensor(init)
+            half = self._half_tensor(init, source=init.name)
             if half is None:
                 continue
             self.details.initializers_converted += 1
@@ -508,8 +509,9 @@ class _Converter:
                     skip.add(name)
 
     # ------------------------------------------------------------------ tensors
-    def _half_tensor(self, tensor: TensorProto) -> TensorProto | None:
-        """An fp16 copy of a float tensor, clamped to the finite fp16 range, counting the clamps."""
+    def _half_tensor(self, tensor: TensorProto, source: str = "") -> TensorProto | None:
+        """An fp16 copy of a float tensor, clamped to the finite fp16 range, counting the clamps; the
+        value `source` (its name in the graph) is named with its fp16 readers when any were needed."""
         import numpy as np
         from onnx import numpy_helper
 
@@ -520,8 +522,15 @@ class _Converter:
         magnitude = np.abs(values)
         overflow = np.isfinite(values) & (magnitude > self.fp16_max)
         flush = (magnitude > 0) & (magnitude < self.fp16_tiny)
-        self.details.overflow += int(np.count_nonzero(overflow))
-        self.details.flush_to_zero += int(np.count_nonzero(flush))
+        counts = int(np.count_nonzero(overflow)), int(np.count_nonzero(flush))
+        self.details.overflow += counts[0]
+        self.details.flush_to_zero += counts[1]
+        if source and any(counts):
+            from ..precision.weight_ranges import ONNX, tensor_findings
+
+            nodes = self._fp16_readers(source)
+            self.details.weights += tensor_findings(values, source, source=ONNX, nodes=tuple(nodes),
+                                                    ops=tuple(self.node_ops.get(n, "?") for n in nodes))
         clamped = np.where(overflow, np.sign(values) * self.fp16_max, values)
         clamped = np.where(flush, np.sign(values) * self.fp16_tiny, clamped)
         return numpy_helper.from_array(clamped.astype(np.float16), tensor.name)
@@ -533,14 +542,14 @@ class _Converter:
 
         for k, attr in enumerate(node.attribute):
             if attr.name == "value" and attr.t.data_type == FLOAT:
-                half = self._half_tensor(attr.t)
+                half = self._half_tensor(attr.t, source=node.output[0])
                 if half is None:
                     return False
                 attr.t.CopyFrom(half)
                 return True
             if attr.name in ("value_float", "value_floats"):
                 values = np.array(attr.f if attr.name == "value_float" else list(attr.floats), dtype=np.float32)
-                half = self._half_tensor(numpy_helper.from_array(values))
+                half = self._half_tensor(numpy_helper.from_array(values), source=node.output[0])
                 del node.attribute[k]
                 node.attribute.append(helper.make_attribute("value", half))
                 return half is not None
@@ -548,6 +557,23 @@ class _Converter:
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
             return True
         return False
+
+    def _fp16_readers(self, name: str) -> list[str]:
+        """The nodes reading value `name` in fp16, through data movement (a weight reshaped for a Conv:
+        the Conv); asked while converting its initializer or Constant, before any reader is rewritten."""
+        found: list[str] = []
+        todo, seen = [name], {name}
+        while todo:
+            value = todo.pop()
+            for node in self.alive:
+                if not any(i == value and w == FLOAT16 for i, w in zip(node.input, self.plans[id(node)].wants)):
+                    continue
+                if node.op_type in DATA_MOVEMENT_OPS:
+                    todo += [o for o in node.output if o and o not in seen]
+                    seen.update(node.output)
+                elif node.name not in found:
+                    found.append(node.name)
+        return found
 
     # ------------------------------------------------------------------ blame
     def blame(self, problem: str) -> list[str]:
