@@ -147,7 +147,7 @@ class SampleJudge:
 
         def get_module() -> Any:
             if not module:
-                module.append(build_module(plan.spec, trust_checkpoint=plan.trust_checkpoint))
+                module.append(build_module(plan.spec, trust_checkpoint=plan.trust_checkpoint, seed=plan.config.seed))
             return module[0]
 
         self.reference = reference_runner(plan.spec, get_module, plan.config)

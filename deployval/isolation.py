@@ -189,7 +189,8 @@ def _child(job_path: Path, result_path: Path) -> int:
     runner_cls = resolve_callable(job["runner"], "backend")
     artifact: Artifact = job["artifact"]
     if artifact.kind == MODULE:
-        artifact = replace(artifact, obj=build_module(job["spec"], trust_checkpoint=job["trust_checkpoint"]))
+        artifact = replace(artifact, obj=build_module(job["spec"], trust_checkpoint=job["trust_checkpoint"],
+                                                        seed=job["config"].seed))
     execution = execute(runner_cls, artifact, job["precision"], job["device"], job["options"], job["feeds"],
                         job["config"])
     _write_result(result_path, execution)
@@ -205,7 +206,8 @@ def _reference_child(job: dict[str, Any]) -> str:
 
     spec: ModelSpec = job["spec"]
     try:
-        module = None if spec.kind == "onnx" else build_module(spec, trust_checkpoint=job["trust_checkpoint"])
+        module = None if spec.kind == "onnx" else build_module(spec, trust_checkpoint=job["trust_checkpoint"],
+                                                                         seed=job["config"].seed)
         runner = reference_runner(spec, lambda: module, job["config"])
         run_reference(runner, spec, job["feeds"], Progress())
     except DeployvalError as exc:

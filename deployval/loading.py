@@ -7,18 +7,39 @@ line; nothing here executes code from a checkpoint or a TorchScript file as Pyth
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import inspect
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._util import sha256_file, timed_import
 from .errors import UsageError, first_line
 from .spec import ModelSpec, SubmoduleFactory
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Python's, numpy's and torch's global RNGs seeded from `seed` inside, as they were outside."""
+    import random
+
+    import numpy as np
+
+    torch = timed_import("torch")
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..., Any]:
@@ -44,8 +65,12 @@ def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..
     return obj
 
 
-def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
-    """The model as a torch module in eval mode, with the spec's checkpoint loaded."""
+def build_module(spec: ModelSpec, trust_checkpoint: bool = False, seed: int = 0) -> Any:
+    """The model as a torch module in eval mode, with the spec's checkpoint loaded. The factory runs with
+    Python's, numpy's and torch's global RNGs seeded from `seed` (and restored afterwards): a factory
+    that draws from them (random init, statistics filled with uniform_()) then builds the same module in
+    the driver, an isolated child, a Ray actor and a reproduction line, so every row is judged against
+    the module the reference ran."""
     torch = timed_import("torch")
     if spec.kind == "torchscript":
         return bind_arguments(load_torchscript(Path(spec.path or "")), spec.arguments)
@@ -56,7 +81,8 @@ def build_module(spec: ModelSpec, trust_checkpoint: bool = False) -> Any:
     else:
         factory = resolve_callable(spec.factory, "model factory")
     try:
-        module = factory()
+        with seeded_rngs(seed):
+            module = factory()
     except Exception as exc:
         raise UsageError(f"model factory '{_name(spec.factory)}' raised {first_line(exc)}") from None
     if not isinstance(module, torch.nn.Module):

@@ -77,7 +77,7 @@ class Session:
             timed_import("torch")
             with self.progress.step(f"building {self.spec.name}"):
                 start = time.perf_counter()
-                self._module = build_module(self.spec, trust_checkpoint=self.trust_checkpoint)
+                self._module = build_module(self.spec, trust_checkpoint=self.trust_checkpoint, seed=self.config.seed)
                 self.timings["model_build_s"] = time.perf_counter() - start
             self._built = True
             self.parameters = parameter_count(self._module)

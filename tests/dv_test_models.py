@@ -484,3 +484,13 @@ def ten_classes() -> nn.Module:
     """A classifier: (1,3,8,8) -> 10 logits, for --labels cases."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)).eval()
+
+
+def draws_from_global_rng() -> nn.Module:
+    """Draws its BatchNorm statistics from torch's global RNG after construction (no seed of its own), as
+    trained-weight loaders and init schemes do: only a seeded factory builds the same module twice."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+    bn = model[1]
+    bn.running_mean.uniform_(-2, 2)
+    bn.running_var.uniform_(0.05, 4)
+    return model.eval()
