@@ -175,3 +175,19 @@ def test_a_ray_run_leaves_no_ray_process_behind(tmp_path):
     while _processes_in(str(work)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _processes_in(str(work)) == []
+
+
+def test_a_factory_drawing_from_the_global_rng_is_the_same_module_on_ray(cli, tmp_path, ray_session):
+    """Each actor builds the module with the driver's seed: once, 5 of 6 samples failed on Ray alone."""
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        np.save(data / f"s{i}.npy", rng.standard_normal((1, 3, 16, 16)).astype(np.float32))
+    args = ("compare", "dv_test_models:draws_from_global_rng", "--dataset", data, "--backends", "ort",
+            "--iterations", "1", "--seed", "3", "--cache-dir", tmp_path / "cache", "-q")
+    local, distributed = tmp_path / "local.json", tmp_path / "ray.json"
+    assert cli(*args, "--json", local).code == 0
+    result = cli(*args, "--ray", "--ray-workers", "2", "--json", distributed)
+    assert result.code == 0, result.out + result.err
+    assert_same_report(json.loads(local.read_text()), json.loads(distributed.read_text()))
