@@ -21,7 +21,7 @@ iterations = 1
 [[model]]
 id = "convs-a"
 model = "convs"
-backends = ["ort"]
+backends = ["torch", "ort"]
 
 [[model]]
 id = "convs-b"
@@ -39,7 +39,9 @@ def _compare(tmp: Path) -> dict[str, Any]:
     return json.loads((tmp / "full.json").read_text())
 
 
-def _cut_short(report: dict[str, Any], keep: int) -> dict[str, Any]:
+def cut_short(report: dict[str, Any], keep: int) -> dict[str, Any]:
+    """The report as a Ctrl-C after `keep` rows leaves it: those rows only, not complete (its stored
+    summary left saying PASS, as partial reports once did: nothing may read it)."""
     partial = copy.deepcopy(report)
     partial["results"] = partial["results"][:keep]
     partial["complete"] = False
@@ -47,7 +49,7 @@ def _cut_short(report: dict[str, Any], keep: int) -> dict[str, Any]:
     return partial
 
 
-def _write(tmp: Path, name: str, data: Any) -> Path:
+def write(tmp: Path, name: str, data: Any) -> Path:
     (tmp / name).write_text(json.dumps(data))
     return tmp / name
 
@@ -63,7 +65,7 @@ def _shard(tmp: Path, index: int) -> Path:
 
 
 def merge_reference_only(tmp: Path) -> list[str]:
-    return ["report", "merge", str(_write(tmp, "p.json", _cut_short(_compare(tmp), 1)))]
+    return ["report", "merge", str(write(tmp, "p.json", cut_short(_compare(tmp), 1)))]
 
 
 def merge_one_shard(tmp: Path) -> list[str]:
@@ -74,12 +76,12 @@ def merge_gated_row_missing(tmp: Path) -> list[str]:
     suite = json.loads(_shard(tmp, 2).read_text())
     for report in suite["reports"]:
         report["results"] = [r for r in report["results"] if r["precision"] != "fp16"]
-    return ["report", "merge", str(_shard(tmp, 1)), str(_write(tmp, "s2-cut.json", suite))]
+    return ["report", "merge", str(_shard(tmp, 1)), str(write(tmp, "s2-cut.json", suite))]
 
 
 def diff_incomplete_candidate(tmp: Path) -> list[str]:
     full = _compare(tmp)
-    return ["report", "diff", str(tmp / "full.json"), str(_write(tmp, "p.json", _cut_short(full, 4)))]
+    return ["report", "diff", str(tmp / "full.json"), str(write(tmp, "p.json", cut_short(full, 4)))]
 
 
 CASES: list[Case] = [

@@ -16,43 +16,13 @@ from typing import Any
 
 import pytest
 from conftest import assert_one_line_error
+from corpus_incomplete import MANIFEST, cut_short, write
 
 from deployval.debug.report import DebugReport
 from deployval.results import ERROR, FAIL, PASS, REFERENCE, BackendResult, Report, judge_dict
 
-MANIFEST = """
-[defaults]
-iterations = 1
-
-[[model]]
-id = "convs-a"
-model = "convs"
-backends = ["torch", "ort"]
-
-[[model]]
-id = "convs-b"
-model = "convs"
-gate = ["torch:fp32", "ort:fp32", "ort:fp16"]
-"""
-
 HEADER = dict(command="deployval compare convs", model={"name": "convs"}, inputs=[], seed=0,
               inputs_source="random (seed 0)", device={"device": "cpu"}, versions={})
-
-
-def write(tmp_path: Path, name: str, data: Any) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return path
-
-
-def cut_short(report: dict[str, Any], keep: int) -> dict[str, Any]:
-    """The report as a Ctrl-C after `keep` rows leaves it: those rows only, not complete (its stored
-    summary left saying PASS, as partial reports once did: nothing may read it)."""
-    partial = copy.deepcopy(report)
-    partial["results"] = partial["results"][:keep]
-    partial["complete"] = False
-    partial["summary"] = {**partial["summary"], "verdict": "PASS", "exit_code": 0}
-    return partial
 
 
 def labels(report: dict[str, Any]) -> list[str]:

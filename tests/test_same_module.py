@@ -44,7 +44,7 @@ def test_isolated_rows_and_the_reproduction_line_give_identical_metrics(cli, tmp
     runs = {}
     for name, extra in {"in-process": [], "isolated": ["--isolate"]}.items():
         path = tmp_path / f"{name}.json"
-        result = cli("compare", FACTORY, *ARGS, "--seed", seed, "--no-cache", "--json", path, "-q")
+        result = cli("compare", FACTORY, *ARGS, *extra, "--seed", seed, "--no-cache", "--json", path, "-q")
         assert result.code == 0, result.out + result.err
         runs[name] = _metrics(path)
     assert runs["isolated"] == runs["in-process"]
