@@ -59,6 +59,8 @@ class JudgePlan:
     # torch's intra-op threads on the driver: Ray gives each actor OMP_NUM_THREADS=1, and another thread
     # count sums fp16 convolutions in another order; the same count gives the local run's numbers.
     torch_threads: int | None = None
+    # the driver's module (replica.py), in the object store: every actor judges the module the reference ran
+    replica: Any = None
 
 
 def start(address: str | None, workers: int) -> tuple[Any, bool]:
@@ -136,8 +138,10 @@ class SampleJudge:
         from .backends.base import get_backend
         from .loading import build_module
         from .reference import reference_runner
+        from .replica import rebuild
 
         self.plan = plan
+        self.failure: DeployvalError | None = None
         self.directory = Path(tempfile.mkdtemp(prefix="deployval-worker-"))
         if plan.torch_threads:
             import torch
@@ -147,9 +151,20 @@ class SampleJudge:
 
         def get_module() -> Any:
             if not module:
-                module.append(build_module(plan.spec, trust_checkpoint=plan.trust_checkpoint, seed=plan.config.seed))
+                if plan.replica is not None:
+                    module.append(rebuild(plan.spec, ray.get(plan.replica), trust_checkpoint=plan.trust_checkpoint,
+                                          seed=plan.config.seed, where="on a Ray worker"))
+                else:
+                    module.append(build_module(plan.spec, trust_checkpoint=plan.trust_checkpoint,
+                                               seed=plan.config.seed))
             return module[0]
 
+        if plan.replica is not None:
+            try:
+                get_module()
+            except DeployvalError as exc:  # said for every sample: the driver stops the run with it
+                self.failure = exc
+                return
         self.reference = reference_runner(plan.spec, get_module, plan.config)
         self.reference.activate()
         self.rows = []
@@ -172,6 +187,8 @@ class SampleJudge:
         from .dataset_run import SampleVerdict, verdict_of
         from .preprocess import ImagePreprocess
 
+        if self.failure is not None:
+            return {"verdict": np.array([pickle.dumps(self.failure) for _ in batch["path"]], dtype=object)}
         preprocess = ImagePreprocess.parse(self.plan.preprocess, "--preprocess") if self.plan.preprocess else None
         verdicts = []
         for path, data in zip(batch["path"], batch["bytes"]):
@@ -202,7 +219,22 @@ def verdicts(ray: Any, paths: Sequence[Path], plan: JudgePlan, workers: int) -> 
     results = dataset.map_batches(SampleJudge, fn_constructor_args=(replace(plan),), batch_size=1,
                                   compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=1 if gpu else 0,
                                   num_cpus=0 if gpu else 1)
-    yield from once_per_sample(pickle.loads(row["verdict"]) for row in results.iter_rows())
+    rows = iter(results.iter_rows())
+    try:
+        yield from once_per_sample(worker_failures_raised(pickle.loads(row["verdict"]) for row in rows))
+    finally:  # closed while Ray is still up: left to the garbage collector, it reports to a Ray shut down
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+
+def worker_failures_raised(delivered: Iterable[Any]) -> Iterator[Any]:
+    """The verdicts, until a worker says it cannot judge at all (its module is not the driver's): that
+    error is raised here, in the driver, and ends the run with its one line."""
+    for verdict in delivered:
+        if isinstance(verdict, DeployvalError):
+            raise verdict
+        yield verdict
 
 
 def once_per_sample(delivered: Iterable[Any]) -> Iterator[Any]:
@@ -239,6 +271,9 @@ def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[
                          preprocess=dataset.dataset.preprocess, allow_nonfinite=dataset.dataset.allow_nonfinite,
                          trust_checkpoint=session.trust_checkpoint, output_names=tuple(session.reference().outputs),
                          torch_threads=torch.get_num_threads() if torch is not None else None)
+        if spec.kind != "onnx":
+            with progress.step("shipping the module's weights to Ray (checked against its digest on each worker)"):
+                plan.replica = ray.put(session.replica())
         paths = [p for p in dataset.dataset.files() if p != first.path]
         # What is no regular file (a dangling link, a pipe) Ray cannot read: a fault of that sample, named here.
         faults = [(p.name, unusable_file(p)) for p in paths if not p.is_file()]

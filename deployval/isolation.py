@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Runner
-from .errors import DeployvalError, ExitCode
+from .errors import DeployvalError, ExitCode, UsageError
 from .execution import Execution
 from .export.artifacts import MODULE, Artifact
 from .progress import Progress
@@ -66,7 +66,10 @@ def execute_isolated(
     runner_cls: type[Runner], artifact: Artifact, precision: str, device: str, options: Mapping[str, Any],
     feeds: Mapping[str, np.ndarray], config: RunConfig, spec: ModelSpec, *, timeout_s: float | None,
     progress: Progress | None = None, label: str = "", trust_checkpoint: bool = False,
+    replica: Any = None,
 ) -> Execution:
+    """A row's execution in a child process. For the in-memory module, `replica` (replica.py) carries the
+    driver's tensors and digest: the child judges the module the reference ran, or says why it cannot."""
     progress = progress or Progress()
     label = label or f"{runner_cls.name} {precision}"
     job = {
@@ -80,6 +83,7 @@ def execute_isolated(
         "config": config,
         "spec": spec if artifact.kind == MODULE else None,
         "trust_checkpoint": trust_checkpoint,
+        "replica": replica if artifact.kind == MODULE else None,
     }
     start = time.perf_counter()
     try:
@@ -181,6 +185,7 @@ def _tail(log_path: Path) -> str:
 def _child(job_path: Path, result_path: Path) -> int:
     from .execution import execute
     from .loading import build_module, resolve_callable
+    from .replica import rebuild
 
     job = pickle.loads(job_path.read_bytes())
     if job["kind"] == "reference":
@@ -189,8 +194,16 @@ def _child(job_path: Path, result_path: Path) -> int:
     runner_cls = resolve_callable(job["runner"], "backend")
     artifact: Artifact = job["artifact"]
     if artifact.kind == MODULE:
-        artifact = replace(artifact, obj=build_module(job["spec"], trust_checkpoint=job["trust_checkpoint"],
-                                                        seed=job["config"].seed))
+        try:
+            if job.get("replica") is not None:
+                module = rebuild(job["spec"], job["replica"], trust_checkpoint=job["trust_checkpoint"],
+                                 seed=job["config"].seed)
+            else:
+                module = build_module(job["spec"], trust_checkpoint=job["trust_checkpoint"], seed=job["config"].seed)
+        except DeployvalError as exc:  # never judge another module than the reference ran
+            _write_result(result_path, Execution(error=exc.one_line(), usage_error=isinstance(exc, UsageError)))
+            return 0
+        artifact = replace(artifact, obj=module)
     execution = execute(runner_cls, artifact, job["precision"], job["device"], job["options"], job["feeds"],
                         job["config"])
     _write_result(result_path, execution)

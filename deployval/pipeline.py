@@ -187,11 +187,11 @@ def compare(
                                                                 module_ranges=ranges or ())
                         fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
-                                          trust_checkpoint)
+                                          trust_checkpoint, session.replica)
                     if job is judge and store.simplification_pending:
                         job.result = _settle_simplification(job, store, job.result, lambda job=job: _run_job(
                             job, spec, store, feeds, reference_outputs, config, progress, invocation,
-                            trust_checkpoint))
+                            trust_checkpoint, session.replica))
                     if job.precision == "fp16":
                         _judge_ranges(job.result, range_findings)
                         _fp16_onnx_weights(job.result, store)
@@ -370,8 +370,10 @@ def _time_reference(runner: Runner, prepared: Mapping[str, np.ndarray], first_ru
 def _run_job(
     job: Job, spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray], config: RunConfig, progress: Progress, invocation: Invocation,
-    trust_checkpoint: bool = False,
+    trust_checkpoint: bool = False, replica: Callable[[], Any] | None = None,
 ) -> BackendResult:
+    """One row: its artifact, its run (isolated when asked: the child rebuilds the driver's module from
+    `replica`), its judgment."""
     assert job.runner is not None
     cls = job.runner
     result = BackendResult(job.backend, job.precision, config.device, ERROR,
@@ -400,7 +402,8 @@ def _run_job(
 
         execution = execute_isolated(cls, artifact, job.precision, config.device, options, feeds, config, spec,
                                      timeout_s=config.timeout_s, progress=progress, label=label,
-                                     trust_checkpoint=trust_checkpoint)
+                                     trust_checkpoint=trust_checkpoint,
+                                     replica=replica() if replica is not None and artifact.kind == MODULE else None)
     else:
         execution = execute(cls, artifact, job.precision, config.device, options, feeds, config, progress, label)
     result.details.update(execution.details)

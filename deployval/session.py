@@ -54,6 +54,7 @@ class Session:
         self._module: Any = None
         self._built = False
         self._model_digest: str | None = None
+        self._replica: Any = None
         self._reference: ReferenceRun | None = None
         self.spec, self.feeds, self.inputs_source, self.seed = resolve_inputs(spec, self.config, inputs,
                                                                              allow_nonfinite)
@@ -99,6 +100,17 @@ class Session:
 
                 self._model_digest = onnx_file_digest(Path(self.spec.path or ""))
         return self._model_digest
+
+    def replica(self) -> Any:
+        """The module as another process must rebuild it (replica.py): its tensors and digest, captured
+        once; None for an ONNX file, which other processes read as it is."""
+        if self.spec.kind == "onnx":
+            return None
+        if self._replica is None:
+            from .replica import capture
+
+            self._replica = capture(self.spec, self.module(), self.model_digest)
+        return self._replica
 
     def device_info(self) -> dict[str, Any]:
         return device_info(self.config.device)

@@ -494,3 +494,49 @@ def draws_from_global_rng() -> nn.Module:
     bn.running_mean.uniform_(-2, 2)
     bn.running_var.uniform_(0.05, 4)
     return model.eval()
+
+
+def _os_entropy() -> bytes:
+    import os
+
+    return os.urandom(7)
+
+
+# Where draws_from_the_os gets its seed: a test fixes it in its own (the driver's) process only.
+ENTROPY = {"source": _os_entropy}
+
+
+def draws_from_the_os() -> nn.Module:
+    """Draws every weight and BatchNorm statistic from the operating system's entropy, which no seed
+    reaches (as a loader that picks a random checkpoint or a time-seeded init does): another process
+    judges the reference's module only if it is given the driver's tensors."""
+    generator = torch.Generator().manual_seed(int.from_bytes(ENTROPY["source"](), "little"))
+    model = draws_from_global_rng()
+    with torch.no_grad():
+        for tensor in [*model.parameters(), model[1].running_mean]:
+            tensor.uniform_(-0.5, 0.5, generator=generator)
+        model[1].running_var.uniform_(0.05, 4, generator=generator)
+    return model.eval()
+
+
+# What a factory may read from its process: the driver's value can differ from a fresh process's.
+PROCESS_GLOBALS = {"width": 8, "scale": 1.0}
+
+
+class _Scaled(nn.Module):
+    def __init__(self, body: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.body = body
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * self.scale
+
+
+def reads_process_globals() -> nn.Module:
+    """Its width and output scale come from PROCESS_GLOBALS: a test changes them in its own process, and
+    an isolated child or a Ray worker then builds another model than the reference ran."""
+    torch.manual_seed(0)
+    width = PROCESS_GLOBALS["width"]
+    body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 4, 3, padding=1))
+    return _Scaled(body, PROCESS_GLOBALS["scale"]).eval()

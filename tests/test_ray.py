@@ -9,11 +9,13 @@ import faulthandler
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import threading
 
 import numpy as np
 import pytest
+from conftest import TESTS, CliResult, assert_one_line_error
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed (pip install 'deployval[ray]')")
@@ -191,3 +193,44 @@ def test_a_factory_drawing_from_the_global_rng_is_the_same_module_on_ray(cli, tm
     result = cli(*args, "--ray", "--ray-workers", "2", "--json", distributed)
     assert result.code == 0, result.out + result.err
     assert_same_report(json.loads(local.read_text()), json.loads(distributed.read_text()))
+
+
+def _sample_set(tmp_path, count: int = 3):
+    data = tmp_path / "set"
+    data.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(count):
+        np.save(data / f"s{i}.npy", rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    return data
+
+
+def test_each_worker_judges_the_drivers_weights_when_no_seed_reaches_the_factory(cli, tmp_path, ray_session,
+                                                                                  monkeypatch):
+    """The factory draws from the OS's entropy (fixed in the driver only, so both runs build one module):
+    every actor loads the driver's tensors, so the Ray report equals the local one."""
+    import dv_test_models
+
+    monkeypatch.setitem(dv_test_models.ENTROPY, "source", lambda: b"driver")
+    args = ("compare", "dv_test_models:draws_from_the_os", "--dataset", _sample_set(tmp_path), "--backends",
+            "torch,ort", "--precisions", "fp32,fp16", "--iterations", "1", "--cache-dir", tmp_path / "cache", "-q")
+    local, distributed = tmp_path / "local.json", tmp_path / "ray.json"
+    assert cli(*args, "--json", local).code == 0
+    result = cli(*args, "--ray", "--ray-workers", "2", "--json", distributed)
+    assert result.code == 0, result.out + result.err
+    assert_same_report(json.loads(local.read_text()), json.loads(distributed.read_text()))
+
+
+def test_a_worker_that_builds_another_model_ends_the_run_with_one_line(tmp_path):
+    """The driver (a fresh process, as a user's) changes a global its factory reads; the Ray workers
+    build the model without it: the run ends with one line and an incomplete report, never a verdict."""
+    path = tmp_path / "r.json"
+    args = ["compare", "dv_test_models:reads_process_globals", "--dataset", str(_sample_set(tmp_path)),
+            "--backends", "ort", "--iterations", "1", "--cache-dir", str(tmp_path / "cache"), "--ray",
+            "--ray-workers", "1", "--json", str(path), "-q"]
+    script = ("import sys, dv_test_models; dv_test_models.PROCESS_GLOBALS['scale'] = 2.0; "
+              f"from deployval.cli import main; sys.exit(main({args!r}))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=DEADLINE_S,
+                          env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert_one_line_error(CliResult(proc.returncode, proc.stdout, proc.stderr), 3,
+                          "the model built on a Ray worker is not the one the reference ran")
+    assert json.loads(path.read_text())["complete"] is False
