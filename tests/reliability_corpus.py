@@ -18,6 +18,7 @@ import corpus_faults
 import corpus_incomplete
 import corpus_input
 import corpus_nonfinite
+import corpus_processes
 from corpus import CASES, FAULTS, Case, Outcome, injected
 
 
@@ -40,7 +41,7 @@ SECTIONS: list[Section] = [
     Section("Verdicts that cannot lie", "Each of these once ended in PASS (exit 0) for a model that was not "
             "validated, or in a false FAIL. When deployval cannot be sure, the verdict is FAIL, ERROR or "
             "INCOMPLETE with its reason, never PASS.", [*corpus_nonfinite.CASES, *corpus_incomplete.CASES,
-                                                          *corpus_cache.STALE]),
+                                                          *corpus_cache.STALE, *corpus_processes.CASES]),
     Section("Damaged caches", "A cache entry that does not parse, has the wrong type or the wrong signature is "
             "moved aside and rebuilt (once, with a note), never reported as a backend's error.", corpus_cache.DAMAGED),
 ]
