@@ -151,6 +151,7 @@ def compare(
         reference_result.details["memory"] = dict(reference.memory)
     if save_outputs is not None:
         write_outputs(Path(save_outputs), reference_outputs, session.inputs_digest)
+        report.analysis["saved_outputs"] = str(save_outputs)  # the run's product: judging nothing is then no gap
     if golden is not None and expected is not None:
         reference_outputs = judge_against_expected(report, golden, reference_outputs, reference_result, spec, config,
                                                    Path(expected))

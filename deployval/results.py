@@ -19,6 +19,8 @@ from .timing import LatencyStats
 PASS, FAIL, ERROR, SKIPPED, REFERENCE = "pass", "fail", "error", "skipped", "reference"
 VERDICTS = {ExitCode.OK: "PASS", ExitCode.ACCURACY: "FAIL", ExitCode.USAGE: "ERROR", ExitCode.BACKEND: "INCOMPLETE"}
 UNFINISHED = "the run did not finish"
+NOTHING_JUDGED = ("nothing was judged: every row is the reference itself or skipped (compare it with another "
+                  "backend or precision, e.g. --precisions fp32,fp16)")
 
 
 def gate_label(item: str) -> str:
@@ -36,6 +38,7 @@ class Verdict:
     unfinished: bool = False  # the run stopped before its end (a partial report)
     missing: tuple[str, ...] = ()  # rows the gate requires that the report does not hold
     not_run: tuple[str, ...] = ()  # rows that could not run (error rows)
+    nothing_judged: bool = False  # every row is the reference or skipped: no verdict on anything
 
     @property
     def verdict(self) -> str:
@@ -49,7 +52,16 @@ class Verdict:
             parts.append(f"the gate's {', '.join(self.missing)} did not run")
         if self.not_run:
             parts.append(f"{', '.join(self.not_run)} could not run")
+        if self.nothing_judged:
+            parts.append(NOTHING_JUDGED)
         return "; ".join(parts)
+
+    @property
+    def gap(self) -> str:
+        """What the reports print as the run's gap (rows that could not run are named in their own rows)."""
+        parts = [UNFINISHED] if self.unfinished else []
+        parts += [f"the gate's {', '.join(self.missing)} did not run"] if self.missing else []
+        return "; ".join(parts + ([NOTHING_JUDGED] if self.nothing_judged else []))
 
     def summary(self, counts: Mapping[str, int]) -> dict[str, Any]:
         """A report's `summary` object: verdict, exit code, row counts, and why it is incomplete."""
@@ -59,25 +71,29 @@ class Verdict:
         return summary
 
 
-def judge(rows: Sequence[tuple[str, str, bool]], *, complete: bool, gate: Sequence[str] | None) -> Verdict:
+def judge(rows: Sequence[tuple[str, str, bool]], *, complete: bool, gate: Sequence[str] | None,
+          saved_outputs: bool = False) -> Verdict:
     """The verdict of rows given as (label, status, usage_error). A run that did not finish is
     INCOMPLETE whatever its rows say (what did not run could have failed, or the run's end could).
     Otherwise a failed check is the strongest finding, then a usage error, then work left undone: a
-    row the gate requires that is missing, or a row that could not run."""
+    row the gate requires that is missing, a row that could not run, or no row judged at all (only the
+    reference, or rows skipped: a PASS would say something was checked), unless the run's product is the
+    reference's outputs saved as golden outputs (`saved_outputs`, --save-outputs): nothing was to be judged."""
     labels = {label for label, _, _ in rows}
     missing = tuple(dict.fromkeys(g for g in map(gate_label, gate or ()) if g not in labels))
     not_run = tuple(label for label, status, _ in rows if status == ERROR)
+    nothing_judged = complete and not saved_outputs and not any(status in (PASS, FAIL, ERROR) for _, status, _ in rows)
     if not complete:
         code = ExitCode.BACKEND
     elif any(status == FAIL for _, status, _ in rows):
         code = ExitCode.ACCURACY
     elif any(status == ERROR and usage for _, status, usage in rows):
         code = ExitCode.USAGE
-    elif missing or not_run:
+    elif missing or not_run or nothing_judged:
         code = ExitCode.BACKEND
     else:
         code = ExitCode.OK
-    return Verdict(code, unfinished=not complete, missing=missing, not_run=not_run)
+    return Verdict(code, unfinished=not complete, missing=missing, not_run=not_run, nothing_judged=nothing_judged)
 
 
 def judge_dict(data: Mapping[str, Any]) -> Verdict:
@@ -86,7 +102,10 @@ def judge_dict(data: Mapping[str, Any]) -> Verdict:
     rows = [(f"{r.get('backend')}:{r.get('precision')}", str(r.get("status")), bool(r.get("usage_error")))
             for r in data.get("results") or []]
     gate = data.get("gate")
-    return judge(rows, complete=data.get("complete") is True, gate=gate if isinstance(gate, list) else None)
+    analysis = data.get("analysis")
+    saved = isinstance(analysis, Mapping) and bool(analysis.get("saved_outputs"))
+    return judge(rows, complete=data.get("complete") is True, gate=gate if isinstance(gate, list) else None,
+                 saved_outputs=saved)
 
 
 def row_counts(statuses: Sequence[str]) -> dict[str, int]:
@@ -160,7 +179,8 @@ class Report(RunRecord):
     def judged(self) -> Verdict:
         """The verdict of the rows so far (a report still being filled is not complete)."""
         rows = [(r.label, r.status, r.usage_error) for r in self.results]
-        return judge(rows, complete=self.complete, gate=self.gate)
+        return judge(rows, complete=self.complete, gate=self.gate,
+                     saved_outputs=bool(self.analysis.get("saved_outputs")))
 
     @property
     def exit_code(self) -> ExitCode:

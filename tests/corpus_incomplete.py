@@ -84,7 +84,39 @@ def diff_incomplete_candidate(tmp: Path) -> list[str]:
     return ["report", "diff", str(tmp / "full.json"), str(write(tmp, "p.json", cut_short(full, 4)))]
 
 
+def onnx_file_default_backends(tmp: Path) -> list[str]:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4,), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp / "m.onnx"))
+    return ["compare", str(tmp / "m.onnx"), "--iterations", "1"]
+
+
+def reference_only(tmp: Path) -> list[str]:
+    return ["compare", "convs", "--backends", "torch", "--iterations", "1"]
+
+
+def merge_reference_only_complete(tmp: Path) -> list[str]:
+    from deployval.cli import main
+
+    main(["compare", "convs", "--backends", "torch", "--iterations", "1", "--json", str(tmp / "t.json"), "-q"])
+    return ["report", "merge", str(tmp / "t.json")]
+
+
 CASES: list[Case] = [
+    Case("compare-onnx-file-defaults", "compare FILE.onnx with the default backends: ONNX Runtime fp32, the "
+         "reference itself, and nothing else (once: PASS, exit 0)", onnx_file_default_backends, 3,
+         "nothing was judged", error_line=False),
+    Case("compare-reference-only", "compare with --backends torch on a PyTorch model: only the reference runs "
+         "(once: PASS, exit 0)", reference_only, 3, "nothing was judged", error_line=False),
+    Case("merge-reference-only-complete", "report merge of a finished report holding only the reference row "
+         "(once: PASS, exit 0)", merge_reference_only_complete, 3, "INCOMPLETE", error_line=False),
     Case("merge-reference-only-partial", "report merge of a Ctrl-C'd report holding only the reference row, its "
          "stored summary saying PASS (once: PASS, exit 0)", merge_reference_only, 3, "INCOMPLETE", error_line=False),
     Case("merge-one-shard", "report merge of shard 1/2 alone (once: PASS, exit 0)", merge_one_shard, 3,

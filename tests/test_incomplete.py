@@ -19,7 +19,7 @@ from conftest import assert_one_line_error
 from corpus_incomplete import MANIFEST, cut_short, write
 
 from deployval.debug.report import DebugReport
-from deployval.results import ERROR, FAIL, PASS, REFERENCE, BackendResult, Report, judge_dict
+from deployval.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report, judge_dict
 
 HEADER = dict(command="deployval compare convs", model={"name": "convs"}, inputs=[], seed=0,
               inputs_source="random (seed 0)", device={"device": "cpu"}, versions={})
@@ -98,6 +98,20 @@ def test_a_gated_row_missing_from_a_finished_report_is_incomplete():
     assert report.to_dict()["summary"]["incomplete"] == "ort:fp16 could not run" and report.exit_code == 3
     report.results[-1] = BackendResult("ort", "fp16", "cpu", PASS)
     assert report.exit_code == 0  # 'ort' in a gate means ort:fp32, as the pipeline plans it
+
+
+def test_a_finished_report_that_judged_nothing_is_incomplete():
+    """Only the reference and skipped rows: nothing was compared, so nothing may pass."""
+    rows = [BackendResult("ort", "fp32", "cpu", REFERENCE), BackendResult("torchscript", "int8", "cpu", SKIPPED)]
+    report = Report(**HEADER, complete=True, results=rows)
+    summary = report.to_dict()["summary"]
+    assert (summary["verdict"], summary["exit_code"]) == ("INCOMPLETE", 3)
+    assert summary["incomplete"].startswith("nothing was judged") and report.judged().gap == summary["incomplete"]
+    assert Report(**HEADER, complete=True, results=[]).exit_code == 3
+    report.results.append(BackendResult("ort", "fp16", "cpu", FAIL))
+    assert report.exit_code == 1 and not report.judged().nothing_judged
+    report.results[-1] = BackendResult("ort", "fp16", "cpu", PASS)
+    assert report.exit_code == 0
 
 
 def test_a_usage_error_row_is_recomputed_from_the_json(real):

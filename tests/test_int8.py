@@ -218,7 +218,7 @@ def test_nothing_to_quantize_is_a_skipped_row(tmp_path: Path, cli) -> None:
     path = tmp_path / "relu_add.onnx"
     onnx.save(model, str(path))
     report = tmp_path / "r.json"
-    result = cli("compare", path, "--backends", "ort", "--precisions", "fp32,int8", "--json", report, "-q")
+    result = cli("compare", path, "--backends", "ort", "--precisions", "fp32,fp16,int8", "--json", report, "-q")
     assert result.code == 0, result.out + result.err
     rows = {(r["backend"], r["precision"]): r for r in json.loads(report.read_text())["results"]}
     assert rows[("ort", "int8")]["status"] == "skipped"

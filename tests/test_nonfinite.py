@@ -152,7 +152,8 @@ def test_a_row_whose_nonfinite_positions_differ_fails(cli, tmp_path, model, frag
 
 def test_a_finite_run_states_nothing_but_records_the_policy(cli, tmp_path):
     out = tmp_path / "r.json"
-    assert cli("compare", "convs", "-b", "torch", "--iterations", "1", "--json", out, "-q").code == 0
+    assert cli("compare", "convs", "-b", "torch", "-p", "fp32,fp16", "--iterations", "1", "--json", out,
+               "-q").code == 0
     data = json.loads(out.read_text())
     assert data["analysis"]["nonfinite"] == {"allow_nonfinite": False, "reference": {}}
     assert not any("non-finite" in w for w in data["warnings"])

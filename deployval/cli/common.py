@@ -90,6 +90,8 @@ def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[
 
         if "reference_failed" in report.analysis:
             print_error(f"{report.analysis['reference_failed']}; no row could be judged")
+        elif report.judged().nothing_judged:
+            print_error(report.judged().gap)
         else:
             errors = [f"{r.label}: {r.reason}" for r in report.results if r.status == "error"]
             print_error("could not run " + "; ".join(errors))

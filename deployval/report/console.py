@@ -126,7 +126,7 @@ def render(report: Report, console: Any | None = None) -> None:
     verdict = report.judged()
     style = "green" if verdict.exit_code == 0 else "red"
     summary = ", ".join(f"{v} {k}" for k, v in row_counts([r.status for r in report.results]).items())
-    why = f"; {verdict.incomplete}" if verdict.unfinished or verdict.missing else ""
+    why = f"; {verdict.gap}" if verdict.gap else ""
     console.print(f"[{style}]{verdict.verdict}[/] ({escape(summary + why)}) exit code {int(verdict.exit_code)}",
                   soft_wrap=True)  # one line, however long: pipelines read the verdict from it
 
@@ -210,6 +210,7 @@ def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
         if judged.unfinished:
             bad.append(UNFINISHED)
         bad += [f"{label} (gate, did not run)" for label in judged.missing]
+        bad += ["nothing judged"] if judged.nothing_judged else []
         style = "green" if judged.exit_code == 0 else "red"
         table.add_row(escape(str(data.get("entry") or data["model"]["name"])), f"[{style}]{judged.verdict}[/]",
                       ", ".join(f"{v} {k}" for k, v in counts.items()), escape(", ".join(bad) or "-"))

@@ -189,7 +189,7 @@ def _verdict(data: Mapping[str, Any]) -> tuple[str, Any, str]:
             return "INCOMPLETE", 3, UNFINISHED
         return str(summary.get("verdict", "?")), summary.get("exit_code", "?"), ""
     judged = judge_dict(data)
-    return judged.verdict, int(judged.exit_code), judged.incomplete if judged.unfinished or judged.missing else ""
+    return judged.verdict, int(judged.exit_code), judged.gap
 
 
 def _header(data: Mapping[str, Any], title: str) -> list[str]:

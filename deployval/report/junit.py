@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_bytes
-from ..results import UNFINISHED, Report, judge_dict
+from ..results import NOTHING_JUDGED, UNFINISHED, Report, judge_dict
 from .formatting import number
 
 
@@ -59,6 +59,8 @@ def testsuite(data: Mapping[str, Any], name: str | None = None) -> ET.Element:
     verdict = judge_dict(data)
     if verdict.unfinished:
         _gap(suite, f"{name}.run", "complete", f"{UNFINISHED}: rows not in this report were not checked", counts)
+    if verdict.nothing_judged:
+        _gap(suite, f"{name}.run", "judged", NOTHING_JUDGED, counts)
     for label in verdict.missing:
         _gap(suite, f"{name}.{label.replace(':', '.')}", "gate", f"the gate requires {label}; it did not run",
              counts)

@@ -64,7 +64,7 @@ def to_markdown(report: Report | Mapping[str, Any]) -> str:
     lines = [
         f"## deployval: {data['model'].get('name')} — {verdict.verdict} (exit {int(verdict.exit_code)})",
         "",
-        *([f"**Incomplete:** {verdict.incomplete}.", ""] if verdict.unfinished or verdict.missing else []),
+        *([f"**Incomplete:** {verdict.gap}.", ""] if verdict.gap else []),
         f"Inputs: {inputs} ({data['inputs_source']}); device: {device.get('device')}"
         f" ({device.get('gpu') or device.get('cpu')})",
         *([f"Judged against the expected outputs `{data['analysis']['expected_outputs']['path']}`."]
@@ -93,6 +93,7 @@ def suite_markdown(suite: Mapping[str, Any], reports: Sequence[Mapping[str, Any]
         judged = judge_dict(data)
         bad = [f"{r['backend']}:{r['precision']}" for r in data["results"] if r["status"] in ("fail", "error")]
         bad += ([UNFINISHED] if judged.unfinished else []) + [f"{g} (gate, did not run)" for g in judged.missing]
+        bad += ["nothing judged"] if judged.nothing_judged else []
         lines.append(f"| {data.get('entry') or data['model']['name']} | {judged.verdict} | "
                      f"{', '.join(bad) or '-'} |")
     for error in suite.get("errors", []):
