@@ -125,18 +125,19 @@ class RowRunner:
     runner: Runner | None
     tolerances: dict[str, Tolerance]
     task: Any
+    slices: tuple[Any, ...] = ()  # --slices: outputs judged slice by slice too
 
 
 def judge_dataset(
     report: Report, rows: Sequence[tuple[BackendResult, Runner | None, dict[str, Tolerance]]], reference: Runner,
     spec: ModelSpec, first: Sample, options: DatasetOptions, samples: Iterable[Sample], progress: Progress,
     faults: list[Sample], on_progress: Callable[[Report], None] | None = None,
-    remote: Iterable[Any] | None = None,
+    remote: Iterable[Any] | None = None, slices: Sequence[Any] = (),
 ) -> None:
     """Run every judged row (its runner, not yet activated; None: not run again, with the reason in the
     row) and the reference over `samples` (those after `first`, whose comparisons the rows already
     hold), then the batch-invariance check."""
-    table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task)
+    table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task, tuple(slices))
              for result, runner, tolerances in rows]
     for row in table:
         result = row.samples.result
@@ -256,7 +257,7 @@ class SampleVerdict:
 
 def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runner, Mapping[str, Tolerance]]],
                task: TaskSpec | None, scorer: Scorer | None = None, compare: bool = True,
-               allow_nonfinite: bool = False) -> SampleVerdict:
+               allow_nonfinite: bool = False, slices: Sequence[Any] = ()) -> SampleVerdict:
     """Run the reference and every row on one sample and compare (and score against its label)."""
     assert sample.feeds is not None
     verdict = SampleVerdict(sample.name)
@@ -281,7 +282,8 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
                 verdict.row_scores[name] = scorer.score(outputs, label)
             if compare:
                 comparisons = [compare_output(output, value, outputs.get(output), tolerances[output], task,
-                                              allow_nonfinite=allow_nonfinite) for output, value in ref.items()]
+                                              allow_nonfinite=allow_nonfinite, slices=slices)
+                               for output, value in ref.items()]
         except DeployvalError as exc:
             error = exc.one_line()
         except Exception as exc:  # one sample crashing a runtime is that sample's failure
@@ -344,7 +346,7 @@ def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], opt
     """Judge one sample here; returns its fault ('' when it was judged)."""
     rows = [(row.samples.result.label, row.runner, row.tolerances) for row in table if row.runner is not None]
     verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare,
-                         options.allow_nonfinite)
+                         options.allow_nonfinite, table[0].slices if table else ())
     if not verdict.fault:
         apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
     return verdict.fault

@@ -205,7 +205,8 @@ class SampleJudge:
                 continue
             verdict: SampleVerdict = verdict_of(Sample(name, Path(str(path)), feeds), self.reference, self.rows,
                                                 self.plan.task, self.plan.scorer,
-                                                allow_nonfinite=self.plan.config.allow_nonfinite)
+                                                allow_nonfinite=self.plan.config.allow_nonfinite,
+                                                slices=self.plan.config.slices)
             verdicts.append(pickle.dumps(verdict))
         return {"verdict": np.array(verdicts, dtype=object)}
 

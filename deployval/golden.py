@@ -128,6 +128,6 @@ def judge_against_expected(report: Report, golden: Mapping[str, np.ndarray], ref
     if reference_row is not None:
         row = reference_row
         judge_outputs(row, golden, reference, lambda name: row_tolerance(spec, row.backend, "fp32", name, config),
-                      spec.task, allow_nonfinite=config.allow_nonfinite)
+                      spec.task, allow_nonfinite=config.allow_nonfinite, slices=config.slices)
         settle_verdict(row)
     return dict(golden)

@@ -6,13 +6,14 @@ sensitivity analysis's trials, so a row means the same wherever it is judged.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from .metrics import compare_output
 from .results import FAIL, PASS, BackendResult
+from .slices import SliceSpec
 from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 
 
@@ -31,12 +32,12 @@ def row_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, co
 
 def judge_outputs(result: BackendResult, reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
                   tolerance: Callable[[str], Tolerance], task: TaskSpec | None, *,
-                  allow_nonfinite: bool = False) -> None:
+                  allow_nonfinite: bool = False, slices: Sequence[SliceSpec] = ()) -> None:
     """Compare every reference output (a missing one fails); outputs the reference lacks are named.
     `allow_nonfinite`: the reference's NaN/Inf were accepted (--allow-nonfinite): masked, judged by kind."""
     start = time.perf_counter()
     result.outputs = [compare_output(name, ref, outputs.get(name), tolerance(name), task,
-                                     allow_nonfinite=allow_nonfinite)
+                                     allow_nonfinite=allow_nonfinite, slices=slices)
                       for name, ref in reference.items()]
     # For the HTML report's histograms (72 counts per output), from the comparison's own pass.
     result.details["error_histograms"] = {o.name: o.histogram for o in result.outputs if o.histogram is not None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,13 @@ import numpy as np
 
 from .nonfinite import OPTION as ALLOW_OPTION
 from .nonfinite import count_nonfinite
+from .slices import JUDGED, REPORTED, SliceComparison, SliceSpec, worst_of
 from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
 
-__all__ = ["OutputComparison", "argmax_agreement", "compare_output", "cosine", "cosine_of_sums", "dice_per_class",
-           "difference_if_any", "error_metrics", "label_metrics", "min_passing_elementwise", "mismatch_fraction",
-           "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
+__all__ = ["OutputComparison", "argmax_agreement", "compare_output", "compare_slices", "cosine", "cosine_of_sums",
+           "dice_per_class", "difference_if_any", "error_metrics", "label_metrics", "min_passing_elementwise",
+           "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
 
 FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
@@ -266,6 +268,7 @@ class OutputComparison:
     warnings: list[str] = field(default_factory=list)
     histogram: dict[str, Any] | None = field(default=None, repr=False)  # |c - r| counts, for the HTML report
     nonfinite_masked: int = 0  # non-finite reference elements left out of the metrics (judged by kind)
+    slices: list[dict[str, Any]] = field(default_factory=list)  # per-slice metrics and verdicts (slices.py)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -285,6 +288,7 @@ class OutputComparison:
             "failures": self.failures,
             "warnings": self.warnings,
             "nonfinite_masked": self.nonfinite_masked,
+            **({"slices": self.slices} if self.slices else {}),
         }
 
 
@@ -296,6 +300,7 @@ def compare_output(
     task: TaskSpec | None = None,
     *,
     allow_nonfinite: bool = False,
+    slices: Sequence[SliceSpec] = (),
 ) -> OutputComparison:
     """Compare one output and judge it against `tolerance`. Missing, misshapen, wrongly typed or
     non-finite outputs fail; nothing here ever passes by default. A non-finite reference fails the
@@ -344,6 +349,7 @@ def compare_output(
     nonfinite = _judge_masked(result, ref, stats, allow_nonfinite) or bool(stats.nonfinite_bad)
     if task is not None and task.applies_to(name):
         result.task = task_metrics(ref, cand, task)
+    _judge_slices(result, ref, cand, [s for s in slices if s.output == name], tolerance)
 
     if atol is not None and rtol is not None:
         result.min_passing = {"atol": stats.min_atol, "rtol": stats.min_rtol, "at_rtol": rtol, "at_atol": atol}
@@ -378,6 +384,47 @@ def compare_output(
         result.min_passing = {}  # no tolerance passes a NaN or Inf that does not match the reference
     result.passed = not result.failures
     return result
+
+
+def compare_slices(ref: np.ndarray, cand: np.ndarray, spec: SliceSpec, bounds: dict[str, float | None]
+                   ) -> list[SliceComparison]:
+    """Every slice of `spec` compared and judged by `bounds` (the output's tolerance: rel_l2, mean_abs,
+    p99_abs as upper bounds, cosine as a lower bound; None: not judged)."""
+    axis = spec.axis if spec.axis >= 0 else ref.ndim + spec.axis
+    out = []
+    for label, start, stop in spec.ranges(ref.shape):
+        index = (slice(None),) * axis + (slice(start, stop),)
+        metrics = error_metrics(ref[index], cand[index])
+        comparison = SliceComparison(label, {k: metrics[k] for k in REPORTED})
+        for stat, larger_is_worse in JUDGED.items():
+            bound, value = bounds.get(stat), metrics[stat]
+            if bound is None:
+                continue
+            if larger_is_worse and not value <= bound:
+                comparison.failures.append(f"slice {label} {stat} {value:.3g} exceeds {bound:.3g}")
+            elif not larger_is_worse and not value >= bound:
+                comparison.failures.append(f"slice {label} {stat} {value:.6f} below {bound:.6f}")
+        out.append(comparison)
+    return out
+
+
+def _judge_slices(result: OutputComparison, ref: np.ndarray, cand: np.ndarray, specs: Sequence[SliceSpec],
+                  tolerance: Tolerance) -> None:
+    """Each slice judged by the output's statistical bounds; the worst slice's statistics join the
+    output's metrics (worst_slice_rel_l2, ...), and each failing slice spec adds its worst failure."""
+    bounds = {"rel_l2": tolerance.rel_l2, "mean_abs": tolerance.mean_abs, "p99_abs": tolerance.p99_abs,
+              "cosine": tolerance.cosine}
+    for spec in specs:
+        compared = compare_slices(ref, cand, spec, bounds)
+        result.slices += [{"spec": spec.text, **c.to_dict()} for c in compared]
+        for key, value in worst_of(compared).items():
+            result.metrics[key] = max(value, result.metrics.get(key, value)) if "cosine" not in key else min(
+                value, result.metrics.get(key, value))
+        failing = [c for c in compared if c.failures]
+        if failing:
+            worst = max(failing, key=lambda c: c.metrics["rel_l2"])
+            more = f" (and {len(failing) - 1} other slice{'s' * (len(failing) > 2)})" if len(failing) > 1 else ""
+            result.failures.append(worst.failures[0] + more)
 
 
 def _judge_masked(result: OutputComparison, ref: np.ndarray, stats: ErrorStats, allow: bool) -> bool:

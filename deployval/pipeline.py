@@ -37,6 +37,7 @@ from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Repor
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
+from .slices import check_outputs as check_slices
 from .spec import PRECISIONS, ModelSpec, RunConfig
 
 
@@ -167,6 +168,7 @@ def compare(
     range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
                                      seconds=reference.ranges_seconds)
     output_names = tuple(reference_outputs)
+    check_slices(config.slices, reference_outputs)
     report.model["output_names"] = list(output_names)
     report.model["sha256"] = session.model_digest
 
@@ -336,7 +338,8 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
 
         remote = judge_remotely(session, dataset, first, rows, progress)
     dataset = replace(dataset, allow_nonfinite=config.allow_nonfinite)  # each sample's reference, as the first's
-    judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote)
+    judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote,
+                  slices=session.config.slices)
     for result in report.results:
         if result.status == REFERENCE:
             result.samples = report.samples
@@ -414,7 +417,7 @@ def _run_job(
     if execution.outputs is not None:
         judge_outputs(result, reference, execution.outputs,
                       lambda name: row_tolerance(spec, job.backend, job.precision, name, config), spec.task,
-                      allow_nonfinite=config.allow_nonfinite)
+                      allow_nonfinite=config.allow_nonfinite, slices=config.slices)
     if execution.error is not None:  # the outputs it produced before failing are still reported
         result.reason, result.usage_error = execution.error, execution.usage_error
         return result

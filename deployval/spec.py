@@ -411,6 +411,8 @@ class RunConfig:
     # NaN/Inf in the reference (or golden outputs) are expected: masked out of the metrics and required at
     # the same positions, of the same kind, in every row (nonfinite.py); without it they are refused.
     allow_nonfinite: bool = False
+    # Outputs judged slice by slice along an axis as well as whole (slices.py): --slices NAME:AXIS[=GROUPS]
+    slices: tuple[Any, ...] = ()
 
     def to_args(self) -> list[str]:
         """The command-line options that make this configuration: every run setting that differs from
@@ -444,6 +446,8 @@ class RunConfig:
             args.append("--isolate" if self.isolate else "--no-isolate")
         if self.allow_nonfinite:
             args.append("--allow-nonfinite")
+        for spec in self.slices:
+            flag("--slices", spec.text)
         return args + self.backend_args()
 
     def backend_args(self) -> list[str]:

@@ -540,3 +540,26 @@ def reads_process_globals() -> nn.Module:
     width = PROCESS_GLOBALS["width"]
     body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 4, 3, padding=1))
     return _Scaled(body, PROCESS_GLOBALS["scale"]).eval()
+
+
+class _BoxesAndScores(nn.Module):
+    """A YOLO-style head: one output of 1x(4+C)xN, box coordinates in pixels (rows 0-3) beside class
+    scores in 0..1 (rows 4..): a norm over the whole tensor is the boxes' norm."""
+
+    def __init__(self, classes: int = 6, anchors: int = 64) -> None:
+        super().__init__()
+        self.anchors = anchors
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(8))
+        self.boxes = nn.Conv2d(16, 4, 1)
+        self.scores = nn.Conv2d(16, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        boxes = (torch.sigmoid(self.boxes(f)) * 640.0).flatten(2)
+        scores = torch.sigmoid(self.scores(f)).flatten(2)
+        return torch.cat([boxes, scores], dim=1)
+
+
+def boxes_and_scores() -> nn.Module:
+    torch.manual_seed(0)
+    return _BoxesAndScores().eval()

@@ -123,6 +123,10 @@ class Tolerances(Group):
         "--tolerance", help="Judge every row by exactly these bounds instead of the model's tolerances, e.g. "
                             "'rel_l2=0.1,cosine=0.995' (atol, rtol, mean_abs, p99_abs, rel_l2, cosine, "
                             "argmax_agreement, dice_drop, topk_drop, mismatch).")] = None
+    slices: Annotated[list[str] | None, typer.Option(
+        "--slices", help="Also judge an output slice by slice along an axis, gated on the worst slice: "
+                         "NAME:AXIS (each index its own slice) or NAME:AXIS=GROUPS, e.g. output0:1=0:4,4: "
+                         "(rows 0-3, then 4 to the end). Repeatable.")] = None
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Accept NaN/Inf in the reference's outputs (or --expected): masked out of the "
                                   "metrics, every row must have the same NaN/+Inf/-Inf at the same positions. "
@@ -130,10 +134,12 @@ class Tolerances(Group):
                                   "--allow-nonfinite-inputs.)")] = False
 
     def settings(self) -> dict[str, Any]:
+        from ..slices import SliceSpec
         from ..spec import Tolerance
 
         bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
-        return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds,
+        slices = tuple(SliceSpec.parse(s) for s in self.slices or ()) if self.offers("slices") else ()
+        return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds, "slices": slices or None,
                 "allow_nonfinite": self.allow_nonfinite or None}  # None: the spec's run defaults decide
 
 

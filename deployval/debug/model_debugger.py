@@ -365,7 +365,8 @@ class ModelDebugger(OwnErrorSearch):
             tolerance = self.spec.tolerances.resolve(self.report.backend, self.precision, name)
             if self.config.atol is not None or self.config.rtol is not None:
                 tolerance = Tolerance(**result.tolerance)
-            comparison = compare_output(name, self.reference[name], values.get(name), tolerance, self.spec.task)
+            comparison = compare_output(name, self.reference[name], values.get(name), tolerance, self.spec.task,
+                                        slices=self.config.slices)
             result.tolerance = tolerance.to_dict()
             result.metrics = {**comparison.metrics, **{f"task_{k}": v for k, v in comparison.task.items()
                                                        if isinstance(v, float)}}

@@ -379,7 +379,8 @@ class _FileDebugger:
             tolerance = self.spec.tolerances.resolve(self.cls.name, self.precision, name)
             if self.config.atol is not None or self.config.rtol is not None:
                 tolerance = layer_tolerance(self.spec, self.cls.name, self.precision, name, self.config)
-            comparison = compare_output(name, reference[name], values.get(name), tolerance, self.spec.task)
+            comparison = compare_output(name, reference[name], values.get(name), tolerance, self.spec.task,
+                                        slices=self.config.slices)
             result.shape, result.tolerance = list(np.shape(reference[name])), tolerance.to_dict()
             result.metrics = {**comparison.metrics, **{f"task_{k}": v for k, v in comparison.task.items()
                                                        if isinstance(v, float)}}

@@ -259,10 +259,10 @@ class Fp16Lowering(Lowering):
 
 def _judge(runs: Sequence[Mapping[str, np.ndarray]], references: Sequence[Mapping[str, np.ndarray]],
            tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None,
-           seconds: float, names: Sequence[str] = ()) -> Trial:
+           seconds: float, names: Sequence[str] = (), slices: Sequence[Any] = ()) -> Trial:
     """Passed only when every input passes; otherwise the numbers of the worst input (a failing one
     first), whose failures name it when there are several."""
-    trials = [_judge_one(outputs, reference, tolerances, spec, kept, lowered)
+    trials = [_judge_one(outputs, reference, tolerances, spec, kept, lowered, slices)
               for outputs, reference in zip(runs, references)]
     index = max(range(len(trials)), key=lambda i: (not trials[i].passed, _sortable(trials[i].score)))
     worst = trials[index]
@@ -276,9 +276,11 @@ def _judge(runs: Sequence[Mapping[str, np.ndarray]], references: Sequence[Mappin
 
 
 def _judge_one(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-               tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None) -> Trial:
+               tolerances: Mapping[str, Tolerance], spec: ModelSpec, kept: list[str], lowered: str | None,
+               slices: Sequence[Any] = ()) -> Trial:
     comparisons: list[OutputComparison] = [
-        compare_output(name, ref, outputs.get(name), tolerances[name], spec.task) for name, ref in reference.items()
+        compare_output(name, ref, outputs.get(name), tolerances[name], spec.task, slices=slices)
+        for name, ref in reference.items()
     ]
     scores = [math.inf if c.metrics.get("nan") or c.metrics.get("inf") else c.metrics.get("rel_l2", math.inf)
               for c in comparisons if c.ref_dtype.startswith(("float", "bfloat"))]
@@ -453,7 +455,8 @@ def analyze(
             return Trial(kept=kept, lowered=lowered, passed=False, score=math.inf,
                          failures=[f"could not build or run: {first_line(exc)}"],
                          seconds=time.perf_counter() - start)
-        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, sample_names)
+        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, sample_names,
+                      config.slices)
 
     try:
         candidates = lowering.candidates()

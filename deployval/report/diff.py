@@ -371,13 +371,16 @@ def _bound(tolerance: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str
     def cosine() -> float | None:
         return 1.0 - tol["cosine"] if tol.get("cosine") is not None else None
 
-    return {"max_abs": max_abs, "rel_l2": rel_l2, "mean_abs": lambda: tol.get("mean_abs"),
-            "p99_abs": lambda: tol.get("p99_abs"), "mismatch": lambda: tol.get("mismatch"), "1-cosine": cosine}
+    whole = {"max_abs": max_abs, "rel_l2": rel_l2, "mean_abs": lambda: tol.get("mean_abs"),
+             "p99_abs": lambda: tol.get("p99_abs"), "mismatch": lambda: tol.get("mismatch"), "1-cosine": cosine}
+    # --slices: the worst slice's statistics, under the bounds the slices are judged by
+    sliced = {f"worst_slice_{name}": whole[name] for name in ("rel_l2", "mean_abs", "p99_abs", "1-cosine")}
+    return {**whole, **sliced}
 
 
 def _metric(metrics: Mapping[str, Any], name: str) -> float | None:
-    if name == "1-cosine":
-        value = number(metrics.get("cosine"))
+    if name.endswith("1-cosine"):
+        value = number(metrics.get(name.replace("1-cosine", "cosine")))
         return None if value is None else 1.0 - value
     return number(metrics.get(name))
 

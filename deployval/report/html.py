@@ -260,6 +260,7 @@ def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> lis
     if warnings:
         parts.append("<ul>" + "".join(f"<li>{_e(w)}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
     parts += _fp16_weights(data)
+    parts += _slices(data)
     parts.append("<h2>Error distribution per output</h2>")
     if plots and not plots_available():
         parts.append(NO_PLOTS)
@@ -269,6 +270,27 @@ def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> lis
             + "</div>")
     else:
         parts.append('<p class="meta">no histograms were recorded for this report</p>')
+    return parts
+
+
+def _slices(data: Mapping[str, Any]) -> list[str]:
+    """Per row and sliced output (--slices), every slice's error and verdict: the worst one gates."""
+    rows = [(f"{r.get('backend')}:{r.get('precision')}", o.get("name"), s) for r in data.get("results", [])
+            if r.get("status") != "reference" for o in r.get("outputs") or [] for s in o.get("slices") or []]
+    if not rows:
+        return []
+    parts = ["<h2>Errors per slice</h2>", "<table><tr>" + "".join(f"<th>{c}</th>" for c in (
+        "row", "output", "slice", "max abs", "mean abs", "rel L2", "cosine", "verdict")) + "</tr>"]
+    for label, output, item in rows:
+        m = item.get("metrics") or {}
+        numbers = [fmt(number(m.get(k))) for k in ("max_abs", "mean_abs", "rel_l2")]
+        cosine = number(m.get("cosine"))
+        numbers.append("-" if cosine is None else f"{cosine:.6f}")
+        verdict = "pass" if item.get("passed") else "; ".join(item.get("failures") or ["fail"])
+        parts.append(f'<tr class="{"" if item.get("passed") else "fail"}">'
+                     + "".join(f"<td>{_e(c)}</td>" for c in (label, output, item.get("slice")))
+                     + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers) + f"<td>{_e(verdict)}</td></tr>")
+    parts.append("</table>")
     return parts
 
 
