@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .arguments import InputShapeArg
 from .results import Report
-from .spec import InputShapeArg, ModelSpec, RunConfig
+from .spec import ModelSpec, RunConfig
 
 
 def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,

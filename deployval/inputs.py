@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from ._util import atomic_write_bytes
+from .arguments import InputShapeArg
 from .errors import UsageError
-from .spec import DTYPES, InputShapeArg, InputSpec, format_shape
+from .spec import DTYPES, InputSpec, format_shape
 
 INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import fp16_findings
 from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
 from .errors import DeployvalError, UsageError, first_line
 from .execution import execute, time_runner
-from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
+from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_RAW, TORCHSCRIPT
 from .export.int8 import NothingToQuantize
 from .export.store import ArtifactStore
 from .golden import golden_outputs, judge_against_expected
@@ -130,7 +131,7 @@ def compare(
     ranges: list[Any] | None = None
     if spec.kind == "module" and any(j.precision == "fp16" and j.result is None for j in jobs):
         ranges = []
-    fp16_onnx = _fp16_onnx_kind(jobs, config)
+    fp16_onnx = fp16_findings.fp16_onnx_kind(jobs, config)
     reference_rows: list[BackendResult] = []
 
     def time_reference(runner: Runner, prepared: Mapping[str, np.ndarray], first_run: float) -> None:
@@ -165,8 +166,8 @@ def compare(
             report.warnings.append(f"the reference is not deterministic: {config.repeat} runs of the same inputs "
                                    f"differ (output '{name}' by max |diff| {diff:.3g}); rows are judged against "
                                    "the first")
-    range_findings = _range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
-                                     seconds=reference.ranges_seconds)
+    range_findings = fp16_findings.range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
+                                                  seconds=reference.ranges_seconds)
     output_names = tuple(reference_outputs)
     check_slices(config.slices, reference_outputs)
     report.model["output_names"] = list(output_names)
@@ -185,9 +186,9 @@ def compare(
                     job.result = reference_result
                 else:
                     if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
-                        range_findings = _tensor_range_findings(spec, store, feeds, config, report, progress,
-                                                                session.module, fp16_onnx, range_findings,
-                                                                module_ranges=ranges or ())
+                        range_findings = fp16_findings.tensor_range_findings(
+                            spec, store, feeds, config, report, progress, session.module, fp16_onnx, range_findings,
+                            module_ranges=ranges or ())
                         fp16_onnx = None
                     job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
                                           trust_checkpoint, session.replica)
@@ -196,8 +197,8 @@ def compare(
                             job, spec, store, feeds, reference_outputs, config, progress, invocation,
                             trust_checkpoint, session.replica))
                     if job.precision == "fp16":
-                        _judge_ranges(job.result, range_findings)
-                        _fp16_onnx_weights(job.result, store)
+                        fp16_findings.judge_ranges(job.result, range_findings)
+                        fp16_findings.fp16_onnx_weights(job.result, store)
             report.results.append(job.result)
             report.steps = list(store.steps)
             if on_progress is not None:
@@ -458,119 +459,6 @@ def _settle_simplification(job: Job, store: ArtifactStore, result: BackendResult
     return again
 
 
-def _range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
-                    quiet: bool = False, seconds: float = 0.0) -> list[Any]:
-    """fp16 findings of the reference run's activation ranges: recorded in the report and said at
-    once, before any engine is built (unless `quiet`: the tensor-level check will speak). `seconds`:
-    what recording them added to the reference run."""
-    if ranges is None:
-        return []
-    from .precision.ranges import findings
-
-    found = findings(ranges, "fp16", config.keep_fp32)
-    top = sorted(ranges, key=lambda r: r.max_abs, reverse=True)[:10]
-    report.analysis["activation_ranges"] = {
-        "level": "module",
-        "layers": len(ranges),
-        "largest": [{"module": r.module, "type": r.type, "max_abs": r.max_abs} for r in top],
-        "fp16": [{"module": f.module, "kind": f.kind, "value": f.value, "finding": f.describe()} for f in found],
-        "keep_fp32": list(config.keep_fp32),
-        "seconds": round(seconds, 3),
-    }
-    for finding in [] if quiet else found:
-        progress.note(f"fp16: {finding.describe()}")
-    return found
-
-
-def _fp16_onnx_kind(jobs: list[Job], config: RunConfig) -> str | None:
-    """The artifact of the first fp16 row that runs an ONNX artifact, if any: then the fp32 ONNX graph it
-    is made from has its every tensor checked against fp16's range."""
-    for job in jobs:
-        if job.result is None and job.precision == "fp16" and job.runner is not None:
-            try:
-                kind = job.runner.artifact_for("fp16", dict(config.backend_options))
-            except DeployvalError:
-                continue
-            if kind not in (MODULE, TORCHSCRIPT):
-                return kind
-    return None
-
-
-def _tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping[str, np.ndarray], config: RunConfig,
-                           report: Report, progress: Progress, module: Callable[[], Any], kind: str,
-                           fallback: list[Any], module_ranges: Sequence[Any] = ()) -> list[Any]:
-    """fp16 findings of every tensor of the fp32 ONNX graph that the fp16 artifact `kind` is made from,
-    named by module; recorded in the report and said at once. Where the check cannot run, the
-    module-level findings (`fallback`) stay the judge."""
-    import contextlib
-
-    from .precision import tensor_ranges
-
-    try:
-        with contextlib.suppress(DeployvalError):  # its row says why; the check does without its details
-            store.get(kind)  # its conversion step says which nodes stay fp32
-        source = store.get(ONNX)
-        raw = store.get(ONNX_RAW).path if spec.kind != "onnx" else None
-        names = [n for n, _ in module().named_modules() if n] if spec.kind != "onnx" else []
-        step = store.step_for("fp16")
-        details = step.details if step is not None and step.status == "ok" else None
-        with progress.step("fp16 ranges of every tensor (fp32 ONNX on ONNX Runtime)"):
-            check = tensor_ranges.record_tensor_ranges(Path(source.path or ""), feeds, raw_path=raw,
-                                                       module_names=names, keep_fp32=config.keep_fp32,
-                                                       fp16_details=details, module_ranges=module_ranges)
-    except Exception as exc:  # the check is an aid: its failure must not cost the rows
-        reason = exc.one_line() if isinstance(exc, DeployvalError) else first_line(exc)
-        report.analysis.setdefault("activation_ranges", {"level": "none"})["tensor_level_error"] = reason
-        progress.note(f"fp16: the ranges of every tensor could not be checked ({reason})")
-        for finding in fallback:
-            progress.note(f"fp16: {finding.describe()}")
-        return fallback
-    found = tensor_ranges.findings(check, "fp16")
-    top = sorted(check.ranges, key=lambda r: r.max_abs, reverse=True)[:10]
-    module_level = report.analysis.get("activation_ranges")
-    report.analysis["activation_ranges"] = {
-        "level": "tensor",
-        "layers": len(check.ranges),
-        "largest": [{"module": r.module, "after": r.after, "node": r.node, "op": r.op, "tensor": r.tensor,
-                     "max_abs": r.max_abs} for r in top],
-        "fp16": [{"module": f.module, "node": f.node, "tensor": f.tensor, "kind": f.kind, "value": f.value,
-                  "finding": f.describe()} for f in found],
-        "keep_fp32": list(config.keep_fp32),
-        "float_tensors": check.float_tensors,
-        "exempt": {"kept_fp32": check.kept_fp32, "saturating_constants": check.saturating},
-        "copies_not_measured": check.copies,
-        "from_module_outputs": check.from_modules,
-        "segments": check.segments, "budget_bytes": check.budget_bytes, "exposed_bytes": check.exposed_bytes,
-        "seconds": round(check.seconds, 3), "layer_map": check.map_source, "notes": check.notes,
-        **({"module_level": module_level} if module_level else {}),
-    }
-    for finding in found:
-        progress.note(f"fp16: {finding.describe()}")
-    return found
-
-
-def _judge_ranges(result: BackendResult, found: list[Any]) -> None:
-    """An fp16 result from an executor that computes in fp32 (ORT's CPU provider) cannot show an
-    overflow; the reference's ranges decide for it. A faithful executor shows the outcome itself;
-    there the finding explains it."""
-    overflows = [f for f in found if f.kind == "overflow"]
-    flushes = [f for f in found if f.kind == "flush"]
-    if result.status in (PASS, FAIL) and not result.faithful and overflows:
-        result.status = FAIL
-        reason = overflows[0].describe() + (f" (and {len(overflows) - 1} more layers)" if len(overflows) > 1 else "")
-        result.reason = f"{reason}; {result.reason}" if result.reason else reason
-    elif overflows and result.status == FAIL:
-        result.reason += f"; likely cause: {overflows[0].describe()}"
-    result.warnings.extend(f.describe() for f in flushes[:3])
-
-
-def _fp16_onnx_weights(result: BackendResult, store: ArtifactStore) -> None:
-    """A row running the fp16 ONNX carries the weights its conversion could not hold (torch rows find theirs)."""
-    step = store.step_for("fp16")
-    if (result.artifact or {}).get("kind") in (ONNX_FP16, ONNX_FP16_INT32) and step is not None:
-        result.details.setdefault("fp16_weights", step.details.get("weights", []))
-
-
 def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
            kinds: Sequence[str] | None = None, progress: Progress | None = None,
            trust_checkpoint: bool = False, inputs: Path | str | None = None,
@@ -578,7 +466,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
     """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`; returns the files
     written, the reason for each artifact that could not be made, and the steps. `inputs` (a file) are
     the example inputs the exporters trace with and int8 calibrates on when no --calibration is given."""
-    from .export.artifacts import ONNX, ONNX_FP16, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
+    from .export.artifacts import ONNX, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
 
     session = Session(spec, config, inputs, trust_checkpoint=trust_checkpoint, progress=progress)
     spec, config = session.spec, session.config

@@ -10,8 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .arguments import InputShapeArg
 from .errors import UsageError, first_line
-from .spec import InputShapeArg, InputSpec, ModelSpec, format_shape
+from .spec import InputSpec, ModelSpec, format_shape
 from .zoo import ZOO
 
 MODEL_ENTRY_POINT_GROUP = "deployval.models"

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import inputs as inputs_mod
+from .arguments import parse_shape
 from .dataset import Sample
 from .errors import UsageError
-from .spec import ModelSpec, format_shape, parse_shape
+from .spec import ModelSpec, format_shape
 
 
 @dataclass(frozen=True)

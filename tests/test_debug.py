@@ -13,9 +13,10 @@ import onnx
 import pytest
 from conftest import ROOT, assert_one_line_error
 
+from deployval.arguments import parse_input_shape
 from deployval.debug.run import run_debug
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig, parse_input_shape
+from deployval.spec import RunConfig
 
 EXPORTERS = ["dynamo", "legacy"]
 

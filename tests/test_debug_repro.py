@@ -16,11 +16,12 @@ from conftest import assert_one_line_error, run_deployval
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
+from deployval.arguments import parse_input_shape
 from deployval.debug.model_explorer import node_ids, series_paths
 from deployval.debug.run import run_debug
 from deployval.export.onnx_io import run_onnxruntime
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig, Tolerance, parse_input_shape
+from deployval.spec import RunConfig, Tolerance
 from deployval.stats import compare_tensors
 
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from conftest import assert_one_line_error
 
+from deployval.arguments import parse_argument, parse_arguments
 from deployval.errors import UsageError
-from deployval.spec import parse_argument, parse_arguments
 
 
 def _two_inputs_file(tmp_path, batch=3):

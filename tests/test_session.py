@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from deployval import inputs as inputs_mod
+from deployval.arguments import parse_input_shape
 from deployval.errors import UsageError
 from deployval.registry import resolve_model
 from deployval.session import Session
-from deployval.spec import RunConfig, parse_input_shape
+from deployval.spec import RunConfig
 
 
 def _spec():

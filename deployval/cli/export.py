@@ -26,10 +26,10 @@ def export_command(
     display: Display,
 ) -> None:
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
+    from ..arguments import parse_list
     from ..backends.base import ARTIFACT_KINDS
     from ..pipeline import export as run_export
     from ..report.console import make_console
-    from ..spec import parse_list
 
     exportable = tuple(k for k in ARTIFACT_KINDS if k != "module")
     kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None

@@ -80,8 +80,8 @@ class ModelInputs(Group):
 
     def spec(self) -> Any:
         """The model's spec; an --inputs file defines its input shapes, --arg its forward() arguments."""
+        from ..arguments import parse_arguments, parse_input_range, parse_input_shape
         from ..registry import resolve_model
-        from ..spec import parse_arguments, parse_input_range, parse_input_shape
 
         if self.checkpoint is not None and not self.checkpoint.exists():
             raise UsageError(f"checkpoint '{self.checkpoint}' does not exist")
@@ -100,8 +100,9 @@ class ModelInputs(Group):
             return [self.spec()]
         if self.arg:
             raise UsageError("--arg applies to the model's forward(), not to --submodule")
+        from ..arguments import parse_input_range, parse_input_shape
         from ..registry import model_entries, resolve_submodules
-        from ..spec import ModelSpec, parse_input_range, parse_input_shape
+        from ..spec import ModelSpec
 
         checkpoint = str(self.checkpoint) if self.checkpoint else None
         if ":" in self.model and self.model not in model_entries():  # a factory: its own inputs do not matter
