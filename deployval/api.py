@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ def compare(
     expected: str | Path | None = None,
     save_outputs: str | Path | None = None,
     allow_nonfinite: bool = False,
+    task: str | Callable[..., Any] | None = None,
+    slices: Sequence[str] = (),
     **config: Any,
 ) -> Report:
     """Compare `model` (a zoo name, "pkg.module:factory", a file, or a ModelSpec) across backends.
@@ -43,11 +45,21 @@ def compare(
     against; `save_outputs`: where to write the reference's (as `compare --expected/--save-outputs`).
     `allow_nonfinite`: NaN/Inf in the reference (or `expected`) are expected rather than refused: masked
     out of the metrics, and every row must have them at the same positions (as `--allow-nonfinite`).
+    `task`: a task check (as `--task`: a built-in's text, 'pkg.module:function', or the function itself, which
+    must then be importable by that name); `judge="task"|"norms"|"both"` says what gates (as `--judge`).
+    `slices`: outputs judged slice by slice (as `--slices`).
     """
     from .pipeline import compare as run
+    from .slices import SliceSpec
+    from .task_checks import TaskCheck
 
     spec = _spec(model, input_shapes, checkpoint)
     settings = {**spec.run_defaults, **config, **({"allow_nonfinite": True} if allow_nonfinite else {})}
+    if task is not None:
+        text = task if isinstance(task, str) else f"{task.__module__}:{task.__qualname__}"
+        settings["task_check"] = TaskCheck.parse(text)
+    if slices:
+        settings["slices"] = tuple(SliceSpec.parse(s) for s in slices)
     return run(spec, None if backends is None else tuple(backends), tuple(precisions), RunConfig(**settings),
                inputs=inputs, expected=Path(expected) if expected is not None else None,
                save_outputs=Path(save_outputs) if save_outputs is not None else None)

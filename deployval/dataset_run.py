@@ -32,9 +32,10 @@ from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
 from .shape_grid import ShapeGrid
 from .spec import ModelSpec, TaskSpec, Tolerance
+from .task_checks import TaskCheck, combine, run_check
 
 # Metrics where a lower value is the worse one; for every other metric the highest is the worst.
-LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap")
+LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap", "iou", "matched")
 
 
 @dataclass(kw_only=True)
@@ -80,9 +81,20 @@ class RowSamples:
     first_status: str = ""
     labels: LabelTally = field(default_factory=LabelTally)
     batch_failure: str = ""  # copies of one input in a batch gave other outputs beyond the tolerance
+    task_values: dict[str, list[float]] = field(default_factory=dict)  # --task: its metrics, one per sample
+    task_failed: int = 0  # samples the task check failed (whether or not it gates)
 
-    def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "") -> bool:
-        passed = not error and all(c.passed for c in comparisons)
+    def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "",
+            task: Mapping[str, Any] | None = None, judge: str = "norms") -> bool:
+        """Record one sample; whether it passed under `judge` (its norms, its task check, or both)."""
+        norms = [f"{c.name}: {c.failures[0]}" for c in comparisons if not c.passed]
+        gating, task_error = combine(norms, task, judge)
+        error = error or task_error
+        passed = not error and not gating
+        if task is not None:
+            self.task_failed += not task.get("passed")
+            for metric, value in (task.get("metrics") or {}).items():
+                self.task_values.setdefault(metric, []).append(float(value))
         worst_rel = 0.0
         for c in comparisons:
             per_metric = self.values.setdefault(c.name, {})
@@ -91,7 +103,7 @@ class RowSamples:
                 if metric != "elements":
                     per_metric.setdefault(metric, []).append(float(value))
             worst_rel = max(worst_rel, float(c.metrics.get("rel_l2", math.inf if not c.metrics else 0.0)))
-        failures = [error] if error else [f"{c.name}: {c.failures[0]}" for c in comparisons if not c.passed]
+        failures = [error] if error else gating
         self.records.append({"sample": sample, "passed": passed, "rel_l2": worst_rel, "failures": failures[:2]})
         return passed
 
@@ -101,7 +113,11 @@ class RowSamples:
         outputs = {}
         for name, metrics in self.values.items():
             outputs[name] = {metric: _aggregate(metric, values) for metric, values in metrics.items()}
-        return {"samples": len(self.records), "failed": len(failed), "worst": ranked[:worst], "outputs": outputs}
+        summary = {"samples": len(self.records), "failed": len(failed), "worst": ranked[:worst], "outputs": outputs}
+        if self.task_values:
+            summary["task"] = {"failed": self.task_failed,
+                               "metrics": {m: _aggregate(m, v) for m, v in self.task_values.items()}}
+        return summary
 
 
 def _finite(value: float) -> float:
@@ -126,24 +142,30 @@ class RowRunner:
     tolerances: dict[str, Tolerance]
     task: Any
     slices: tuple[Any, ...] = ()  # --slices: outputs judged slice by slice too
+    check: TaskCheck | None = None  # --task: each sample's outputs checked by what the model is for
+    judge: str = "norms"  # what gates a sample: norms, task or both
 
 
 def judge_dataset(
     report: Report, rows: Sequence[tuple[BackendResult, Runner | None, dict[str, Tolerance]]], reference: Runner,
     spec: ModelSpec, first: Sample, options: DatasetOptions, samples: Iterable[Sample], progress: Progress,
     faults: list[Sample], on_progress: Callable[[Report], None] | None = None,
-    remote: Iterable[Any] | None = None, slices: Sequence[Any] = (),
+    remote: Iterable[Any] | None = None, slices: Sequence[Any] = (), check: TaskCheck | None = None,
+    judge: str = "norms",
 ) -> None:
     """Run every judged row (its runner, not yet activated; None: not run again, with the reason in the
     row) and the reference over `samples` (those after `first`, whose comparisons the rows already
     hold), then the batch-invariance check."""
-    table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task, tuple(slices))
-             for result, runner, tolerances in rows]
+    table = [RowRunner(RowSamples(result, first_status=result.status), runner, tolerances, spec.task, tuple(slices),
+                       check, judge) for result, runner, tolerances in rows]
     for row in table:
         result = row.samples.result
         # A row the first sample failed on more than its outputs (fp16 ranges beyond the limit) keeps that.
-        beyond = result.reason if result.status == FAIL and all(c.passed for c in result.outputs) else ""
-        _save_failing(options, first, row.samples.add(first.name, result.outputs, beyond))
+        task_failed = result.task_check is not None and not result.task_check.get("passed")
+        beyond = result.reason if result.status == FAIL and all(c.passed for c in result.outputs) and not task_failed \
+            else ""
+        _save_failing(options, first, row.samples.add(first.name, result.outputs, beyond, result.task_check,
+                                                      row.judge))
     dataset_info: dict[str, Any] = {"first": first.name, "pass_fraction": options.pass_fraction,
                                     "unusable": [{"sample": s.name, "reason": s.fault} for s in faults]}
     if options.dataset is not None:
@@ -249,6 +271,7 @@ class SampleVerdict:
 
     sample: str
     rows: dict[str, tuple[list[OutputComparison], str]] = field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per row: its task check's outcome
     labelled: bool | None = None  # None: no labels in play
     fault: str = ""  # the reference could not run it: the sample is left out, named
     reference_scores: dict[str, float] = field(default_factory=dict)
@@ -257,7 +280,8 @@ class SampleVerdict:
 
 def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runner, Mapping[str, Tolerance]]],
                task: TaskSpec | None, scorer: Scorer | None = None, compare: bool = True,
-               allow_nonfinite: bool = False, slices: Sequence[Any] = ()) -> SampleVerdict:
+               allow_nonfinite: bool = False, slices: Sequence[Any] = (), check: TaskCheck | None = None
+               ) -> SampleVerdict:
     """Run the reference and every row on one sample and compare (and score against its label)."""
     assert sample.feeds is not None
     verdict = SampleVerdict(sample.name)
@@ -284,6 +308,8 @@ def verdict_of(sample: Sample, reference: Runner, rows: Sequence[tuple[str, Runn
                 comparisons = [compare_output(output, value, outputs.get(output), tolerances[output], task,
                                               allow_nonfinite=allow_nonfinite, slices=slices)
                                for output, value in ref.items()]
+                if check is not None:
+                    verdict.tasks[name] = run_check(check, check.resolve(), ref, outputs, sample.feeds).to_dict()
         except DeployvalError as exc:
             error = exc.one_line()
         except Exception as exc:  # one sample crashing a runtime is that sample's failure
@@ -310,7 +336,7 @@ def apply_verdict(verdict: SampleVerdict, table: list[RowRunner], options: Datas
         if label in verdict.row_scores:
             row.samples.labels.add(verdict.row_scores[label])
         if compare or error:
-            passed = row.samples.add(verdict.sample, comparisons, error)
+            passed = row.samples.add(verdict.sample, comparisons, error, verdict.tasks.get(label), row.judge)
             if sample is not None:
                 _save_failing(options, sample, passed)
 
@@ -346,7 +372,7 @@ def _judge_sample(sample: Sample, reference: Runner, table: list[RowRunner], opt
     """Judge one sample here; returns its fault ('' when it was judged)."""
     rows = [(row.samples.result.label, row.runner, row.tolerances) for row in table if row.runner is not None]
     verdict = verdict_of(sample, reference, rows, table[0].task if table else None, scorer, compare,
-                         options.allow_nonfinite, table[0].slices if table else ())
+                         options.allow_nonfinite, table[0].slices if table else (), table[0].check if table else None)
     if not verdict.fault:
         apply_verdict(verdict, table, options, info, reference_scores, sample, compare)
     return verdict.fault

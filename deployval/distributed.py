@@ -206,7 +206,7 @@ class SampleJudge:
             verdict: SampleVerdict = verdict_of(Sample(name, Path(str(path)), feeds), self.reference, self.rows,
                                                 self.plan.task, self.plan.scorer,
                                                 allow_nonfinite=self.plan.config.allow_nonfinite,
-                                                slices=self.plan.config.slices)
+                                                slices=self.plan.config.slices, check=self.plan.config.task_check)
             verdicts.append(pickle.dumps(verdict))
         return {"verdict": np.array(verdicts, dtype=object)}
 

@@ -20,7 +20,7 @@ import numpy as np
 from ._util import atomic_write_bytes
 from .errors import UsageError
 from .inputs import npz_bytes
-from .judging import judge_outputs, row_tolerance, settle_verdict
+from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
 from .nonfinite import check_reference
 from .results import BackendResult, Report
 from .spec import ModelSpec, RunConfig
@@ -117,7 +117,7 @@ def golden_outputs(session: Session, expected: Path | None, save_outputs: Path |
 
 def judge_against_expected(report: Report, golden: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                            reference_row: BackendResult | None, spec: ModelSpec, config: RunConfig,
-                           path: Path) -> dict[str, np.ndarray]:
+                           path: Path, inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The outputs every row is judged against. For a PyTorch model the reference ran: it is judged
     against the golden outputs too (today's torch against the release's), as a row when it is one."""
     replaced = spec.kind != "module"
@@ -129,5 +129,6 @@ def judge_against_expected(report: Report, golden: Mapping[str, np.ndarray], ref
         row = reference_row
         judge_outputs(row, golden, reference, lambda name: row_tolerance(spec, row.backend, "fp32", name, config),
                       spec.task, allow_nonfinite=config.allow_nonfinite, slices=config.slices)
-        settle_verdict(row)
+        check_task(row, config, golden, reference, inputs or {})
+        settle_verdict(row, config.judging)
     return dict(golden)

@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 
 from .metrics import compare_output
-from .results import FAIL, PASS, BackendResult
+from .results import ERROR, FAIL, PASS, BackendResult
 from .slices import SliceSpec
 from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+from .task_checks import combine, run_check
 
 
 def row_tolerance(spec: ModelSpec, backend: str, precision: str, output: str, config: RunConfig) -> Tolerance:
@@ -47,9 +48,27 @@ def judge_outputs(result: BackendResult, reference: Mapping[str, np.ndarray], ou
     result.seconds["compare"] = time.perf_counter() - start
 
 
-def settle_verdict(result: BackendResult) -> BackendResult:
-    """PASS when every compared output passed, else FAIL with the first failure of each."""
-    failed = [o for o in result.outputs if not o.passed]
-    result.status = FAIL if failed else PASS
-    result.reason = "; ".join(f"{o.name}: {o.failures[0]}" for o in failed)
+def settle_verdict(result: BackendResult, judge: str = "norms") -> BackendResult:
+    """The row's verdict under `judge` (task_checks.py): by its outputs' norms (PASS when every compared
+    output passed, else FAIL with the first failure of each), by its task check, or by both. A check that
+    broke makes the row an ERROR; norms that fail under --judge task are said, not hidden."""
+    norms = [f"{o.name}: {o.failures[0]}" for o in result.outputs if not o.passed]
+    failures, error = combine(norms, result.task_check, judge)
+    if error:
+        result.status, result.reason = ERROR, error
+        return result
+    result.status = FAIL if failures else PASS
+    result.reason = "; ".join(failures)
+    if judge == "task" and norms:
+        result.warnings.append(f"judged by the task only (--judge task); by the norms it would fail: {norms[0]}")
     return result
+
+
+def check_task(result: BackendResult, config: RunConfig, reference: Mapping[str, np.ndarray],
+               outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> None:
+    """The run's task check on this row's outputs, recorded in the row (settle_verdict weighs it)."""
+    if config.task_check is not None:
+        start = time.perf_counter()
+        check = config.task_check
+        result.task_check = run_check(check, check.resolve(), reference, outputs, inputs).to_dict()
+        result.seconds["task_check"] = time.perf_counter() - start

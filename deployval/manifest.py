@@ -33,7 +33,7 @@ from .errors import UsageError
 from .spec import DEVICES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
-              "precisions", "device", "tolerances", "seed", "iterations", "time_budget"}
+              "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices"}
 DEFAULT_MANIFEST = "deployval.toml"
 FRACTIONS = ("cosine", "argmax_agreement", "dice_drop", "topk_drop", "mismatch")  # bounds on shares, at most 1
 
@@ -55,6 +55,17 @@ class ManifestEntry:
     seed: int = 0
     iterations: int | None = None
     time_budget: float | None = None
+    task: str | None = None  # a task check (task_checks.py): pkg.module:function or a built-in
+    judge: str | None = None  # norms, task or both
+    slices: tuple[str, ...] = ()  # outputs judged slice by slice (slices.py)
+
+    def judging(self) -> dict[str, Any]:
+        """The RunConfig settings of this entry's task check, judge and slices."""
+        from .slices import SliceSpec
+        from .task_checks import TaskCheck
+
+        return {"task_check": TaskCheck(self.task) if self.task else None, "judge": self.judge,
+                "slices": tuple(SliceSpec.parse(s) for s in self.slices)}
 
     def spec(self) -> ModelSpec:
         """The model spec with this entry's checkpoint, shapes, ranges and tolerances applied."""
@@ -200,10 +211,23 @@ def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str
         seed=check.integer("seed", "an integer >= 0 (the random inputs' seed)") or 0,
         iterations=check.integer("iterations", "an integer >= 0 (timed runs)"),
         time_budget=check.seconds("time_budget"),
+        task=check.task("task"),
+        judge=check.choice("judge", ("norms", "task", "both")),
+        slices=check.strings("slices", "output slice", "NAME:AXIS or NAME:AXIS=GROUPS", _slice_item) or (),
     )
     if entry.gate is not None and entry.backends is not None:
         raise UsageError(f"{where}: give either 'gate' or 'backends' (with 'precisions'), not both")
     return entry
+
+
+def _slice_item(text: str) -> bool:
+    from .slices import SliceSpec
+
+    try:
+        SliceSpec.parse(text)
+    except UsageError:
+        return False
+    return True
 
 
 def _gate_item(text: str, backends: Sequence[str]) -> bool:
@@ -269,6 +293,18 @@ class _Checker:
         if value is not None and (not isinstance(value, str) or not value):
             raise self.wrong(key, "a non-empty string", value)
         return value
+
+    def task(self, key: str) -> str | None:
+        """A task check, resolved now (its module imported, a built-in's options checked)."""
+        text = self.string(key)
+        if text is not None:
+            from .task_checks import TaskCheck
+
+            try:
+                TaskCheck.parse(text)
+            except UsageError as exc:
+                raise UsageError(f"{self.where}: {exc.one_line()}") from None
+        return text
 
     def choice(self, key: str, choices: Sequence[str]) -> str | None:
         value = self.value(key)

@@ -27,7 +27,7 @@ from .export.store import ArtifactStore
 from .golden import golden_outputs, judge_against_expected
 from .golden import save_outputs as write_outputs
 from .isolation import ReferenceCrashed
-from .judging import judge_outputs, row_tolerance, settle_verdict
+from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
 from .nonfinite import check_reference, reference_source, state_policy
 from .progress import Progress, Step
 from .reference import reference_runner
@@ -121,6 +121,8 @@ def compare(
         session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
         gate=list(gate) if gate is not None else None,
     )
+    report.analysis["judge"] = {"mode": config.judging,
+                                "task": config.task_check.text if config.task_check is not None else None}
     if on_progress is not None:
         on_progress(report)  # the header: what a run stopped before its first row can still report
 
@@ -156,7 +158,7 @@ def compare(
         report.analysis["saved_outputs"] = str(save_outputs)  # the run's product: judging nothing is then no gap
     if golden is not None and expected is not None:
         reference_outputs = judge_against_expected(report, golden, reference_outputs, reference_result, spec, config,
-                                                   Path(expected))
+                                                   Path(expected), inputs=feeds)
     state_policy(report, reference_outputs, config.allow_nonfinite)
     if config.repeat > 1:
         report.analysis["reference_repeat"] = {"runs": config.repeat, "identical": not reference.repeat_differences,
@@ -340,7 +342,7 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
         remote = judge_remotely(session, dataset, first, rows, progress)
     dataset = replace(dataset, allow_nonfinite=config.allow_nonfinite)  # each sample's reference, as the first's
     judge_dataset(report, rows, reference, spec, first, dataset, samples, progress, faults, on_progress, remote,
-                  slices=session.config.slices)
+                  slices=session.config.slices, check=session.config.task_check, judge=session.config.judging)
     for result in report.results:
         if result.status == REFERENCE:
             result.samples = report.samples
@@ -422,7 +424,9 @@ def _run_job(
     if execution.error is not None:  # the outputs it produced before failing are still reported
         result.reason, result.usage_error = execution.error, execution.usage_error
         return result
-    return settle_verdict(result)
+    if execution.outputs is not None:
+        check_task(result, config, reference, execution.outputs, feeds)
+    return settle_verdict(result, config.judging)
 
 
 def _simplification_judge(jobs: list[Job], config: RunConfig, fp16_onnx: str | None) -> Job | None:

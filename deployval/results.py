@@ -132,6 +132,7 @@ class BackendResult:
     details: dict[str, Any] = field(default_factory=dict)
     usage_error: bool = False  # the error came from the user's input (exit code 2)
     samples: int = 1  # inputs the verdict is over (a --dataset run: every usable sample)
+    task_check: dict[str, Any] | None = None  # TaskOutcome.to_dict() of the run's --task on this row
 
     def __bool__(self) -> bool:
         return self.status in (PASS, REFERENCE, SKIPPED)
@@ -157,6 +158,7 @@ class BackendResult:
             "reproduce": self.reproduce,
             "samples": self.samples,
             "usage_error": self.usage_error,
+            **({"task_check": self.task_check} if self.task_check is not None else {}),
         }
 
 

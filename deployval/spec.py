@@ -412,6 +412,10 @@ class RunConfig:
     allow_nonfinite: bool = False
     # Outputs judged slice by slice along an axis as well as whole (slices.py): --slices NAME:AXIS[=GROUPS]
     slices: tuple[Any, ...] = ()
+    # What the model is for (task_checks.py): a check of each row's outputs, and what gates a row (norms,
+    # task or both; None: both with a check, else norms)
+    task_check: Any = None
+    judge: str | None = None
 
     def to_args(self) -> list[str]:
         """The command-line options that make this configuration: every run setting that differs from
@@ -447,6 +451,10 @@ class RunConfig:
             args.append("--allow-nonfinite")
         for spec in self.slices:
             flag("--slices", spec.text)
+        if self.task_check is not None:
+            flag("--task", self.task_check.text)
+        if self.judge is not None:
+            flag("--judge", self.judge)
         return args + self.backend_args()
 
     def backend_args(self) -> list[str]:
@@ -494,6 +502,16 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise UsageError(f"--{name} must be a finite number >= 0")
+        from .task_checks import judge_mode
+
+        judge_mode(self.judge, self.task_check)  # an unknown --judge, or one with no check to judge by, fails here
+
+    @property
+    def judging(self) -> str:
+        """What gates a row: 'norms', 'task' or 'both' (task_checks.judge_mode)."""
+        from .task_checks import judge_mode
+
+        return judge_mode(self.judge, self.task_check)
 
 
 def format_shape(shape: tuple[int, ...] | list[int]) -> str:

@@ -127,6 +127,7 @@ def run_manifest(
             settings["iterations"] = entry.iterations
         if entry.time_budget is not None:
             settings["time_budget_s"] = entry.time_budget
+        settings.update({k: v for k, v in entry.judging().items() if v})
         settings.update(overrides or {})
         try:
             config = RunConfig(**settings)

@@ -563,3 +563,22 @@ class _BoxesAndScores(nn.Module):
 def boxes_and_scores() -> nn.Module:
     torch.manual_seed(0)
     return _BoxesAndScores().eval()
+
+
+# Task checks (deployval/task_checks.py) as a user plugs them in with --task dv_test_models:NAME.
+def same_top_class(reference: dict, outputs: dict, inputs: dict) -> dict:
+    """The class (axis 1) each position predicts is the reference's, everywhere."""
+    import numpy as np
+
+    name = next(iter(reference))
+    agreement = float(np.mean(reference[name].argmax(1) == outputs[name].argmax(1)))
+    return {"agreement": agreement, "passed": agreement == 1.0,
+            "reason": f"{1 - agreement:.2%} of positions predict another class"}
+
+
+def check_that_raises(reference: dict, outputs: dict, inputs: dict) -> dict:
+    raise ValueError("no decoder for this output")
+
+
+def check_without_verdict(reference: dict, outputs: dict, inputs: dict) -> dict:
+    return {"agreement": 1.0}

@@ -100,7 +100,7 @@ def debug_command(
     precision: PrecisionOpt = "fp32",
     modules: ModulesOpt = None,
     src: Annotated[DebugInputs, Omit("submodule")],
-    tol: Annotated[LayerTolerances, Omit("tolerance", "allow_nonfinite")],
+    tol: Annotated[LayerTolerances, Omit("tolerance", "allow_nonfinite", "task", "judge")],
     device: DeviceOpt = "cpu",
     export: Export,
     quant: Quantization,

@@ -128,6 +128,12 @@ class Tolerances(Group):
         "--slices", help="Also judge an output slice by slice along an axis, gated on the worst slice: "
                          "NAME:AXIS (each index its own slice) or NAME:AXIS=GROUPS, e.g. output0:1=0:4,4: "
                          "(rows 0-3, then 4 to the end). Repeatable.")] = None
+    task: Annotated[str | None, typer.Option(
+        "--task", help="Judge each row by what the model is for as well: pkg.module:function (called with "
+                       "reference, outputs and inputs, returning metrics and 'passed') or a built-in: ctc, "
+                       "sequence:end=ID, detection (options after ':').")] = None
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="What gates a row: norms, task or both (default: both with --task, else norms).")] = None
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Accept NaN/Inf in the reference's outputs (or --expected): masked out of the "
                                   "metrics, every row must have the same NaN/+Inf/-Inf at the same positions. "
@@ -137,10 +143,13 @@ class Tolerances(Group):
     def settings(self) -> dict[str, Any]:
         from ..slices import SliceSpec
         from ..spec import Tolerance
+        from ..task_checks import TaskCheck
 
         bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
         slices = tuple(SliceSpec.parse(s) for s in self.slices or ()) if self.offers("slices") else ()
+        check = TaskCheck.parse(self.task) if self.offers("task") and self.task else None
         return {"atol": self.atol, "rtol": self.rtol, "tolerance": bounds, "slices": slices or None,
+                "task_check": check, "judge": self.judge if self.offers("judge") else None,
                 "allow_nonfinite": self.allow_nonfinite or None}  # None: the spec's run defaults decide
 
 

@@ -28,7 +28,7 @@ def precision_command(
     bits: BitsOpt = "2-8",
     plot: PlotOpt = None,
     src: Annotated[ModelInputs, Omit("submodule")],
-    tol: Annotated[Tolerances, Omit("allow_nonfinite")],
+    tol: Annotated[Tolerances, Omit("allow_nonfinite", "task", "judge")],
     quant: Annotated[Quantization, Omit("int8_exclude", "keep_fp32")],  # what to exclude is the answer
     export: Export,
     data: Annotated[DataSet, Omit(*SWEEP_DATA_ONLY)],

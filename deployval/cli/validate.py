@@ -85,7 +85,8 @@ def validate_command(
             "calibration_preprocess": quant.calibration_preprocess, "isolate": isolation.isolate,
             "timeout_s": isolation.timeout, "backend_options": settings["backend_options"],
             "device": device if device != "cpu" else None,
-            "allow_nonfinite": settings["allow_nonfinite"]}.items() if v is not None}
+            "allow_nonfinite": settings["allow_nonfinite"], "slices": settings["slices"],
+            "task_check": settings["task_check"], "judge": settings["judge"]}.items() if v is not None}
         raise typer.Exit(validate_all(manifest, shard, overrides, src.trust_checkpoint, display, files))
     if src.model is None:
         raise UsageError("name a MODEL to validate, or pass --all to validate the manifest")

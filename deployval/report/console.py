@@ -12,7 +12,16 @@ from ..errors import print_error  # noqa: F401 (re-exported)
 from ..progress import Progress, Step
 from ..results import UNFINISHED, Report, judge_dict, row_counts
 from ..spec import format_shape
-from .formatting import fmt, fmt_ms, mean_column, memory_text, status_text, task_summary
+from .formatting import (
+    fmt,
+    fmt_ms,
+    judge_text,
+    mean_column,
+    memory_text,
+    status_text,
+    task_outcome_text,
+    task_summary,
+)
 
 STATUS_STYLES = {"pass": "green", "fail": "bold red", "error": "red", "skipped": "dim", "reference": "cyan",
                  "ok": "green"}
@@ -99,6 +108,7 @@ def render(report: Report, console: Any | None = None) -> None:
             )
     console.print(table)
     _render_steps(report.steps, console)
+    _render_task(report, console)
     for result in report.results:
         if result.status in ("fail", "error", "skipped") and result.reason:
             style = STATUS_STYLES.get(result.status, "")
@@ -127,6 +137,9 @@ def render(report: Report, console: Any | None = None) -> None:
     style = "green" if verdict.exit_code == 0 else "red"
     summary = ", ".join(f"{v} {k}" for k, v in row_counts([r.status for r in report.results]).items())
     why = f"; {verdict.gap}" if verdict.gap else ""
+    if not why and report.analysis.get("saved_outputs") and all(r.status in ("reference", "skipped")
+                                                                 for r in report.results):
+        why = f"; nothing judged: the reference's outputs were saved to {report.analysis['saved_outputs']}"
     console.print(f"[{style}]{verdict.verdict}[/] ({escape(summary + why)}) exit code {int(verdict.exit_code)}",
                   soft_wrap=True)  # one line, however long: pipelines read the verdict from it
 
@@ -224,3 +237,21 @@ def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
     why = f"; incomplete: {summary['incomplete']}" if summary.get("incomplete") else ""
     console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models{escape(allowed + why)}) "
                   f"exit code {summary['exit_code']}", soft_wrap=True)
+
+
+def _render_task(report: Report, console: Any) -> None:
+    """What gated the rows, and each row's task check (over a data set: on how many samples it failed)."""
+    from rich.markup import escape
+
+    text = judge_text(report.analysis)
+    if not text:
+        return
+    console.print(escape(text))
+    for result in report.results:
+        if result.task_check is None:
+            continue
+        line = task_outcome_text(result.task_check)
+        over = result.details.get("dataset", {}).get("task")
+        if over and result.samples > 1:
+            line += f"; over {result.samples} samples it failed on {over['failed']}"
+        console.print(f"  task {escape(result.label)}: {escape(line)}")

@@ -255,6 +255,7 @@ def _diff_model(diff: ReportDiff, model: str, base: dict[str, Any], cand: dict[s
             continue
         diff.rows += 1
         _verdict_change(diff, model, key, b, c)
+        _task_change(diff, model, key, b, c)
         _error_changes(diff, model, key, b, c)
         if same_device:
             _latency_change(diff, model, key, b, c)
@@ -333,6 +334,25 @@ def _verdict_change(diff: ReportDiff, model: str, key: str, b: Mapping[str, Any]
     else:
         kind, note = INFO, c.get("reason", "")
     diff.changes.append(Change(kind, "verdict", model, key, baseline=before, candidate=after, note=note))
+
+
+def _task_change(diff: ReportDiff, model: str, key: str, b: Mapping[str, Any], c: Mapping[str, Any]) -> None:
+    """A task check (--task) that passed and now fails, or now fails on more samples of a data set, is a
+    regression whether or not it gates the row (the verdict change says that); the reverse, an improvement."""
+    before, after = b.get("task_check"), c.get("task_check")
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return
+    def failing(row: Mapping[str, Any], task: Mapping[str, Any]) -> float:
+        over = ((row.get("details") or {}).get("dataset") or {}).get("task") or {}
+        return float(over.get("failed", 0 if task.get("passed") and not task.get("error") else 1))
+
+    old, new = failing(b, before), failing(c, after)
+    if new > old:
+        diff.changes.append(Change(REGRESSION, "task", model, key, metric=str(after.get("check")), baseline=old,
+                                   candidate=new, note=str(after.get("error") or after.get("reason") or "")))
+    elif new < old:
+        diff.changes.append(Change(IMPROVEMENT, "task", model, key, metric=str(after.get("check")), baseline=old,
+                                   candidate=new))
 
 
 def _output_metrics(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

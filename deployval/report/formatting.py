@@ -74,3 +74,23 @@ def memory_text(memory: dict[str, Any] | None) -> str:
     if "cuda_peak_allocated_bytes" in memory:
         text += f" (GPU {memory['cuda_peak_allocated_bytes'] / 2**20:,.0f})"
     return text
+
+
+def judge_text(analysis: dict[str, Any] | None) -> str:
+    """What gated the rows, for every report: '' when only the norms did and no task check ran."""
+    judge = (analysis or {}).get("judge") or {}
+    mode, task = judge.get("mode", "norms"), judge.get("task")
+    if not task:
+        return ""
+    gates = {"norms": "the norms (the task check is reported, not gating)", "task": "the task check only",
+             "both": "the norms and the task check"}[mode] if mode in ("norms", "task", "both") else mode
+    return f"judged by {gates}: --task {task} --judge {mode}"
+
+
+def task_outcome_text(task: dict[str, Any]) -> str:
+    """One row's task check in words: its verdict and metrics, or its error."""
+    if task.get("error"):
+        return f"error: {task['error']}"
+    metrics = ", ".join(f"{k} {fmt(v)}" for k, v in (task.get("metrics") or {}).items())
+    verdict = "pass" if task.get("passed") else f"fail: {task.get('reason') or 'failed'}"
+    return f"{verdict}" + (f" ({metrics})" if metrics else "")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
-from .formatting import fmt, memory_text, number
+from .formatting import fmt, judge_text, memory_text, number, task_outcome_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1400px}
@@ -211,6 +211,9 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
         f'<p class="meta">device {_e(device.get("device"))} ({_e(where)}) — {_e(libraries)} — '
         f'{_e(data.get("created"))}</p>',
         f'<p class="meta"><code>{_e(data.get("command"))}</code></p>',
+        *([f'<p class="meta">{_e(judge_text(data.get("analysis")))}</p>'] if judge_text(data.get("analysis")) else []),
+        *[f'<p class="meta">task {_e(r.get("backend"))}:{_e(r.get("precision"))}: '
+          f'{_e(task_outcome_text(r["task_check"]))}</p>' for r in data.get("results", []) if r.get("task_check")],
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._util import atomic_write_bytes
 from ..results import NOTHING_JUDGED, UNFINISHED, Report, judge_dict
-from .formatting import number
+from .formatting import number, task_outcome_text
 
 
 def _gap(suite: ET.Element, classname: str, name: str, message: str, counts: dict[str, int]) -> None:
@@ -56,6 +56,21 @@ def testsuite(data: Mapping[str, Any], name: str | None = None) -> ET.Element:
                     f"tolerance: {tolerance}\n{metrics}\nreproduce: {result.get('reproduce')}")
             for warning in result.get("warnings", []):
                 ET.SubElement(case, "system-err").text = warning
+    mode = ((data.get("analysis") or {}).get("judge") or {}).get("mode", "norms")
+    for result in data["results"]:
+        task = result.get("task_check")
+        if not task:
+            continue
+        case = ET.SubElement(suite, "testcase", classname=f"{name}.{result['backend']}.{result['precision']}",
+                             name=f"task {task['check']}", time="0")
+        counts["tests"] += 1
+        if task.get("error"):
+            ET.SubElement(case, "error", message=f"task check {task['check']}: {task['error']}", type="TaskCheckError")
+            counts["errors"] += 1
+        elif not task.get("passed") and mode in ("task", "both"):
+            ET.SubElement(case, "failure", message=task.get("reason") or "task check failed", type="TaskFailure")
+            counts["failures"] += 1
+        ET.SubElement(case, "system-out").text = f"--judge {mode}: {task_outcome_text(task)}"
     verdict = judge_dict(data)
     if verdict.unfinished:
         _gap(suite, f"{name}.run", "complete", f"{UNFINISHED}: rows not in this report were not checked", counts)

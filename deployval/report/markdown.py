@@ -9,7 +9,7 @@ from typing import Any
 from .._util import atomic_write_text
 from ..results import UNFINISHED, Report, judge_dict
 from ..spec import format_shape
-from .formatting import fmt, fmt_ms, mean_column, number, status_text, task_summary
+from .formatting import fmt, fmt_ms, judge_text, mean_column, number, status_text, task_outcome_text, task_summary
 
 
 def report_table(data: Mapping[str, Any]) -> list[str]:
@@ -69,6 +69,9 @@ def to_markdown(report: Report | Mapping[str, Any]) -> str:
         f" ({device.get('gpu') or device.get('cpu')})",
         *([f"Judged against the expected outputs `{data['analysis']['expected_outputs']['path']}`."]
           if "expected_outputs" in data.get("analysis", {}) else []),
+        *([f"{judge_text(data.get('analysis')).capitalize()}."] if judge_text(data.get("analysis")) else []),
+        *[f"- task {r['backend']}:{r['precision']}: {task_outcome_text(r['task_check'])}"
+          for r in data["results"] if r.get("task_check")],
         "",
         *report_table(data),
     ]
