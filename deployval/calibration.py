@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import IMAGE_SUFFIXES, Dataset, load_sample, sample_files
+from .dataset import IMAGE_SUFFIXES, load_sample, sample_files
 from .preprocess import ImagePreprocess
-from .spec import ModelSpec, RunConfig
+from .spec import ModelSpec
 
-__all__ = ["IMAGE_SUFFIXES", "dataset_calibration", "load_calibration"]
+__all__ = ["IMAGE_SUFFIXES", "load_calibration"]
 
 
 def load_calibration(directory: Path, spec: ModelSpec, limit: int | None = None,
@@ -23,15 +23,3 @@ def load_calibration(directory: Path, spec: ModelSpec, limit: int | None = None,
     """Every array file or image in `directory` (sorted by name, the first `limit`) is one sample,
     checked against the input spec like --inputs."""
     return [load_sample(path, spec, preprocess) for path in sample_files(directory, "--calibration", limit)]
-
-
-def dataset_calibration(dataset: Dataset, spec: ModelSpec, config: RunConfig,
-                        allow_nonfinite: bool = False) -> tuple[Path, list[dict[str, np.ndarray]]]:
-    """What `compare --dataset` calibrates int8 on when no --calibration is given: the run's inputs, that
-    is the data set's first usable sample (Dataset.first), read as the run reads it. Returns its file
-    and the samples, so that `debug` of any sample builds the same int8 artifact as compare."""
-    from .session import resolve_inputs
-
-    path, _faults, run_inputs = dataset.first(spec)
-    _spec, feeds, _source, _seed = resolve_inputs(spec, config, run_inputs, allow_nonfinite)
-    return path, [feeds]

@@ -14,14 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from .errors import UsageError
-
-if TYPE_CHECKING:
-    from .results import Report
 
 OPTION = "--allow-nonfinite"
 BLOCK = 1 << 20  # elements per block of the kind comparison: a few MB of masks at a time
@@ -125,11 +122,9 @@ def reference_source(kind: str) -> str:
     return f"the reference ({'onnxruntime' if kind == 'onnx' else 'torch eager'} fp32)"
 
 
-def state_policy(report: Report, reference: Mapping[str, np.ndarray], allow: bool) -> None:
+def state_policy(reference: Mapping[str, np.ndarray], allow: bool) -> tuple[dict[str, Any], str | None]:
     """The policy every report states: the option's value and the reference's non-finite counts (JSON,
     analysis.nonfinite), and with the option a warning line (console, HTML, Markdown, JUnit)."""
     found = {name: count for name, value in reference.items() if (count := count_nonfinite(value)).total}
-    report.analysis["nonfinite"] = {"allow_nonfinite": allow,
-                                    "reference": {name: count.to_dict() for name, count in found.items()}}
-    if allow or found:
-        report.warnings.append(policy_statement(allow, found))
+    analysis = {"allow_nonfinite": allow, "reference": {name: count.to_dict() for name, count in found.items()}}
+    return analysis, policy_statement(allow, found) if allow or found else None

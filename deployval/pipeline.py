@@ -159,7 +159,9 @@ def compare(
     if golden is not None and expected is not None:
         reference_outputs = judge_against_expected(report, golden, reference_outputs, reference_result, spec, config,
                                                    Path(expected), inputs=feeds)
-    state_policy(report, reference_outputs, config.allow_nonfinite)
+    report.analysis["nonfinite"], policy = state_policy(reference_outputs, config.allow_nonfinite)
+    if policy is not None:
+        report.warnings.append(policy)
     if config.repeat > 1:
         report.analysis["reference_repeat"] = {"runs": config.repeat, "identical": not reference.repeat_differences,
                                                "max_abs_difference": reference.repeat_differences}

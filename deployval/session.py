@@ -20,6 +20,7 @@ import numpy as np
 
 from . import inputs as inputs_mod
 from ._util import library_versions, timed_import
+from .dataset import Dataset
 from .errors import first_line
 from .export.store import ArtifactStore
 from .progress import Progress
@@ -249,3 +250,12 @@ def _cpu_name() -> str:
         pass
     return platform.processor() or "unknown"
 
+
+def dataset_calibration(dataset: Dataset, spec: ModelSpec, config: RunConfig,
+                        allow_nonfinite: bool = False) -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """What `compare --dataset` calibrates int8 on when no --calibration is given: the run's inputs, that
+    is the data set's first usable sample (Dataset.first), read as the run reads it. Returns its file
+    and the samples, so that `debug` of any sample builds the same int8 artifact as compare."""
+    path, _faults, run_inputs = dataset.first(spec)
+    _spec, feeds, _source, _seed = resolve_inputs(spec, config, run_inputs, allow_nonfinite)
+    return path, [feeds]

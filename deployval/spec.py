@@ -502,17 +502,28 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise UsageError(f"--{name} must be a finite number >= 0")
-        from .task_checks import judge_mode
-
         judge_mode(self.judge, self.task_check)  # an unknown --judge, or one with no check to judge by, fails here
 
     @property
     def judging(self) -> str:
-        """What gates a row: 'norms', 'task' or 'both' (task_checks.judge_mode)."""
-        from .task_checks import judge_mode
-
+        """What gates a row: 'norms', 'task' or 'both'."""
         return judge_mode(self.judge, self.task_check)
 
 
 def format_shape(shape: tuple[int, ...] | list[int]) -> str:
     return "x".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+JUDGE_MODES = ("norms", "task", "both")
+
+
+def judge_mode(judge: str | None, check: Any) -> str:
+    """The mode a run judges by (task_checks.py): the one given, else both with a check and norms without."""
+    if judge is None:
+        return "both" if check is not None else "norms"
+    if judge not in JUDGE_MODES:
+        raise UsageError(f"--judge '{judge}': choose from {', '.join(JUDGE_MODES)}")
+    if judge != "norms" and check is None:
+        raise UsageError(f"--judge {judge} needs a task check: --task pkg.module:function or a built-in "
+                         "(ctc, sequence, detection)")
+    return judge

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError, first_line
-
-JUDGE_MODES = ("norms", "task", "both")
+from .spec import JUDGE_MODES as JUDGE_MODES  # re-exported: what --judge takes
+from .spec import judge_mode as judge_mode  # re-exported
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,6 @@ def run_check(check: TaskCheck, function: Callable[..., Any], reference: Mapping
     outcome.passed = bool(returned["passed"])
     outcome.reason = str(returned.get("reason") or "")
     return outcome
-
-
-def judge_mode(judge: str | None, check: TaskCheck | None) -> str:
-    """The mode a run judges by: the one given, else both with a check and norms without."""
-    if judge is None:
-        return "both" if check is not None else "norms"
-    if judge not in JUDGE_MODES:
-        raise UsageError(f"--judge '{judge}': choose from {', '.join(JUDGE_MODES)}")
-    if judge != "norms" and check is None:
-        raise UsageError(f"--judge {judge} needs a task check: --task pkg.module:function or a built-in "
-                         "(ctc, sequence, detection)")
-    return judge
 
 
 def combine(norm_failures: list[str], outcome: Mapping[str, Any] | None, judge: str) -> tuple[list[str], str]:

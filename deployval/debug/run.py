@@ -210,8 +210,8 @@ def _calibration(spec: ModelSpec, config: RunConfig, dataset: Dataset | None,
     """The int8 calibration samples the session is given (None: the config's --calibration directory, or
     the run's own inputs), and what the report says about them. The directory is checked before any
     work."""
-    from ..calibration import dataset_calibration
     from ..dataset import sample_files
+    from ..session import dataset_calibration
 
     if config.calibration is not None:
         files = sample_files(Path(config.calibration), "--calibration", config.calibration_limit)

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from ..metrics import OutputComparison, compare_output
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
+from .minimal import Exclusion, minimize
 
 # The op types int8 quantizes (export/int8.py's placement adds the residual Adds TensorRT fuses).
 INT8_LAYER_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -89,6 +90,8 @@ class SensitivityResult:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     op_types: list[LayerSensitivity] = field(default_factory=list)  # int8: each op type lowered as a group
+    dropped: list[str] = field(default_factory=list)  # the search's exclusions the others make redundant
+    exclusions: list[Exclusion] = field(default_factory=list)  # what each exclusion of the proposal buys
 
     def __bool__(self) -> bool:
         return self.status in ("pass", "fixed")
@@ -515,6 +518,11 @@ def analyze(
                 return timed(lambda: lowering.run_all_except(kept), kept, None)
 
         result.proposal, result.search = search_exclusions(ranked, evaluate)
+        if result.proposal:  # backward elimination: the errors of the exclusions need not add up
+            passing = next(t for t in result.search if t.passed and t.kept == result.proposal)
+            result.proposal, result.dropped, result.exclusions, more = minimize(result.proposal, evaluate, passing,
+                                                                                baseline)
+            result.search += more
         seconds["search"] = time.perf_counter() - start
     finally:
         lowering.close()
@@ -549,6 +557,9 @@ def analyze(
         result.status = "fixed"
         result.reason = (f"keeping {len(result.proposal)} of {len(ranked)} layers at fp32 meets the tolerance "
                          f"(verified: {backend} {precision} passes){_culprit(layers)}")
+        if result.dropped:
+            result.reason += (f"; minimal: the search also kept {', '.join(result.dropped)}, which the others make "
+                              "redundant")
     else:
         result.reason = f"the proposal did not pass verification: {row.reason}"
     seconds["total"] = time.perf_counter() - started

@@ -50,6 +50,16 @@ def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_l
                            trial["failures"][0] if trial["failures"] else "")
         console.print(search)
 
+    if result.get("exclusions"):
+        buys = Table(title="what each exclusion of the proposal buys (backward elimination)", title_justify="left")
+        for column in ("layer", "worst rel_l2 with it", "without it", "what fails without it"):
+            buys.add_column(column, overflow="fold")
+        for item in result["exclusions"]:
+            buys.add_row(item["layer"], fmt(item["score_with"]), fmt(item["score_without"]), item["failure_without"])
+        console.print(buys)
+        if result.get("dropped"):
+            console.print(f"dropped as redundant: {', '.join(result['dropped'])}")
+
     style = "green" if result["status"] in ("pass", "fixed") else "bold red"
     console.print(f"[{style}]{result['status'].upper()}[/]: {result['reason']}")
     if result["proposal"]:
