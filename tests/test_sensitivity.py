@@ -176,3 +176,28 @@ def test_sensitivity_refuses_labels(cli, tmp_path):
     labels.write_text("a.npz,0\n")
     result = cli("precision", "convs", "--dataset", data, "--labels", labels)
     assert_one_line_error(result, 2, "--labels goes with --sweep")
+
+
+def test_an_onnx_files_int8_sensitivity_ends_with_a_verified_proposal(cli, tmp_path):
+    """The same model as an ONNX file: the reference is ONNX Runtime fp32, the candidates its nodes, the
+    module names read from its initializers; the proposal is verified on the file itself."""
+    assert cli("export", "dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16", "--out", tmp_path / "out",
+               "--kinds", "onnx", "-q").code == 0
+    report_path = tmp_path / "s.json"
+    result = cli("precision", tmp_path / "out" / "model.onnx", "-p", "int8", "--json", report_path)
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "fixed" and not data["baseline"]["passed"]
+    assert data["layers"][0]["module"] == "mix" and len(data["layers"]) == 3
+    assert data["proposal"] == [data["layers"][0]["layer"]] and data["dropped"] == []
+    assert [e["layer"] for e in data["exclusions"]] == data["proposal"]
+    assert data["exclusions"][0]["score_without"] > 0.1 > data["exclusions"][0]["score_with"]
+    verification = data["verification"]
+    assert verification["status"] == "pass"
+    assert verification["reproduce"].startswith(f"deployval compare {tmp_path / 'out' / 'model.onnx'}")
+
+
+def test_an_onnx_files_fp16_sensitivity_is_refused_with_what_to_do(cli, tmp_path):
+    assert cli("export", "convs", "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
+    assert_one_line_error(cli("precision", tmp_path / "out" / "model.onnx", "-p", "fp16", "-q"), 2,
+                          "fp16 sensitivity analysis needs a PyTorch model")

@@ -390,8 +390,10 @@ def analyze(
     progress = progress or Progress()
     if precision not in BACKEND_FOR:
         raise UsageError(f"sensitivity analysis is for int8 or fp16, not '{precision}'")
-    if spec.kind == "onnx":
-        raise UsageError("sensitivity analysis needs a PyTorch model (the reference is torch eager fp32)")
+    if spec.kind == "onnx" and precision == "fp16":
+        raise UsageError("fp16 sensitivity analysis needs a PyTorch model (it lowers modules to torch half); for an "
+                         "ONNX file, precision --precision int8 ranks its nodes, and compare --keep-fp32 op:TYPE "
+                         "tries an op type kept in fp32")
     if config.device != "cpu":
         raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
     first, notes = None, []
@@ -405,7 +407,7 @@ def analyze(
     backend = BACKEND_FOR[precision]
     seconds: dict[str, float] = {}
 
-    module = session.module()
+    module = session.module() if spec.kind != "onnx" else None  # an ONNX file's reference is ONNX Runtime fp32
     reference = session.reference().outputs
     output_names = tuple(reference)
     sample_names, all_feeds, references = [session.inputs_source], [feeds], [reference]
@@ -436,10 +438,11 @@ def analyze(
         samples = session.calibration() if config.calibration else [dict(feeds)]
         store = session.store(output_names)
         try:  # the store's files live only while it is open (always so with --no-cache)
-            onnx_path, raw_path = store.get(ONNX).path, store.get(ONNX_RAW).path
+            onnx_path = store.get(ONNX).path
+            node_modules = _node_modules(Path(store.get(ONNX_RAW).path or ""), module) if module is not None else {}
             with progress.step("preparing the model for quantization"):
-                lowering = Int8Lowering(Path(onnx_path), samples, all_feeds, config.calibration_method,
-                                        _node_modules(Path(raw_path), module), output_names,
+                lowering = Int8Lowering(Path(onnx_path or ""), samples, all_feeds, config.calibration_method,
+                                        node_modules, output_names,
                                         bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
         finally:
             store.close()
