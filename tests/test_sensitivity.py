@@ -197,7 +197,26 @@ def test_an_onnx_files_int8_sensitivity_ends_with_a_verified_proposal(cli, tmp_p
     assert verification["reproduce"].startswith(f"deployval compare {tmp_path / 'out' / 'model.onnx'}")
 
 
-def test_an_onnx_files_fp16_sensitivity_is_refused_with_what_to_do(cli, tmp_path):
+def test_an_onnx_files_fp16_sensitivity_keeps_the_node_whose_weights_fp16_cannot_hold(cli, tmp_path):
+    """A BatchNorm's running_var of 5e5 (> 65504) in an ONNX file: the fp16 conversion clamps it. Kept
+    fp32 one node at a time, only that BatchNormalization matters; `--keep-fp32 node:NAME` is verified."""
+    assert cli("export", "test_weight_ranges:hot_norm", "--input-shape", "x=1x3x8x8", "--out", tmp_path / "out",
+               "--kinds", "onnx", "-q").code == 0
+    report_path = tmp_path / "s.json"
+    result = cli("precision", tmp_path / "out" / "model.onnx", "-p", "fp16", "--json", report_path)
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "fixed" and not data["baseline"]["passed"]
+    assert data["layers"][0]["op_type"] == "BatchNormalization" and not data["layers"][0]["passed"]
+    assert all(layer["passed"] for layer in data["layers"][1:])
+    assert data["proposal"] == [data["layers"][0]["layer"]] and data["prefix"] == "node:"
+    assert data["verification"]["status"] == "pass"
+    assert f"--keep-fp32 node:{data['proposal'][0]}" in data["verification"]["reproduce"]
+    assert f"apply with: --keep-fp32 node:{data['proposal'][0]}" in " ".join(result.out.split())
+
+
+def test_a_keep_fp32_node_that_matches_nothing_is_one_line(cli, tmp_path):
     assert cli("export", "convs", "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
-    assert_one_line_error(cli("precision", tmp_path / "out" / "model.onnx", "-p", "fp16", "-q"), 2,
-                          "fp16 sensitivity analysis needs a PyTorch model")
+    assert_one_line_error(cli("compare", tmp_path / "out" / "model.onnx", "-b", "ort", "-p", "fp16",
+                              "--keep-fp32", "node:no_such_node", "-q"), 2,
+                          "--keep-fp32 'node:no_such_node' matches no node of the ONNX graph")

@@ -321,16 +321,25 @@ def _named_weights(store: Workshop, found: list[Any]) -> list[dict[str, Any]]:
 
 def _keep_fp32(store: Workshop, model: Any) -> tuple[list[str], list[str]]:
     """--keep-fp32 patterns -> node names of the matching modules (through the raw export's
-    module scopes: the simplifier keeps node names) and op types ("op:TYPE")."""
-    patterns = store.config.keep_fp32
-    op_types = [p[3:] for p in patterns if p.startswith("op:")]
-    module_patterns = [p for p in patterns if not p.startswith("op:")]
-    if not module_patterns:
-        return [], op_types
-    if store.spec.kind == "onnx":
-        raise UsageError("--keep-fp32 module patterns need a PyTorch model; for an ONNX file use op:TYPE")
+    module scopes: the simplifier keeps node names) or nodes ("node:NAME", fnmatch over ONNX node
+    names), and op types ("op:TYPE")."""
     from fnmatch import fnmatchcase
 
+    patterns = store.config.keep_fp32
+    op_types = [p[3:] for p in patterns if p.startswith("op:")]
+    node_patterns = [p[5:] for p in patterns if p.startswith("node:")]
+    module_patterns = [p for p in patterns if not p.startswith(("op:", "node:"))]
+    names = [node.name for node in model.graph.node]
+    for pattern in node_patterns:
+        if not any(fnmatchcase(n, pattern) for n in names):
+            raise UsageError(f"--keep-fp32 'node:{pattern}' matches no node of the ONNX graph (nodes look like "
+                             f"{', '.join(n for n in names[:3] if n)})")
+    by_name = [n for n in names if any(fnmatchcase(n, p) for p in node_patterns)]
+    if not module_patterns:
+        return sorted(set(by_name)), op_types
+    if store.spec.kind == "onnx":
+        raise UsageError("--keep-fp32 module patterns need a PyTorch model; for an ONNX file use node:NAME or "
+                         "op:TYPE")
     from . import onnx_io
     from .scopes import node_chains
 
@@ -347,8 +356,8 @@ def _keep_fp32(store: Workshop, model: Any) -> tuple[list[str], list[str]]:
     nodes = sorted(kept & present)
     if not nodes:
         raise UsageError(f"--keep-fp32 {', '.join(module_patterns)}: no ONNX node could be traced to those "
-                         "modules (the exporter left no module scopes); use op:TYPE")
-    return nodes, op_types
+                         "modules (the exporter left no module scopes); use node:NAME or op:TYPE")
+    return sorted(set(nodes) | set(by_name)), op_types
 
 
 def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import math
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from ..errors import UsageError
 from ..metrics import OutputComparison, compare_output
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
+from .lowerings import Fp16Lowering, Fp16OnnxLowering, Int8Lowering, Lowering
 from .minimal import Exclusion, minimize
 
 # The op types int8 quantizes (export/int8.py's placement adds the residual Adds TensorRT fuses).
@@ -83,6 +83,7 @@ class SensitivityResult:
     search: list[Trial]  # exclusion prefixes tried
     proposal: list[str] | None  # layers to keep at full precision; [] when none is needed
     option: str  # the command-line option that applies the proposal
+    prefix: str = ""  # what the option's values start with (node: for an ONNX file's nodes kept fp32)
     verification: dict[str, Any] | None = None  # the pipeline's row for the proposal
     status: str = "fail"  # "pass" (no exclusion needed), "fixed" (proposal verified), "fail"
     reason: str = ""
@@ -97,7 +98,7 @@ class SensitivityResult:
         return self.status in ("pass", "fixed")
 
     def apply_args(self) -> list[str]:
-        return [a for layer in self.proposal or () for a in (self.option, glob.escape(layer))]
+        return [a for layer in self.proposal or () for a in (self.option, self.prefix + glob.escape(layer))]
 
     def to_dict(self) -> dict[str, Any]:
         from .._util import finite_json
@@ -105,156 +106,6 @@ class SensitivityResult:
         data = asdict(self)
         data["apply"] = shlex.join(self.apply_args()) if self.proposal else ""
         return finite_json(data)
-
-
-# ----------------------------------------------------------------------------------- lowering
-
-
-class Lowering:
-    """One precision's way of building a model with a chosen set of layers lowered; each run gives the
-    outputs of every input it was made with (one, or a data set's samples), in order."""
-
-    precision: str
-    executor: str
-    option: str
-
-    def candidates(self) -> list[tuple[str, str, str | None]]:
-        """(layer, op type, module) for every layer that can be lowered alone."""
-        raise NotImplementedError
-
-    def groups(self) -> list[tuple[str, str, list[str]]]:
-        """(exclusion pattern, op type, layers) for groups worth lowering together; none by default."""
-        return []
-
-    def input_ranges(self, layer: str) -> dict[str, float]:
-        """What the lowered layer's inputs must represent, where that decides its error."""
-        return {}
-
-    def run_only(self, layer: str) -> list[dict[str, np.ndarray]]:
-        return self.run_only_many([layer])
-
-    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class Int8Lowering(Lowering):
-    """Q/DQ models on ONNX Runtime's CPU provider; calibrated once, ranges reused for every trial.
-    The candidates are the nodes the int8 placement quantizes, named as `--int8-exclude` takes them."""
-
-    precision, executor, option = "int8", "onnxruntime CPU (int8 Q/DQ kernels)", "--int8-exclude"
-
-    def __init__(self, onnx_path: Path, samples: list[dict[str, np.ndarray]],
-                 feeds: Sequence[Mapping[str, np.ndarray]], method: str, node_modules: Mapping[str, str],
-                 output_names: Sequence[str], activation_matmuls: bool = False) -> None:
-        from ..export import int8, onnx_io
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="deployval-sensitivity-")
-        self.dir = Path(self._tmp.name)
-        self.prepared = self.dir / "prepared.onnx"
-        self.preprocess = int8.preprocess_for_quantization(onnx_path, self.prepared)
-        if self.preprocess.startswith("failed"):
-            self.prepared = Path(onnx_path)
-        self.model = onnx_io.load_onnx(self.prepared)
-        int8.name_nodes(self.model)
-        self.activation_matmuls = activation_matmuls
-        self.placement = int8.plan_placement(self.model, activation_matmuls)
-        self.samples, self.feeds, self.method = samples, feeds, method
-        self.node_modules, self.output_names = node_modules, list(output_names)
-        self.cache = self.dir / "ranges.json"
-        self.ranges: dict[str, float] = {}  # quantized activation -> max |x|, from the fully quantized model
-        self.quantizations = 0
-
-    def candidates(self) -> list[tuple[str, str, str | None]]:
-        return [(name, op_type, self.node_modules.get(name) or self._module_by_parameter(name))
-                for name, op_type in self.placement.nodes.items()]
-
-    def _module_by_parameter(self, name: str) -> str | None:
-        """Nodes the simplifier made (MatMul + Add -> Gemm) lose their module scope, but still read
-        parameters named after their module, e.g. `bert.encoder.layer.0.output.dense.bias`."""
-        node = next(n for n in self.model.graph.node if n.name == name)
-        initializers = {t.name for t in self.model.graph.initializer}
-        for tensor in node.input:
-            if tensor in initializers and tensor.endswith((".weight", ".bias")):
-                return tensor.rsplit(".", 1)[0]
-        return None
-
-    def groups(self) -> list[tuple[str, str, list[str]]]:
-        by_type: dict[str, list[str]] = {}
-        for name, op_type in self.placement.nodes.items():
-            by_type.setdefault(op_type, []).append(name)
-        if len(by_type) < 2:  # one op type: the group is the baseline
-            return []
-        return [(f"op:{op_type}", op_type, names) for op_type, names in by_type.items()]
-
-    def input_ranges(self, layer: str) -> dict[str, float]:
-        return {t: self.ranges[t] for t in self.placement.inputs.get(layer, ()) if t in self.ranges}
-
-    def _run(self, record_ranges: bool = False, **selection: Any) -> list[dict[str, np.ndarray]]:
-        from ..export import int8, onnx_io
-
-        out = self.dir / f"trial{self.quantizations}.onnx"
-        self.quantizations += 1
-        int8.quantize_int8(self.model, self.samples, out, method=self.method, calibration_cache=self.cache,
-                           preprocess=False, quantize_activation_matmuls=self.activation_matmuls, **selection)
-        try:
-            if record_ranges:
-                self.ranges = int8.activation_ranges(out)
-            runs = onnx_io.run_onnxruntime_each(out, self.feeds)
-        finally:
-            out.unlink(missing_ok=True)
-        return [{name: outputs[name] for name in self.output_names if name in outputs} for outputs in runs]
-
-    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        return self._run(only_nodes=list(layers))
-
-    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        return self._run(record_ranges=not kept, exclude_nodes=list(kept))
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-
-class Fp16Lowering(Lowering):
-    """PyTorch eager with real half arithmetic, module by module."""
-
-    precision, executor, option = "fp16", "torch eager CPU half (real fp16 arithmetic)", "--keep-fp32"
-
-    def __init__(self, module: Any, spec: ModelSpec, feeds: Sequence[Mapping[str, np.ndarray]], device: str) -> None:
-        self.module, self.spec, self.feeds, self.device = module, spec, feeds, device
-
-    def candidates(self) -> list[tuple[str, str, str | None]]:
-        """Leaf modules that hold parameters: where weights are rounded and most arithmetic happens."""
-        return [(name, type(sub).__name__, name) for name, sub in self.module.named_modules()
-                if name and not list(sub.children()) and any(True for _ in sub.parameters(recurse=False))]
-
-    def _run(self, lowered: Any, half_inputs: bool) -> list[dict[str, np.ndarray]]:
-        import torch
-
-        from ..backends.torch_common import name_outputs, tensors_to_host, to_tensors
-
-        lowered = lowered.to(self.device)
-        runs = []
-        with torch.inference_mode():
-            for feeds in self.feeds:
-                raw = lowered(*to_tensors(feeds, self.spec.input_names, self.device, half=half_inputs))
-                runs.append(tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True))
-        return runs
-
-    def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        from .mixed import half_only
-
-        return self._run(half_only(self.module, list(layers)), half_inputs=False)
-
-    def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        from .mixed import half_except
-
-        return self._run(half_except(self.module, kept), half_inputs=True)
 
 
 # ----------------------------------------------------------------------------------- analysis
@@ -390,10 +241,6 @@ def analyze(
     progress = progress or Progress()
     if precision not in BACKEND_FOR:
         raise UsageError(f"sensitivity analysis is for int8 or fp16, not '{precision}'")
-    if spec.kind == "onnx" and precision == "fp16":
-        raise UsageError("fp16 sensitivity analysis needs a PyTorch model (it lowers modules to torch half); for an "
-                         "ONNX file, precision --precision int8 ranks its nodes, and compare --keep-fp32 op:TYPE "
-                         "tries an op type kept in fp32")
     if config.device != "cpu":
         raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
     first, notes = None, []
@@ -404,7 +251,7 @@ def analyze(
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
     spec, feeds = session.spec, session.feeds
-    backend = BACKEND_FOR[precision]
+    backend = "ort" if spec.kind == "onnx" else BACKEND_FOR[precision]  # a file's fp16: its fp16 ONNX
     seconds: dict[str, float] = {}
 
     module = session.module() if spec.kind != "onnx" else None  # an ONNX file's reference is ONNX Runtime fp32
@@ -444,6 +291,15 @@ def analyze(
                 lowering = Int8Lowering(Path(onnx_path or ""), samples, all_feeds, config.calibration_method,
                                         node_modules, output_names,
                                         bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
+        finally:
+            store.close()
+    elif module is None:  # an ONNX file: its nodes in the fp16 conversion the pipeline's rows run
+        from ..export.artifacts import ONNX
+
+        store = session.store(output_names)
+        try:
+            with progress.step("preparing the fp16 conversion"):
+                lowering = Fp16OnnxLowering(Path(store.get(ONNX).path or ""), all_feeds, output_names)
         finally:
             store.close()
     else:
@@ -502,7 +358,7 @@ def analyze(
         result = SensitivityResult(
             model=spec.name, precision=precision, executor=lowering.executor,
             tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
-            search=[], proposal=None, option=lowering.option,
+            search=[], proposal=None, option=lowering.option, prefix=lowering.prefix,
             seconds=seconds, op_types=op_types, notes=notes,
             reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
                                   *extra_args]),
@@ -543,8 +399,8 @@ def analyze(
         return result
 
     start = time.perf_counter()
-    setting = {"int8_exclude": tuple(glob.escape(n) for n in result.proposal)} if precision == "int8" else {
-        "keep_fp32": tuple(glob.escape(n) for n in result.proposal)}
+    values = tuple(result.prefix + glob.escape(n) for n in result.proposal)
+    setting = {"int8_exclude": values} if precision == "int8" else {"keep_fp32": values}
     report = compare(spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
                      inputs=dict(feeds) if dataset is None else None, dataset=dataset,
                      allow_nonfinite_inputs=allow_nonfinite_inputs, progress=progress,

@@ -392,10 +392,11 @@ def _kept_nodes(model: ModelProto, chains: Mapping[str, tuple[str, ...]], keep_f
     from ..export.fp16 import DEFAULT_OP_BLOCK_LIST
 
     blocked |= set(DEFAULT_OP_BLOCK_LIST)
-    patterns = [p for p in keep_fp32 if not p.startswith("op:")]
+    patterns = [p for p in keep_fp32 if not p.startswith(("op:", "node:"))]
+    node_patterns = [p[5:] for p in keep_fp32 if p.startswith("node:")]
     kept = set((details or {}).get("kept_fp32") or ())
     for node in model.graph.node:
-        if node.op_type in blocked or (patterns and any(
+        if node.op_type in blocked or any(fnmatchcase(node.name, p) for p in node_patterns) or (patterns and any(
                 fnmatchcase(m, p) for m in chains.get(node.name, ()) for p in patterns)):
             kept.add(node.name)
     return kept
