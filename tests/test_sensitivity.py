@@ -220,3 +220,9 @@ def test_a_keep_fp32_node_that_matches_nothing_is_one_line(cli, tmp_path):
     assert_one_line_error(cli("compare", tmp_path / "out" / "model.onnx", "-b", "ort", "-p", "fp16",
                               "--keep-fp32", "node:no_such_node", "-q"), 2,
                           "--keep-fp32 'node:no_such_node' matches no node of the ONNX graph")
+
+
+def test_a_sweep_of_an_onnx_file_is_refused_with_what_to_do(cli, tmp_path):
+    assert cli("export", "convs", "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
+    assert_one_line_error(cli("precision", tmp_path / "out" / "model.onnx", "--sweep", "-q"), 2,
+                          "--sweep fake-quantizes a PyTorch model's weights")

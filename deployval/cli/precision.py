@@ -53,6 +53,9 @@ def precision_command(
     if dataset is not None and dataset.labels is not None and not sweep:
         raise UsageError("--labels goes with --sweep (the sensitivity analysis judges against the reference's outputs)")
     spec = data.shapes_from(src).spec()
+    if sweep and spec.kind == "onnx":
+        raise UsageError("--sweep fake-quantizes a PyTorch model's weights; an ONNX file is analysed with "
+                         "--precision int8 or fp16 (the sweep of its initializers is not built yet)")
     if sweep:
         raise typer.Exit(run_sweep(spec, bit_widths, plot, src, files.json_path, display, dataset))
     from ..precision.sensitivity import analyze
