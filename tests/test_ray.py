@@ -234,3 +234,22 @@ def test_a_worker_that_builds_another_model_ends_the_run_with_one_line(tmp_path)
     assert_one_line_error(CliResult(proc.returncode, proc.stdout, proc.stderr), 3,
                           "the model built on a Ray worker is not the one the reference ran")
     assert json.loads(path.read_text())["complete"] is False
+
+
+def test_a_task_check_judges_every_sample_on_ray_as_it_does_locally(cli, tmp_path, ray_session):
+    """The check travels with the run's settings: each actor runs it per sample, the driver applies it."""
+    data = tmp_path / "set"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"s{i}.npy", np.random.default_rng(i).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32))
+    args = ("compare", "convs", "--dataset", data, "--backends", "torch,ort", "--precisions", "fp16",
+            "--task", "dv_test_models:same_top_class", "--slices", "y:1", "--iterations", "1",
+            "--cache-dir", tmp_path / "cache", "-q")
+    local, distributed = tmp_path / "local.json", tmp_path / "ray.json"
+    code = cli(*args, "--json", local).code
+    assert cli(*args, "--ray", "--ray-workers", "2", "--json", distributed).code == code
+    one, two = json.loads(local.read_text()), json.loads(distributed.read_text())
+    assert_same_report(one, two)
+    for a, b in zip(one["results"], two["results"]):
+        if "dataset" in a["details"]:
+            assert a["details"]["dataset"]["task"] == b["details"]["dataset"]["task"], a["backend"]

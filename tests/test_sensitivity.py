@@ -62,7 +62,10 @@ def test_fp16_sensitivity_keeps_the_overflowing_layers(cli, tmp_path):
     # amplify overflows in half; norm overflows when amplify's fp32 output is cast to half for it.
     assert [layer["layer"] for layer in data["layers"][:2]] == ["amplify", "norm"]
     assert data["proposal"] == ["amplify", "norm"] and data["verification"]["status"] == "pass"
-    assert [len(t["kept"]) for t in data["search"]] == [1, 2]
+    # the prefix search (1, 2), then backward elimination tries each alone: neither suffices
+    assert [len(t["kept"]) for t in data["search"]] == [1, 2, 1, 1] and data["dropped"] == []
+    assert [e["layer"] for e in data["exclusions"]] == ["amplify", "norm"]
+    assert all(float(e["score_without"]) > float(e["score_with"]) for e in data["exclusions"])  # inf as "inf"
 
 
 def test_healthy_model_needs_no_exclusion(cli, tmp_path):
