@@ -225,7 +225,19 @@ def test_a_keep_fp32_node_that_matches_nothing_is_one_line(cli, tmp_path):
                           "--keep-fp32 'node:no_such_node' matches no node of the ONNX graph")
 
 
-def test_a_sweep_of_an_onnx_file_is_refused_with_what_to_do(cli, tmp_path):
-    assert cli("export", "convs", "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
-    assert_one_line_error(cli("precision", tmp_path / "out" / "model.onnx", "--sweep", "-q"), 2,
-                          "--sweep fake-quantizes a PyTorch model's weights")
+def test_a_sweep_of_an_onnx_file_fake_quantizes_its_initializers_as_torch_does_its_weights(cli, tmp_path):
+    """The same model as a module and as its exported file: the same weights, so the same weight error at
+    every width and scheme, and the same output error (ONNX Runtime against ONNX Runtime fp32)."""
+    model = ["dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16"]
+    assert cli("export", *model, "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
+    assert cli("precision", *model, "--sweep", "--bits", "3-6", "--json", tmp_path / "t.json", "-q").code == 0
+    result = cli("precision", tmp_path / "out" / "model.onnx", "--sweep", "--bits", "3-6", "--json",
+                 tmp_path / "o.json")
+    assert result.code == 0, result.out + result.err
+    module, onnx_file = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("t", "o"))
+    assert (onnx_file["layers"], onnx_file["parameters"]) == (module["layers"], module["parameters"]) == (3, 424)
+    for a, b in zip(module["rows"], onnx_file["rows"], strict=True):
+        assert (a["scheme"], a["bits"]) == (b["scheme"], b["bits"])
+        assert b["weight_rel_l2"] == pytest.approx(a["weight_rel_l2"], rel=1e-6)
+        assert b["rel_l2"] == pytest.approx(a["rel_l2"], rel=1e-3)
+    assert "per-channel" in result.out

@@ -53,9 +53,6 @@ def precision_command(
     if dataset is not None and dataset.labels is not None and not sweep:
         raise UsageError("--labels goes with --sweep (the sensitivity analysis judges against the reference's outputs)")
     spec = data.shapes_from(src).spec()
-    if sweep and spec.kind == "onnx":
-        raise UsageError("--sweep fake-quantizes a PyTorch model's weights; an ONNX file is analysed with "
-                         "--precision int8 or fp16 (the sweep of its initializers is not built yet)")
     if sweep:
         raise typer.Exit(run_sweep(spec, bit_widths, plot, src, files.json_path, display, dataset))
     from ..precision.sensitivity import analyze
@@ -106,13 +103,22 @@ def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, j
         label = (lambda name: dataset.labels.for_sample(name)) if dataset.labels is not None else (lambda name: None)
         samples = [(s.feeds, label(s.name)) for s in dataset.dataset.samples(spec, after=first) if not s.fault]
         first_label = label(first.name)
-    module = session.module()
     reference = session.reference().outputs
     with progress.step(f"weight sweep over {len(bits)} bit widths x 2 schemes"
                        + (f", {len(samples) + 1} samples" if dataset is not None else "")):
-        result = weight_sweep(module, session.feeds, bits=bits, task=spec.task, output_names=spec.output_names,
-                              input_names=spec.input_names, reference=reference, samples=samples, scorer=scorer,
-                              first_label=first_label if dataset is not None else None)
+        if spec.kind == "onnx":  # its Conv/Gemm/MatMul initializers, on ONNX Runtime against ONNX Runtime fp32
+            from ..precision.sensitivity import reference_outputs
+            from ..precision.sweep import onnx_weight_sweep
+
+            references = [reference, *reference_outputs(session, [feeds for feeds, _ in samples])]
+            result = onnx_weight_sweep(Path(spec.path or ""), session.feeds, references, bits=bits, task=spec.task,
+                                       samples=samples, scorer=scorer,
+                                       first_label=first_label if dataset is not None else None)
+        else:
+            result = weight_sweep(session.module(), session.feeds, bits=bits, task=spec.task,
+                                  output_names=spec.output_names, input_names=spec.input_names, reference=reference,
+                                  samples=samples, scorer=scorer,
+                                  first_label=first_label if dataset is not None else None)
     render_sweep(result, make_console())
     if plot is not None:
         plot_sweep(result, plot)

@@ -120,37 +120,120 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
 
     from ..backends.torch_common import name_outputs, tensors_to_host
 
-    for scheme in schemes:
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {scheme!r}")
     work = copy.deepcopy(module).eval().float()
     layers = quantizable_layers(work)
     originals = [layer.weight.detach().clone() for _, layer, _ in layers]
     names = list(input_names or feeds)
     inputs = [[torch.from_numpy(np.ascontiguousarray(f[name])) for name in names]
               for f in [feeds, *(sample for sample, _ in samples)]]
-    labels = [first_label, *(label for _, label in samples)]
 
-    def run(index: int = 0) -> dict[str, np.ndarray]:
+    def run(index: int) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             return tensors_to_host(name_outputs(work(*inputs[index]), list(output_names or ())))
 
-    reference = dict(reference) if reference is not None else run()
-    references = [reference, *(run(i) for i in range(1, len(inputs)))]  # fp32, once per sample
-    weight_norm = float(np.sqrt(sum(float((w.double() ** 2).sum()) for w in originals))) or 1.0
-    task_output = (task.outputs[0] if task and task.outputs else next(iter(reference))) if task else None
+    def quantize(width: int, per_channel: bool) -> float:
+        error_sq = 0.0
+        with torch.no_grad():
+            for (_, layer, axis), original in zip(layers, originals):
+                quantized = fake_quantize_weight(original, width, per_channel, axis)
+                error_sq += float(((quantized.double() - original.double()) ** 2).sum())
+                layer.weight.copy_(quantized)
+        return error_sq
+
+    try:
+        weight_norm = float(np.sqrt(sum(float((w.double() ** 2).sum()) for w in originals))) or 1.0
+        reference = dict(reference) if reference is not None else run(0)
+        references = [reference, *(run(i) for i in range(1, len(inputs)))]  # fp32, once per sample
+        rows = _sweep(quantize, run, references, weight_norm, bits, schemes, task, progress, scorer,
+                      [first_label, *(label for _, label in samples)])
+    finally:
+        with torch.no_grad():
+            for (_, layer, _), original in zip(layers, originals):
+                layer.weight.copy_(original)
+    return SweepResult(len(layers), sum(int(w.numel()) for w in originals), rows, task.kind if task else None,
+                       samples=len(inputs))
+
+
+def onnx_weight_sweep(path: Path, feeds: Mapping[str, np.ndarray], references: Sequence[Mapping[str, np.ndarray]],
+                      bits: Sequence[int] = range(2, 9), schemes: Sequence[str] = SCHEMES,
+                      task: TaskSpec | None = None, progress: Callable[[str], None] | None = None,
+                      samples: Sequence[tuple[Mapping[str, np.ndarray], Any]] = (), scorer: Any = None,
+                      first_label: Any = None) -> SweepResult:
+    """The sweep of an ONNX file: the float weights of its Conv, ConvTranspose, Gemm and MatMul nodes
+    (initializers of rank 2 or more, per output channel along the node's output axis) fake-quantized,
+    the model run on ONNX Runtime's CPU provider against `references` (ONNX Runtime fp32, per input)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from ..export import onnx_io
+
+    model = onnx_io.load_onnx(Path(path))
+    initializers = {t.name: t for t in model.graph.initializer}
+    targets: dict[str, int] = {}  # initializer -> output-channel axis
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name in initializers and initializers[name].data_type == onnx.TensorProto.FLOAT and \
+                len(initializers[name].dims) >= 2:
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            targets[name] = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0 if trans_b else 1}.get(node.op_type, -1)
+    originals = {name: numpy_helper.to_array(initializers[name]).astype(np.float32) for name in targets}
+    all_feeds = [feeds, *(sample for sample, _ in samples)]
+    session: list[Any] = []
+
+    def quantize(width: int, per_channel: bool) -> float:
+        error_sq = 0.0
+        for name, axis in targets.items():
+            quantized = fake_quantize_array(originals[name], width, per_channel, axis)
+            error_sq += float(((quantized.astype(np.float64) - originals[name]) ** 2).sum())
+            initializers[name].CopyFrom(numpy_helper.from_array(quantized, name))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session[:] = [ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])]
+        return error_sq
+
+    def run(index: int) -> dict[str, np.ndarray]:
+        names = [o.name for o in session[0].get_outputs()]
+        return dict(zip(names, session[0].run(None, dict(all_feeds[index]))))
+
+    weight_norm = float(np.sqrt(sum(float((w.astype(np.float64) ** 2).sum()) for w in originals.values()))) or 1.0
+    rows = _sweep(quantize, run, list(references), weight_norm, bits, schemes, task, progress, scorer,
+                  [first_label, *(label for _, label in samples)])
+    return SweepResult(len(targets), sum(int(w.size) for w in originals.values()), rows,
+                       task.kind if task else None, samples=len(all_feeds))
+
+
+def fake_quantize_array(weight: np.ndarray, bits: int, per_channel: bool, axis: int = 0) -> np.ndarray:
+    """fake_quantize_weight for a numpy array (an ONNX initializer)."""
+    levels = 2 ** (bits - 1) - 1
+    if per_channel and weight.ndim > 1:
+        dims = tuple(d for d in range(weight.ndim) if d != axis % weight.ndim)
+        max_abs = np.abs(weight).max(axis=dims, keepdims=True)
+    else:
+        max_abs = np.abs(weight).max()
+    scale = max_abs / levels
+    safe = np.where(scale > 0, scale, 1.0)
+    return (np.clip(np.round(weight / safe), -levels, levels) * safe * (scale > 0)).astype(weight.dtype)
+
+
+def _sweep(quantize: Callable[[int, bool], float], run: Callable[[int], dict[str, np.ndarray]],
+           references: Sequence[Mapping[str, np.ndarray]], weight_norm: float, bits: Sequence[int],
+           schemes: Sequence[str], task: TaskSpec | None, progress: Callable[[str], None] | None, scorer: Any,
+           labels: Sequence[Any]) -> list[SweepRow]:
+    """Per scheme and width: quantize the weights (returning the squared error), run every input and
+    compare with its reference; each metric's mean over the inputs."""
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}")
+    task_output = (task.outputs[0] if task and task.outputs else next(iter(references[0]))) if task else None
     rows = []
     for scheme in schemes:
         for width in bits:
             if progress:
                 progress(f"{scheme} {width} bits")
-            error_sq = 0.0
-            with torch.no_grad():
-                for (_, layer, axis), original in zip(layers, originals):
-                    quantized = fake_quantize_weight(original, width, scheme == "per-channel", axis)
-                    error_sq += float(((quantized.double() - original.double()) ** 2).sum())
-                    layer.weight.copy_(quantized)
-            row = SweepRow(scheme, width, float(np.sqrt(error_sq)) / weight_norm)
+            row = SweepRow(scheme, width, float(np.sqrt(quantize(width, scheme == "per-channel"))) / weight_norm)
             per_sample: list[SweepRow] = []
             for index, ref_outputs in enumerate(references):
                 outputs, one = run(index), SweepRow(scheme, width, row.weight_rel_l2)
@@ -165,11 +248,7 @@ def weight_sweep(module: Any, feeds: Mapping[str, np.ndarray], bits: Sequence[in
                     one.labels = scorer.score(outputs, labels[index])
                 per_sample.append(one)
             rows.append(_mean_row(row, per_sample))
-    with torch.no_grad():
-        for (_, layer, _), original in zip(layers, originals):
-            layer.weight.copy_(original)
-    return SweepResult(len(layers), sum(int(w.numel()) for w in originals), rows, task.kind if task else None,
-                       samples=len(inputs))
+    return rows
 
 
 def _task_columns(result: SweepResult) -> list[tuple[str, Callable[[SweepRow], str]]]:
