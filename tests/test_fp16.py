@@ -308,3 +308,29 @@ def test_silero_vad_fp16(index: int) -> None:
     for name in ref:
         rel_l2 = np.linalg.norm(out[name] - ref[name]) / max(np.linalg.norm(ref[name]), 1e-12)
         assert rel_l2 < 1e-2, name
+
+
+def test_the_input_path_to_a_node_kept_fp32_stays_fp32() -> None:
+    """A converted audio model pads, slices and reshapes its input before the first Conv. With the Convs
+    kept fp32 (op:Conv), none of that path may be cast to fp16: the input reaches them exactly."""
+    x = (RNG.normal(size=(1, 1, 64)) + np.float32(1e-4)).astype(np.float32)  # values fp16 cannot hold
+    w = (RNG.normal(size=(4, 1, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["padded"], name="pad", mode="reflect"),
+        helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["sliced"], name="slice"),
+        helper.make_node("Reshape", ["sliced", "shape"], ["frames"], name="reshape"),
+        helper.make_node("Conv", ["frames", "w"], ["y"], name="conv", pads=[1, 1]),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, 0, 2, 0, 0, 2], np.int64), "pads"),
+             numpy_helper.from_array(np.array([1], np.int64), "starts"),
+             numpy_helper.from_array(np.array([67], np.int64), "ends"),
+             numpy_helper.from_array(np.array([2], np.int64), "axes"),
+             numpy_helper.from_array(np.array([1, 1, 66], np.int64), "shape"), f32("w", w)]
+    model = model_of(graph(nodes, [("x", TP.FLOAT, [1, 1, 64])], [("y", TP.FLOAT, [1, 4, 66])], inits))
+    half, d = converted_and_checked(model, {"x": x}, op_block_list=["Conv"])
+    types = elem_types(half)
+    assert types["padded"] == types["sliced"] == types["frames"] == TP.FLOAT
+    assert not any(n.op_type == "Cast" and n.input[0] == "x" for n in half.graph.node)
+    assert d.kept_fp32 == ["conv"]  # the path settles to fp32 as data movement, not as a block list entry
+    conv_out = run_onnxruntime(half, {"x": x})["y"]
+    assert np.array_equal(conv_out, run_onnxruntime(model, {"x": x})["y"])  # exact: no fp16 on the way

@@ -48,7 +48,7 @@ DEFAULT_OP_BLOCK_LIST = (
     "Min", "Max", "Upsample",
 )
 SOURCE_OPS = ("Constant", "ConstantOfShape")  # float output made from an attribute tensor
-DATA_MOVEMENT_OPS = ("Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Expand", "Slice",
+DATA_MOVEMENT_OPS = ("Identity", "Pad", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Expand", "Slice",
                      "Gather", "GatherElements", "GatherND", "Concat", "Split", "Tile", "DepthToSpace", "SpaceToDepth")
 FLEXIBLE_OPS = ("Shape", "Size", "Cast")  # read either precision as it is: no Cast in front of them
 MAX_RETRIES = 24
