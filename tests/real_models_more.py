@@ -283,3 +283,30 @@ def document_page(seed: int = 0) -> dict[str, np.ndarray]:
         draw.text((90, y), " ".join(rng.choice(DOC_WORDS, 9)), fill=(20, 20, 20), font=body)
         y += 26
     return {"images": (np.asarray(page, np.float32) / 255.0).transpose(2, 0, 1)[None].copy()}
+
+
+def text_boxes(probability: np.ndarray, threshold: float = 0.3) -> list[tuple[int, int, int, int]]:
+    """Text-line boxes (top, bottom, left, right) from a DB text detector's 1x1xHxW probability map, as a
+    page of separate lines gives them: each band of rows holding text, and the columns it spans."""
+    mask = np.asarray(probability).reshape(probability.shape[-2:]) > threshold
+    rows = mask.any(axis=1)
+    boxes, start = [], None
+    for y, on in enumerate([*rows, False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            columns = np.flatnonzero(mask[start:y].any(axis=0))
+            boxes.append((start, y - 1, int(columns[0]), int(columns[-1])))
+            start = None
+    return boxes
+
+
+def same_text_boxes(reference: dict, outputs: dict, inputs: dict) -> dict:
+    """A task check (--task real_models_more:same_text_boxes): the row finds the same text lines, each
+    edge within 2 pixels of the reference's."""
+    name = next(iter(reference))
+    ref, out = text_boxes(reference[name]), text_boxes(outputs[name])
+    shift = max((abs(a - b) for r, o in zip(ref, out) for a, b in zip(r, o)), default=0)
+    passed = len(ref) == len(out) and shift <= 2
+    return {"boxes": len(ref), "found": len(out), "max_shift_px": shift, "passed": passed,
+            "reason": f"{len(out)} text lines found of {len(ref)}, edges moved by up to {shift} px"}

@@ -182,3 +182,44 @@ def test_the_decoders_int8_proposal_comes_back_minimal(cli, tmp_path):
     assert data["dropped"] and any(t["passed"] and len(t["kept"]) == prefix for t in data["search"])
     assert not set(data["dropped"]) & set(data["proposal"])
     assert all(float(e["score_without"]) > 0 and e["failure_without"] for e in data["exclusions"])
+
+
+# --------------------------------------------------------------------------- DB text detector (a plug-in check)
+
+
+@_installed("rapidocr_onnxruntime")
+def test_the_text_detectors_int8_pages_pass_by_the_lines_they_find(cli, tmp_path):
+    """A check a user plugs in (real_models_more:same_text_boxes): int8 fails some pages by the norm of
+    its probability map, yet finds every line on every page within 2 px; judged by the task it passes.
+    Expected outputs with a line erased fail it by the task."""
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for i in range(4):
+        np.savez(pages / f"page{i}.npz", **more.ocr_det_inputs(i))
+    args = ["compare", more.ocr_det_onnx(), "--dataset", pages, "--backends", "ort", "--precisions", "int8",
+            "--iterations", "1", "--cache-dir", tmp_path / "cache", "--task", "real_models_more:same_text_boxes",
+            "--worst", "4", "-q"]
+    cli(*args, "--judge", "norms", "--json", tmp_path / "norms.json")
+    row = json.loads((tmp_path / "norms.json").read_text())["results"][-1]
+    over = row["details"]["dataset"]
+    assert over["failed"] >= 1  # by the norm of the map, some pages fail
+    assert over["task"]["failed"] == 0 and over["task"]["metrics"]["max_shift_px"]["worst"] <= 2
+    assert cli(*args, "--judge", "task").code == 0
+    # Independently: the int8 artifact's lines on each page are the fp32 model's, by the tests' own reading.
+    fp32, int8 = _session(more.ocr_det_onnx()), _session(row["artifact"]["path"])
+    for i in range(4):
+        feeds = dict(np.load(pages / f"page{i}.npz"))
+        ref, out = more.text_boxes(fp32.run(None, feeds)[0]), more.text_boxes(int8.run(None, feeds)[0])
+        assert len(ref) == len(out) == 4 and max(abs(a - b) for r, o in zip(ref, out) for a, b in zip(r, o)) <= 2
+    # One line erased from the expected map: the row finds a line too many.
+    page = dict(np.load(pages / "page0.npz"))
+    expected = fp32.run(None, page)[0]
+    top, bottom, _, _ = more.text_boxes(expected)[1]
+    expected[..., top - 3:bottom + 4, :] = 0.0
+    np.savez(tmp_path / "erased.npz", **{fp32.get_outputs()[0].name: expected})
+    result = cli("compare", more.ocr_det_onnx(), "--inputs", pages / "page0.npz", "--backends", "ort",
+                 "--expected", tmp_path / "erased.npz", "--iterations", "1", "--task",
+                 "real_models_more:same_text_boxes", "--judge", "task", "--json", tmp_path / "e.json", "-q")
+    assert result.code == 1, result.out + result.err
+    task = json.loads((tmp_path / "e.json").read_text())["results"][0]["task_check"]
+    assert (task["metrics"]["boxes"], task["metrics"]["found"]) == (3, 4)
