@@ -12,10 +12,12 @@ from onnx_wild import UPGRADE_OPSET, corpus, pb_inputs, silero_inputs, upgraded
 from deployval import api
 from deployval.errors import UsageError
 
-MODELS = corpus()
+# The large model-zoo CNNs take 20-55 s each on 2 cores: in the slow suite (make test-slow).
+LARGE = ("light/light_vgg19", "light/light_zfnet512", "light/light_bvlc_alexnet")
+MODELS = [pytest.param(*m, id=m[0], marks=[pytest.mark.slow] if m[0] in LARGE else []) for m in corpus()]
 
 
-@pytest.mark.parametrize(("label", "path", "data"), MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize(("label", "path", "data"), MODELS)
 def test_fp16_and_int8_rows_are_judged_or_skipped(label, path, data, tmp_path):
     inputs = silero_inputs(path) if label.startswith("silero/") else pb_inputs(path, data) if data else None
     if label.startswith(f"opset{UPGRADE_OPSET}/"):

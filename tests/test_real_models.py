@@ -73,6 +73,7 @@ def test_corpus_model(entry, tmp_path):
             assert "exceeds" in rows[key]["reason"], rows[key]["reason"]
 
 
+@pytest.mark.slow  # about 100 s on 2 cores; the G2P decoder's minimal proposal is slow too (test_real_tasks.py)
 @pytest.mark.skipif(_missing(real_models.CORPUS[0]) is not None, reason=str(_missing(real_models.CORPUS[0])))
 def test_minilm_int8_ends_with_a_verified_proposal(cli, tmp_path):
     """The trained transformer does not pass int8 as it is; `precision` finds which quantized nodes to keep
