@@ -99,6 +99,8 @@ def compare(
     jobs = _plan(spec, backends, precisions, config.device, gate)
     if gate is not None and expected is None:
         _check_gate_judges(spec, jobs, gate, config.device)
+    if expected is None and save_outputs is None:
+        _check_something_judged(spec, jobs)
     if any(j.result is None and j.backend == "ort" for j in jobs) or spec.kind == "onnx":
         timed_import("onnx")
         timed_import("onnxruntime")
@@ -294,6 +296,19 @@ def _plan(spec: ModelSpec, backends: Sequence[str], precisions: Sequence[str], d
     if all(j.result is not None and j.result.status == SKIPPED for j in jobs):
         raise UsageError("nothing to run: " + "; ".join(j.result.reason for j in jobs if j.result))
     return jobs
+
+
+def _check_something_judged(spec: ModelSpec, jobs: list[Job]) -> None:
+    """Refuse, before any work, a run whose only row is the reference itself (compare FILE.onnx alone:
+    ONNX Runtime fp32 is a file's reference): it could judge nothing, and a run that judges nothing is
+    never a pass. Rows that turn out skipped later make the run INCOMPLETE instead (results.judge)."""
+    reference = "ort" if spec.kind == "onnx" else "torch"
+    if any(j.result is not None and j.result.status != SKIPPED for j in jobs):
+        return  # a row that cannot run is reported as such
+    if all(j.result is not None or (j.backend, j.precision) == (reference, "fp32") for j in jobs):
+        other = "--precisions fp32,fp16 or --backends ort" if spec.kind != "onnx" else "--precisions fp32,fp16"
+        raise UsageError(f"nothing to judge: {reference} fp32 is the reference itself; compare it with another "
+                         f"backend or precision ({other}), or judge against golden outputs (--expected)")
 
 
 def _check_gate_judges(spec: ModelSpec, jobs: list[Job], gate: Sequence[str], device: str) -> None:

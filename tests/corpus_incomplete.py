@@ -98,23 +98,30 @@ def onnx_file_default_backends(tmp: Path) -> list[str]:
     return ["compare", str(tmp / "m.onnx"), "--iterations", "1"]
 
 
+def onnx_file_int8_nothing_to_quantize(tmp: Path) -> list[str]:
+    """An Add-only graph at int8: the row is planned, then skipped (nothing to quantize)."""
+    return [*onnx_file_default_backends(tmp), "--backends", "ort", "--precisions", "int8"]
+
+
 def reference_only(tmp: Path) -> list[str]:
     return ["compare", "convs", "--backends", "torch", "--iterations", "1"]
 
 
 def merge_reference_only_complete(tmp: Path) -> list[str]:
-    from deployval.cli import main
-
-    main(["compare", "convs", "--backends", "torch", "--iterations", "1", "--json", str(tmp / "t.json"), "-q"])
-    return ["report", "merge", str(tmp / "t.json")]
+    full = _compare(tmp)
+    only = {**full, "results": [r for r in full["results"] if r["status"] == "reference"]}  # finished, complete
+    return ["report", "merge", str(write(tmp, "t.json", only))]
 
 
 CASES: list[Case] = [
     Case("compare-onnx-file-defaults", "compare FILE.onnx with the default backends: ONNX Runtime fp32, the "
-         "reference itself, and nothing else (once: PASS, exit 0)", onnx_file_default_backends, 3,
-         "nothing was judged", error_line=False),
+         "reference itself, and nothing else (once: PASS, exit 0)", onnx_file_default_backends, 2,
+         "nothing to judge: ort fp32 is the reference itself"),
     Case("compare-reference-only", "compare with --backends torch on a PyTorch model: only the reference runs "
-         "(once: PASS, exit 0)", reference_only, 3, "nothing was judged", error_line=False),
+         "(once: PASS, exit 0)", reference_only, 2, "nothing to judge: torch fp32 is the reference itself"),
+    Case("compare-every-row-skipped", "compare FILE.onnx --precisions int8 of a graph with nothing to quantize: "
+         "the one row is skipped, nothing judged (once: PASS, exit 0)", onnx_file_int8_nothing_to_quantize, 3,
+         "nothing was judged", error_line=False),
     Case("merge-reference-only-complete", "report merge of a finished report holding only the reference row "
          "(once: PASS, exit 0)", merge_reference_only_complete, 3, "INCOMPLETE", error_line=False),
     Case("merge-reference-only-partial", "report merge of a Ctrl-C'd report holding only the reference row, its "
