@@ -232,7 +232,7 @@ CASES: list[Case] = [
          compare_with("torch,hard-exiting,ort"), 3, "hard-exiting called os._exit(0)", fault=True,
          run=in_process_of_its_own, check=reports_kept({"hard-exiting": "error", "ort": "pass"}, complete=True)),
     Case("reference-calls-sys-exit", "the model calls sys.exit(0) in its forward pass",
-         lambda t: ["compare", "dv_test_models:exits_in_forward", "--input-shape", "x=1x3x8x8", "-b", "torch"], 2,
+         lambda t: ["compare", "dv_test_models:exits_in_forward", "--input-shape", "x=1x3x8x8", "-b", "torch,ort"], 2,
          "the model called sys.exit(0) during the reference run"),
     Case("reports-same-path", "--json and --junit name the same file",
          lambda t: ["compare", "convs", "--json", str(t / "r.out"), "--junit", str(t / "./r.out")], 2,

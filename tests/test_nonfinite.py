@@ -109,10 +109,10 @@ def test_the_option_is_a_run_setting_in_every_reproduction():
 
 # ---------------------------------------------------------------- end to end
 def test_an_all_nan_model_is_refused_with_or_without_the_option(cli):
-    refused = cli("compare", "dv_test_models:all_nan", "-b", "torch", *SMALL, "-q")
+    refused = cli("compare", "dv_test_models:all_nan", "-b", "torch,ort", *SMALL, "-q")
     assert_one_line_error(refused, 2, "output 'output' has 128 non-finite values of 128 (NaN 128, +Inf 0, -Inf 0)")
     assert "--allow-nonfinite" in refused.err
-    allowed = cli("compare", "dv_test_models:all_nan", "-b", "torch", *SMALL, "--allow-nonfinite", "-q")
+    allowed = cli("compare", "dv_test_models:all_nan", "-b", "torch,ort", *SMALL, "--allow-nonfinite", "-q")
     assert_one_line_error(allowed, 2, "non-finite everywhere")
 
 
@@ -258,7 +258,8 @@ def test_the_python_api_takes_the_option():
     from deployval import api
 
     with pytest.raises(UsageError, match="--allow-nonfinite"):
-        api.compare("dv_test_models:nonfinite_rows", ["torch"], input_shapes={"x": (1, 3, 8, 8)}, iterations=1)
+        api.compare("dv_test_models:nonfinite_rows", ["torch", "torchscript"], input_shapes={"x": (1, 3, 8, 8)},
+                    iterations=1)
     report = api.compare("dv_test_models:nonfinite_rows", ["torch", "torchscript"], input_shapes={"x": (1, 3, 8, 8)},
                          iterations=1, allow_nonfinite=True)
     assert report.exit_code == 0 and report.analysis["nonfinite"]["allow_nonfinite"] is True

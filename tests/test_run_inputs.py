@@ -142,7 +142,7 @@ def test_arg_for_a_torchscript_file(cli, tmp_path):
     assert result.code == 0, result.err
     rows = {r["backend"]: r for r in json.loads(report.read_text())["results"]}
     assert rows["torchscript"]["status"] == "pass" and rows["ort"]["status"] == "pass", rows
-    missing = cli("compare", path, "--inputs", tmp_path / "audio.npy", "--backends", "torch", "-q")
+    missing = cli("compare", path, "--inputs", tmp_path / "audio.npy", "--backends", "torch,torchscript", "-q")
     assert missing.code == 2 and "sr" in missing.err  # forward(x, sr) without --arg: the reference cannot run
     unknown = cli("compare", path, "--inputs", tmp_path / "audio.npy", "--arg", "rate=8000", "-q")
     assert_one_line_error(unknown, 2, "--arg rate: forward() has no such argument")

@@ -82,7 +82,7 @@ def test_debug_of_an_onnx_file_records_inputs_and_device_like_compare(onnx_file,
     feeds = {"x": np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)}
     np.savez(tmp_path / "x.npz", **feeds)
     spec = resolve_model(str(onnx_file), inputs_file=tmp_path / "x.npz")  # the file sizes the dynamic batch
-    compared = _json(compare(spec, ("ort",), ("fp32",), RunConfig(), inputs=tmp_path / "x.npz"))
+    compared = _json(compare(spec, ("ort",), ("fp32", "fp16"), RunConfig(), inputs=tmp_path / "x.npz"))
     debugged = _json(run_debug(spec, "ort", "fp16", RunConfig(), inputs=tmp_path / "x.npz"))
     for key in SAME:
         assert compared[key] == debugged[key], key
