@@ -7,7 +7,7 @@ parsed without paying for heavy imports.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -527,3 +527,19 @@ def judge_mode(judge: str | None, check: Any) -> str:
         raise UsageError(f"--judge {judge} needs a task check: --task pkg.module:function or a built-in "
                          "(ctc, sequence, detection)")
     return judge
+
+
+@dataclass(frozen=True)
+class KeepFp32:
+    """--keep-fp32 patterns by what they name: modules (fnmatch over module names), ONNX nodes
+    ("node:NAME", fnmatch over node names) and op types ("op:TYPE")."""
+
+    modules: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: Sequence[str]) -> KeepFp32:
+        return cls(modules=tuple(p for p in patterns if not p.startswith(("op:", "node:"))),
+                   nodes=tuple(p[5:] for p in patterns if p.startswith("node:")),
+                   op_types=tuple(p[3:] for p in patterns if p.startswith("op:")))

@@ -181,13 +181,18 @@ def test_sensitivity_refuses_labels(cli, tmp_path):
     assert_one_line_error(result, 2, "--labels goes with --sweep")
 
 
+def _exported(cli, tmp_path, *model: str):
+    """The model's ONNX file, as `deployval export` writes it."""
+    assert cli("export", *model, "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
+    return tmp_path / "out" / "model.onnx"
+
+
 def test_an_onnx_files_int8_sensitivity_ends_with_a_verified_proposal(cli, tmp_path):
     """The same model as an ONNX file: the reference is ONNX Runtime fp32, the candidates its nodes, the
     module names read from its initializers; the proposal is verified on the file itself."""
-    assert cli("export", "dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16", "--out", tmp_path / "out",
-               "--kinds", "onnx", "-q").code == 0
+    path = _exported(cli, tmp_path, "dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16")
     report_path = tmp_path / "s.json"
-    result = cli("precision", tmp_path / "out" / "model.onnx", "-p", "int8", "--json", report_path)
+    result = cli("precision", path, "-p", "int8", "--json", report_path)
     assert result.code == 0, result.out + result.err
     data = json.loads(report_path.read_text())
     assert data["status"] == "fixed" and not data["baseline"]["passed"]
@@ -197,16 +202,15 @@ def test_an_onnx_files_int8_sensitivity_ends_with_a_verified_proposal(cli, tmp_p
     assert data["exclusions"][0]["score_without"] > 0.1 > data["exclusions"][0]["score_with"]
     verification = data["verification"]
     assert verification["status"] == "pass"
-    assert verification["reproduce"].startswith(f"deployval compare {tmp_path / 'out' / 'model.onnx'}")
+    assert verification["reproduce"].startswith(f"deployval compare {path}")
 
 
 def test_an_onnx_files_fp16_sensitivity_keeps_the_node_whose_weights_fp16_cannot_hold(cli, tmp_path):
     """A BatchNorm's running_var of 5e5 (> 65504) in an ONNX file: the fp16 conversion clamps it. Kept
     fp32 one node at a time, only that BatchNormalization matters; `--keep-fp32 node:NAME` is verified."""
-    assert cli("export", "test_weight_ranges:hot_norm", "--input-shape", "x=1x3x8x8", "--out", tmp_path / "out",
-               "--kinds", "onnx", "-q").code == 0
+    path = _exported(cli, tmp_path, "test_weight_ranges:hot_norm", "--input-shape", "x=1x3x8x8")
     report_path = tmp_path / "s.json"
-    result = cli("precision", tmp_path / "out" / "model.onnx", "-p", "fp16", "--json", report_path)
+    result = cli("precision", path, "-p", "fp16", "--json", report_path)
     assert result.code == 0, result.out + result.err
     data = json.loads(report_path.read_text())
     assert data["status"] == "fixed" and not data["baseline"]["passed"]
@@ -219,8 +223,7 @@ def test_an_onnx_files_fp16_sensitivity_keeps_the_node_whose_weights_fp16_cannot
 
 
 def test_a_keep_fp32_node_that_matches_nothing_is_one_line(cli, tmp_path):
-    assert cli("export", "convs", "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
-    assert_one_line_error(cli("compare", tmp_path / "out" / "model.onnx", "-b", "ort", "-p", "fp16",
+    assert_one_line_error(cli("compare", _exported(cli, tmp_path, "convs"), "-b", "ort", "-p", "fp16",
                               "--keep-fp32", "node:no_such_node", "-q"), 2,
                           "--keep-fp32 'node:no_such_node' matches no node of the ONNX graph")
 
@@ -229,10 +232,9 @@ def test_a_sweep_of_an_onnx_file_fake_quantizes_its_initializers_as_torch_does_i
     """The same model as a module and as its exported file: the same weights, so the same weight error at
     every width and scheme, and the same output error (ONNX Runtime against ONNX Runtime fp32)."""
     model = ["dv_test_models:outlier_channel", "--input-shape", "x=1x3x16x16"]
-    assert cli("export", *model, "--out", tmp_path / "out", "--kinds", "onnx", "-q").code == 0
+    path = _exported(cli, tmp_path, *model)
     assert cli("precision", *model, "--sweep", "--bits", "3-6", "--json", tmp_path / "t.json", "-q").code == 0
-    result = cli("precision", tmp_path / "out" / "model.onnx", "--sweep", "--bits", "3-6", "--json",
-                 tmp_path / "o.json")
+    result = cli("precision", path, "--sweep", "--bits", "3-6", "--json", tmp_path / "o.json")
     assert result.code == 0, result.out + result.err
     module, onnx_file = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("t", "o"))
     assert (onnx_file["layers"], onnx_file["parameters"]) == (module["layers"], module["parameters"]) == (3, 424)

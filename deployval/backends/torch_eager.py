@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..export.artifacts import MODULE
+from ..spec import KeepFp32
 from . import torch_common
 
 
@@ -44,7 +45,7 @@ class TorchEagerRunner(torch_common.TorchModuleRunner):
             from ..precision.mixed import half_except, matching_modules
             from ..precision.weight_ranges import module_findings
 
-            keep = [p for p in self.options.get("keep_fp32", ()) if not p.startswith(("op:", "node:"))]
+            keep = list(KeepFp32.of(self.options.get("keep_fp32", ())).modules)  # op: and node: are ONNX's
             kept = matching_modules(module, keep) if keep else []
             # the parameters and buffers half() cannot hold, named before they become inf or zero
             self.details["fp16_weights"] = [f.to_dict() for f in module_findings(module, kept)]

@@ -204,8 +204,8 @@ class Quantization(Group):
         "--int8-activation-matmuls", help="Also quantize MatMuls of two activations (attention QK^T and AV); by "
                                           "default only MatMuls with a weight are int8.")] = False
     keep_fp32: Annotated[list[str] | None, typer.Option(
-        "--keep-fp32", help="Keep modules (fnmatch over module names) or op:TYPE in fp32 in the fp16 artifact; "
-                            "repeatable.")] = None
+        "--keep-fp32", help="Keep modules (fnmatch over module names), ONNX nodes (node:NAME) or op:TYPE in fp32 "
+                            "in the fp16 artifact; repeatable.")] = None
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._util import atomic_path, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..progress import Step
+from ..spec import KeepFp32
 from .artifacts import MODULE, ONNX_RAW, Artifact
 
 if TYPE_CHECKING:
@@ -325,10 +326,8 @@ def _keep_fp32(store: Workshop, model: Any) -> tuple[list[str], list[str]]:
     names), and op types ("op:TYPE")."""
     from fnmatch import fnmatchcase
 
-    patterns = store.config.keep_fp32
-    op_types = [p[3:] for p in patterns if p.startswith("op:")]
-    node_patterns = [p[5:] for p in patterns if p.startswith("node:")]
-    module_patterns = [p for p in patterns if not p.startswith(("op:", "node:"))]
+    keep = KeepFp32.of(store.config.keep_fp32)
+    op_types, node_patterns, module_patterns = list(keep.op_types), keep.nodes, keep.modules
     names = [node.name for node in model.graph.node]
     for pattern in node_patterns:
         if not any(fnmatchcase(n, pattern) for n in names):

@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..spec import KeepFp32
 from .ranges import LIMITS, LayerRange, RangeFinding
 
 if TYPE_CHECKING:
@@ -387,13 +388,13 @@ def _kept_nodes(model: ModelProto, chains: Mapping[str, tuple[str, ...]], keep_f
                 details: Mapping[str, Any] | None) -> set[str]:
     """Names of the nodes the fp16 artifact computes in fp32: those its conversion step reports, and
     (whether or not that step ran) those the converter's block list and --keep-fp32 name."""
-    blocked = {p[3:] for p in keep_fp32 if p.startswith("op:")}
+    keep = KeepFp32.of(keep_fp32)
+    blocked = set(keep.op_types)
     blocked |= set((details or {}).get("op_block_list") or ())
     from ..export.fp16 import DEFAULT_OP_BLOCK_LIST
 
     blocked |= set(DEFAULT_OP_BLOCK_LIST)
-    patterns = [p for p in keep_fp32 if not p.startswith(("op:", "node:"))]
-    node_patterns = [p[5:] for p in keep_fp32 if p.startswith("node:")]
+    patterns, node_patterns = keep.modules, keep.nodes
     kept = set((details or {}).get("kept_fp32") or ())
     for node in model.graph.node:
         if node.op_type in blocked or any(fnmatchcase(node.name, p) for p in node_patterns) or (patterns and any(
