@@ -27,7 +27,7 @@ from .dataset import Dataset, Sample
 from .errors import DeployvalError, first_line
 from .execution import host_outputs
 from .labels import Labels
-from .metrics import OutputComparison, compare_output, label_metrics
+from .metrics import OutputComparison, compare_output, failure_lines, label_metrics
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
 from .shape_grid import ShapeGrid
@@ -87,7 +87,7 @@ class RowSamples:
     def add(self, sample: str, comparisons: Sequence[OutputComparison], error: str = "",
             task: Mapping[str, Any] | None = None, judge: str = "norms") -> bool:
         """Record one sample; whether it passed under `judge` (its norms, its task check, or both)."""
-        norms = [f"{c.name}: {c.failures[0]}" for c in comparisons if not c.passed]
+        norms = failure_lines(comparisons)
         gating, task_error = combine(norms, task, judge)
         error = error or task_error
         passed = not error and not gating

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .metrics import compare_output
+from .metrics import compare_output, failure_lines
 from .results import ERROR, FAIL, PASS, BackendResult
 from .slices import SliceSpec
 from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
@@ -52,7 +52,7 @@ def settle_verdict(result: BackendResult, judge: str = "norms") -> BackendResult
     """The row's verdict under `judge` (task_checks.py): by its outputs' norms (PASS when every compared
     output passed, else FAIL with the first failure of each), by its task check, or by both. A check that
     broke makes the row an ERROR; norms that fail under --judge task are said, not hidden."""
-    norms = [f"{o.name}: {o.failures[0]}" for o in result.outputs if not o.passed]
+    norms = failure_lines(result.outputs)
     failures, error = combine(norms, result.task_check, judge)
     if error:
         result.status, result.reason = ERROR, error

@@ -25,8 +25,8 @@ from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
 
 __all__ = ["OutputComparison", "argmax_agreement", "compare_output", "compare_slices", "cosine", "cosine_of_sums",
-           "dice_per_class", "difference_if_any", "error_metrics", "label_metrics", "min_passing_elementwise",
-           "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
+           "dice_per_class", "difference_if_any", "error_metrics", "failure_lines", "label_metrics",
+           "min_passing_elementwise", "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
 
 FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
@@ -290,6 +290,11 @@ class OutputComparison:
             "nonfinite_masked": self.nonfinite_masked,
             **({"slices": self.slices} if self.slices else {}),
         }
+
+
+def failure_lines(comparisons: Sequence[OutputComparison]) -> list[str]:
+    """'output: its first failure' for each output that failed: how a row's or a sample's reason names them."""
+    return [f"{c.name}: {c.failures[0]}" for c in comparisons if not c.passed]
 
 
 def compare_output(

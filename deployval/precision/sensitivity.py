@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..metrics import OutputComparison, compare_output
+from ..metrics import OutputComparison, compare_output, failure_lines
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
 from .lowerings import Fp16Lowering, Fp16OnnxLowering, Int8Lowering, Lowering
@@ -143,7 +143,7 @@ def _judge_one(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
         score = math.inf
     return Trial(kept=kept, lowered=lowered, passed=all(c.passed for c in comparisons), score=score,
                  outputs=[c.to_dict() for c in comparisons],
-                 failures=[f"{c.name}: {c.failures[0]}" for c in comparisons if c.failures])
+                 failures=failure_lines(comparisons))
 
 
 def _summary(trial: Trial, ranges: Mapping[str, float] | None = None) -> str:
