@@ -30,7 +30,7 @@ from typing import Any
 
 from .arguments import InputShapeArg
 from .errors import UsageError
-from .spec import DEVICES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
+from .spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
               "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices"}
@@ -212,7 +212,7 @@ def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str
         iterations=check.integer("iterations", "an integer >= 0 (timed runs)"),
         time_budget=check.seconds("time_budget"),
         task=check.task("task"),
-        judge=check.choice("judge", ("norms", "task", "both")),
+        judge=check.choice("judge", JUDGE_MODES),
         slices=check.strings("slices", "output slice", "NAME:AXIS or NAME:AXIS=GROUPS", _slice_item) or (),
     )
     if entry.gate is not None and entry.backends is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .nonfinite import OPTION as ALLOW_OPTION
 from .nonfinite import count_nonfinite
-from .slices import JUDGED, REPORTED, SliceComparison, SliceSpec, worst_of
+from .slices import JUDGED, REPORTED, SliceComparison, SliceSpec, for_output, worst_of
 from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
 
@@ -354,7 +354,7 @@ def compare_output(
     nonfinite = _judge_masked(result, ref, stats, allow_nonfinite) or bool(stats.nonfinite_bad)
     if task is not None and task.applies_to(name):
         result.task = task_metrics(ref, cand, task)
-    _judge_slices(result, ref, cand, [s for s in slices if s.output == name], tolerance)
+    _judge_slices(result, ref, cand, for_output(slices, name), tolerance)
 
     if atol is not None and rtol is not None:
         result.min_passing = {"atol": stats.min_atol, "rtol": stats.min_rtol, "at_rtol": rtol, "at_atol": atol}

@@ -23,8 +23,6 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError, first_line
-from .spec import JUDGE_MODES as JUDGE_MODES  # re-exported: what --judge takes
-from .spec import judge_mode as judge_mode  # re-exported
 
 
 @dataclass(frozen=True)

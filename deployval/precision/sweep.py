@@ -24,19 +24,11 @@ SCHEMES = ("per-tensor", "per-channel")
 
 
 def fake_quantize_weight(weight: Any, bits: int, per_channel: bool, axis: int = 0) -> Any:
-    """Symmetric uniform quantization and back: scale = max|w| / (2^(b-1) - 1), round to nearest.
-    Channels (or tensors) that are all zero stay zero."""
+    """fake_quantize_array for a torch tensor (a module's weight), on its device and in its dtype."""
     import torch
 
-    levels = 2 ** (bits - 1) - 1
-    if per_channel and weight.dim() > 1:
-        dims = [d for d in range(weight.dim()) if d != axis]
-        max_abs = weight.abs().amax(dim=dims, keepdim=True)
-    else:
-        max_abs = weight.abs().max()
-    scale = max_abs / levels
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return torch.clamp(torch.round(weight / safe), -levels, levels) * safe * (scale > 0)
+    quantized = fake_quantize_array(weight.detach().cpu().numpy(), bits, per_channel, axis)
+    return torch.from_numpy(quantized).to(device=weight.device, dtype=weight.dtype)
 
 
 def quantizable_layers(module: Any) -> list[tuple[str, Any, int]]:
@@ -206,7 +198,8 @@ def onnx_weight_sweep(path: Path, feeds: Mapping[str, np.ndarray], references: S
 
 
 def fake_quantize_array(weight: np.ndarray, bits: int, per_channel: bool, axis: int = 0) -> np.ndarray:
-    """fake_quantize_weight for a numpy array (an ONNX initializer)."""
+    """Symmetric uniform quantization and back: scale = max|w| / (2^(b-1) - 1), round to nearest (half
+    to even). Channels (or tensors) that are all zero stay zero; per channel along `axis`."""
     levels = 2 ** (bits - 1) - 1
     if per_channel and weight.ndim > 1:
         dims = tuple(d for d in range(weight.ndim) if d != axis % weight.ndim)

@@ -83,7 +83,7 @@ def judge_text(analysis: dict[str, Any] | None) -> str:
     if not task:
         return ""
     gates = {"norms": "the norms (the task check is reported, not gating)", "task": "the task check only",
-             "both": "the norms and the task check"}[mode] if mode in ("norms", "task", "both") else mode
+             "both": "the norms and the task check"}.get(mode, mode)
     return f"judged by {gates}: --task {task} --judge {mode}"
 
 
