@@ -197,6 +197,7 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
     inputs = ", ".join(f"{i.get('name')} {'x'.join(map(str, i.get('shape', [])))} {i.get('dtype')}"
                        for i in data.get("inputs", []))
     device = data.get("device") or {}
+    judged_by = judge_text(data.get("analysis"))
     versions = data.get("versions") or {}
     where = ", ".join(str(d) for d in (device.get("cpu"), device.get("gpu")) if d)
     runtime = versions.get("onnxruntime") or versions.get("onnxruntime-gpu")
@@ -211,7 +212,7 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
         f'<p class="meta">device {_e(device.get("device"))} ({_e(where)}) — {_e(libraries)} — '
         f'{_e(data.get("created"))}</p>',
         f'<p class="meta"><code>{_e(data.get("command"))}</code></p>',
-        *([f'<p class="meta">{_e(judge_text(data.get("analysis")))}</p>'] if judge_text(data.get("analysis")) else []),
+        *([f'<p class="meta">{_e(judged_by)}</p>'] if judged_by else []),
         *[f'<p class="meta">task {_e(r.get("backend"))}:{_e(r.get("precision"))}: '
           f'{_e(task_outcome_text(r["task_check"]))}</p>' for r in data.get("results", []) if r.get("task_check")],
     ]

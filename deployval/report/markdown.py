@@ -61,6 +61,7 @@ def to_markdown(report: Report | Mapping[str, Any]) -> str:
     verdict = judge_dict(data)
     inputs = ", ".join(f"`{i['name']}` {format_shape(i['shape'])} {i['dtype']}" for i in data["inputs"])
     device = data["device"]
+    judged_by = judge_text(data.get("analysis"))
     lines = [
         f"## deployval: {data['model'].get('name')} — {verdict.verdict} (exit {int(verdict.exit_code)})",
         "",
@@ -69,7 +70,7 @@ def to_markdown(report: Report | Mapping[str, Any]) -> str:
         f" ({device.get('gpu') or device.get('cpu')})",
         *([f"Judged against the expected outputs `{data['analysis']['expected_outputs']['path']}`."]
           if "expected_outputs" in data.get("analysis", {}) else []),
-        *([f"{judge_text(data.get('analysis')).capitalize()}."] if judge_text(data.get("analysis")) else []),
+        *([f"{judged_by.capitalize()}."] if judged_by else []),
         *[f"- task {r['backend']}:{r['precision']}: {task_outcome_text(r['task_check'])}"
           for r in data["results"] if r.get("task_check")],
         "",
