@@ -23,11 +23,28 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 DEADLINE_S = 120  # a lost worker that is never replaced would hang the run: interrupt it instead
 
 
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """One local Ray instance for the in-process tests of this module (each run joins it, as a Python API
+    user's would, and leaves it running): starting one per test cost ~6 s each. Its workers find the
+    test factories and the file through which `dies_once` dies once."""
+    import ray
+    from dv_test_models import DIES_ONCE_ENV
+
+    marker = tmp_path_factory.mktemp("ray") / "died"
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), DIES_ONCE_ENV: str(marker)}
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        yield marker
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture
-def ray_session(capsys):
+def ray_session(capsys, ray_cluster):
     """Bounds the test: past DEADLINE_S every thread's stack goes to the terminal and the test gets a
     KeyboardInterrupt (which no `except Exception` in Ray or a row's crash isolation swallows, unlike an
-    alarm's exception), then Ray is shut down; a process that cannot even be interrupted exits 60 s later."""
+    alarm's exception); a process that cannot even be interrupted exits 60 s later."""
     with capsys.disabled():
         terminal = os.dup(sys.stderr.fileno())  # the terminal's stderr, not the captured one
 
@@ -40,14 +57,17 @@ def ray_session(capsys):
     timer.start()
     faulthandler.dump_traceback_later(DEADLINE_S + 60, exit=True, file=terminal)
     try:
-        yield
+        yield ray_cluster
     finally:
         timer.cancel()
         faulthandler.cancel_dump_traceback_later()
         os.close(terminal)
-        import ray
 
-        ray.shutdown()
+
+def _own_cluster_env(**extra: str) -> dict[str, str]:
+    """A fresh process's environment that starts its own Ray instance, never the module's."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "PYTHONPATH": str(TESTS), **extra}
 
 
 def assert_same_report(one: dict, two: dict) -> None:
@@ -92,11 +112,10 @@ def test_a_dataset_on_ray_equals_the_single_process_run(cli, tmp_path, ray_sessi
     assert fp16["status"] == "fail" and "worst s04.npy" in fp16["reason"]
 
 
-def test_a_worker_lost_mid_run_is_replaced_and_its_sample_judged_once(cli, tmp_path, ray_session, monkeypatch):
-    from dv_test_models import DIES_ONCE_ENV, DIES_ONCE_MARKER
+def test_a_worker_lost_mid_run_is_replaced_and_its_sample_judged_once(cli, tmp_path, ray_session):
+    from dv_test_models import DIES_ONCE_MARKER
 
-    marker = tmp_path / "died"
-    monkeypatch.setenv(DIES_ONCE_ENV, str(marker))  # the local cluster's workers inherit it
+    marker = ray_session  # the cluster's workers know it; the driver does not (it never dies there)
     data = tmp_path / "set"
     data.mkdir()
     rng = np.random.default_rng(7)
@@ -154,7 +173,6 @@ def test_a_ray_run_leaves_no_ray_process_behind(tmp_path):
     it exits, although the CLI leaves with os._exit; a dangling link in the set is counted, never read by Ray."""
     import subprocess
     import time
-    from pathlib import Path
 
     data = tmp_path / "set"
     data.mkdir()
@@ -168,7 +186,7 @@ def test_a_ray_run_leaves_no_ray_process_behind(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "deployval", "compare", "convs", "--dataset", str(data),
                            "--backends", "torch,ort", "--iterations", "1", "--ray", "--ray-workers", "1",
                            "--json", str(report)], capture_output=True, text=True, timeout=DEADLINE_S, cwd=work,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+                          env=_own_cluster_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     unusable = json.loads(report.read_text())["analysis"]["dataset"]["unusable"]
     assert unusable == [{"sample": "s9.npy", "reason": f"a symbolic link to '{tmp_path / 'gone.npy'}', which does "
@@ -230,7 +248,7 @@ def test_a_worker_that_builds_another_model_ends_the_run_with_one_line(tmp_path)
     script = ("import sys, dv_test_models; dv_test_models.PROCESS_GLOBALS['scale'] = 2.0; "
               f"from deployval.cli import main; sys.exit(main({args!r}))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=DEADLINE_S,
-                          env={**os.environ, "PYTHONPATH": str(TESTS)})
+                          env=_own_cluster_env())
     assert_one_line_error(CliResult(proc.returncode, proc.stdout, proc.stderr), 3,
                           "the model built on a Ray worker is not the one the reference ran")
     assert json.loads(path.read_text())["complete"] is False

@@ -222,6 +222,37 @@ def test_an_onnx_files_fp16_sensitivity_keeps_the_node_whose_weights_fp16_cannot
     assert f"apply with: --keep-fp32 node:{data['proposal'][0]}" in " ".join(result.out.split())
 
 
+def test_each_subgraph_of_an_onnx_file_is_lowered_alone_and_the_hot_one_named(cli, tmp_path):
+    """The dynamo exporter's nodes carry no scope; their weights name the modules, so the blocks are found:
+    the stem (whose BatchNorm fp16 cannot hold) fails alone, the body passes."""
+    path = _exported(cli, tmp_path, "test_weight_ranges:hot_blocks", "--input-shape", "x=1x3x8x8")
+    report_path = tmp_path / "s.json"
+    result = cli("precision", path, "-p", "fp16", "--json", report_path)
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report_path.read_text())
+    blocks = {block["module"]: block for block in data["subgraphs"]}
+    assert sorted(blocks) == ["body", "stem"] and all(b["op_type"] == "subgraph" for b in blocks.values())
+    assert not blocks["stem"]["passed"] and blocks["body"]["passed"], blocks
+    modules = {layer["layer"]: layer["module"] for layer in data["layers"]}
+    assert sorted(modules[m] for m in blocks["stem"]["members"]) == ["stem.0", "stem.2"]
+    assert sorted(modules[m] for m in blocks["body"]["members"]) == ["body.0", "body.2"]
+    assert {group["layer"] for group in data["op_types"]} == {"op:Conv", "op:BatchNormalization"}
+    assert "subgraph stem (2 layers)" in " ".join(result.out.split())
+
+
+def test_subgraphs_are_the_shallowest_scope_level_that_splits_the_layers():
+    from deployval.precision.lowerings import MAX_SUBGRAPHS, onnx_scope, subgraphs
+
+    names = ["/model/enc/a/Conv", "/model/enc/b/Conv", "/model/dec/MatMul", "/model/dec/c/Gemm", "/model/x/Add",
+             "Gemm_7"]
+    assert onnx_scope("/model/enc/a/Conv") == ("model", "enc", "a") and onnx_scope("Gemm_7") == ()
+    # one scope at the top ('model'): one level down, where 'x' alone is left to the per-layer table
+    assert subgraphs(names, onnx_scope) == [(("model", "enc"), names[:2]), (("model", "dec"), names[2:4])]
+    assert subgraphs(["Gemm_1", "Gemm_2"], onnx_scope) == []
+    many = [f"/b{i}/{j}/Conv" for i in range(MAX_SUBGRAPHS + 1) for j in range(2)]
+    assert subgraphs(many, onnx_scope) == []
+
+
 def test_a_keep_fp32_node_that_matches_nothing_is_one_line(cli, tmp_path):
     assert_one_line_error(cli("compare", _exported(cli, tmp_path, "convs"), "-b", "ort", "-p", "fp16",
                               "--keep-fp32", "node:no_such_node", "-q"), 2,

@@ -55,6 +55,24 @@ def hot_norm() -> nn.Module:
     return HotNorm().eval()
 
 
+class HotBlocks(nn.Module):
+    """Two blocks of two weighted layers: the `stem` holds HotNorm's BatchNorm, the `body` two Convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        hot = HotNorm()
+        self.stem = nn.Sequential(hot.conv, hot.act, hot.norm)
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x))
+
+
+def hot_blocks() -> nn.Module:
+    torch.manual_seed(0)
+    return HotBlocks().eval()
+
+
 class Scale(nn.Module):
     def __init__(self, channels: int, value: float) -> None:
         super().__init__()

@@ -5,14 +5,55 @@ lowering was made with (one, or a data set's samples), in order."""
 
 from __future__ import annotations
 
+import functools
+import glob
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..spec import ModelSpec
+
+MAX_SUBGRAPHS = 12  # more groups than this at the shallowest useful level: the per-layer table says as much
+
+
+def subgraphs(names: Sequence[str], scope_of: Callable[[str], tuple[str, ...]]
+              ) -> list[tuple[tuple[str, ...], list[str]]]:
+    """The layers grouped by the shallowest level of their name scopes that splits them in two or more
+    (a model's blocks: `/encoder/layer.0/...`, `layer1.0.conv1`), groups of one layer left out (the
+    per-layer table has them); none when the names carry no scope or split too finely."""
+    scopes = {name: scope_of(name) for name in names}
+    for depth in range(1, max((len(s) for s in scopes.values()), default=0) + 1):
+        by_scope: dict[tuple[str, ...], list[str]] = {}
+        for name in names:
+            if len(scopes[name]) >= depth:
+                by_scope.setdefault(scopes[name][:depth], []).append(name)
+        if len(by_scope) > MAX_SUBGRAPHS:
+            return []
+        if len(by_scope) >= 2:
+            return [(scope, members) for scope, members in by_scope.items() if len(members) > 1]
+    return []
+
+
+def onnx_scope(name: str) -> tuple[str, ...]:
+    """`/encoder/layer.0/attention/MatMul` -> ('encoder', 'layer.0', 'attention'): the scopes the
+    PyTorch exporters write into node names; a name without them has none."""
+    parts = name.split("/")
+    return tuple(parts[1:-1]) if name.startswith("/") and len(parts) > 2 else ()
+
+
+def module_by_parameter(model: Any, node_name: str) -> str | None:
+    """The module a node belongs to, read from the parameters it reads: nodes the simplifier made
+    (MatMul + Add -> Gemm), and every node of the dynamo exporter, lose their module scope but still
+    read parameters named after their module, e.g. `bert.encoder.layer.0.output.dense.bias`."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    initializers = {t.name for t in model.graph.initializer}
+    for tensor in node.input:
+        if tensor in initializers and tensor.endswith((".weight", ".bias")):
+            return tensor.rsplit(".", 1)[0]
+    return None
 
 
 class Lowering:
@@ -23,6 +64,7 @@ class Lowering:
     executor: str
     option: str
     prefix = ""  # what the option's values start with
+    scope_separator = "/"  # between the scopes of a layer's name, as the user reads them
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
         """(layer, op type, module) for every layer that can be lowered alone."""
@@ -31,6 +73,33 @@ class Lowering:
     def groups(self) -> list[tuple[str, str, list[str]]]:
         """(exclusion pattern, op type, layers) for groups worth lowering together; none by default."""
         return []
+
+    def scope_of(self, layer: str) -> tuple[str, ...]:
+        """The node's scope where the export left one in its name, else its module's parents (the
+        dynamo exporter names nodes `node_conv2d_3`; its weights still say `convs1.0.weight`)."""
+        module = self.module_of.get(layer)
+        return onnx_scope(layer) or (tuple(module.split(".")[:-1]) if module else ())
+
+    @functools.cached_property
+    def module_of(self) -> dict[str, str | None]:
+        return {name: module for name, _, module in self.candidates()}
+
+    def scope_pattern(self, scope: tuple[str, ...]) -> str:
+        """What the option takes to keep every layer of the subgraph at full precision."""
+        return self.prefix + glob.escape("/" + "/".join(scope) + "/") + "*"
+
+    def subgraphs(self) -> list[tuple[str, str, list[str]]]:
+        """(exclusion pattern, subgraph, layers) for each block of the model its names reveal; the
+        pattern is the subgraph's name where no single pattern selects exactly its layers."""
+        from fnmatch import fnmatchcase
+
+        names = [layer for layer, _, _ in self.candidates()]
+        found = []
+        for scope, members in subgraphs(names, self.scope_of):
+            pattern, label = self.scope_pattern(scope), self.scope_separator.join(scope)
+            exact = [n for n in names if fnmatchcase(self.prefix + n, pattern)] == members
+            found.append((pattern if exact else label, label, members))
+        return found
 
     def input_ranges(self, layer: str) -> dict[str, float]:
         """What the lowered layer's inputs must represent, where that decides its error."""
@@ -77,18 +146,8 @@ class Int8Lowering(Lowering):
         self.quantizations = 0
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
-        return [(name, op_type, self.node_modules.get(name) or self._module_by_parameter(name))
+        return [(name, op_type, self.node_modules.get(name) or module_by_parameter(self.model, name))
                 for name, op_type in self.placement.nodes.items()]
-
-    def _module_by_parameter(self, name: str) -> str | None:
-        """Nodes the simplifier made (MatMul + Add -> Gemm) lose their module scope, but still read
-        parameters named after their module, e.g. `bert.encoder.layer.0.output.dense.bias`."""
-        node = next(n for n in self.model.graph.node if n.name == name)
-        initializers = {t.name for t in self.model.graph.initializer}
-        for tensor in node.input:
-            if tensor in initializers and tensor.endswith((".weight", ".bias")):
-                return tensor.rsplit(".", 1)[0]
-        return None
 
     def groups(self) -> list[tuple[str, str, list[str]]]:
         by_type: dict[str, list[str]] = {}
@@ -130,6 +189,7 @@ class Fp16Lowering(Lowering):
     """PyTorch eager with real half arithmetic, module by module."""
 
     precision, executor, option = "fp16", "torch eager CPU half (real fp16 arithmetic)", "--keep-fp32"
+    scope_separator = "."
 
     def __init__(self, module: Any, spec: ModelSpec, feeds: Sequence[Mapping[str, np.ndarray]], device: str) -> None:
         self.module, self.spec, self.feeds, self.device = module, spec, feeds, device
@@ -138,6 +198,9 @@ class Fp16Lowering(Lowering):
         """Leaf modules that hold parameters: where weights are rounded and most arithmetic happens."""
         return [(name, type(sub).__name__, name) for name, sub in self.module.named_modules()
                 if name and not list(sub.children()) and any(True for _ in sub.parameters(recurse=False))]
+
+    def scope_pattern(self, scope: tuple[str, ...]) -> str:
+        return glob.escape(".".join(scope)) + ".*"
 
     def _run(self, lowered: Any, half_inputs: bool) -> list[dict[str, np.ndarray]]:
         import torch
@@ -188,7 +251,7 @@ class Fp16OnnxLowering(Lowering):
                       if n.name and n.name not in kept and any(i in weights for i in n.input)]
 
     def candidates(self) -> list[tuple[str, str, str | None]]:
-        return [(name, op_type, None) for name, op_type in self.nodes]
+        return [(name, op_type, module_by_parameter(self.model, name)) for name, op_type in self.nodes]
 
     def groups(self) -> list[tuple[str, str, list[str]]]:
         by_type: dict[str, list[str]] = {}

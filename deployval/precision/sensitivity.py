@@ -65,6 +65,7 @@ class LayerSensitivity:
     passed: bool  # whether lowering only this layer still meets the tolerance
     summary: str  # the deciding numbers, e.g. "rel_l2 0.012, argmax 99.8%"
     input_ranges: dict[str, float] = field(default_factory=dict)  # int8: quantized input -> max |x| it covers
+    members: list[str] = field(default_factory=list)  # a group's layers (an op type's, a subgraph's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +91,8 @@ class SensitivityResult:
     reproduce: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    op_types: list[LayerSensitivity] = field(default_factory=list)  # int8: each op type lowered as a group
+    op_types: list[LayerSensitivity] = field(default_factory=list)  # each op type lowered as a group
+    subgraphs: list[LayerSensitivity] = field(default_factory=list)  # each block of the model lowered alone
     dropped: list[str] = field(default_factory=list)  # the search's exclusions the others make redundant
     exclusions: list[Exclusion] = field(default_factory=list)  # what each exclusion of the proposal buys
 
@@ -350,16 +352,29 @@ def analyze(
             with progress.step(f"{precision} one op type at a time: {op_type} ({len(members)} layers)"):
                 trial = timed(lambda members=members: lowering.run_only_many(members),
                               [n for n in names if n not in members], pattern)
-            op_types.append(LayerSensitivity(pattern, op_type, None, trial.score, trial.passed, _summary(trial)))
+            op_types.append(LayerSensitivity(pattern, op_type, None, trial.score, trial.passed, _summary(trial),
+                                             members=list(members)))
         op_types.sort(key=lambda group: -_sortable(group.score))
         if op_types:
             seconds["per_op_type"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        blocks: list[LayerSensitivity] = []
+        for pattern, scope, members in lowering.subgraphs():
+            with progress.step(f"{precision} one subgraph at a time: {scope} ({len(members)} layers)"):
+                trial = timed(lambda members=members: lowering.run_only_many(members),
+                              [n for n in names if n not in members], pattern)
+            blocks.append(LayerSensitivity(pattern, "subgraph", scope, trial.score, trial.passed, _summary(trial),
+                                           members=list(members)))
+        blocks.sort(key=lambda group: -_sortable(group.score))
+        if blocks:
+            seconds["per_subgraph"] = time.perf_counter() - start
 
         result = SensitivityResult(
             model=spec.name, precision=precision, executor=lowering.executor,
             tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
             search=[], proposal=None, option=lowering.option, prefix=lowering.prefix,
-            seconds=seconds, op_types=op_types, notes=notes,
+            seconds=seconds, op_types=op_types, subgraphs=blocks, notes=notes,
             reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
                                   *extra_args]),
         )

@@ -40,6 +40,18 @@ def render_sensitivity(result: dict[str, Any], console: Any | None = None, all_l
     if len(shown) < len(layers):
         console.print(f"[dim]… {len(layers) - len(shown)} more layers in the JSON report (--json)[/]")
 
+    groups = [*(result.get("op_types") or ()), *(result.get("subgraphs") or ())]
+    if groups:
+        table = Table(title=f"op types and subgraphs lowered to {precision} one group at a time", title_justify="left")
+        for column in ("group", "what", "alone", "effect at the outputs"):
+            table.add_column(column, overflow="fold")
+        for group in groups:
+            alone = "pass" if group["passed"] else "fail"
+            kind = f"subgraph {group['module']}" if group["op_type"] == "subgraph" else f"every {group['op_type']}"
+            what = f"{kind} ({len(group.get('members') or ())} layers)"
+            table.add_row(escape(group["layer"]), what, f"[{STATUS_STYLES[alone]}]{alone}[/]", group["summary"])
+        console.print(table)
+
     if result["search"]:
         search = Table(title=f"keeping the most sensitive layers at fp32 ({result['option']})", title_justify="left")
         for column in ("kept", "verdict", "worst rel_l2", "first failure"):
