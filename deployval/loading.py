@@ -11,8 +11,12 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
 import pickle
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,18 +47,21 @@ def seeded_rngs(seed: int) -> Iterator[None]:
 
 
 def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..., Any]:
-    """'pkg.module:function' (or a callable) -> the callable, with one-line errors."""
+    """'pkg.module:function', 'path/to/file.py:function' (or a callable) -> the callable, with one-line
+    errors. A module is looked for where Python looks, then in the working directory, as `python -m`
+    would: the command-line entry point does not put it on the import path."""
     if callable(target):
         return target
-    module_name, sep, attr = str(target).partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"{what} '{target}' is not of the form pkg.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise UsageError(f"{what} '{target}': cannot import '{module_name}' ({first_line(exc)})") from None
-    except Exception as exc:
-        raise UsageError(f"{what} '{target}': importing '{module_name}' raised {first_line(exc)}") from None
+    text = str(target)
+    if FILE_TARGET.match(text):
+        file_name, _, attr = text.rpartition(":")
+        module = import_file(Path(file_name), f"{what} '{target}'")
+        module_name = Path(file_name).name
+    else:
+        module_name, sep, attr = text.partition(":")
+        if not sep or not module_name or not attr:
+            raise UsageError(f"{what} '{target}' is not of the form pkg.module:function or path/to/file.py:function")
+        module = _import_module(module_name, f"{what} '{target}'")
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -63,6 +70,58 @@ def resolve_callable(target: str | Callable[..., Any], what: str) -> Callable[..
     if not callable(obj):
         raise UsageError(f"{what} '{target}' is not callable")
     return obj
+
+
+FILE_TARGET = re.compile(r"^(?P<file>.+\.py):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+def _import_module(module_name: str, context: str) -> Any:
+    try:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            cwd = os.getcwd()
+            if not (module_name == missing or module_name.startswith(missing + ".")) or cwd in sys.path:
+                raise  # a module the user's module imports, or nowhere else to look
+            sys.path.insert(0, cwd)  # retry from the working directory
+            importlib.invalidate_caches()
+            return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"{context}: cannot import '{module_name}' ({first_line(exc)}; looked on the "
+                         "import path and in the working directory)") from None
+    except Exception as exc:
+        raise UsageError(f"{context}: importing '{module_name}' raised {first_line(exc)}") from None
+
+
+def import_file(path: Path, context: str) -> Any:
+    """A Python file as a module named after it (Polygraphy's `--model-script file.py:func`), its folder
+    on the import path so that it can import its neighbours and a child process can import it too."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise UsageError(f"{context}: file not found: '{path}'")
+    path = path.resolve()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+    name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path:
+        return loaded
+    if loaded is not None:  # another module has the name: load this file under one of its own
+        name = f"deployval_file_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{context}: cannot load '{path}' as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise UsageError(f"{context}: running '{path}' raised {first_line(exc)}") from None
+    return module
 
 
 def build_module(spec: ModelSpec, trust_checkpoint: bool = False, seed: int = 0) -> Any:

@@ -1,8 +1,9 @@
 """MODEL argument -> ModelSpec: a zoo name, a `deployval.models` entry point, `pkg.module:factory`,
-a TorchScript file or an ONNX file."""
+`path/to/file.py:factory`, a TorchScript file or an ONNX file."""
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 from .arguments import InputShapeArg
 from .errors import UsageError, first_line
+from .loading import FILE_TARGET
 from .spec import InputSpec, ModelSpec, format_shape
 from .zoo import ZOO
 
@@ -63,13 +65,20 @@ def resolve_model(
             # A registered spec declares its inputs: the file's arrays are checked against them (names,
             # rank, dtype, shapes the network takes) when they are loaded, and then define the run.
             spec = apply_shapes(spec, input_shapes)
+    elif FILE_TARGET.match(model):
+        file_name, _, function = model.rpartition(":")
+        script = Path(file_name).expanduser()
+        if not script.is_file():
+            raise UsageError(f"model '{model}': file not found: '{file_name}'")
+        # Absolute, so that an isolated row or a Ray worker started elsewhere finds the same file.
+        spec = ModelSpec(name=f"{script.stem}:{function}", kind="module", factory=f"{script.resolve()}:{function}",
+                         inputs=inputs_from_args(model, input_shapes))
     elif _FACTORY_RE.match(model) and not Path(model).exists():
         spec = ModelSpec(name=model, kind="module", factory=model, inputs=inputs_from_args(model, input_shapes))
     else:
         path = Path(model)
         if not path.exists():
-            hint = "a registered name (see `deployval models`), pkg.module:factory, or an existing .onnx/.pt file"
-            raise UsageError(f"unknown model '{model}': not {hint}")
+            raise UsageError(_not_found(model, entries))
         if path.is_dir():
             raise UsageError(f"model '{model}' is a directory; give a .onnx or TorchScript file")
         kind = sniff_model_file(path)
@@ -90,6 +99,18 @@ def resolve_model(
                              "tensors only (give them with --inputs)")
         spec = replace(spec, arguments={**spec.arguments, **arguments})
     return spec
+
+
+def _not_found(model: str, entries: Mapping[str, Any]) -> str:
+    """A path that is not there says so; a name that is not registered says what is, and the closest."""
+    if model.lower().endswith((".onnx", ".pt2", *TORCHSCRIPT_SUFFIXES)) or os.sep in model or model.startswith("."):
+        return f"file not found: '{model}'"
+    import difflib
+
+    close = difflib.get_close_matches(model, list(entries), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"unknown model '{model}': {hint}give a registered name (see `deployval models`), pkg.module:factory, "
+            "path/to/file.py:factory, or an existing .onnx or TorchScript file")
 
 
 def resolve_submodules(parent: ModelSpec, names: Sequence[str], input_shapes: Sequence[InputShapeArg] = (),
