@@ -9,17 +9,23 @@ from typing import Annotated
 
 import typer
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+BACKENDS_PANEL, INPUTS_PANEL = "Backends and precisions", "Model and inputs"  # as the groups name them
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.", rich_help_panel=BACKENDS_PANEL)]
 BackendsOpt = Annotated[str | None, typer.Option(
     "--backends", "-b", help="Comma-separated backends (see `deployval backends`) [default: torch,torchscript,ort; "
-                             "for an ONNX file: ort].", show_default=False)]
-PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).")]
-SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.")]
+                             "for an ONNX file: ort].", show_default=False, rich_help_panel=BACKENDS_PANEL)]
+PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).",
+                                            rich_help_panel=BACKENDS_PANEL)]
+SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.",
+                                                    rich_help_panel=INPUTS_PANEL)]
 SaveOutputsOpt = Annotated[Path | None, typer.Option(
-    "--save-outputs", help="Write the reference's outputs (.npz, golden outputs) for a later --expected.")]
+    "--save-outputs", help="Write the reference's outputs (.npz, golden outputs) for a later --expected.",
+    rich_help_panel=INPUTS_PANEL)]
 ExpectedOpt = Annotated[Path | None, typer.Option(
     "--expected", help="Golden outputs (.npz, one array per output, e.g. from --save-outputs): judge every row "
-                       "against them; for an ONNX or TorchScript file in place of the reference run.")]
+                       "against them; for an ONNX or TorchScript file in place of the reference run.",
+    rich_help_panel=INPUTS_PANEL)]
 
 TargetPrecisionOpt = Annotated[str, typer.Option(
     "--precision", "-p", help="int8 (Q/DQ on ONNX Runtime) or fp16 (torch half): the precision to analyse.")]

@@ -248,6 +248,28 @@ def test_help_is_fast_and_imports_no_heavy_library():
     assert not {"torch", "numpy", "onnx", "onnxruntime"} & imported
 
 
+@pytest.mark.parametrize("command", ["compare", "validate", "precision", "export", "debug", "models", "backends",
+                                     "report merge", "report diff"])
+def test_every_commands_help_groups_its_options_names_its_values_and_shows_examples(cli, command):
+    result = cli(*command.split(), "--help")
+    assert result.code == 0
+    text = result.out
+    assert "<list[" not in text and "<str>" not in text and "<int>" not in text and "{" not in text.splitlines()[0]
+    assert "\nOptions:\n" not in text  # one flat list is what the panels replace
+    examples = text.split("Examples:\n", 1)[1].split("\n")
+    assert examples[0].strip().startswith(f"deployval {command}")
+
+
+def test_compare_help_shows_its_panels_in_the_order_a_user_needs_them(cli):
+    text = cli("compare", "--help").out
+    panels = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert panels == ["Arguments", "Model and inputs", "Backends and precisions", "Tolerances and task checks",
+                      "int8 and fp16", "Timing", "Data sets", "Reports", "Cache and isolation", "Compare options"]
+    inputs = text.split("Model and inputs:")[1].split("Backends and precisions:")[0]
+    assert "--input-shape NAME=SHAPE[:DTYPE]" in inputs and "--expected FILE.npz" in inputs
+    assert "--dataset DIR" in text.split("Data sets:")[1]
+
+
 def test_tolerance_option_replaces_the_models_bounds_for_every_row(cli, tmp_path):
     report_path = tmp_path / "r.json"
     result = cli("compare", "convs", "--backends", "ort", "--tolerance", "rel_l2=1e-9", "--json", report_path, "-q")

@@ -20,6 +20,7 @@ from .common import set_argv
 from .compare import compare_command
 from .debug import debug_command
 from .export import export_command
+from .helptext import HelpfulCommand, examples
 from .models import backends_command, models_command
 from .precision import precision_command
 from .report import report_app
@@ -51,14 +52,34 @@ def _root(
     """Does the deployed model still compute what the PyTorch model computes, and how fast?"""
 
 
-app.command("compare")(compare_command)
-app.command("validate")(validate_command)
+EXAMPLES = {
+    "compare": examples(
+        "deployval compare convs",
+        "deployval compare fine_organs --backends torch,ort --precisions fp32,fp16 --json report.json",
+        "deployval compare mypkg.models:build_net --input-shape x=1x3x224x224 --checkpoint weights.pt",
+        "deployval compare net.py:build_net --input-shape x=1x3x224x224 --isolate",
+        "deployval compare model.onnx -p fp32,fp16,int8 --calibration samples/",
+        "deployval compare convs --dataset samples/ --worst 5 --html report.html"),
+    "validate": examples(
+        "deployval validate fine_organs --json fine_organs.json --junit fine_organs.junit.xml",
+        "deployval validate --all --manifest release.toml --json release.json"),
+    "precision": examples(
+        "deployval precision convs --precision int8",
+        "deployval precision model.onnx --precision fp16 --json sensitivity.json",
+        "deployval precision convs --sweep --bits 2-8 --plot sweep.png"),
+    "export": examples("deployval export convs --out artifacts/",
+                       "deployval export model.ts --input-shape x=1x3x224x224 --out artifacts/ --kinds onnx"),
+    "models": examples("deployval models"),
+    "backends": examples("deployval backends"),
+    "debug": examples("deployval debug convs --backend ort --precision fp16 --html layers.html",
+                      "deployval debug model.onnx --backend ort --precision int8 --json layers.json"),
+}
+
+for name, command in (("compare", compare_command), ("validate", validate_command), ("precision", precision_command),
+                      ("export", export_command), ("models", models_command), ("backends", backends_command),
+                      ("debug", debug_command)):
+    app.command(name, cls=HelpfulCommand, epilog=EXAMPLES[name])(command)
 app.add_typer(report_app, name="report")
-app.command("precision")(precision_command)
-app.command("export")(export_command)
-app.command("models")(models_command)
-app.command("backends")(backends_command)
-app.command("debug")(debug_command)
 
 
 def _click_exceptions() -> Any:

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, get_origin, get_type_hints
 
 from typer.models import ParameterInfo
 
@@ -29,6 +29,7 @@ class Group:
     to the run: `settings()` are RunConfig keyword arguments."""
 
     omitted: frozenset[str] = dataclasses.field(default=frozenset(), kw_only=True, repr=False)
+    panel: ClassVar[str] = ""  # the help section its options are listed under (helptext.py)
 
     def offers(self, name: str) -> bool:
         return name not in self.omitted
@@ -49,6 +50,9 @@ def _parameters(cls: type[Group]) -> tuple[inspect.Parameter, ...]:
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if get_origin(hint) is Annotated and any(isinstance(m, ParameterInfo) for m in hint.__metadata__):
+            for info in hint.__metadata__:
+                if isinstance(info, ParameterInfo) and cls.panel and not info.rich_help_panel:
+                    info.rich_help_panel = cls.panel
             default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
             params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint))
     return tuple(params)

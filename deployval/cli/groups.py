@@ -21,6 +21,8 @@ from .grouping import Group
 class ModelInputs(Group):
     """The model and what defines its inputs; a command that runs or exports a model takes it."""
 
+    panel = "Model and inputs"
+
     model: Annotated[str, typer.Argument(
         help="A registered model (see `deployval models`), pkg.module:factory, a TorchScript file or an ONNX file.",
         show_default=False, metavar="MODEL")]
@@ -116,6 +118,8 @@ class ModelInputs(Group):
 
 @dataclass(frozen=True)
 class Tolerances(Group):
+    panel = "Tolerances and task checks"
+
     atol: Annotated[float | None, typer.Option(
         "--atol", help="Elementwise absolute tolerance for every output.")] = None
     rtol: Annotated[float | None, typer.Option(
@@ -155,6 +159,8 @@ class Tolerances(Group):
 
 @dataclass(frozen=True)
 class Timing(Group):
+    panel = "Timing"
+
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up runs; the correctness run is the first.")] = 1
     iterations: Annotated[int | None, typer.Option(
         "--iterations", help="Timed runs (default: as many as fit in --time-budget, at least one).")] = None
@@ -173,6 +179,8 @@ class Timing(Group):
 
 @dataclass(frozen=True)
 class Export(Group):
+    panel = "Backends and precisions"
+
     exporter: Annotated[str | None, typer.Option("--exporter", help="dynamo (default) or legacy.")] = None
 
     def settings(self) -> dict[str, Any]:
@@ -186,6 +194,8 @@ class Export(Group):
 @dataclass(frozen=True)
 class Quantization(Group):
     """int8 calibration and what stays out of int8 (and in fp32 for fp16)."""
+
+    panel = "int8 and fp16"
 
     calibration: Annotated[Path | None, typer.Option(
         "--calibration", help="Directory of samples to calibrate int8 with: .npy/.npz/.pt files, or images for one "
@@ -227,6 +237,8 @@ class Quantization(Group):
 class BackendSettings(Group):
     """The backends' own settings: the dedicated TensorRT flags and `--backend-option NAME.FIELD=VALUE`."""
 
+    panel = "Backends and precisions"
+
     keep_int64: Annotated[bool, typer.Option(
         "--keep-int64", help="Build TensorRT engines from the ONNX as is, without the int64 -> int32 pass.")] = False
     trt_workspace: Annotated[int | None, typer.Option(
@@ -261,6 +273,8 @@ class BackendSettings(Group):
 
 @dataclass(frozen=True)
 class Isolation(Group):
+    panel = "Cache and isolation"
+
     isolate: Annotated[bool | None, typer.Option(
         "--isolate/--no-isolate", help="Run each backend in its own process, so a crash or hang costs only its row "
                                        "[default: TensorRT backends, or all when --timeout is set].")] = None
@@ -277,6 +291,8 @@ BATCH_COPIES = 4  # --batch-invariance: copies of the input in one batch
 @dataclass(frozen=True)
 class DataSet(Group):
     """Judge every row over a directory of samples instead of one input."""
+
+    panel = "Data sets"
 
     dataset: Annotated[Path | None, typer.Option(
         "--dataset", help="A directory of samples, one per file: .npy/.npz/.pt (as --inputs) or images (with "
@@ -439,6 +455,8 @@ def _share(option: str, text: str) -> float:
 
 @dataclass(frozen=True)
 class ReportFiles(Group):
+    panel = "Reports"
+
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None
     junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")] = None
@@ -465,6 +483,8 @@ class ReportFiles(Group):
 
 @dataclass(frozen=True)
 class Cache(Group):
+    panel = "Cache and isolation"
+
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", help="Artifact cache (default: $DEPLOYVAL_CACHE_DIR or ~/.cache/deployval).")] = None
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every artifact afresh and keep none.")] = False
@@ -475,6 +495,8 @@ class Cache(Group):
 
 @dataclass(frozen=True)
 class Display(Group):
+    panel = "Reports"
+
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False
 
     def progress(self) -> Any:

@@ -10,12 +10,14 @@ import typer
 from .common import ReportWriteError
 from .grouping import Omit, grouped
 from .groups import ReportFiles
+from .helptext import HelpfulCommand, examples
 from .validate import write_suite
 
 report_app = typer.Typer(help="Work with JSON reports.", no_args_is_help=True, rich_markup_mode=None)
 
 
-@report_app.command("merge")
+@report_app.command("merge", cls=HelpfulCommand, epilog=examples(
+    "deployval report merge shard-*.json --json release.json"))
 @grouped
 def report_merge_command(
     reports: Annotated[list[Path], typer.Argument(help="JSON reports (shards of validate --all, or compare/validate).",
@@ -53,7 +55,8 @@ def report_merge_command(
     raise typer.Exit(int(suite["summary"]["exit_code"]))
 
 
-@report_app.command("diff")
+@report_app.command("diff", cls=HelpfulCommand, epilog=examples(
+    "deployval report diff last-release.json this-release.json --markdown diff.md"))
 @grouped
 def report_diff_command(
     baseline: Annotated[Path, typer.Argument(help="The last release's JSON report (compare, validate or a suite).",
