@@ -17,7 +17,7 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
 from deployval.arguments import parse_input_shape
-from deployval.debug.model_explorer import node_ids, series_paths
+from deployval.debug.model_explorer import STATUS_CODES, node_ids, series_paths
 from deployval.debug.run import run_debug
 from deployval.export.onnx_io import run_onnxruntime
 from deployval.registry import resolve_model
@@ -152,13 +152,21 @@ def test_model_explorer_node_data_carries_the_report_numbers(conv_stack):
     assert report.model_explorer["first_divergent_node"] == node
     for series in data.values():  # GraphNodeData: results by node id, colour rules
         assert set(series) >= {"results", "thresholds", "gradient"} and set(series["results"]) <= set(producer.values())
-    assert data["status"]["results"][node]["value"] == "first divergent"
+    # Model Explorer types a value float | int: the status is a code, coloured by one threshold per code
+    assert data["status"]["results"][node]["value"] == STATUS_CODES["first divergent"]
+    assert [t["value"] for t in data["status"]["thresholds"]] == sorted(STATUS_CODES.values())
+    # features.4 (ChannelAffine) is two nodes, Mul and Add: both carry its numbers, not only the last
+    affine = [n.name for n in artifact.graph.node if n.op_type in ("Mul", "Add")]
+    assert len(affine) == 2 and node in affine
+    for name in affine:
+        assert data["status"]["results"][name]["value"] == STATUS_CODES["first divergent"]
+        assert data["rel_l2"]["results"][name]["value"] == pytest.approx(first.metrics["rel_l2"])
     assert data["rel_l2"]["results"][node]["value"] == pytest.approx(first.metrics["rel_l2"])
     assert data["max_abs"]["results"][node]["value"] == pytest.approx(first.metrics["max_abs"])
     assert data["own_rel_l2"]["results"][node]["value"] == pytest.approx(first.own["metrics"]["rel_l2"])
     assert data["new_share"]["results"][node]["value"] == pytest.approx(first.new_share)
     before = producer[report.layer("features.2").tensor]
-    assert data["status"]["results"][before]["value"] == "pass"
+    assert data["status"]["results"][before]["value"] == STATUS_CODES["pass"]
 
 
 def test_node_ids_follow_the_onnx_adapter_naming():

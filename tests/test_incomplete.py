@@ -186,8 +186,8 @@ def test_merge_of_a_reference_only_partial_report_is_incomplete(cli, tmp_path, r
     assert last_line(result.out) == "INCOMPLETE (1 models; incomplete: convs: the run did not finish) exit code 3"
     assert data["summary"]["verdict"] == "INCOMPLETE" and data["summary"]["incomplete"] == (
         "convs: the run did not finish")
-    root = ET.parse(tmp_path / "m.xml").getroot()
-    assert root.get("errors") == "1" and root.find(".//testcase[@name='complete']/error") is not None
+    root = ET.parse(tmp_path / "m.xml").getroot()  # <testsuites> has no counts in the Ant schema
+    assert sum(int(s.get("errors")) for s in root) == 1 and root.find(".//testcase[@name='complete']/error") is not None
 
 
 def test_merge_never_trusts_a_stored_summary(cli, tmp_path, real):
@@ -229,7 +229,7 @@ def test_merge_of_one_shard_alone_is_incomplete_unless_allowed(cli, tmp_path, sh
     result, data = merged(cli, tmp_path, shards["s2"], shards["s1"], options=("--junit", tmp_path / "all.xml"))
     assert result.code == 0 and data["shards"] == ["1/2", "2/2"] and data["missing_shards"] == []
     assert data["manifest"] == json.loads(shards["s1"].read_text())["manifest"]
-    assert ET.parse(tmp_path / "all.xml").getroot().get("errors") == "0"
+    assert sum(int(s.get("errors")) for s in ET.parse(tmp_path / "all.xml").getroot()) == 0
 
 
 def test_merging_the_merge_of_missing_shards_with_the_rest_completes_it(cli, tmp_path, shards):

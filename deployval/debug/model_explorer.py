@@ -9,6 +9,13 @@ dataclass fields, None dropped): `{"results": {NODE_KEY: {"value": V, "bgColor"?
 [{"value", "bgColor"}], "gradient": [{"stop", "bgColor"}], ...}`. A file without graph ids as keys
 applies to the graph on screen (the UI's node_data_provider_extension_service.ts,
 getNodeDataProviderData). One file is one series (one "run" in the UI), so each quantity gets a file.
+`NodeDataResult.value` is typed float | int (checked when the dataclasses are built from JSON with dacite,
+as the package does): the status is therefore a code (STATUS_CODES), coloured by one threshold per code
+(a value <= a threshold's takes its colour); ThresholdItem has no label, so the code -> words key is the
+series' `name` and the report's `status_codes`.
+
+Every node of a layer gets the layer's values (layer_nodes: the report keeps a layer's tensor, not its
+nodes, so they are found again in the artifact); a node in several layers gets the innermost one's.
 
 NODE_KEY is the node id the ONNX adapter gives (github.com/justinchuby/model-explorer-onnx,
 src/model_explorer_onnx/main.py, create_node: `id=onnx_node.name`). Unnamed nodes are named first by
@@ -34,8 +41,11 @@ if TYPE_CHECKING:
 # decade bands: an error of 1e-7 and one of 1e-1 must not get the same colour (a linear gradient would)
 DECADES = [(1e-6, "#e8f5e9"), (1e-4, "#c8e6c9"), (1e-3, "#fff59d"), (1e-2, "#ffcc80"), (1e-1, "#ff8a65"),
            (1e300, "#e53935")]
+# Model Explorer types a node's value float | int (NodeDataResult.value): the status is a code
+STATUS_CODES = {"pass": 0, "diverges": 1, "first divergent": 2, "error is new here": 3}
 STATUS_COLORS = {"pass": "#c8e6c9", "diverges": "#ff8a65", "first divergent": "#b71c1c",
                  "error is new here": "#6a1b9a"}
+STATUS_LEGEND = "status: " + ", ".join(f"{code} = {status}" for status, code in STATUS_CODES.items())
 SERIES = ("status", "rel_l2", "max_abs", "own_rel_l2", "new_share")
 
 
@@ -74,49 +84,104 @@ def _status(row: LayerResult, report: DebugReport) -> str:
     return "diverges" if row.status == FAIL else "pass"
 
 
-def node_values(report: DebugReport, model: ModelProto) -> dict[str, dict[str, Any]]:
-    """Per node id of the artifact, the compared row whose tensor the node produces: the first in
-    execution order (a container shares its last child's tensor), unless a later one is the first
-    divergent layer or where the error is new."""
-    producer = {out: node_id for node, node_id in zip(model.graph.node, node_ids(model.graph)) for out in node.output}
-    chosen: dict[str, LayerResult] = {}
+def _compared(row: LayerResult) -> bool:
+    return row.status in (PASS, FAIL) and bool(row.metrics)
+
+
+def layer_nodes(report: DebugReport, model: ModelProto) -> dict[str, list[int]]:
+    """Per compared layer (label), the indices of the artifact's main-graph nodes that compute it.
+
+    The report keeps a layer's output tensor, not its nodes, so they are found again in the artifact:
+    walking back from the layer's tensor to the tensors of the layers around it (any other row's
+    tensor except those of the layer's own descendants), graph inputs and initializers. That walk also
+    takes in functional code feeding the layer (attention's own code before `proj`), so it is cut to
+    the size of the layer's own-error region (`own["region_nodes"]`, measured on this very artifact)
+    by keeping the nodes nearest the output in graph order; a slice so taken always holds every node's
+    path to the output. Without that count, only nodes of the layer's op types connected to its
+    output node are kept (an optimized artifact renames ops, so this keeps at least the output node).
+    """
+    from .graph import node_inputs
+
+    nodes = list(model.graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    found: dict[str, list[int]] = {}
     for row in report.layers:
-        node_id = producer.get(row.tensor or "")
-        if node_id is None or row.status not in (PASS, FAIL) or not row.metrics:
+        start = producer.get(row.tensor or "")
+        if start is None or not _compared(row):
             continue
-        held = chosen.get(node_id)
-        if held is None or (_status(row, report) in ("first divergent", "error is new here")
-                            and _status(held, report) != "first divergent"):
-            chosen[node_id] = row
+        stop = {other.tensor for other in report.layers
+                if other.tensor and other.tensor != row.tensor and other is not row
+                and row.label not in other.ancestors}
+        ops = set(row.ops)
+        count = row.own.get("region_nodes") if row.own and "metrics" in row.own else None
+        walk: set[int] = set()
+        pending = [start]
+        while pending:
+            index = pending.pop()
+            if index in walk:
+                continue
+            if count is None and index != start and nodes[index].op_type not in ops:
+                continue
+            walk.add(index)
+            pending.extend(producer[name] for name in node_inputs(nodes[index])
+                           if name in producer and name not in stop)
+        if isinstance(count, int) and 0 < count < len(walk):
+            # a node without inputs (Constant) may sit anywhere before its use: rank it by its first reader
+            readers: dict[int, int] = {}
+            for index in walk:
+                for name in node_inputs(nodes[index]):
+                    if name in producer:
+                        readers[producer[name]] = min(readers.get(producer[name], index), index)
+            ranked = sorted(walk, key=lambda i: (readers.get(i, i) - 0.5) if not node_inputs(nodes[i]) else i)
+            walk = set(ranked[-count:])
+        found[row.label] = sorted(walk)
+    return found
+
+
+def node_values(report: DebugReport, model: ModelProto) -> dict[str, dict[str, Any]]:
+    """Per node id of the artifact (as Model Explorer's ONNX adapter names it), the numbers of the
+    innermost compared layer the node belongs to: every node of a layer carries the layer's values
+    (rows come children first, so a container keeps only its own code's nodes)."""
+    ids = node_ids(model.graph)
+    rows = {row.label: row for row in report.layers}
+    chosen: dict[int, LayerResult] = {}
+    for label, indices in layer_nodes(report, model).items():
+        for index in indices:
+            chosen.setdefault(index, rows[label])
     values: dict[str, dict[str, Any]] = {}
-    for node_id, row in chosen.items():
-        entry: dict[str, Any] = {"layer": row.label, "status": _status(row, report),
+    for index in sorted(chosen):
+        row = chosen[index]
+        status = _status(row, report)
+        entry: dict[str, Any] = {"layer": row.label, "status": status, "status_code": STATUS_CODES[status],
                                  "rel_l2": row.metrics.get("rel_l2"), "max_abs": row.metrics.get("max_abs")}
         if row.own and "metrics" in row.own:
             entry["own_rel_l2"] = row.own["metrics"].get("rel_l2")
         if row.new_share is not None:
             entry["new_share"] = row.new_share
-        values[node_id] = entry
+        values[ids[index]] = entry
     return values
 
 
 def _finite(value: Any) -> bool:
     import math
 
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def graph_node_data(values: dict[str, dict[str, Any]], series: str) -> dict[str, Any]:
-    """One series as Model Explorer's GraphNodeData JSON object."""
-    if series == "status":
-        results = {k: {"value": v["status"], "bgColor": STATUS_COLORS[v["status"]]} for k, v in values.items()}
-        return {"results": results, "thresholds": [], "gradient": [], "hideInAggregatedStatsTable": False,
-                "hideInChildrenStatsTable": False, "showExpandedSummaryOnGroupNode": True,
-                "showLabelCountColumnsInChildrenStatsTable": True}
-    results = {k: {"value": v[series]} for k, v in values.items() if _finite(v.get(series))}
-    data: dict[str, Any] = {"results": results, "thresholds": [], "gradient": [], "hideInAggregatedStatsTable": False,
+    """One series as Model Explorer's GraphNodeData JSON object (`value` is typed float | int there,
+    so the status is its code, coloured by `thresholds`; the code -> words legend is in `name`)."""
+    data: dict[str, Any] = {"results": {}, "thresholds": [], "gradient": [], "hideInAggregatedStatsTable": False,
                             "hideInChildrenStatsTable": False, "showExpandedSummaryOnGroupNode": False,
                             "showLabelCountColumnsInChildrenStatsTable": False}
+    if series == "status":
+        data["name"] = STATUS_LEGEND
+        data["results"] = {k: {"value": v["status_code"]} for k, v in values.items()}
+        # a value <= threshold takes its colour: one threshold per code
+        data["thresholds"] = [{"value": code, "bgColor": STATUS_COLORS[s]} for s, code in STATUS_CODES.items()]
+        data["hideAggregatedStats"] = ["sum", "avg"]  # min/max of codes mean something (max = worst), not these
+        return data
+    data["results"] = {k: {"value": v[series]} for k, v in values.items() if _finite(v.get(series))}
     if series == "new_share":  # 0..1: white (inherited) to purple (all new)
         data["gradient"] = [{"stop": 0, "bgColor": "#ffffff"}, {"stop": 1, "bgColor": "#6a1b9a"}]
     else:
@@ -137,8 +202,13 @@ def write_node_data(report: DebugReport, model: ModelProto, path: Path) -> dict[
     paths = series_paths(Path(path))
     for series, target in paths.items():
         atomic_write_text(target, json.dumps(graph_node_data(values, series), indent=1, allow_nan=False))
-    first = next((k for k, v in values.items() if v["status"] == "first divergent"), None)
-    return {"files": {s: str(p) for s, p in paths.items()}, "nodes": len(values), "first_divergent_node": first,
+    ids = node_ids(model.graph)
+    producer = {out: node_id for node, node_id in zip(model.graph.node, ids) for out in node.output if out}
+    first_row = next((row for row in report.layers if row.label == report.first_divergent), None)
+    first = producer.get(first_row.tensor or "") if first_row is not None else None
+    return {"files": {s: str(p) for s, p in paths.items()}, "nodes": len(values),
+            "layers": len({v["layer"] for v in values.values()}),
+            "first_divergent_node": first if first in values else None, "status_codes": dict(STATUS_CODES),
             "artifact": report.artifact.get("path")}
 
 
