@@ -54,6 +54,7 @@ class DatasetOptions:
     ray: bool = False  # judge the samples on Ray (distributed.py)
     ray_address: str | None = None  # join this cluster; None: start a local one
     workers: int = 2  # actors in the pool (one per GPU on CUDA)
+    ray_logs: bool = False  # -v: Ray's own INFO lines, progress logs and C++ warnings on stderr
     allow_nonfinite: bool = False  # --allow-nonfinite: a sample's NaN/Inf reference is masked, not a failure
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import pickle
 import sys
@@ -63,29 +64,54 @@ class JudgePlan:
     replica: Any = None
 
 
-def start(address: str | None, workers: int) -> tuple[Any, bool]:
+def start(address: str | None, workers: int, logs: bool = False) -> tuple[Any, bool]:
     """Connect to the cluster at `address` ('auto' for the one `ray start` made), or start a local one
-    (no dashboard); with whether this call did, and so must shut it down (`Verdicts`)."""
+    (no dashboard); with whether this call did, and so must shut it down (`Verdicts`). Without `logs`,
+    Ray keeps to errors: its INFO lines, Ray Data's progress logs and its C++ warnings would bury the
+    run's own lines on stderr."""
     try:
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'deployval[ray]'") from None
+    if not logs:
+        quiet_ray()
     if ray.is_initialized():  # the caller's (the Python API's user) to shut down
         return ray, False
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # factories importable on the workers
+    if not logs:
+        env["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    level = logging.INFO if logs else logging.ERROR
     try:
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level=level)
         else:
             # The actors take one CPU each; reading the files needs one more, or the read never runs.
             ray.init(num_cpus=max(workers + 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": env})
+                     runtime_env={"env_vars": env}, logging_level=level)
     except Exception as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         with contextlib.suppress(Exception):
             ray.shutdown()  # whatever the failed start left running
         raise UsageError(f"cannot start {where}: {first_line(exc)}") from None
+    if not logs:
+        quiet_ray()
     return ray, True
+
+
+def quiet_ray() -> None:
+    """Ray's and Ray Data's loggers to errors only, and no progress output (it logs a progress table every
+    few seconds when stderr is not a terminal); the C++ side reads RAY_BACKEND_LOG_LEVEL at start-up."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data", "ray._private", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.suppress(Exception):
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        if hasattr(context, "enable_operator_progress_bars"):
+            context.enable_operator_progress_bars = False
 
 
 class Verdicts:
@@ -260,7 +286,7 @@ def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[
         raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")
     spec, config = session.spec, session.config
     with progress.step("starting Ray" if not dataset.ray_address else f"joining Ray at {dataset.ray_address}"):
-        ray, started = start(dataset.ray_address, dataset.workers)
+        ray, started = start(dataset.ray_address, dataset.workers, dataset.ray_logs)
     try:  # Ray is shut down if what follows fails
         with progress.step("shipping the artifacts to Ray (once, by content hash)"):
             row_plans, files = plan_rows(ray, [(result.label, type(runner), runner.precision, runner.artifact,

@@ -188,6 +188,10 @@ def test_a_ray_run_leaves_no_ray_process_behind(tmp_path):
                            "--json", str(report)], capture_output=True, text=True, timeout=DEADLINE_S, cwd=work,
                           env=_own_cluster_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # Ray keeps to errors without -v: no INFO lines, progress tables or C++ warnings on stderr
+    noise = [line for line in proc.stderr.splitlines() if any(word in line for word in (" INFO ", "WARNING",
+                                                                                         "core_worker", "Progress"))]
+    assert noise == [], noise
     unusable = json.loads(report.read_text())["analysis"]["dataset"]["unusable"]
     assert unusable == [{"sample": "s9.npy", "reason": f"a symbolic link to '{tmp_path / 'gone.npy'}', which does "
                                                       "not exist"}]

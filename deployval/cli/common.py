@@ -4,6 +4,7 @@ reports. What the options mean to the run is the option groups' (groups.py). Lig
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from collections.abc import Sequence
@@ -75,6 +76,8 @@ def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[
     from ..pipeline import compare as run_compare
     from ..report.console import render
 
+    if dataset is not None and display.verbose:
+        dataset = dataclasses.replace(dataset, ray_logs=True)
     report = run_compare(
         spec, backends, precisions, config, inputs=src.inputs, save_inputs=save_inputs,
         allow_nonfinite_inputs=src.allow_nonfinite_inputs, trust_checkpoint=src.trust_checkpoint,

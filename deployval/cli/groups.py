@@ -498,6 +498,9 @@ class Display(Group):
     panel = "Reports"
 
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Let the libraries speak too: Ray's own INFO lines, progress logs and warnings "
+                                "(quiet by default).")] = False
 
     def progress(self) -> Any:
         from ..progress import Progress
