@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,12 +45,32 @@ def quiet_libraries(*logger_names: str) -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), native_stdout_discarded():
             warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_stdout_discarded() -> Iterator[None]:
+    """What native code writes to file descriptor 1 goes nowhere meanwhile: torch's legacy ONNX exporter
+    prints its whole TorchScript IR graph (hundreds of lines) from C++ when an export fails, before the
+    report's table. Where descriptor 1 cannot be reassigned, nothing changes."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _umask() -> int:

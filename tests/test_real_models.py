@@ -250,3 +250,24 @@ def test_ocr_files_read_the_drawn_text():
     for seed, line in enumerate(more.TEXT_LINES):
         read = more.ctc_greedy(recognizer.run(None, more.ocr_rec_inputs(line, seed=seed))[0][0], characters)
         assert line in read, (read, line)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("silero_vad") is None, reason="silero_vad is not installed "
+                    "(make install installs requirements/models.txt)")
+def test_a_failed_legacy_export_prints_no_ir_dump_and_names_the_legacy_exporter(tmp_path):
+    """The legacy exporter fails on Silero VAD's TorchScript (bitwise Not) and dumps its IR graph from C++
+    on descriptor 1: stdout holds the table only, and the step says which exporter ran."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    chunk = tmp_path / "chunk.npy"
+    np.save(chunk, (np.random.default_rng(0).standard_normal((1, 512)) * 0.1).astype(np.float32))
+    proc = subprocess.run([sys.executable, "-m", "deployval", "compare", str(real_models.silero_jit()), "--inputs",
+                           str(chunk), "--arg", "sr=16000", "--backends", "torch,ort", "--iterations", "1",
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Torch IR graph" not in proc.stdout and "graph(" not in proc.stdout
+    assert len(proc.stdout.splitlines()) < 40, proc.stdout[:2000]
+    assert "✗ ONNX export (legacy)" in proc.stderr and "ONNX export (dynamo)" not in proc.stderr

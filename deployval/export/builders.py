@@ -133,7 +133,8 @@ def onnx_raw(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Given |
         if step.details.get("fallback_reason"):
             step.reason = f"fell back to the legacy exporter: {step.details['fallback_reason']}"
 
-    return Plan(run, f"ONNX export ({store.exporter})")
+    # A TorchScript file exports with the legacy exporter whatever was asked (export_onnx says why)
+    return Plan(run, f"ONNX export ({'legacy' if store.spec.kind == 'torchscript' else store.exporter})")
 
 
 def onnx(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
