@@ -123,6 +123,8 @@ def compare(
         session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
         gate=list(gate) if gate is not None else None,
     )
+    if save_inputs is not None:
+        report.analysis["saved_inputs"] = str(save_inputs)
     report.analysis["judge"] = {"mode": config.judging,
                                 "task": config.task_check.text if config.task_check is not None else None}
     if on_progress is not None:

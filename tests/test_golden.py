@@ -36,6 +36,15 @@ def test_saved_outputs_are_the_reference_outputs_with_their_inputs_digest(golden
     assert json.loads(str(saved[INPUTS_KEY]))["sha256"] == session.inputs_digest
 
 
+def test_the_console_says_where_the_inputs_and_outputs_went(cli, tmp_path):
+    inputs, outputs = tmp_path / "in.npz", tmp_path / "gold.npz"
+    result = cli("compare", "convs", "--backends", "torch", "--save-inputs", inputs, "--save-outputs", outputs, "-q")
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())
+    assert f"inputs saved to {inputs} (replay with --inputs)" in text
+    assert f"reference outputs saved to {outputs} (judge later with --expected {outputs})" in text
+
+
 def test_round_trip_judges_every_row_including_torch(cli, golden, tmp_path):
     out = tmp_path / "r.json"
     result = cli("compare", "convs", "--backends", "torch,ort", "--inputs", golden / "in.npz",

@@ -183,7 +183,7 @@ def test_merge_of_a_reference_only_partial_report_is_incomplete(cli, tmp_path, r
     result, data = merged(cli, tmp_path, write(tmp_path, "p.json", cut_short(real, 1)), options=("--junit",
                                                                                                  tmp_path / "m.xml"))
     assert result.code == 3, result.out
-    assert last_line(result.out) == "INCOMPLETE (1 models; incomplete: convs: the run did not finish) exit code 3"
+    assert last_line(result.out) == "INCOMPLETE (1 model; incomplete: convs: the run did not finish) exit code 3"
     assert data["summary"]["verdict"] == "INCOMPLETE" and data["summary"]["incomplete"] == (
         "convs: the run did not finish")
     root = ET.parse(tmp_path / "m.xml").getroot()  # <testsuites> has no counts in the Ant schema

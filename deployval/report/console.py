@@ -133,6 +133,11 @@ def render(report: Report, console: Any | None = None) -> None:
     failing = [r for r in report.results if r.status in ("fail", "error") and r.reproduce]
     for result in failing:
         console.print(f"[dim]reproduce {result.label}: {result.reproduce}[/]")
+    if report.analysis.get("saved_inputs"):
+        console.print(f"inputs saved to {escape(report.analysis['saved_inputs'])} (replay with --inputs)")
+    if report.analysis.get("saved_outputs"):
+        path = report.analysis["saved_outputs"]
+        console.print(f"reference outputs saved to {escape(path)} (judge later with --expected {escape(path)})")
     verdict = report.judged()
     style = "green" if verdict.exit_code == 0 else "red"
     summary = ", ".join(f"{v} {k}" for k, v in row_counts([r.status for r in report.results]).items())
@@ -235,7 +240,8 @@ def render_suite(suite: dict[str, Any], console: Any | None = None) -> None:
     missing = summary.get("missing_shards")
     allowed = f"; shards {', '.join(missing)} missing, allowed" if summary.get("missing_shards_allowed") else ""
     why = f"; incomplete: {summary['incomplete']}" if summary.get("incomplete") else ""
-    console.print(f"[{style}]{summary['verdict']}[/] ({summary['models']} models{escape(allowed + why)}) "
+    models = f"{summary['models']} model{'' if summary['models'] == 1 else 's'}"
+    console.print(f"[{style}]{summary['verdict']}[/] ({models}{escape(allowed + why)}) "
                   f"exit code {summary['exit_code']}", soft_wrap=True)
 
 

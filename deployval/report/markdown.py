@@ -85,7 +85,8 @@ def suite_markdown(suite: Mapping[str, Any], reports: Sequence[Mapping[str, Any]
     lines = [
         f"## deployval release gate — {summary['verdict']} (exit {summary['exit_code']})",
         "",
-        f"{summary['models']} models; checks: " + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()),
+        f"{summary['models']} model{'' if summary['models'] == 1 else 's'}; checks: "
+        + ", ".join(f"{v} {k}" for k, v in summary["counts"].items()),
         "",
         *([f"**Incomplete:** {summary['incomplete']}.", ""] if summary.get("incomplete") else []),
         *([f"Shards missing (allowed): {', '.join(summary['missing_shards'])}.", ""]
