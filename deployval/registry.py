@@ -176,6 +176,10 @@ def apply_shapes(spec: ModelSpec, args: Sequence[InputShapeArg]) -> ModelSpec:
         name = _input_name(spec, arg)
         if arg.dtype and arg.dtype != spec.input(name).dtype:
             raise UsageError(f"input '{name}' of '{spec.name}' is {spec.input(name).dtype}, not {arg.dtype}")
+        declared = spec.input(name).shape
+        if len(arg.shape) != len(declared):  # said now, not by the reference run's RuntimeError
+            raise UsageError(f"--input-shape {name}={format_shape(arg.shape)}: '{spec.name}' takes a rank-"
+                             f"{len(declared)} input ({format_shape(declared)}), not rank {len(arg.shape)}")
         shapes[name] = arg.shape
     return spec.with_input_shapes(shapes)
 

@@ -260,6 +260,20 @@ def test_every_commands_help_groups_its_options_names_its_values_and_shows_examp
     assert examples[0].strip().startswith(f"deployval {command}")
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("--onnxrt", "No such option: --onnxrt (see"),  # click alone offered --worst
+    ("--jsn", "No such option: --jsn (did you mean --json?)"),
+])
+def test_an_unknown_option_suggests_only_options_that_look_like_it(cli, option, message):
+    assert_one_line_error(cli("compare", "convs", option, "x"), 2, message)
+
+
+def test_a_shape_of_the_wrong_rank_is_refused_before_any_work(cli):
+    assert_one_line_error(cli("compare", "fine_organs", "--input-shape", "input=1x1x96x160"), 2,
+                          "--input-shape input=1x1x96x160: 'fine_organs' takes a rank-5 input (1x1x96x160x160), "
+                          "not rank 4")
+
+
 def test_compare_help_shows_its_panels_in_the_order_a_user_needs_them(cli):
     text = cli("compare", "--help").out
     panels = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]

@@ -90,6 +90,17 @@ def _click_exceptions() -> Any:
     return exceptions
 
 
+def _usage_message(exc: Any, click_exceptions: Any) -> str:
+    """Click's message, but an unknown option suggests only options that look like it (click offers
+    any with a ratio of 0.6: `--onnxrt` got `--worst`)."""
+    if isinstance(exc, click_exceptions.NoSuchOption):
+        import difflib
+
+        close = difflib.get_close_matches(exc.option_name, exc.possibilities or [], n=3, cutoff=0.8)
+        return f"No such option: {exc.option_name}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
+    return str(exc.format_message())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every error becomes one line on stderr and its exit code, never a traceback."""
     from ..errors import print_error
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except click_exceptions.ClickException as exc:  # bad option, missing argument, wrong type
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        print_error(f"{' '.join(exc.format_message().split())}{hint}")
+        print_error(f"{' '.join(_usage_message(exc, click_exceptions).split())}{hint}")
         return int(ExitCode.USAGE)
     except DeployvalError as exc:
         print_error(exc.one_line())
