@@ -1,8 +1,10 @@
 """The HTML report: one self-contained file (inline CSS, plots as base64 PNG from matplotlib's Agg
 backend, no script, nothing fetched) for a `compare` report or a `debug` report.
 
-* compare: the verdict table (backend x precision x output) and, per output, a histogram of
-  |candidate - reference| on log-spaced bins. The histograms are not in the JSON report; pass them
+* compare: the verdict table (backend x precision x output, with each output's tolerance and the
+  minimum passing one; under each row a line of its own notes: its reason, warnings and reproduction
+  command) and, per output, a histogram of |candidate - reference| on log-spaced bins (a
+  bit-identical output gets a line instead). The histograms are not in the JSON report; pass them
   as `histograms={"ort:fp16:logits": error_histogram(ref, cand), ...}` or put
   `result.details["error_histograms"][output] = error_histogram(ref, cand)` in each result
   (`deployval.stats.error_histogram`; the pipeline fills the latter).
@@ -10,41 +12,138 @@ backend, no script, nothing fetched) for a `compare` report or a `debug` report.
   curve (log scale) with the first divergent layer marked, the per-layer table, and the
   histograms of the final outputs.
 
-Rendered from the JSON form (`to_dict()`), so a saved JSON report renders the same. matplotlib is
-imported only here, and only when there is something to plot; without it the page keeps its tables
-and findings and says that the plots need matplotlib.
+Rendered from the JSON form (`to_dict()`), so a saved JSON report renders the same. Text wraps, so
+the page fits a laptop screen however long a reason or a path is. matplotlib is imported only in
+html_plots.py, and only when there is something to plot; without it the page keeps its tables and
+findings and says that the plots need matplotlib.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
-from .formatting import fmt, judge_text, memory_text, number, task_outcome_text
+from .formatting import fmt, judge_text, mean_column, memory_text, number, status_text, task_outcome_text
+from .html_plots import histogram_has_bars, histogram_png, layer_curve_png, plots_available, pyplot
 
+__all__ = ["histogram_png", "layer_curve_png", "plots_available", "pyplot", "render_html", "write_html"]
+
+# Text cells wrap (long ERROR reasons, paths, commands) and break inside a long token rather than run
+# off the page; only numbers and short labels stay on one line. A table that is still too wide
+# scrolls inside its own box, never the page.
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1400px}
 h1{font-size:1.4em;margin:0 0 4px} h2{font-size:1.15em;margin:28px 0 8px}
+p,li,div{overflow-wrap:anywhere}
 .meta{color:#5b6475;font-size:.9em;margin:2px 0}
 .verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:600;color:#fff}
 .v-PASS{background:#1a7f37}.v-FAIL{background:#cf222e}.v-ERROR,.v-INCOMPLETE{background:#9a6700}
+.wide{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;font-size:.86em;margin:8px 0}
-th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;white-space:nowrap}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td.num,td.key{white-space:nowrap}
 th{background:#f3f4f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.tol{min-width:9em;max-width:22em} .nb{white-space:nowrap}
 tr.fail td{background:#ffebe9} tr.first td{background:#ffd7d5;font-weight:600} tr.muted td{color:#8c959f}
-.s-pass,.s-reference{color:#1a7f37}.s-fail{color:#cf222e;font-weight:600}.s-error{color:#9a6700}
+tr.note td{background:#f8f9fa;font-size:.95em;color:#3d4452;border-top:none}
+tr.note div{margin:1px 0 1px 12px} tr.note code{font-size:.95em}
+tr.result td{border-top:2px solid #afb8c1} td.key a{color:inherit}
+.s-pass,.s-reference{color:#1a7f37}.s-fail{color:#cf222e;font-weight:600}.s-error{color:#9a6700;font-weight:600}
 .s-skipped,.s-unmapped,.s-vanished{color:#8c959f}
 .finding{border-left:4px solid #cf222e;padding:6px 12px;background:#fff8f7;margin:8px 0}
 .ok{border-left:4px solid #1a7f37;padding:6px 12px;background:#f4fbf6;margin:8px 0}
 .plots{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0} figcaption{font-size:.8em;color:#5b6475}
-code{background:#f3f4f6;padding:1px 4px;border-radius:3px}
+img{max-width:100%;height:auto}
+code{background:#f3f4f6;padding:1px 4px;border-radius:3px;overflow-wrap:anywhere}
 """
+
+NO_PLOTS = '<p class="meta">plots need matplotlib, which is not installed (pip install matplotlib)</p>'
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+# *word* in the reports' prose (written for the console and Markdown): emphasis here, not literal
+# asterisks. A '*' inside a formula such as 'atol+rtol*|ref|' has a word character before it and stays.
+_EMPHASIS = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*]+?)(?<=[^\s*])\*(?![\w*])")
+
+
+def _prose(value: Any) -> str:
+    """Escaped text with its *emphasis* as <em>."""
+    return _EMPHASIS.sub(r"<em>\1</em>", _e(value))
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _wide(table: list[str]) -> list[str]:
+    """A table in a box that scrolls by itself if it cannot be narrowed to the page."""
+    return ['<div class="wide">', *table, "</div>"]
+
+
+def cosine_text(value: Any) -> str:
+    """A cosine close to 1 as '1 − 4.24e-07': six decimals would round it to 1.000000, which reads as
+    'identical'. Only an exact 1 shows as '1'."""
+    cosine = number(value)
+    if cosine is None or not math.isfinite(cosine):
+        return fmt(cosine)
+    if cosine == 1.0:
+        return "1"
+    gap = 1.0 - cosine
+    if abs(gap) < 1e-4:
+        return f"1 − {gap:.2e}" if gap > 0 else f"1 + {-gap:.2e}"
+    return f"{cosine:.6f}"
+
+
+def cosine_cell(metrics: Mapping[str, Any]) -> str:
+    """A table's cosine: exactly 1 where every element is equal (max abs 0), whatever the float sum
+    made of it (1 + 2.2e-16 is rounding in the metric, not a difference); else `cosine_text`."""
+    cosine = number(metrics.get("cosine"))
+    if cosine is not None and math.isfinite(cosine) and number(metrics.get("max_abs")) == 0.0:
+        return "1"
+    return cosine_text(cosine)
+
+
+def tolerance_text(output: Mapping[str, Any]) -> str:
+    """The bounds an output was judged by, worded as on the console."""
+    from dataclasses import fields
+
+    from ..spec import Tolerance
+
+    bounds = output.get("tolerance") or {}
+    if "mismatch" in (output.get("metrics") or {}):  # labels and indices: the share that differs
+        return f"mismatch<={fmt(number(bounds.get('mismatch')) or 0.0)}"
+    names = {f.name for f in fields(Tolerance)}
+    return Tolerance(**{k: number(v) for k, v in bounds.items() if k in names}).describe()
+
+
+def min_passing_text(output: Mapping[str, Any]) -> str:
+    """The loosest bound each of the output's tolerances could have been tightened to and still pass
+    (`min_passing_tolerance`, what the console prints as 'would pass at'): only the bounds that judged it."""
+    values = {k: number(v) for k, v in (output.get("min_passing_tolerance") or {}).items()}
+    if not values:
+        return "no tolerance (non-finite values)"
+    bounds = output.get("tolerance") or {}
+    parts = []
+    if "atol" in values and ("atol" in bounds or "rtol" in bounds):
+        parts.append(f"atol={fmt(values['atol'])} at rtol={fmt(values.get('at_rtol') or 0.0)}, "
+                     f"or rtol={fmt(values.get('rtol'))} at atol={fmt(values.get('at_atol') or 0.0)}")
+    for key in ("mean_abs", "p99_abs", "rel_l2", "dice_drop", "topk_drop", "mismatch"):
+        if key in values and (key in bounds or key == "mismatch"):
+            parts.append(f"{key}<={fmt(values[key])}")
+    for key in ("cosine", "argmax_agreement"):
+        if key in values and key in bounds:
+            parts.append(f"{key}>={cosine_text(values[key])}")
+    if not parts:  # judged by bounds it has no minimum for (a task metric): show what there is
+        parts = [f"{k}={fmt(v)}" for k, v in values.items() if not k.startswith("at_")]
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -61,121 +160,6 @@ def _as_histogram(value: Any) -> dict[str, Any] | None:
 
     diff = np.abs(np.asarray(value, dtype=np.float64))  # raw |c - r|
     return error_histogram(np.zeros_like(diff), diff)
-
-
-# ----------------------------------------------------------------------------- plots
-
-
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def histogram_png(hist: Mapping[str, Any], title: str, atol: float | None = None) -> str:
-    plt = pyplot()
-    counts = list(hist.get("counts", []))
-    low, per = float(hist.get("log10_low", -12)), float(hist.get("bins_per_decade", 4))
-    edges = [10 ** (low + i / per) for i in range(len(counts) + 1)]
-    used = [i for i, c in enumerate(counts) if c]
-    figure, axis = plt.subplots(figsize=(4.6, 2.6))
-    if used:
-        first, last = max(used[0] - 1, 0), min(used[-1] + 2, len(counts))
-        lefts, widths = edges[first:last], [edges[i + 1] - edges[i] for i in range(first, last)]
-        axis.bar(lefts, counts[first:last], width=widths, align="edge", color="#4c72b0", edgecolor="white",
-                 linewidth=0.4)
-        axis.set_xscale("log")
-    if atol:
-        axis.axvline(atol, color="#cf222e", linestyle="--", linewidth=1, label=f"atol {atol:g}")
-        axis.legend(fontsize=7, loc="upper left")
-    extra = []
-    if hist.get("below"):
-        extra.append(f"{hist['below']} below 1e{int(low)} (≈0)")
-    if hist.get("nonfinite"):
-        extra.append(f"{hist['nonfinite']} non-finite")
-    axis.set_title(title + (f"  [{', '.join(extra)}]" if extra else ""), fontsize=8)
-    axis.set_xlabel("|candidate − reference|", fontsize=8)
-    axis.set_ylabel("elements", fontsize=8)
-    axis.tick_params(labelsize=7)
-    return _png(figure)
-
-
-def layer_curve_png(layers: list[Mapping[str, Any]], first: str | None, bound: float | None) -> str:
-    """rel L2 (and max abs) per layer in execution order, log scale; the first divergent layer marked."""
-    plt = pyplot()
-    rows = [r for r in layers if r.get("status") in ("pass", "fail") and r.get("kind") != "output"]
-    floor = 1e-12
-
-    def series(key: str, source: str = "metrics") -> list[float]:
-        out = []
-        for r in rows:
-            value = number((r.get(source) or {}).get(key)) if source == "metrics" else number(
-                ((r.get("own") or {}).get("metrics") or {}).get(key))
-            out.append(float("nan") if value is None else (max(value, floor) if math.isfinite(value) else 1e6))
-        return out
-
-    xs = list(range(len(rows)))
-    figure, axis = plt.subplots(figsize=(11, 3.6))
-    axis.plot(xs, series("rel_l2"), marker="o", markersize=3, linewidth=1.2, color="#4c72b0", label="rel L2 (total)")
-    axis.plot(xs, series("max_abs"), marker=".", markersize=3, linewidth=0.8, color="#8c959f", label="max abs")
-    own = series("rel_l2", "own")
-    if any(not math.isnan(v) for v in own):
-        axis.scatter(xs, own, s=14, color="#dd8452", zorder=3, label="rel L2 (own: new at this layer)")
-    failing = [i for i, r in enumerate(rows) if r.get("status") == "fail"]
-    if failing:
-        axis.scatter(failing, [series("rel_l2")[i] for i in failing], s=28, facecolors="none", edgecolors="#cf222e",
-                     zorder=4, label="beyond tolerance")
-    if bound:
-        axis.axhline(bound, color="#cf222e", linestyle=":", linewidth=1, label=f"rel L2 bound {bound:g}")
-    labels = [str(r.get("label")) for r in rows]
-    if first in labels:
-        index = labels.index(first)
-        axis.axvline(index, color="#cf222e", linewidth=1.4)
-        axis.annotate(f"first divergent: {first}", xy=(index, 1), xycoords=("data", "axes fraction"),
-                      xytext=(4, -12), textcoords="offset points", color="#cf222e", fontsize=8)
-    axis.set_yscale("log")
-    step = max(1, len(rows) // 40)
-    ticks = sorted(set(range(0, len(rows), step)) | ({labels.index(first)} if first in labels else set()))
-    axis.set_xticks(ticks)
-    axis.set_xticklabels([labels[i] for i in ticks], rotation=70, ha="right", fontsize=6)
-    axis.set_ylabel("error vs eager", fontsize=8)
-    axis.tick_params(axis="y", labelsize=7)
-    axis.grid(True, which="major", axis="y", alpha=0.3)
-    axis.legend(fontsize=7, loc="lower right", ncol=2)
-    axis.set_title("per-layer error, execution order", fontsize=9)
-    return _png(figure)
-
-
-# ----------------------------------------------------------------------------- html
-
-
-def plots_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
-
-
-NO_PLOTS = '<p class="meta">plots need matplotlib, which is not installed (pip install matplotlib)</p>'
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _img(data: str, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _verdict(data: Mapping[str, Any]) -> tuple[str, Any, str]:
@@ -218,61 +202,129 @@ def _header(data: Mapping[str, Any], title: str) -> list[str]:
     ]
 
 
-def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> list[str]:
-    parts = ["<h2>Verdict</h2>", "<table><tr>"]
-    columns = ("backend", "precision", "status", "output", "max abs", "mean abs", "rel L2", "cosine", "task",
-               "median ms", "memory MB", "reason")
-    parts.append("".join(f"<th>{c}</th>" for c in columns) + "</tr>")
-    plots = []
+COMPARE_COLUMNS = ("backend", "precision", "status", "output", "max abs", "mean abs", "rel L2", "cosine", "task",
+                   "median ms", "memory MB", "tolerance", "min passing tolerance")
+
+
+def _row_id(result: Mapping[str, Any]) -> str:
+    return "row-" + re.sub(r"[^A-Za-z0-9_-]", "-", f"{result.get('backend')}-{result.get('precision')}")
+
+
+def _row_notes(result: Mapping[str, Any]) -> list[str]:
+    """What the console prints under its table, for one row, each line naming the row: why it failed,
+    errored or was skipped, its warnings (the '*' of a row not faithful to its precision), and the
+    command that reruns it alone."""
+    label = f"{result.get('backend')}:{result.get('precision')}"
+    status = str(result.get("status", ""))
+    star = "* " if not result.get("faithful", True) else ""
+    lines = []
+    if result.get("reason") and status != "pass":
+        lines.append(f'<b>{_e(label)}</b> <span class="s-{_e(status)}">{_e(status)}</span>: {_e(result["reason"])}')
+    lines += [f"<b>{_e(label)}</b> {_e(star)}{_prose(w)}" for w in result.get("warnings") or []]
+    if result.get("reproduce") and status not in ("reference", "skipped"):
+        lines.append(f"reproduce <b>{_e(label)}</b>: <code>{_e(result['reproduce'])}</code>")
+    return lines
+
+
+def _output_cells(output: Mapping[str, Any] | None, status: str) -> tuple[list[str], list[str], str]:
+    """An output's number cells, tolerance cells and task text ('-' where the row compared nothing)."""
+    if output is None:
+        return ["-"] * 4, ["-", "-"], "-"
+    m = output.get("metrics") or {}
+    numbers = [fmt(number(m.get("max_abs"))), mean_column(m), fmt(number(m.get("rel_l2"))), cosine_cell(m)]
+    task = output.get("task") or {}
+    task_text = ", ".join(f"{k} {fmt(number(v))}" for k, v in task.items() if not isinstance(v, dict)) or "-"
+    judged = status not in ("reference", "skipped") and (output.get("tolerance") or "mismatch" in m)
+    bounds = [tolerance_text(output), min_passing_text(output)] if judged else ["-", "-"]
+    return numbers, bounds, task_text
+
+
+def _bounds_html(text: str) -> str:
+    """Tolerance text that wraps between bounds, never inside one ('1.00e-' / '03' at the hyphen)."""
+    return " ".join(f'<span class="nb">{_e(word)}</span>' if "=" in word else _e(word) for word in text.split(" "))
+
+
+def _compare_table(data: Mapping[str, Any]) -> list[str]:
+    """The verdict table: a line per output, then a full-width line of the row's own notes."""
+    parts = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in COMPARE_COLUMNS) + "</tr>"]
     for result in data.get("results", []):
-        status = result.get("status", "")
+        status = str(result.get("status", ""))
         latency = result.get("latency") or {}
         median = fmt(number(latency.get("median_ms"))) if latency else "-"
         memory = memory_text((result.get("details") or {}).get("memory"))
-        star = "" if result.get("faithful", True) else "*"
+        notes = _row_notes(result)
+        text = _e(status_text(status, bool(result.get("faithful", True))))
+        if text.endswith("*") and notes:  # links to the row's note that explains the star
+            text = f'<a href="#{_row_id(result)}">{text}</a>'
         outputs = result.get("outputs") or [None]
         for index, output in enumerate(outputs):
-            m = (output or {}).get("metrics", {})
-            task = (output or {}).get("task") or {}
-            task_text = ", ".join(f"{k} {fmt(number(v))}" for k, v in task.items() if not isinstance(v, dict))
-            row_class = "fail" if output is not None and not output.get("passed") and status == "fail" else ""
-            cells = [
-                _e(result.get("backend")) if index == 0 else "", _e(result.get("precision")) if index == 0 else "",
-                f'<span class="s-{_e(status)}">{_e(status.upper())}{star}</span>' if index == 0 else "",
-                _e((output or {}).get("name", "-")),
-            ]
-            numbers = [fmt(number(m.get(k))) for k in ("max_abs", "mean_abs", "rel_l2")]
-            cosine = number(m.get("cosine"))
-            numbers.append("-" if cosine is None else f"{cosine:.6f}")
-            parts.append(f'<tr class="{row_class}">' + "".join(f"<td>{c}</td>" for c in cells)
-                         + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
-                         + f"<td>{_e(task_text or '-')}</td><td class=\"num\">{_e(median if index == 0 else '')}</td>"
-                         + f"<td class=\"num\">{_e(memory if index == 0 else '')}</td>"
-                         + f"<td>{_e(result.get('reason', '') if index == 0 else '')}</td></tr>")
-            if output is None:
-                continue
+            first = index == 0
+            numbers, bounds, task_text = _output_cells(output, status)
+            failed = output is not None and not output.get("passed") and status == "fail"
+            css = " ".join(c for c in ("result" if first else "", "fail" if failed else "") if c)
+            keys = [_e(result.get("backend")) if first else "", _e(result.get("precision")) if first else "",
+                    f'<span class="s-{_e(status)}">{text}</span>' if first else "",
+                    _e((output or {}).get("name", "-"))]
+            cosine = number(((output or {}).get("metrics") or {}).get("cosine"))
+            full = "" if cosine is None else f' title="cosine {cosine!r}"'  # every digit, on hover
+            cells = ("".join(f'<td class="key">{c}</td>' for c in keys)
+                     + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers[:3])
+                     + f'<td class="num"{full}>{_e(numbers[3])}</td><td>{_e(task_text)}</td>'
+                     + f'<td class="num">{_e(median if first else "")}</td><td class="num">'
+                     + f"{_e(memory if first else '')}</td>"
+                     + "".join(f'<td class="tol">{_bounds_html(b)}</td>' for b in bounds))
+            parts.append(f'<tr class="{css}">{cells}</tr>')
+        if notes:
+            parts.append(f'<tr class="note" id="{_row_id(result)}"><td colspan="{len(COMPARE_COLUMNS)}">'
+                         + "".join(f"<div>{line}</div>" for line in notes) + "</td></tr>")
+    parts.append("</table>")
+    return _wide(parts)
+
+
+def _bit_identical(output: Mapping[str, Any], hist: Mapping[str, Any]) -> bool:
+    """Every compared element equal to the reference's (non-finite ones in the same places)."""
+    metrics = output.get("metrics") or {}
+    max_abs = number(metrics.get("max_abs"))
+    return max_abs == 0.0 and not hist.get("nonfinite") and not histogram_has_bars(hist)
+
+
+def _compare_body(data: Mapping[str, Any], histograms: Mapping[str, Any]) -> list[str]:
+    parts = ["<h2>Verdict</h2>", *_compare_table(data)]
+    plots: list[tuple[str, str]] = []
+    plain: list[str] = []  # outputs with nothing to plot, in words
+    for result in data.get("results", []):
+        for output in result.get("outputs") or []:
             key = f"{result.get('backend')}:{result.get('precision')}:{output.get('name')}"
             hist = _as_histogram(histograms.get(key)) or _as_histogram(
                 ((result.get("details") or {}).get("error_histograms") or {}).get(output.get("name")))
-            if hist is not None and plots_available():
+            if hist is None:
+                continue
+            if _bit_identical(output, hist):
+                plain.append(f"<b>{_e(key)}</b>: bit-identical to the reference (every |candidate − reference| "
+                             "is 0), nothing to plot")
+            elif not histogram_has_bars(hist) and not hist.get("nonfinite"):
+                low = number(hist.get("log10_low"))
+                plain.append(f"<b>{_e(key)}</b>: every |candidate − reference| is below "
+                             f"1e{-12 if low is None else int(low)}, nothing to plot")
+            elif plots_available():
                 atol = number((output.get("tolerance") or {}).get("atol"))
                 plots.append((key, histogram_png(hist, key, atol)))
-            elif hist is not None:
+            else:
                 plots.append((key, ""))
-    parts.append("</table>")
-    warnings = [w for r in data.get("results", []) for w in r.get("warnings", [])] + list(data.get("warnings", []))
+    warnings = list(data.get("warnings", []))  # the rows' own warnings are in their notes
     if warnings:
-        parts.append("<ul>" + "".join(f"<li>{_e(w)}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_prose(w)}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
     parts += _fp16_weights(data)
     parts += _slices(data)
     parts.append("<h2>Error distribution per output</h2>")
+    parts += [f'<p class="meta">{line}</p>' for line in plain]
     if plots and not plots_available():
         parts.append(NO_PLOTS)
     elif plots:
         parts.append('<div class="plots">' + "".join(
             f"<figure>{_img(png, 'histogram ' + key)}<figcaption>{_e(key)}</figcaption></figure>" for key, png in plots)
             + "</div>")
-    else:
+    elif not plain:
         parts.append('<p class="meta">no histograms were recorded for this report</p>')
     return parts
 
@@ -283,19 +335,17 @@ def _slices(data: Mapping[str, Any]) -> list[str]:
             if r.get("status") != "reference" for o in r.get("outputs") or [] for s in o.get("slices") or []]
     if not rows:
         return []
-    parts = ["<h2>Errors per slice</h2>", "<table><tr>" + "".join(f"<th>{c}</th>" for c in (
+    parts = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in (
         "row", "output", "slice", "max abs", "mean abs", "rel L2", "cosine", "verdict")) + "</tr>"]
     for label, output, item in rows:
         m = item.get("metrics") or {}
-        numbers = [fmt(number(m.get(k))) for k in ("max_abs", "mean_abs", "rel_l2")]
-        cosine = number(m.get("cosine"))
-        numbers.append("-" if cosine is None else f"{cosine:.6f}")
+        numbers = [fmt(number(m.get(k))) for k in ("max_abs", "mean_abs", "rel_l2")] + [cosine_cell(m)]
         verdict = "pass" if item.get("passed") else "; ".join(item.get("failures") or ["fail"])
         parts.append(f'<tr class="{"" if item.get("passed") else "fail"}">'
                      + "".join(f"<td>{_e(c)}</td>" for c in (label, output, item.get("slice")))
                      + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers) + f"<td>{_e(verdict)}</td></tr>")
     parts.append("</table>")
-    return parts
+    return ["<h2>Errors per slice</h2>", *_wide(parts)]
 
 
 def _fp16_weights(data: Mapping[str, Any]) -> list[str]:
@@ -304,7 +354,7 @@ def _fp16_weights(data: Mapping[str, Any]) -> list[str]:
             for f in (r.get("details") or {}).get("fp16_weights") or []]
     if not rows:
         return []
-    parts = ["<h2>fp16 weight ranges</h2>", "<table><tr>" + "".join(f"<th>{c}</th>" for c in (
+    parts = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in (
         "row", "module", "node", "tensor", "kind", "max |w|", "values", "--keep-fp32")) + "</tr>"]
     for label, f in rows:
         nodes = list(f.get("nodes") or [])
@@ -315,6 +365,70 @@ def _fp16_weights(data: Mapping[str, Any]) -> list[str]:
                  " ".join(f.get("keep_fp32") or []) or "none"]
         parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
+    return ["<h2>fp16 weight ranges</h2>", *_wide(parts)]
+
+
+def _debug_finding(data: Mapping[str, Any]) -> list[str]:
+    """The first divergent layer, where its error is new and the triage verdict, or that none diverges."""
+    layers = data.get("layers", [])
+    first = data.get("first_divergent")
+    if first is None:
+        return ['<div class="ok">No layer exceeds its tolerance.</div>']
+    localized = data.get("localized") or {}
+    triage = data.get("triage") or {}
+    row = next((r for r in layers if r.get("label") == first), {})
+    return ['<div class="finding">'
+            f"<p><b>First divergent layer:</b> <code>{_e(first)}</code> ({_e(row.get('type'))}): "
+            f"{_e('; '.join(row.get('failures', [])[:2]))}</p>"
+            + (f"<p><b>The error is new in:</b> <code>{_e(localized.get('label'))}</code> — "
+               f"{_prose(localized.get('explanation'))}</p>" if localized else "")
+            + (f"<p><b>Triage: {_e(triage.get('verdict'))}</b> — {_prose(triage.get('explanation'))}</p>"
+               if triage else "")
+            + "</div>"]
+
+
+def _debug_table(layers: list[Mapping[str, Any]], first: str | None) -> list[str]:
+    """One line per layer in execution order; names, tensors and notes wrap."""
+    parts = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in (
+        "#", "layer", "type", "ops", "ONNX tensor", "max abs", "mean abs", "rel L2", "cosine", "new", "status",
+        "note")) + "</tr>"]
+    for row in layers:
+        m = row.get("metrics") or {}
+        status = row.get("status", "")
+        css = "first" if row.get("label") == first else ("fail" if status == "fail" else (
+            "muted" if status not in ("pass", "fail") else ""))
+        share = number(row.get("new_share"))
+        own = row.get("own") or {}
+        note = row.get("reason") or own.get("unavailable") or ""
+        ops = row.get("own_ops") or row.get("ops") or []
+        cells = [str(row.get("index")), row.get("label"), row.get("type"),
+                 ",".join(ops[:4]) + ("…" if len(ops) > 4 else ""), row.get("tensor") or "-"]
+        numbers = [fmt(number(m.get("max_abs"))), fmt(number(m.get("mean_abs"))), fmt(number(m.get("rel_l2"))),
+                   cosine_cell(m), "-" if share is None else f"{share:.0%}"]
+        parts.append(f'<tr class="{css}">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                     + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
+                     + f'<td class="s-{_e(status)}">{_e(status)}</td><td>{_prose(note)}</td></tr>')
+    parts.append("</table>")
+    return _wide(parts)
+
+
+def _debug_tail(data: Mapping[str, Any]) -> list[str]:
+    """The --repro and model-explorer outcomes, notes and warnings, as the console prints them."""
+    parts = []
+    repro = data.get("repro")
+    if repro:
+        if repro.get("written"):
+            nodes = f"{repro.get('nodes')} node{'s' if repro.get('nodes') != 1 else ''}"
+            parts.append(f'<p class="meta"><b>repro:</b> {_e(repro.get("directory"))} ({_e(repro.get("layer"))}, '
+                         f'{_e(nodes)}): <code>{_e(repro.get("command"))}</code></p>')
+        else:
+            parts.append(f'<p class="meta"><b>repro:</b> {_prose(repro.get("reason"))}</p>')
+    explorer = data.get("model_explorer")
+    if explorer:
+        parts.append(f'<p class="meta"><b>model explorer:</b> '
+                     f'{_e(explorer.get("open") or explorer.get("reason"))}</p>')
+    parts += [f'<p class="meta">note: {_prose(n)}</p>' for n in data.get("notes", [])]
+    parts += [f'<p class="meta">warning: {_prose(w)}</p>' for w in data.get("warnings", [])]
     return parts
 
 
@@ -323,69 +437,35 @@ def _debug_body(data: Mapping[str, Any]) -> list[str]:
     first = data.get("first_divergent")
     parts = [f'<p class="meta">backend <b>{_e(data.get("backend"))}:{_e(data.get("precision"))}</b> on artifact '
              f'{_e((data.get("artifact") or {}).get("kind"))} — exporter {_e(data.get("exporter"))} — layer map from '
-             f'{_e(data.get("map_source"))} — {_e((data.get("memory") or {}).get("mode"))}</p>']
-    if first is None:
-        parts.append('<div class="ok">No layer exceeds its tolerance.</div>')
-    else:
-        localized = data.get("localized") or {}
-        triage = data.get("triage") or {}
-        row = next((r for r in layers if r.get("label") == first), {})
-        parts.append('<div class="finding">'
-                     f"<p><b>First divergent layer:</b> <code>{_e(first)}</code> ({_e(row.get('type'))}): "
-                     f"{_e('; '.join(row.get('failures', [])[:2]))}</p>"
-                     + (f"<p><b>The error is new in:</b> <code>{_e(localized.get('label'))}</code> — "
-                        f"{_e(localized.get('explanation'))}</p>" if localized else "")
-                     + (f"<p><b>Triage: {_e(triage.get('verdict'))}</b> — {_e(triage.get('explanation'))}</p>"
-                        if triage else "")
-                     + "</div>")
-    bound = None
-    for row in layers:
-        bound = number((row.get("tolerance") or {}).get("rel_l2"))
-        if bound:
-            break
+             f'{_e(data.get("map_source"))} — {_e((data.get("memory") or {}).get("mode"))}</p>',
+             *_debug_finding(data)]
+    bound = next((b for b in (number((r.get("tolerance") or {}).get("rel_l2")) for r in layers) if b), None)
     compared = [r for r in layers if r.get("status") in ("pass", "fail") and r.get("kind") != "output"]
     parts.append("<h2>Per-layer error</h2>")
     if compared and plots_available():
         parts.append(_img(layer_curve_png(layers, first, bound), "per-layer error curve"))
     elif compared:
         parts.append(NO_PLOTS)
-    parts.append(f'<p class="meta">{_e(data.get("new_vs_inherited"))}</p>')
-    parts.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in (
-        "#", "layer", "type", "ops", "ONNX tensor", "max abs", "mean abs", "rel L2", "cosine", "new", "status",
-        "note")) + "</tr>")
+    parts.append(f'<p class="meta">{_prose(data.get("new_vs_inherited"))}</p>')
+    parts += _debug_table(layers, first)
+    plots, plain = [], []
     for row in layers:
-        m = row.get("metrics") or {}
-        status = row.get("status", "")
-        css = "first" if row.get("label") == first else ("fail" if status == "fail" else (
-            "muted" if status not in ("pass", "fail") else ""))
-        share = number(row.get("new_share"))
-        cosine = number(m.get("cosine"))
-        own = row.get("own") or {}
-        note = row.get("reason") or own.get("unavailable") or ""
-        ops = row.get("own_ops") or row.get("ops") or []
-        cells = [str(row.get("index")), row.get("label"), row.get("type"), ",".join(ops[:4]) + ("…" if len(ops) > 4
-                                                                                               else ""),
-                 row.get("tensor") or "-"]
-        numbers = [fmt(number(m.get("max_abs"))), fmt(number(m.get("mean_abs"))), fmt(number(m.get("rel_l2"))),
-                   "-" if cosine is None else f"{cosine:.6f}", "-" if share is None else f"{share:.0%}"]
-        parts.append(f'<tr class="{css}">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
-                     + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
-                     + f'<td class="s-{_e(status)}">{_e(status)}</td><td>{_e(note)}</td></tr>')
-    parts.append("</table>")
-    plots = []
-    for row in layers:
-        if row.get("kind") == "output" and row.get("histogram") and plots_available():
-            atol = number((row.get("tolerance") or {}).get("atol"))
-            key = f"{data.get('backend')}:{data.get('precision')}:{row.get('label')}"
-            plots.append((key, histogram_png(row["histogram"], key, atol)))
-    if plots:
+        hist = row.get("histogram")
+        if row.get("kind") != "output" or not hist:
+            continue
+        key = f"{data.get('backend')}:{data.get('precision')}:{row.get('label')}"
+        if _bit_identical(row, hist):
+            plain.append(f'<p class="meta"><b>{_e(key)}</b>: bit-identical to the reference, nothing to plot</p>')
+        elif histogram_has_bars(hist) and plots_available():
+            plots.append((key, histogram_png(hist, key, number((row.get("tolerance") or {}).get("atol")))))
+    if plots or plain:
         parts.append("<h2>Error distribution per output</h2>")
+        parts += plain
+    if plots:
         parts.append('<div class="plots">' + "".join(
             f"<figure>{_img(png, 'histogram ' + key)}<figcaption>{_e(key)}</figcaption></figure>" for key, png in plots)
             + "</div>")
-    for note in data.get("notes", []) + data.get("warnings", []):
-        parts.append(f'<p class="meta">{_e(note)}</p>')
-    return parts
+    return parts + _debug_tail(data)
 
 
 def render_html(report: Any, histograms: Mapping[str, Any] | None = None) -> str:

@@ -88,7 +88,7 @@ def layer_curve_figure(layers: list[Mapping[str, Any]], first: str | None, bound
 
     xs = list(range(len(rows)))
     total = series("rel_l2")
-    figure, axis = plt.subplots(figsize=(10, 3.6))
+    figure, axis = plt.subplots(figsize=(11.5, 3.8))
     axis.plot(xs, total, marker="o", markersize=3, linewidth=1.2, color="#4c72b0", label="rel L2 (total)")
     axis.plot(xs, series("max_abs"), marker=".", markersize=3, linewidth=0.8, color="#8c959f", label="max abs")
     own = series("rel_l2", "own")
