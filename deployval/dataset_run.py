@@ -185,6 +185,8 @@ def judge_dataset(
                 shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
                 progress.note(f"--labels: {len(unmatched)} id(s) name no sample of the data set: {shown}")
     judged = 1
+    total = len(options.dataset.files()) if options.dataset is not None else len(options.grid or ())
+    of = f" of {total}" if total else ""
     started = time.perf_counter()
     partial = _PartialReport(lambda count: _finish(report, table, options, count, complete=False,
                                                    scores=reference_scores if scorer else None), report, on_progress)
@@ -216,7 +218,7 @@ def judge_dataset(
                 dataset_info["unusable"].append({"sample": sample.name, "reason": sample.fault})
                 progress.note(f"sample {sample.name} left out: {sample.fault}")
                 continue
-            with progress.step(f"sample {judged + 1}: {sample.name}"):
+            with progress.step(f"sample {judged + 1}{of}: {sample.name}"):
                 fault = _judge_sample(sample, reference, table, options, dataset_info, reference_scores, scorer)
             if fault:
                 faults.append(replace(sample, feeds=None, fault=fault))

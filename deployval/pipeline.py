@@ -186,13 +186,14 @@ def compare(
     judge = _simplification_judge(jobs, config, fp16_onnx)
     store.simplify_verified_by_row = judge is not None
     store.traced_module = reference.traced
+    to_run = [job for job in jobs if job.result is None and (reference_result is None or (
+        job.backend, job.precision) != (reference_result.backend, reference_result.precision))]
     try:
         for job in jobs:
-            if job.result is None:
-                if reference_result is not None and (job.backend, job.precision) == (
-                    reference_result.backend, reference_result.precision):
-                    job.result = reference_result
-                else:
+            if job.result is None and job not in to_run:  # the reference's own row
+                job.result = reference_result
+            elif job.result is None:
+                with progress.part(to_run.index(job) + 1, len(to_run)):
                     if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
                         range_findings = fp16_findings.tensor_range_findings(
                             spec, store, feeds, config, report, progress, session.module, fp16_onnx, range_findings,

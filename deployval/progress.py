@@ -38,5 +38,10 @@ class Progress:
     def step(self, description: str) -> Iterator[None]:
         yield
 
+    @contextmanager
+    def part(self, index: int, total: int) -> Iterator[None]:
+        """The steps inside belong to part `index` of `total` (a run's rows): a display numbers them."""
+        yield
+
     def note(self, message: str) -> None:
         pass

@@ -268,6 +268,19 @@ def test_an_unknown_option_suggests_only_options_that_look_like_it(cli, option, 
     assert_one_line_error(cli("compare", "convs", option, "x"), 2, message)
 
 
+def test_progress_numbers_the_rows_and_the_samples(cli, tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    for i in range(3):
+        np.save(data / f"s{i}.npy", np.random.default_rng(i).random((1, 3, 32, 32)).astype(np.float32))
+    result = cli("compare", "convs", "--backends", "torch,torchscript,ort", "--dataset", data, "--iterations", "1")
+    assert result.code == 0, result.err
+    steps = [line for line in result.err.splitlines() if line.startswith("✓")]
+    assert any(line.startswith("✓ row 1 of 2: loading torchscript fp32") for line in steps), steps
+    assert any(line.startswith("✓ row 2 of 2: timing ort fp32") for line in steps), steps
+    assert any(line.startswith("✓ sample 3 of 3: s2.npy") for line in steps), steps
+
+
 def test_a_shape_of_the_wrong_rank_is_refused_before_any_work(cli):
     assert_one_line_error(cli("compare", "fine_organs", "--input-shape", "input=1x1x96x160"), 2,
                           "--input-shape input=1x1x96x160: 'fine_organs' takes a rank-5 input (1x1x96x160x160), "

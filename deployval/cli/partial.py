@@ -51,6 +51,11 @@ class TrackingProgress(Progress):
             yield
         self.reports.activity = outer
 
+    @contextmanager
+    def part(self, index: int, total: int) -> Iterator[None]:
+        with self.inner.part(index, total):
+            yield
+
     def note(self, message: str) -> None:
         self.inner.note(message)
 

@@ -42,14 +42,21 @@ class ConsoleProgress(Progress):
     def __init__(self) -> None:
         self.console = make_console(stderr=True)
         self.interactive = self.console.is_terminal
+        self.where = ""  # "row 2 of 5: " inside a numbered part
 
     @contextmanager
     def step(self, description: str) -> Iterator[None]:
+        description = self.where + description
         start = time.perf_counter()
         ok = False
         try:
-            if self.interactive:
-                with self.console.status(f"{description} …", spinner="dots"):
+            if self.interactive:  # a spinner with the time so far: a long step shows it is alive
+                from rich.progress import Progress as Live
+                from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+                with Live(SpinnerColumn("dots"), TextColumn("{task.description} …"), TimeElapsedColumn(),
+                          console=self.console, transient=True) as live:
+                    live.add_task(description, total=None)
                     yield
             else:
                 yield
@@ -57,6 +64,14 @@ class ConsoleProgress(Progress):
         finally:
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
             self.console.print(f"{mark} {description} [dim]({time.perf_counter() - start:.1f} s)[/]")
+
+    @contextmanager
+    def part(self, index: int, total: int) -> Iterator[None]:
+        outer, self.where = self.where, f"row {index} of {total}: "
+        try:
+            yield
+        finally:
+            self.where = outer
 
     def note(self, message: str) -> None:
         self.console.print(f"[yellow]![/] {message}")
