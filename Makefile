@@ -10,7 +10,7 @@ DEVICE ?= cpu
 REPORTS ?= reports
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow test-gpu validate bench lint clean
+.PHONY: install test test-slow test-gpu trt-api validate bench lint clean
 
 CONSTRAINTS := requirements/constraints.txt
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS)
@@ -32,6 +32,10 @@ test-slow: install
 
 test-gpu: install
 	$(PY) -m pytest -q -m "gpu or tensorrt" $(PYTEST_ARGS)
+
+# deployval's TensorRT backend against the real TensorRT 10 and 11 Python bindings, without a GPU
+trt-api: install
+	$(PY) -m pytest -q tests/test_trt_api.py $(PYTEST_ARGS)
 
 validate: install
 	mkdir -p $(REPORTS)

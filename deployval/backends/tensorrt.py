@@ -154,6 +154,21 @@ def _explain(trt: Any, call: Callable[[], Any]) -> str:
     return f" ({_log_tail()})" if _LOG_LINES else ""
 
 
+def create(trt: Any, factory: Callable[[Any], Any], what: str) -> Any:
+    """A Builder or Runtime. Where TensorRT cannot start (no GPU, a driver or CUDA mismatch), pybind11
+    only says `factory function returned nullptr`: the error carries what TensorRT logged as it failed."""
+    _LOG_LINES.clear()
+    failure: Exception | None = None
+    with _collecting(trt):
+        try:
+            made = factory(trt_logger(trt))
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        raise BackendError(f"TensorRT could not create its {what} ({first_line(failure)}): {_log_tail()}")
+    return made
+
+
 # ---------------------------------------------------------------------------- building
 def _parse(trt: Any, builder: Any, plan: BuildPlan, onnx_path: Path) -> tuple[Any, Any, list[str]]:
     """The network and its parser (which owns the weights: keep it alive until the build is done)."""
@@ -175,15 +190,14 @@ def _shape_inputs(network: Any) -> tuple[str, ...]:
 def probe_shape_inputs(trt: Any, onnx_path: Path, plan: BuildPlan) -> tuple[str, ...]:
     """The inputs the parsed network uses as shape tensors (ITensor.is_shape_tensor is reliable once
     the network is complete). A model that does not parse has none here; the build says why."""
+    builder = create(trt, trt.Builder, "builder")
     with _collecting(trt):
-        builder = trt.Builder(trt_logger(trt))
         network, _parser, errors = _parse(trt, builder, plan, onnx_path)
         return () if errors else _shape_inputs(network)
 
 
-def _build(trt: Any, onnx_path: Path, plan: BuildPlan, profiles: Mapping[str, Profile], workspace_bytes: int,
-           shape_values: Mapping[str, Profile]) -> tuple[Any, str]:
-    builder = trt.Builder(trt_logger(trt))
+def _build(trt: Any, builder: Any, onnx_path: Path, plan: BuildPlan, profiles: Mapping[str, Profile],
+           workspace_bytes: int, shape_values: Mapping[str, Profile]) -> tuple[Any, str]:
     network, _parser, errors = _parse(trt, builder, plan, onnx_path)
     if errors:  # the parser's own errors say it best; without them, the log will
         return None, "TensorRT's ONNX parser refused the model" + (f": {' | '.join(errors[:3])}" if errors[0] else "")
@@ -215,9 +229,10 @@ def _build(trt: Any, onnx_path: Path, plan: BuildPlan, profiles: Mapping[str, Pr
 
 def build_engine(trt: Any, onnx_path: Path, plan: BuildPlan, profiles: Mapping[str, Profile],
                  workspace_bytes: int, shape_values: Mapping[str, Profile] | None = None) -> bytes:
+    builder = create(trt, trt.Builder, "builder")
     _LOG_LINES.clear()
     with _collecting(trt):
-        serialized, problem = _build(trt, onnx_path, plan, profiles, workspace_bytes, shape_values or {})
+        serialized, problem = _build(trt, builder, onnx_path, plan, profiles, workspace_bytes, shape_values or {})
     if serialized is None:
         raise BackendError(problem if "parser refused the model:" in problem else f"{problem}: {_log_tail()}")
     return bytes(serialized)
@@ -351,7 +366,7 @@ class TensorRTRunner(Runner):
         key = engine_cache_key(onnx_digest(self.artifact), trt.__version__, self._gpu, self._plan, self._profiles,
                                self._workspace, shape_values)
         cache = EngineCache(self.options.get("engine_cache_dir"))
-        runtime = trt.Runtime(trt_logger(trt))
+        runtime = create(trt, trt.Runtime, "runtime")
         self.details["engine_key"] = key[:16]
         engine = None
         blob = cache.load(key)
