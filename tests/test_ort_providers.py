@@ -3,10 +3,13 @@ without a GPU (what needs one is in tests/test_gpu.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -242,3 +245,83 @@ def test_ort_cpu_session_takes_fortran_ordered_feeds(tmp_path):
         expected = runner.infer(feeds)
         got = runner.infer({name: np.asfortranarray(value) for name, value in feeds.items()})
     assert all(np.array_equal(got[name], expected[name]) for name in ("y", "z"))
+
+
+# ---------------------------------------------------------------------------- TensorRT where pip puts it
+TENSORRT_LIBS_INIT = """import ctypes, os
+_here = os.path.dirname(__file__)
+for _name in ("libnvinfer.so.10", "libnvonnxparser.so.10"):  # as NVIDIA's wheel does: loaded on import
+    ctypes.CDLL(os.path.join(_here, _name), mode=ctypes.RTLD_GLOBAL)
+"""
+ORT_TRT_PROBE = """import ctypes, json, sys
+from pathlib import Path
+if sys.argv[2] == "import-first":
+    import tensorrt_libs  # noqa: F401
+from deployval.backends.onnxruntime_tensorrt import check_trt_libraries, preload_trt_libraries
+library = Path(sys.argv[1])
+ok, reason = check_trt_libraries(library)
+loaded = preload_trt_libraries(library) if ok else []
+try:
+    ctypes.CDLL("libnvinfer.so.10")  # what the provider's dlopen asks for: by name
+    by_name = True
+except OSError:
+    by_name = False
+print(json.dumps({"ok": ok, "reason": reason, "loaded": loaded, "by_name": by_name}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pip_tensorrt(tmp_path_factory):
+    """TensorRT 10 laid out as pip installs it (site/tensorrt_libs/libnvinfer.so.10, …; stub libraries
+    built with cc), and a provider library that links it as onnxruntime-gpu's does."""
+    import trt_bindings
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc) to build the stub TensorRT libraries")
+    root = tmp_path_factory.mktemp("pip-tensorrt")
+    libs = root / "site" / "tensorrt_libs"
+    libs.mkdir(parents=True)
+    (libs / "__init__.py").write_text(TENSORRT_LIBS_INIT)
+    for source, name in ((trt_bindings.NVINFER, "libnvinfer.so.10"), (trt_bindings.NVONNXPARSER,
+                                                                      "libnvonnxparser.so.10")):
+        (root / f"{name}.c").write_text(source)
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(libs / name), str(root / f"{name}.c"),
+                        f"-Wl,-soname,{name}"], check=True, capture_output=True)
+    (root / "provider.c").write_text("int provider_stub(void) { return 0; }\n")
+    provider = root / "libonnxruntime_providers_tensorrt.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(provider), str(root / "provider.c"), f"-L{libs}",
+                    "-Wl,--no-as-needed", "-l:libnvinfer.so.10", "-l:libnvonnxparser.so.10"], check=True,
+                   capture_output=True)
+    assert ort_trt.tensorrt_libraries(elf_needed(provider)) == ["libnvinfer.so.10", "libnvonnxparser.so.10"]
+    return root, provider
+
+
+def _ort_trt_in_a_fresh_process(root: Path, provider: Path, order: str, with_wheel: bool = True) -> dict:
+    tests = Path(__file__).parent
+    path = [str(root / "site")] if with_wheel else []
+    env = {**{k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"},
+           "PYTHONPATH": os.pathsep.join([*path, str(tests.parent)])}
+    proc = subprocess.run([sys.executable, "-c", ORT_TRT_PROBE, str(provider), order], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_ort_trt_availability_is_the_same_whatever_was_imported_first(pip_tensorrt):
+    """Before: available once `import tensorrt` had loaded the libraries, unavailable in the fresh child that
+    runs the row. Now both processes find the files where pip put them, and the row's process loads them."""
+    root, provider = pip_tensorrt
+    fresh = _ort_trt_in_a_fresh_process(root, provider, "fresh")
+    imported = _ort_trt_in_a_fresh_process(root, provider, "import-first")
+    assert fresh["ok"] and imported["ok"] and fresh["reason"] == imported["reason"] == ""
+    libs = root / "site" / "tensorrt_libs"
+    assert fresh["loaded"] == [str(libs / "libnvinfer.so.10"), str(libs / "libnvonnxparser.so.10")]
+    assert fresh["by_name"]  # the provider's dlopen of libnvinfer.so.10 now succeeds in that process
+
+
+def test_ort_trt_without_the_tensorrt_wheel_says_what_cannot_be_loaded(pip_tensorrt):
+    root, provider = pip_tensorrt
+    found = _ort_trt_in_a_fresh_process(root, provider, "fresh", with_wheel=False)
+    assert not found["ok"] and not found["by_name"]
+    assert "needs libnvinfer.so.10, libnvonnxparser.so.10" in found["reason"]
+    assert "cannot be loaded (TensorRT 10 is not installed, or not on LD_LIBRARY_PATH)" in found["reason"]

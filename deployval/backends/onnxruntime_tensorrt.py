@@ -12,8 +12,11 @@ only NVIDIA_TF32_OVERRIDE=0 for the whole process), so rows say so.
 
 onnxruntime-gpu lists the provider whether or not TensorRT's libraries can be loaded, so
 availability reads which TensorRT libraries the provider library links (its ELF DT_NEEDED
-entries: onnxruntime-gpu 1.31.1 links libnvinfer.so.10 and libnvonnxparser.so.10) and loads those;
-activation checks that the provider is really active.
+entries: onnxruntime-gpu 1.31.1 links libnvinfer.so.10 and libnvonnxparser.so.10) and looks for
+those files where the process running the row loads them from (LD_LIBRARY_PATH, the pip wheel's
+tensorrt_libs folder, the loader's cache): the same answer in every process, whatever it imported.
+That process loads them from there before the session starts (a pip-installed TensorRT is where no
+loader looks), and activation checks that the provider is really active.
 Provider options checked against onnxruntime's tensorrt_execution_provider_info.cc and the Python
 bindings' parser (booleans must read "True"/"False"): device_id, user_compute_stream,
 trt_fp16_enable, trt_int8_enable, trt_int8_use_native_calibration_table, trt_engine_cache_enable,
@@ -22,12 +25,16 @@ trt_engine_cache_path, trt_max_workspace_size.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import importlib.util
 import mmap
 import os
 import re
+import shutil
 import struct
+import subprocess
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,16 +162,64 @@ def tensorrt_libraries(needed: Iterable[str]) -> list[str]:
     return [name for name in needed if TRT_LIBRARY.match(name)]
 
 
-def loadable_libraries(names: Iterable[str]) -> list[str]:
-    """Those of `names` that this process's dynamic loader can load (what the provider's dlopen will find)."""
-    found = []
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        found.append(name)
+SYSTEM_LIBRARY_DIRS = ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib")
+
+
+def library_dirs() -> list[Path]:
+    """Where TensorRT's libraries are looked for, the same in every process whatever it imported: the
+    folders on LD_LIBRARY_PATH, then the `tensorrt_libs` wheel's folder (where pip puts TensorRT; found
+    without importing it, since importing it loads the libraries into this process alone), then the
+    system's. Loading a library by name would answer for this process only: a row runs in a child."""
+    dirs = [Path(p) for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    spec = importlib.util.find_spec("tensorrt_libs")
+    if spec is not None:
+        dirs += [Path(p) for p in spec.submodule_search_locations or ()]
+    return dirs + [Path(p) for p in SYSTEM_LIBRARY_DIRS]
+
+
+@functools.cache
+def _loader_cache() -> dict[str, str]:
+    """soname -> path from the dynamic loader's cache (`ldconfig -p`), where the loader also looks."""
+    ldconfig = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
+    if ldconfig is None:
+        return {}
+    try:
+        listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        name, arrow, path = line.strip().partition(" => ")
+        if arrow:
+            found.setdefault(name.split(" ", 1)[0], path.strip())
     return found
+
+
+def locate_library(name: str) -> str | None:
+    """The file a library name resolves to (library_dirs, then the loader's cache), or None."""
+    for folder in library_dirs():
+        if (folder / name).is_file():
+            return str(folder / name)
+    return _loader_cache().get(name)
+
+
+def loadable_libraries(names: Iterable[str]) -> list[str]:
+    """Those of `names` found where a process running the row will load them from (locate_library)."""
+    return [name for name in names if locate_library(name) is not None]
+
+
+def preload_trt_libraries(library: Path | None) -> list[str]:
+    """Load the TensorRT libraries the provider links, from where they were found, into this process (the
+    one that runs the row): the provider's own dlopen then finds them by name, a pip-installed TensorRT
+    (in tensorrt_libs, where no loader looks) included. Returns the files loaded."""
+    loaded = []
+    for name in sorted(provider_trt_libraries(library)[0], key=lambda n: not n.startswith("libnvinfer.")):
+        path = locate_library(name)
+        if path is not None:
+            with contextlib.suppress(OSError):  # what still fails is the provider's to say
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                loaded.append(path)
+    return loaded
 
 
 def ort_trt_available(required: Sequence[str], loadable: Collection[str], assumed: bool = False) -> tuple[bool, str]:
@@ -184,16 +239,21 @@ def ort_trt_available(required: Sequence[str], loadable: Collection[str], assume
     return False, f"{needs}; {', '.join(missing)} cannot be loaded ({what}not installed, or not on LD_LIBRARY_PATH)"
 
 
-def check_trt_libraries(library: Path | None) -> tuple[bool, str]:
-    """ort_trt_available for this machine: the provider library's TensorRT links, probed with the loader."""
+def provider_trt_libraries(library: Path | None) -> tuple[list[str], bool]:
+    """The TensorRT libraries the provider library links, and whether they were assumed (unreadable)."""
     required: list[str] = []
     if library is not None:
         try:
             required = tensorrt_libraries(elf_needed(library))
         except (OSError, ValueError, struct.error):
             required = []
-    assumed = not required
-    required = required or list(ASSUMED_TRT_LIBRARIES)
+    return (required, False) if required else (list(ASSUMED_TRT_LIBRARIES), True)
+
+
+def check_trt_libraries(library: Path | None) -> tuple[bool, str]:
+    """ort_trt_available for this machine: the provider library's TensorRT links, looked for where the
+    process running the row will load them from."""
+    required, assumed = provider_trt_libraries(library)
     loadable = loadable_libraries(required)
     if len(loadable) < len(required):  # name what the machine has instead
         loadable += loadable_libraries(f"libnvinfer.so.{major}" for major in NVINFER_MAJORS
@@ -251,6 +311,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
         return "" if ok else reason
 
     def provider_list(self) -> list[Any]:
+        self.details["trt_libraries"] = preload_trt_libraries(provider_library())
         cache_dir = self.options.get("engine_cache_dir")
         if cache_dir:
             cache_dir = engine_cache_path(cache_dir, os.environ)
