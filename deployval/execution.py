@@ -161,6 +161,7 @@ def _execute(
     finally:
         peak.__exit__(None, None, None)
         result.details.update(runner.details)
+        result.warnings.extend(runner.warnings)
         result.details["memory"] = {**peak.to_dict(), **artifact_size(artifact),
                                     **{k: v for k, v in runner.details.items() if k.startswith("engine_") and
                                        k.endswith("_bytes")}}

@@ -15,7 +15,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.", rich_he
 BackendsOpt = Annotated[str | None, typer.Option(
     "--backends", "-b", help="Comma-separated backends (see `deployval backends`) [default: torch,torchscript,ort; "
                              "for an ONNX file: ort].", show_default=False, rich_help_panel=BACKENDS_PANEL)]
-PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, int8 (comma-separated).",
+PrecisionsOpt = Annotated[str, typer.Option("--precisions", "-p", help="fp32, fp16, bf16, int8 (comma-separated).",
                                             rich_help_panel=BACKENDS_PANEL)]
 SaveInputsOpt = Annotated[Path | None, typer.Option("--save-inputs", help="Write the inputs used (.npz) for replay.",
                                                     rich_help_panel=INPUTS_PANEL)]

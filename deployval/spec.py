@@ -15,7 +15,7 @@ from typing import Any
 from .errors import UsageError
 from .preprocess import ImagePreprocess
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
@@ -158,9 +158,12 @@ def _g(value: float) -> str:
 # 96x160x160 on ORT), so 1e-3/1e-3 passes with margin and still catches a changed layer. fp16 and
 # int8 are judged by statistics, because single elements near zero drift by design: fp16 measured
 # 3e-4..8e-3 relative L2 and cosine >= 0.99996; int8 with representative calibration 0.016..0.035.
+# bf16 keeps fp32's range with 8 mantissa bits (fp16: 11), so about 8x fp16's error: torch eager bf16
+# measured 4.9e-3 (srcnn), 7.9e-3 (convs), 6.1e-2 relative L2 and cosine 0.99814 (fine_organs 48x80x80).
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "*:fp32": Tolerance(atol=1e-3, rtol=1e-3),
     "*:fp16": Tolerance(rel_l2=1e-2, cosine=0.9999),
+    "*:bf16": Tolerance(rel_l2=8e-2, cosine=0.997),
     "*:int8": Tolerance(rel_l2=0.1, cosine=0.995),
 }
 

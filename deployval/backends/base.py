@@ -70,6 +70,9 @@ class Runner(ABC):
         self.output_names: tuple[str, ...] = artifact.output_names
         # What the report should know about this run (provider used, engine route, cache hit...).
         self.details: dict[str, Any] = {}
+        # What the row must say that its numbers do not (found at activation, e.g. a runtime's default
+        # precision that differs from the row's): the row's warnings.
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ class-level description
     @classmethod
@@ -172,6 +175,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "ort": "deployval.backends.onnxruntime:OnnxRuntimeRunner",
     "trt": "deployval.backends.tensorrt:TensorRTRunner",
     "ort-trt": "deployval.backends.onnxruntime_tensorrt:OnnxRuntimeTensorRTRunner",
+    "openvino": "deployval.backends.openvino:OpenVinoRunner",
 }
 
 _registered: dict[str, type[Runner]] = {}

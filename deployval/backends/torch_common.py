@@ -54,17 +54,23 @@ def torch_available(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def to_tensors(feeds: Mapping[str, Any], names: Sequence[str], device: str, half: bool = False) -> list[Any]:
-    """Feeds in the model's positional order, as tensors on `device` (floats halved if asked)."""
+HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # precision -> the torch dtype of a half-width run
+
+
+def to_tensors(feeds: Mapping[str, Any], names: Sequence[str], device: str, half: bool = False,
+               precision: str = "fp32") -> list[Any]:
+    """Feeds in the model's positional order, as tensors on `device`; floats in the precision's half
+    dtype for fp16 (or `half`) and bf16."""
     import torch
 
+    dtype = HALF_DTYPES.get("fp16" if half else precision)
     tensors = []
     for name in names:
         tensor = torch.from_numpy(feeds[name])
         if device != "cpu":
             tensor = tensor.to(device, non_blocking=True)
-        if half and tensor.is_floating_point():
-            tensor = tensor.half()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(getattr(torch, dtype))
         tensors.append(tensor)
     return tensors
 
@@ -157,7 +163,7 @@ class TorchModuleRunner(Runner):
             self._torch.cuda.empty_cache()
 
     def to_device(self, feeds: Mapping[str, Any]) -> list[Any]:
-        return to_tensors(feeds, self.input_names, self.device, half=self.precision == "fp16")
+        return to_tensors(feeds, self.input_names, self.device, precision=self.precision)
 
     def infer_impl(self, feeds: list[Any]) -> dict[str, Any]:
         with self._torch.inference_mode():

@@ -1,6 +1,7 @@
 """PyTorch eager: the reference at fp32, and a real half-precision run at fp16 (`module.half()`,
 inputs halved, outputs cast back to fp32 for the comparison; modules named by --keep-fp32 stay in
-fp32, as in the fp16 ONNX artifact)."""
+fp32, as in the fp16 ONNX artifact) and at bf16 (`module.to(torch.bfloat16)`: fp32's range with 8
+bits of mantissa, so rounding, never overflow)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from . import torch_common
 
 class TorchEagerRunner(torch_common.TorchModuleRunner):
     name: ClassVar[str] = "torch"
-    description: ClassVar[str] = "PyTorch eager (the reference at fp32); fp16 via module.half()"
-    artifacts: ClassVar[Mapping[str, str]] = {"fp32": MODULE, "fp16": MODULE}
+    description: ClassVar[str] = "PyTorch eager (the reference at fp32); fp16 via module.half(), bf16"
+    artifacts: ClassVar[Mapping[str, str]] = {"fp32": MODULE, "fp16": MODULE, "bf16": MODULE}
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
     @classmethod
@@ -54,6 +55,10 @@ class TorchEagerRunner(torch_common.TorchModuleRunner):
                 module = half_except(module, kept)
             else:
                 module = copy.deepcopy(module).half()  # a copy: the fp32 module stays the reference
+        elif self.precision == "bf16":
+            import torch
+
+            module = copy.deepcopy(module).to(torch.bfloat16)
         elif self.device != "cpu":
             module = copy.deepcopy(module)  # moving the reference's own module would move it for everyone
         return module.to(self.device).eval()

@@ -110,7 +110,7 @@ def debug_command(
     memory_budget: MemoryOpt = None,
     own_errors: OwnOpt = "auto",
     triage: TriageOpt = True,
-    display: Display,
+    display: Annotated[Display, Omit("verbose")],  # -v speaks for Ray, which this command does not start
 ) -> None:
     """Localize a divergence layer by layer: the first divergent layer, where the error is new, and
     whether the export or the runtime is to blame. Exit code 1 when a layer exceeds its tolerance.

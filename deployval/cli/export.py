@@ -23,7 +23,7 @@ def export_command(
     export: Export,
     quant: Quantization,
     cache: Cache,
-    display: Display,
+    display: Annotated[Display, Omit("verbose")],  # -v speaks for Ray, which this command does not start
 ) -> None:
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
     from ..arguments import parse_list

@@ -36,7 +36,7 @@ def precision_command(
     all_layers: AllLayersOpt = False,
     files: Annotated[ReportFiles, Omit("junit", "markdown", "html")],
     cache: Cache,
-    display: Display,
+    display: Annotated[Display, Omit("verbose")],  # -v speaks for Ray, which this command does not start
 ) -> None:
     """Which layers cannot take int8 or fp16: lower one layer at a time, rank them, and propose (and
     verify) the smallest set to keep in fp32. With --sweep: how many bits the weights need."""
