@@ -582,3 +582,23 @@ def check_that_raises(reference: dict, outputs: dict, inputs: dict) -> dict:
 
 def check_without_verdict(reference: dict, outputs: dict, inputs: dict) -> dict:
     return {"agreement": 1.0}
+
+
+class BreaksTheGraph(nn.Module):
+    """A data-dependent branch (`.item()`): torch.compile breaks the graph there and runs that part eagerly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.second = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.first(x)
+        if float(y.sum().item()) > 0:
+            y = torch.relu(y)
+        return self.second(y)
+
+
+def breaks_the_graph() -> nn.Module:
+    torch.manual_seed(0)
+    return BreaksTheGraph().eval()

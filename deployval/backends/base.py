@@ -176,6 +176,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "trt": "deployval.backends.tensorrt:TensorRTRunner",
     "ort-trt": "deployval.backends.onnxruntime_tensorrt:OnnxRuntimeTensorRTRunner",
     "openvino": "deployval.backends.openvino:OpenVinoRunner",
+    "compile": "deployval.backends.torch_compile:TorchCompileRunner",
 }
 
 _registered: dict[str, type[Runner]] = {}
