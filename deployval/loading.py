@@ -124,6 +124,36 @@ def import_file(path: Path, context: str) -> Any:
     return module
 
 
+def load_exported_program(path: str) -> Any:
+    """The module of a torch.export.save archive (`ExportedProgram.module()`), what its reference runs."""
+    torch = timed_import("torch")
+    from .exported import ExportedModule
+
+    try:
+        return ExportedModule(torch.export.load(path).module())
+    except Exception as exc:
+        raise UsageError(f"'{path}' does not load as an ExportedProgram: {first_line(exc)}") from None
+
+
+def exported_program_inputs(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """(name, shape, dtype) of each tensor input of a torch.export.save archive."""
+    torch = timed_import("torch")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UsageError(f"'{path}' does not load as an ExportedProgram: {first_line(exc)}") from None
+    names = list(program.graph_signature.user_inputs)
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    found = []
+    for name in names:
+        value = placeholders[name].meta.get("val") if name in placeholders else None
+        if value is None or not hasattr(value, "shape"):
+            raise UsageError(f"'{path}': input '{name}' is not a tensor of known shape")
+        shape = tuple(int(d) for d in value.shape)  # a symbolic (dynamic) size reads as its hint
+        found.append((name, shape, str(value.dtype).replace("torch.", "")))
+    return found
+
+
 def build_module(spec: ModelSpec, trust_checkpoint: bool = False, seed: int = 0) -> Any:
     """The model as a torch module in eval mode, with the spec's checkpoint loaded. The factory runs with
     Python's, numpy's and torch's global RNGs seeded from `seed` (and restored afterwards): a factory

@@ -84,6 +84,8 @@ def resolve_model(
         kind = sniff_model_file(path)
         if kind == "onnx":
             spec = _onnx_spec(path, input_shapes)
+        elif kind == "exported":
+            spec = _exported_spec(path, input_shapes)
         else:
             spec = ModelSpec(name=path.stem, kind="torchscript", path=str(path),
                              inputs=inputs_from_args(model, input_shapes))
@@ -210,6 +212,37 @@ def inputs_from_args(model: str, args: Sequence[InputShapeArg]) -> tuple[InputSp
     return tuple(specs)
 
 
+def _exported_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
+    """A torch.export.save archive as a module (its ExportedProgram's `module()`, loading.py), its inputs
+    read from the program: names from its signature, shapes and dtypes from its example inputs (or the
+    graph's placeholders); --input-shape may give other shapes of the same rank."""
+    from .loading import exported_program_inputs
+
+    declared = exported_program_inputs(path)
+    given = {(arg.name or (declared[0][0] if len(declared) == 1 else "")): arg for arg in args}
+    unknown = sorted(set(given) - {name for name, _, _ in declared})
+    if unknown:
+        raise UsageError(f"--input-shape names {', '.join(map(repr, unknown))}: the program's inputs are "
+                         f"{', '.join(name for name, _, _ in declared)}")
+    specs = []
+    for name, shape, dtype in declared:
+        arg = given.get(name)
+        if arg is not None and len(arg.shape) != len(shape):
+            raise UsageError(f"--input-shape {name}={format_shape(arg.shape)}: the program takes a rank-{len(shape)} "
+                             f"input ({format_shape(shape)})")
+        low, high = DEFAULT_FLOAT_RANGE if dtype.startswith(("float", "bfloat")) else DEFAULT_INT_RANGE
+        specs.append(InputSpec(name, arg.shape if arg is not None else shape, dtype, low, high))
+    return ModelSpec(name=path.stem, kind="module", factory=exported_factory(path), inputs=tuple(specs))
+
+
+def exported_factory(path: Path) -> Any:
+    import functools
+
+    from .loading import load_exported_program
+
+    return functools.partial(load_exported_program, str(path.resolve()))
+
+
 def apply_ranges(spec: ModelSpec, ranges: Sequence[tuple[str, float, float]]) -> ModelSpec:
     updated = {i.name: i for i in spec.inputs}
     for name, low, high in ranges:
@@ -218,7 +251,8 @@ def apply_ranges(spec: ModelSpec, ranges: Sequence[tuple[str, float, float]]) ->
 
 
 def sniff_model_file(path: Path) -> str:
-    """'onnx' or 'torchscript'; refuses plain torch.save checkpoints and unknown files."""
+    """'onnx', 'torchscript' or 'exported' (a torch.export.save archive); refuses plain torch.save
+    checkpoints, AOTInductor packages and unknown files."""
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
@@ -230,6 +264,12 @@ def sniff_model_file(path: Path) -> str:
             raise UsageError(f"model file '{path}' is unreadable: {first_line(exc)}") from None
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
+        if any("/aotinductor/" in n for n in names):
+            raise UsageError(f"'{path}' is an AOTInductor package (compiled code, no program to take the reference "
+                             "from): give the ExportedProgram it was compiled from (torch.export.save), or the "
+                             "module, and judge the package with --backends export")
+        if any(n.endswith("/models/model.json") for n in names):
+            return "exported"
         raise UsageError(
             f"'{path}' is a torch.save checkpoint, not a TorchScript file: give the model as "
             f"pkg.module:factory with --checkpoint {path}"

@@ -177,6 +177,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "ort-trt": "deployval.backends.onnxruntime_tensorrt:OnnxRuntimeTensorRTRunner",
     "openvino": "deployval.backends.openvino:OpenVinoRunner",
     "compile": "deployval.backends.torch_compile:TorchCompileRunner",
+    "export": "deployval.backends.torch_export:TorchExportRunner",
 }
 
 _registered: dict[str, type[Runner]] = {}

@@ -20,8 +20,13 @@ ONNX_FP16 = "onnx-fp16"  # fp16 weights and compute, fp32 I/O
 ONNX_INT8 = "onnx-int8"  # Q/DQ int8, calibrated
 ONNX_FP16_INT32 = "onnx-fp16-int32"  # the fp16 ONNX after the int64 -> int32 pass
 ONNX_INT8_INT32 = "onnx-int8-int32"  # the Q/DQ ONNX after the int64 -> int32 pass
+PT2 = "pt2"  # torch.export -> AOTInductor package (.pt2), compiled for the run's shapes and device
+PT2_FP16 = "pt2-fp16"  # the same from the module in half precision
+PT2_BF16 = "pt2-bf16"  # the same from the module in bfloat16
+PT2_KINDS = {"fp32": PT2, "fp16": PT2_FP16, "bf16": PT2_BF16}
+ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)  # .onnx files
 ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32,
-                  ONNX_INT8_INT32)
+                  ONNX_INT8_INT32, PT2, PT2_FP16, PT2_BF16)
 
 # The file of each kind in a store's directory (and in `deployval export --out`); `module` has none.
 FILE_NAMES = {
@@ -33,8 +38,11 @@ FILE_NAMES = {
     ONNX_INT8: "model.int8.onnx",
     ONNX_FP16_INT32: "model.fp16.int32.onnx",
     ONNX_INT8_INT32: "model.int8.int32.onnx",
+    PT2: "model.pt2",
+    PT2_FP16: "model.fp16.pt2",
+    PT2_BF16: "model.bf16.pt2",
 }
-DEVICE_KINDS = (TORCHSCRIPT,)  # traced on the device its rows run on
+DEVICE_KINDS = (TORCHSCRIPT, PT2, PT2_FP16, PT2_BF16)  # traced or compiled on the device its rows run on
 # The int64 -> int32 variant of each ONNX artifact, and what it is made from.
 INT32_SOURCES = {ONNX_INT32: ONNX, ONNX_FP16_INT32: ONNX_FP16, ONNX_INT8_INT32: ONNX_INT8}
 

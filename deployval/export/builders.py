@@ -117,6 +117,23 @@ def torchscript(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Give
     return Plan(run, f"TorchScript ({mode})")
 
 
+def aoti_package(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
+    """torch.export -> AOTInductor .pt2 of the module at the kind's precision (export/aoti.py)."""
+    if store.spec.kind != "module":
+        raise UsageError(f"model '{store.spec.name}' is a {store.spec.kind} file: torch.export needs the PyTorch "
+                         "module")
+    from .artifacts import PT2_KINDS
+
+    precision = next(p for p, k in PT2_KINDS.items() if k == kind)
+
+    def run(step: Step, path: Path) -> None:
+        from .aoti import compile_package
+
+        step.details = compile_package(store.module(), store.torch_args(), path, precision, store.config.device)
+
+    return Plan(run, f"torch.export + AOTInductor ({precision})")
+
+
 def onnx_raw(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Given | Plan:
     if store.spec.kind == "onnx":
         return Given(Path(store.spec.path or ""), "the model is an ONNX file")

@@ -45,7 +45,11 @@ from .artifacts import (
     ONNX_INT8,
     ONNX_INT8_INT32,
     ONNX_INT32,
+    ONNX_KINDS,
     ONNX_RAW,
+    PT2,
+    PT2_BF16,
+    PT2_FP16,
     TORCHSCRIPT,
     Artifact,
 )
@@ -79,6 +83,9 @@ BUILDS: dict[str, Build] = {
     ONNX_INT32: Build((ONNX,), builders.int32_of, "int64-to-int32"),
     ONNX_FP16_INT32: Build((ONNX_FP16,), builders.int32_of, "int64-to-int32 (onnx-fp16)"),
     ONNX_INT8_INT32: Build((ONNX_INT8,), builders.int32_of, "int64-to-int32 (onnx-int8)"),
+    PT2: Build((), builders.aoti_package, "aoti"),
+    PT2_FP16: Build((), builders.aoti_package, "aoti (fp16)"),
+    PT2_BF16: Build((), builders.aoti_package, "aoti (bf16)"),
 }
 
 
@@ -381,7 +388,7 @@ class ArtifactStore:
         """What a valid entry of `kind` holds: this key, and for an ONNX artifact the spec's inputs (int32
         where the int64 -> int32 pass made them so)."""
         inputs = None
-        if kind != TORCHSCRIPT:
+        if kind in ONNX_KINDS:
             int32 = kind in INT32_SOURCES
             inputs = tuple((i.name, "int32" if int32 and i.dtype == "int64" else i.dtype, tuple(i.shape))
                            for i in self.spec.inputs)
@@ -413,7 +420,7 @@ class ArtifactStore:
     def _save_meta(self, kind: str, artifact: Artifact, step: Step, extra: Mapping[str, Any] | None = None) -> None:
         if self.config.use_cache:
             signature = None
-            if kind != TORCHSCRIPT:
+            if kind in ONNX_KINDS:
                 try:
                     signature = cache_entry.onnx_signature(self._path(kind))
                 except cache_entry.Damaged:  # then no later run trusts the entry
