@@ -670,3 +670,17 @@ def test_int8_preprocessing_writes_nothing_in_the_working_directory(tmp_path: Pa
                          cache_dir=tmp_path / "cache")  # the whole int8 build, run by the pipeline
     assert {r.precision: r.status for r in report.results}["int8"] in ("pass", "fail")
     assert os.listdir(clean) == []
+
+
+def test_a_machine_without_onnx_simplifier_gets_an_export_error_not_a_crash(monkeypatch):
+    """The lent GPU machine has no onnxsim: the simplify step fails with its reason, as any export does."""
+    import sys
+
+    import onnx
+
+    from deployval.errors import ExportError
+    from deployval.export.simplify import simplify_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxsim", None)  # what `import onnxsim` meets where it is not installed
+    with pytest.raises(ExportError, match="onnx-simplifier is not installed or does not load"):
+        simplify_onnx(onnx.ModelProto())

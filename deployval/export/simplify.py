@@ -42,7 +42,11 @@ def simplify_onnx(model: ModelProto) -> tuple[ModelProto, SimplifyDetails]:
     The pipeline verifies the simplified model on the user's real inputs, which is both
     stricter and cheaper than onnxsim's check on uniform noise. Node counts include subgraphs.
     """
-    import onnxsim
+    try:
+        import onnxsim
+    except ImportError as exc:  # a dependency missing here is the row's reason, not a crash of the run
+        raise ExportError(f"onnx-simplifier is not installed or does not load ({error_line(exc)}): "
+                          "pip install onnxsim") from None
 
     before = _op_counts(model)
     try:
