@@ -30,6 +30,7 @@ def main() -> None:
 
     import torch
 
+    from deployval.arguments import InputShapeArg
     from deployval.export import int8, onnx_io
     from deployval.export.artifacts import ONNX
     from deployval.export.store import ArtifactStore
@@ -37,7 +38,7 @@ def main() -> None:
     from deployval.metrics import error_metrics, task_metrics
     from deployval.precision.synthetic import organ_volumes
     from deployval.registry import resolve_model
-    from deployval.spec import InputShapeArg, RunConfig
+    from deployval.spec import RunConfig
 
     spec = resolve_model("fine_organs", input_shapes=[InputShapeArg("input", (1, 1, *shape))])
     module = build_module(spec)

@@ -6,6 +6,8 @@ through the command line and record the observed exit code and error or verdict 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +21,8 @@ from reliability_corpus import SECTIONS, observed_line, problems, run_case  # no
 
 def observe(case: Case) -> tuple[int, str, bool]:
     """(exit code, the line the table shows, whether the case gave its promised result)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    # a case that builds its input with the CLI (an exported ONNX) prints it; the table is stdout
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         outcome = run_case(case, Path(tmp))
         ok = not problems(case, outcome, Path(tmp))
     line = observed_line(case, outcome)

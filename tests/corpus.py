@@ -121,7 +121,7 @@ X = (1, 3, 32, 32)
 
 CASES: list[Case] = [
     Case("missing-model-file", "a model path that does not exist",
-         lambda t: ["compare", str(t / "nope.onnx")], 2, "unknown model"),
+         lambda t: ["compare", str(t / "nope.onnx")], 2, "file not found: "),
     Case("empty-onnx", "an empty .onnx file", lambda t: ["compare", str(_file(t, "e.onnx", b"")), "-b", "ort"],
          2, "is empty"),
     Case("random-bytes-onnx", "4 KiB of random bytes named .onnx",

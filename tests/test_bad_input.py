@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run_deployval
 
 
 def test_missing_model_file(cli, tmp_path):
-    assert_one_line_error(cli("compare", tmp_path / "nope.onnx"), 2, "unknown model")
+    assert_one_line_error(cli("compare", tmp_path / "nope.onnx"), 2, "file not found: ")
 
 
 def test_unknown_model_name(cli):

@@ -76,7 +76,9 @@ class ModelInputs(Group):
         --trust-checkpoint is the user's to give again."""
         from ..pipeline import Invocation
 
-        sub = ("--submodule", spec.name.split(".", 1)[1]) if self.submodule else ()
+        sub: tuple[str, ...] = ()
+        if self.submodule:  # the attribute path the factory holds: a model named pkg.mod:fn has dots of its own
+            sub = ("--submodule", getattr(spec.factory, "path", None) or spec.name.split(".", 1)[1])
         flags = ("--allow-nonfinite-inputs",) if self.allow_nonfinite_inputs else ()
         return Invocation(self.model, (*sub, *self.args(), *more), (*config.to_args(), *flags))
 
