@@ -48,8 +48,8 @@ def test_a_package_in_the_working_directory_is_found(tmp_path):
 def test_a_python_file_and_its_factory_run_in_this_and_an_isolated_process(cli, tmp_path, monkeypatch):
     """The factory is kept as an absolute path: the isolated row's child finds the same file; the file
     imports its neighbour, as a script beside its helpers does."""
-    (tmp_path / "layers.py").write_text(FACTORY)
-    (tmp_path / "net.py").write_text("from layers import build_net\n")
+    (tmp_path / "sources_layers.py").write_text(FACTORY)  # a name no other test's neighbour has
+    (tmp_path / "net.py").write_text("from sources_layers import build_net\n")
     (tmp_path / "checks.py").write_text(CHECK)
     monkeypatch.chdir(tmp_path)
     report = tmp_path / "r.json"

@@ -300,13 +300,16 @@ def run_command(text: str, cwd: Path, columns: int, cache_dir: Path, monkeypatch
     with monkeypatch.context() as patch:
         patch.chdir(cwd)
         patch.setenv("COLUMNS", str(columns))
-        # as the console script sees it: neither the working directory nor tests/ is on the import path
-        patch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != TESTS])
+        # as the console script sees it: neither the working directory nor tests/ is on the import path,
+        # PYTHONPATH's entries first. One list set and restored whole: monkeypatch.syspath_prepend would
+        # write its copy of this filtered list back into the real sys.path when it undoes.
+        prepended: list[str] = []
         for name, value in env.items():
             patch.setenv(name, value)
             if name == "PYTHONPATH":
-                for entry in reversed(value.split(os.pathsep)):
-                    patch.syspath_prepend(str((cwd / entry).resolve()))
+                prepended += [str((cwd / entry).resolve()) for entry in value.split(os.pathsep)]
+        patch.setattr(sys, "path", [*prepended, *(p for p in sys.path
+                                                  if p not in ("", ".") and Path(p).resolve() != TESTS)])
         capsys.readouterr()
         code = main(argv)
         captured = capsys.readouterr()

@@ -78,7 +78,7 @@ class ModelInputs(Group):
 
         sub: tuple[str, ...] = ()
         if self.submodule:  # the attribute path the factory holds: a model named pkg.mod:fn has dots of its own
-            sub = ("--submodule", getattr(spec.factory, "path", None) or spec.name.split(".", 1)[1])
+            sub = ("--submodule", getattr(getattr(spec, "factory", None), "path", None) or spec.name.split(".", 1)[1])
         flags = ("--allow-nonfinite-inputs",) if self.allow_nonfinite_inputs else ()
         return Invocation(self.model, (*sub, *self.args(), *more), (*config.to_args(), *flags))
 
