@@ -103,6 +103,7 @@ def _peak_rss_mb(data, tmp_path) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default suite stays near 10 minutes
 def test_memory_stays_bounded_by_one_sample(tmp_path):
     """48 samples whose outputs (reference and ORT, 1.7 MB each) would take 170 MB if kept: the peak
     memory of the run is that of a 4-sample run, to within noise."""

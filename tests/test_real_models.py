@@ -100,6 +100,7 @@ def test_minilm_int8_ends_with_a_verified_proposal(cli, tmp_path):
 
 
 @pytest.mark.skipif(_missing(real_models.CORPUS[0]) is not None, reason=str(_missing(real_models.CORPUS[0])))
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default suite stays near 10 minutes
 def test_minilm_int8_repro_fails_on_its_own(cli, tmp_path):
     """`debug --repro` on the trained encoder at int8: the cut holds its Q/DQ nodes, is a few nodes,
     and the written command fails by the int8 bounds alone; judged against ONNX Runtime's own outputs

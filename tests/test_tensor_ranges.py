@@ -180,6 +180,7 @@ def test_array_stats_blocks_match_a_direct_count():
     assert subnormal["fp16"] == np.count_nonzero((magnitude >= 2.0**-24) & (magnitude < 2.0**-14))
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores: the default suite stays near 10 minutes
 def test_module_outputs_come_from_the_reference_hooks_and_match_onnx_runtime(cli, tmp_path):
     """A tensor that is a module's own output is measured by the reference run's hooks, not exposed on
     ONNX Runtime again: same module names and (to float rounding) the same values; tensors inside a
