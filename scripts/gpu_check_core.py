@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # for the annotations only: gpu_check imports this module, never the other way round
-    from gpu_check import Runner
+# A step's `r` is gpu_check.Runner, named here as Runner = Any: gpu_check imports this module, and an
+# import back, even for annotations, would tie the modules in a circle.
+Runner = Any
 
 ROOT = Path(__file__).resolve().parent.parent
 

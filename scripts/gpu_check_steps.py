@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gpu_check_core import CUDA_BACKENDS, FAIL, OPTIONAL_CUDA, PASS, PLANNED, ROOT, SHAPE_GRID, NotRun, Step, first_line
 from gpu_check_wheels import (
@@ -24,8 +24,9 @@ from gpu_check_wheels import (
     wheel_fits,
 )
 
-if TYPE_CHECKING:  # for the annotations only: gpu_check imports this module, never the other way round
-    from gpu_check import Runner
+# A step's `r` is gpu_check.Runner, named here as Runner = Any: gpu_check imports this module, and an
+# import back, even for annotations, would tie the modules in a circle.
+Runner = Any
 
 ENV_SNIPPET = r"""
 import importlib, importlib.metadata, importlib.util, json, platform, sys
