@@ -24,7 +24,10 @@ def observe(case: Case) -> tuple[int, str, bool]:
     # a case that builds its input with the CLI (an exported ONNX) prints it; the table is stdout
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         outcome = run_case(case, Path(tmp))
-        ok = not problems(case, outcome, Path(tmp))
+        found = problems(case, outcome, Path(tmp))
+    for problem in found:  # why the table marks the case: on stderr, beside the table
+        print(f"{case.id}: {problem}", file=sys.stderr)
+    ok = not found
     line = observed_line(case, outcome)
     for tmp_prefix in ("/tmp/tmp",):  # temporary paths differ per run; keep the table stable
         while tmp_prefix in line:
