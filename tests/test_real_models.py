@@ -274,3 +274,37 @@ def test_a_failed_legacy_export_prints_no_ir_dump_and_names_the_legacy_exporter(
     failed = [line for line in proc.stderr.splitlines() if line.startswith("✗")]
     assert any("ONNX export (legacy)" in line for line in failed), failed
     assert "ONNX export (dynamo)" not in proc.stderr
+
+
+def _new_backends_params():
+    from deployval.backends.openvino import OpenVinoRunner
+
+    openvino, why = OpenVinoRunner.available()
+    for name, slow in (("ocr-det", False), ("ocr-rec", False), ("digits", True), ("crepe-tiny", True)):
+        entry = next(e for e in real_models.CORPUS if e.name == name)
+        marks = [pytest.mark.slow] if slow else []
+        reason = _missing(entry) or (None if openvino else why)
+        if reason:
+            marks.append(pytest.mark.skip(reason=reason))
+        yield pytest.param(entry, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("entry", list(_new_backends_params()))
+def test_trained_models_on_openvino_and_torch_compile_at_fp32_and_bf16(entry, tmp_path):
+    """Models no one here wrote: OpenVINO pinned to f32 computes what the reference computes, its bf16 row
+    really runs in bf16 (judged, with the precision it took recorded), and torch.compile matches eager."""
+    from dataclasses import replace
+
+    module = entry.spec().kind == "module"
+    backends = (("torch",) if module else ()) + ("ort", "openvino") + (("compile",) if module else ())
+    report = real_models.run_corpus_model(replace(entry, backends=backends, precisions=("fp32", "bf16")),
+                                          tmp_path).to_dict()
+    rows = {(r["backend"], r["precision"]): r for r in report["results"]}
+    fp32, bf16 = rows[("openvino", "fp32")], rows[("openvino", "bf16")]
+    assert fp32["status"] == "pass" and fp32["details"]["inference_precision"] == "f32", fp32
+    assert fp32["details"]["device_default_precision"] in ("f32", "f16", "bf16")
+    assert bf16["status"] in ("pass", "fail") and bf16["details"]["inference_precision"] == "bf16", bf16
+    assert max(o["metrics"]["rel_l2"] for o in bf16["outputs"]) > 10 * max(
+        o["metrics"]["rel_l2"] for o in fp32["outputs"]), (bf16["outputs"], fp32["outputs"])
+    if module:
+        assert rows[("compile", "fp32")]["status"] == "pass", rows[("compile", "fp32")]
