@@ -8,21 +8,28 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
+PEAK_PROBE = """import json, numpy as np
 from deployval.memory import PeakMemory, rss_bytes
+outside = np.ones(50 << 20, dtype=np.uint8)  # 50 MB before the block: not the block's
+with PeakMemory() as peak:
+    inside = np.ones(200 << 20, dtype=np.uint8)  # touched: resident
+    del inside
+print(json.dumps({**peak.to_dict(), "rss": rss_bytes()}))
+"""
 
 
 def test_peak_memory_sees_what_the_block_allocated_and_only_that():
-    outside = np.ones(50 << 20, dtype=np.uint8)  # 50 MB before the block: not the block's
-    with PeakMemory() as peak:
-        inside = np.ones(200 << 20, dtype=np.uint8)  # touched: resident
-        del inside
-    info = peak.to_dict()
+    """In a fresh interpreter: in this one, pages earlier tests freed are still resident, and the block's
+    allocation may reuse them without the RSS growing by all of it (seen once: 149.6 of 200 MB)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PEAK_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["added_rss_bytes"] >= 150 << 20, info
     assert info["added_rss_bytes"] < 400 << 20, info
-    assert info["peak_rss_bytes"] >= info["added_rss_bytes"] and rss_bytes() is not None
-    del outside
+    assert info["peak_rss_bytes"] >= info["added_rss_bytes"] and info["rss"] is not None
 
 
 def test_rows_record_their_memory_and_artifact_size(cli, tmp_path):
