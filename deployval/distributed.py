@@ -78,8 +78,8 @@ def start(address: str | None, workers: int, logs: bool = False) -> tuple[Any, b
     if ray.is_initialized():  # the caller's (the Python API's user) to shut down
         return ray, False
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # factories importable on the workers
-    if not logs:
-        env["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    if not logs:  # the workers' C++ side too, at the level quiet_ray set (or the user's own)
+        env["RAY_BACKEND_LOG_LEVEL"] = os.environ["RAY_BACKEND_LOG_LEVEL"]
     level = logging.INFO if logs else logging.ERROR
     try:
         if address:

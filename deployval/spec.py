@@ -16,6 +16,7 @@ from .errors import UsageError
 from .preprocess import ImagePreprocess
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # precision -> the dtype a half-width run computes in
 DEVICES = ("cpu", "cuda")
 FLOAT_DTYPES = ("float32", "float16", "float64", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")

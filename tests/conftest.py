@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,26 @@ def assert_one_line_error(result: CliResult, code: int, contains: str) -> None:
     assert len(lines) == 1, result.err
     assert contains in lines[0], lines[0]
     assert "Traceback" not in result.err and "Traceback" not in result.out
+
+
+def unnamed_and_repeated_nodes() -> Any:
+    """An ONNX model whose main graph has unnamed nodes, a name used twice and an If (whose branches
+    Model Explorer's adapter inlines, their unnamed nodes sharing its naming counter): the cases
+    node_ids() must name as the adapter does."""
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    x = h.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    cond = h.make_tensor_value_info("c", TensorProto.BOOL, [])
+    body = h.make_graph([h.make_node("Neg", ["x"], ["n0"]), h.make_node("Abs", ["n0"], ["n1"])], "then", [],
+                        [h.make_tensor_value_info("n1", TensorProto.FLOAT, [2])])
+    other = h.make_graph([h.make_node("Relu", ["x"], ["r0"])], "else", [],
+                         [h.make_tensor_value_info("r0", TensorProto.FLOAT, [2])])
+    graph = h.make_graph([
+        h.make_node("Relu", ["x"], ["a"]),
+        h.make_node("If", ["c"], ["b"], name="branch", then_branch=body, else_branch=other),
+        h.make_node("Abs", ["b"], ["d"], name="same"),
+        h.make_node("Neg", ["d"], ["e"], name="same"),
+        h.make_node("Sigmoid", ["e"], ["y"]),
+    ], "main", [x, cond], [h.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_one_line_error, run_deployval
+from conftest import assert_one_line_error, run_deployval, unnamed_and_repeated_nodes
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
@@ -174,20 +174,7 @@ def test_node_ids_follow_the_onnx_adapter_naming():
     ir = pytest.importorskip("onnx_ir")
     from onnx_ir.passes.common import NameFixPass
 
-    x = h.make_tensor_value_info("x", TensorProto.FLOAT, [2])
-    cond = h.make_tensor_value_info("c", TensorProto.BOOL, [])
-    body = h.make_graph([h.make_node("Neg", ["x"], ["n0"]), h.make_node("Abs", ["n0"], ["n1"])], "then", [],
-                        [h.make_tensor_value_info("n1", TensorProto.FLOAT, [2])])
-    other = h.make_graph([h.make_node("Relu", ["x"], ["r0"])], "else", [],
-                         [h.make_tensor_value_info("r0", TensorProto.FLOAT, [2])])
-    graph = h.make_graph([
-        h.make_node("Relu", ["x"], ["a"]),
-        h.make_node("If", ["c"], ["b"], name="branch", then_branch=body, else_branch=other),
-        h.make_node("Abs", ["b"], ["d"], name="same"),
-        h.make_node("Neg", ["d"], ["e"], name="same"),
-        h.make_node("Sigmoid", ["e"], ["y"]),
-    ], "main", [x, cond], [h.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model = unnamed_and_repeated_nodes()
     fixed = ir.serde.deserialize_model(model)
     NameFixPass()(fixed)
     assert node_ids(model.graph) == [n.name for n in fixed.graph]

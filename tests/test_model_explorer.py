@@ -16,8 +16,7 @@ from typing import Any
 
 import onnx
 import pytest
-from onnx import TensorProto
-from onnx import helper as h
+from conftest import unnamed_and_repeated_nodes
 
 pytest.importorskip("model_explorer")
 pytest.importorskip("model_explorer_onnx")
@@ -137,21 +136,10 @@ def test_every_node_of_a_multi_node_layer_carries_its_values(explored: Explored)
 def test_main_graph_node_ids_are_the_adapters_for_unnamed_and_repeated_names(tmp_path: Path) -> None:
     """Unnamed nodes, a repeated name and an If (whose branches the adapter inlines and whose unnamed
     nodes share the naming counter): node_ids() gives the adapter's id of each main-graph node."""
-    x = h.make_tensor_value_info("x", TensorProto.FLOAT, [2])
-    cond = h.make_tensor_value_info("c", TensorProto.BOOL, [])
-    body = h.make_graph([h.make_node("Neg", ["x"], ["n0"]), h.make_node("Abs", ["n0"], ["n1"])], "then", [],
-                        [h.make_tensor_value_info("n1", TensorProto.FLOAT, [2])])
-    other = h.make_graph([h.make_node("Relu", ["x"], ["r0"])], "else", [],
-                         [h.make_tensor_value_info("r0", TensorProto.FLOAT, [2])])
-    graph = h.make_graph([
-        h.make_node("Relu", ["x"], ["a"]),
-        h.make_node("If", ["c"], ["b"], name="branch", then_branch=body, else_branch=other),
-        h.make_node("Abs", ["b"], ["d"], name="same"),
-        h.make_node("Neg", ["d"], ["e"], name="same"),
-        h.make_node("Sigmoid", ["e"], ["y"]),
-    ], "main", [x, cond], [h.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = unnamed_and_repeated_nodes()
+    graph = model.graph
     path = tmp_path / "named.onnx"
-    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    onnx.save(model, str(path))
     adapter = adapter_nodes(str(path))
     ids = node_ids(graph)
     assert len(set(ids)) == len(ids) == 5

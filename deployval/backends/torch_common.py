@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..spec import HALF_DTYPES
 from .base import Runner
 
 
@@ -54,16 +56,20 @@ def torch_available(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-HALF_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # precision -> the torch dtype of a half-width run
+def inductor_available(device: str, what: str) -> tuple[bool, str]:
+    """torch_available, and on the CPU a C++ compiler: inductor (torch.compile, AOTInductor) compiles C++."""
+    ok, reason = torch_available(device)
+    if ok and device == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
+        return False, f"{what} needs a C++ compiler on the CPU (g++ or c++ on PATH)"
+    return ok, reason
 
 
-def to_tensors(feeds: Mapping[str, Any], names: Sequence[str], device: str, half: bool = False,
-               precision: str = "fp32") -> list[Any]:
+def to_tensors(feeds: Mapping[str, Any], names: Sequence[str], device: str, precision: str = "fp32") -> list[Any]:
     """Feeds in the model's positional order, as tensors on `device`; floats in the precision's half
-    dtype for fp16 (or `half`) and bf16."""
+    dtype at fp16 and bf16."""
     import torch
 
-    dtype = HALF_DTYPES.get("fp16" if half else precision)
+    dtype = HALF_DTYPES.get(precision)
     tensors = []
     for name in names:
         tensor = torch.from_numpy(feeds[name])

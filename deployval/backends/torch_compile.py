@@ -13,13 +13,13 @@ torch._dynamo.reset(), torch._dynamo.utils.counters["stats"]["unique_graphs"], c
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..errors import BackendError, first_line
 from ..export.artifacts import MODULE
+from ..spec import HALF_DTYPES
 from . import torch_common
 
 
@@ -31,17 +31,14 @@ class TorchCompileRunner(torch_common.TorchModuleRunner):
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
-        ok, reason = torch_common.torch_available(device)
-        if ok and device == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
-            return False, "torch.compile's inductor needs a C++ compiler on the CPU (g++ or c++ on PATH)"
-        return ok, reason
+        return torch_common.inductor_available(device, "torch.compile's inductor")
 
     def load_module(self) -> Any:
         import torch
 
         module = self.artifact.obj
         if self.precision in ("fp16", "bf16"):
-            module = copy.deepcopy(module).to(getattr(torch, torch_common.HALF_DTYPES[self.precision]))
+            module = copy.deepcopy(module).to(getattr(torch, HALF_DTYPES[self.precision]))
         else:
             module = copy.deepcopy(module)  # compiling wraps it: the reference's module stays as it is
         module = module.to(self.device).eval()

@@ -4,7 +4,6 @@ of the module cast to that precision). Compile time is the artifact's step, apar
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,10 +19,7 @@ class TorchExportRunner(torch_common.TorchModuleRunner):
 
     @classmethod
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
-        ok, reason = torch_common.torch_available(device)
-        if ok and device == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
-            return False, "AOTInductor needs a C++ compiler on the CPU (g++ or c++ on PATH)"
-        return ok, reason
+        return torch_common.inductor_available(device, "AOTInductor")
 
     def load_module(self) -> Any:
         from ..export.aoti import load_package

@@ -21,15 +21,14 @@ from typing import Any
 
 from .._util import atomic_path, timed_import
 from ..errors import ExportError, first_line
-
-DTYPES = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+from ..spec import HALF_DTYPES
 
 
 def compile_package(module: Any, args: Sequence[Any], path: Path, precision: str = "fp32",
                     device: str = "cpu") -> dict[str, Any]:
     """Export and compile `module` on `args` into the package at `path`; the details for the report."""
     torch = timed_import("torch")
-    dtype = DTYPES[precision]
+    dtype = HALF_DTYPES.get(precision)  # None: fp32
     module = copy.deepcopy(module).to(device).eval()
     args = tuple(a.to(device) for a in args)
     if dtype is not None:

@@ -211,7 +211,7 @@ class Fp16Lowering(Lowering):
         runs = []
         with torch.inference_mode():
             for feeds in self.feeds:
-                raw = lowered(*to_tensors(feeds, self.spec.input_names, self.device, half=half_inputs))
+                raw = lowered(*to_tensors(feeds, self.spec.input_names, self.device, "fp16" if half_inputs else "fp32"))
                 runs.append(tensors_to_host(name_outputs(raw, self.spec.output_names or ()), as_float32=True))
         return runs
 

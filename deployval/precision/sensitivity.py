@@ -346,29 +346,25 @@ def analyze(
         layers = [layers[i] for i in order]
         seconds["per_layer"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        op_types: list[LayerSensitivity] = []
-        for pattern, op_type, members in lowering.groups():
-            with progress.step(f"{precision} one op type at a time: {op_type} ({len(members)} layers)"):
-                trial = timed(lambda members=members: lowering.run_only_many(members),
-                              [n for n in names if n not in members], pattern)
-            op_types.append(LayerSensitivity(pattern, op_type, None, trial.score, trial.passed, _summary(trial),
-                                             members=list(members)))
-        op_types.sort(key=lambda group: -_sortable(group.score))
-        if op_types:
-            seconds["per_op_type"] = time.perf_counter() - start
+        def lower_each(groups: Sequence[tuple[str, str, list[str]]], what: str,
+                       entry: Callable[[str, str, Trial, list[str]], LayerSensitivity]) -> list[LayerSensitivity]:
+            """Each group (an op type, a subgraph) lowered alone, most sensitive first."""
+            start = time.perf_counter()
+            found = []
+            for pattern, label, members in groups:
+                with progress.step(f"{precision} one {what} at a time: {label} ({len(members)} layers)"):
+                    trial = timed(lambda members=members: lowering.run_only_many(members),
+                                  [n for n in names if n not in members], pattern)
+                found.append(entry(pattern, label, trial, list(members)))
+            found.sort(key=lambda group: -_sortable(group.score))
+            if found:
+                seconds[f"per_{what.replace(' ', '_')}"] = time.perf_counter() - start
+            return found
 
-        start = time.perf_counter()
-        blocks: list[LayerSensitivity] = []
-        for pattern, scope, members in lowering.subgraphs():
-            with progress.step(f"{precision} one subgraph at a time: {scope} ({len(members)} layers)"):
-                trial = timed(lambda members=members: lowering.run_only_many(members),
-                              [n for n in names if n not in members], pattern)
-            blocks.append(LayerSensitivity(pattern, "subgraph", scope, trial.score, trial.passed, _summary(trial),
-                                           members=list(members)))
-        blocks.sort(key=lambda group: -_sortable(group.score))
-        if blocks:
-            seconds["per_subgraph"] = time.perf_counter() - start
+        op_types = lower_each(lowering.groups(), "op type", lambda pattern, op_type, trial, members: LayerSensitivity(
+            pattern, op_type, None, trial.score, trial.passed, _summary(trial), members=members))
+        blocks = lower_each(lowering.subgraphs(), "subgraph", lambda pattern, scope, trial, members: LayerSensitivity(
+            pattern, "subgraph", scope, trial.score, trial.passed, _summary(trial), members=members))
 
         result = SensitivityResult(
             model=spec.name, precision=precision, executor=lowering.executor,
