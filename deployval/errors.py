@@ -57,8 +57,10 @@ def print_error(message: str) -> None:
     sys.stderr.flush()
 
 
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first meaningful line of an exception, for one-line error reports."""
+def first_line(exc: BaseException, limit: int = 300, *, named: bool = True) -> str:
+    """The first meaningful line of an exception, for one-line error reports: the one helper every
+    "why did it fail" sentence uses. `named`: prefix the exception's type (never for a DeployvalError,
+    whose message is meant for the user as it is); False where the sentence around it names the cause."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = lines[0] if lines else text
@@ -67,6 +69,6 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     if len(line) > limit:  # runtimes put the cause at the end: keep both ends
         head = limit // 3
         line = line[:head] + " … " + line[-(limit - head - 3):]
-    if isinstance(exc, DeployvalError) or line.startswith(f"{type(exc).__name__}: "):
+    if not named or isinstance(exc, DeployvalError) or line.startswith(f"{type(exc).__name__}: "):
         return line
     return f"{type(exc).__name__}: {line}"

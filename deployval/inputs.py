@@ -15,7 +15,7 @@ import numpy as np
 
 from ._util import atomic_write_bytes
 from .arguments import InputShapeArg
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .spec import DTYPES, InputSpec, format_shape
 
 INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
@@ -223,10 +223,8 @@ def _member(path: Path, archive: Any, key: str) -> np.ndarray:
 
 
 def _short(exc: BaseException) -> str:
-    """The first line of a reader's error; the type too where the message alone says little (TokenError)."""
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if isinstance(exc, (ValueError, OSError, EOFError)) else f"{type(exc).__name__}: {line}"
+    """A reader's error in one line; the type only where the message alone says little (TokenError)."""
+    return first_line(exc, named=not isinstance(exc, (ValueError, OSError, EOFError)))
 
 
 def check_inputs(

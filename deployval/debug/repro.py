@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DeployvalError, UsageError
+from ..errors import UsageError, first_line
 from ..spec import Tolerance
 from .report import DebugReport
 
@@ -267,7 +267,7 @@ def write_repro(case: ReproCase, directory: Path, *, backend: str, precision: st
     try:
         got = run_onnxruntime(case.model, case.inputs)
     except Exception as exc:  # the cut itself fails to run: still written, said so
-        got, run_error = {}, f"ONNX Runtime could not run the cut: {str(exc).splitlines()[0]}"
+        got, run_error = {}, f"ONNX Runtime could not run the cut: {first_line(exc, named=False)}"
     else:
         run_error = ""
     tolerance = Tolerance(**case.tolerance)
@@ -338,13 +338,6 @@ def _readme(case: ReproCase, result: ReproResult, failures: list[str], backend: 
     return "\n".join(lines) + "\n"
 
 
-def repro_failed(exc: Exception) -> str:
-    """One line for the report when the cut could not be made."""
-    if isinstance(exc, DeployvalError):
-        return exc.one_line()
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
 # ----------------------------------------------------------------------------- entry points for run.py
 
 
@@ -359,7 +352,7 @@ def _write(report: DebugReport, case: ReproCase | str, directory: Path, command:
 
 
 def _explorer_failed(report: DebugReport, exc: Exception) -> None:
-    report.model_explorer = {"written": False, "reason": f"the node data could not be written: {repro_failed(exc)}"}
+    report.model_explorer = {"written": False, "reason": f"the node data could not be written: {first_line(exc)}"}
 
 
 def module_outputs(debugger: ModelDebugger, report: DebugReport, repro: Path | None, explorer: Path | None,
@@ -369,7 +362,7 @@ def module_outputs(debugger: ModelDebugger, report: DebugReport, repro: Path | N
         try:
             _write(report, module_case(debugger), repro, command, runtime_args(debugger.config))
         except Exception as exc:  # an aid: its failure must not cost the debug report
-            report.repro = {"written": False, "reason": f"the cut could not be made: {repro_failed(exc)}"}
+            report.repro = {"written": False, "reason": f"the cut could not be made: {first_line(exc)}"}
     if explorer is not None:
         try:
             _explorer(report, Path(debugger.artifact.path or ""), explorer, keep=not debugger.config.use_cache)
@@ -394,7 +387,7 @@ def file_outputs(session: Any, report: DebugReport, repro: Path | None, explorer
                 case = file_case(report, Path(session.spec.path or ""), load_onnx(path), session.feeds)
                 _write(report, case, repro, command, runtime_args(session.config))
             except Exception as exc:  # an aid: its failure must not cost the debug report
-                report.repro = {"written": False, "reason": f"the cut could not be made: {repro_failed(exc)}"}
+                report.repro = {"written": False, "reason": f"the cut could not be made: {first_line(exc)}"}
         if explorer is not None:
             try:
                 _explorer(report, path, explorer, keep=store is not None or not session.config.use_cache)

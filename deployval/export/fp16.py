@@ -18,14 +18,13 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExportError
+from ..errors import ExportError, first_line
 from .fp16_schema import FLOAT, FLOAT16, fp16_precisions, holds_float, operator_schema
 from .names import Names, name_nodes
 from .onnx_graph import (
     DEFAULT_DOMAINS,
     copy_model,
     default_opset,
-    error_line,
     iter_graphs,
     subgraphs,
     upgrade_opset,
@@ -100,7 +99,7 @@ def convert_fp16(
         try:
             converted = converter.run()
         except Exception as exc:  # a graph this pass does not understand: say so, never a half artifact
-            raise ExportError(f"fp16 conversion failed: {error_line(exc)}") from None
+            raise ExportError(f"fp16 conversion failed: {first_line(exc, named=False)}") from None
         problem = _problem(converted, runtime) if checkable else None
         if problem is None:
             details = converter.details
@@ -126,7 +125,7 @@ def _prepare(model: ModelProto) -> ModelProto:
             work = upgrade_opset(work, MIN_OPSET)
         except Exception as exc:
             raise ExportError(f"fp16 needs opset {MIN_OPSET}; converting this opset-{default_opset(work)} "
-                              f"model failed: {error_line(exc)}") from None
+                              f"model failed: {first_line(exc, named=False)}") from None
     if len(work.functions):
         try:
             from onnx import inliner

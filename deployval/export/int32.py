@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExportError, UsageError
+from ..errors import ExportError, UsageError, first_line
 from .int32_types import (
     INT32,
     INT64,
@@ -25,7 +25,7 @@ from .int32_types import (
     with_elem,
 )
 from .names import Names
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, error_line, subgraphs
+from .onnx_graph import DEFAULT_DOMAINS, copy_model, subgraphs
 from .onnx_io import check_onnx
 
 if TYPE_CHECKING:
@@ -362,7 +362,8 @@ class _Int32Pass:
             out = {n: self.orig[n] for n in node.output if n in self.orig}
         except Exception as exc:
             raise ExportError(
-                f"int64 -> int32: {self._node_label(node)} does not type-check after conversion: {error_line(exc)}"
+                f"int64 -> int32: {self._node_label(node)} does not type-check after conversion: "
+                f"{first_line(exc, named=False)}"
             ) from None
         if not keep:
             out = self._retarget_dtype_attrs(schema, node, out)
@@ -535,5 +536,5 @@ def _ort_load_error(model: ModelProto) -> tuple[int | None, str] | None:
         if index is not None:
             node = model.graph.node[index]
             text = text.replace(match.group(0), node.name or f"{node.op_type} #{index}")
-        return index, error_line(RuntimeError(text))
+        return index, first_line(RuntimeError(text), named=False)
     return None

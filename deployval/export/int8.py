@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._util import quiet_libraries
-from ..errors import DeployvalError, ExportError, UsageError
+from ..errors import DeployvalError, ExportError, UsageError, first_line
 from .int8_placement import (
     PLACEMENT,
     PLACEMENT_RULES,
@@ -39,7 +39,7 @@ from .int8_placement import (
     plan_placement,
 )
 from .names import Names
-from .onnx_graph import copy_model, default_opset, error_line, iter_nodes, topological_sort, upgrade_opset
+from .onnx_graph import copy_model, default_opset, iter_nodes, topological_sort, upgrade_opset
 from .onnx_io import as_model
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def quantize_int8(
     try:  # what TensorRT and other runtimes will parse: a broken artifact is an export failure, not a row
         onnx.checker.check_model(result)
     except Exception as exc:
-        raise ExportError(f"the int8 model fails the ONNX checker: {error_line(exc)}") from None
+        raise ExportError(f"the int8 model fails the ONNX checker: {first_line(exc, named=False)}") from None
     _summarize_qdq(result, details)
     return details
 
@@ -308,7 +308,7 @@ def _quantize(source: Path, out: Path, reader: _FeedReader, method: str, per_cha
     except DeployvalError:
         raise
     except Exception as exc:
-        raise ExportError(f"int8 quantization failed: {error_line(exc)}") from None
+        raise ExportError(f"int8 quantization failed: {first_line(exc, named=False)}") from None
 
 
 def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: Path, tmp: Path) -> None:
@@ -327,7 +327,7 @@ def _entropy_ranges(model_path: Path, op_types: list[str], reader: Any, cache: P
     except DeployvalError:
         raise
     except Exception as exc:
-        raise ExportError(f"int8 entropy calibration failed: {error_line(exc)}") from None
+        raise ExportError(f"int8 entropy calibration failed: {first_line(exc, named=False)}") from None
 
 
 def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
@@ -349,7 +349,7 @@ def preprocess_for_quantization(source: PathLike, out_path: PathLike) -> str:
                     quant_pre_process(str(source), str(out_path), **kwargs)
                 return label
             except Exception as exc:
-                failure = error_line(exc)
+                failure = first_line(exc, named=False)
     return f"failed: {failure}; unprocessed model used"
 
 
@@ -389,7 +389,7 @@ def _upgrade_opset(model: ModelProto) -> tuple[ModelProto, str]:
         onnx.checker.check_model(upgraded)
     except Exception as exc:
         raise ExportError(f"int8 needs opset {MIN_OPSET} (per-channel QuantizeLinear), and converting this "
-                          f"opset-{version} model failed: {error_line(exc)}") from None
+                          f"opset-{version} model failed: {first_line(exc, named=False)}") from None
     return upgraded, f"upgraded from opset {version} to {MIN_OPSET} (per-channel QuantizeLinear needs it)"
 
 

@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import DeployvalError
-
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto, TensorProto
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-def error_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception (the type name when it has no text)."""
-    text = exc.message if isinstance(exc, DeployvalError) else str(exc)
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def copy_model(model: ModelProto) -> ModelProto:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DeployvalError, ExportError, UsageError
-from .onnx_graph import error_line, iter_tensors
+from ..errors import DeployvalError, ExportError, UsageError, first_line
+from .onnx_graph import iter_tensors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,9 +59,9 @@ def load_onnx(path: PathLike) -> ModelProto:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except OSError as exc:
-        raise UsageError(f"cannot read {p}: {error_line(exc)}") from None
+        raise UsageError(f"cannot read {p}: {first_line(exc, named=False)}") from None
     except Exception as exc:  # DecodeError and whatever else protobuf raises on garbage
-        raise UsageError(f"not an ONNX model: {p} could not be parsed ({error_line(exc)})") from None
+        raise UsageError(f"not an ONNX model: {p} could not be parsed ({first_line(exc, named=False)})") from None
     # Protobuf happily parses many byte strings (a text file, a cut-off file) into a partial
     # message; a model without graph, IR version or opset cannot be the file the user meant.
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
@@ -79,7 +79,7 @@ def load_onnx(path: PathLike) -> ModelProto:
         try:
             load_external_data_for_model(model, str(base))
         except Exception as exc:
-            raise UsageError(f"{p}: cannot read external data ({error_line(exc)})") from None
+            raise UsageError(f"{p}: cannot read external data ({first_line(exc, named=False)})") from None
     return model
 
 
@@ -103,7 +103,7 @@ def check_onnx(
     try:
         onnx.checker.check_model(target, full_check=full)
     except Exception as exc:
-        raise error(f"{what} fails the ONNX checker: {error_line(exc)}") from None
+        raise error(f"{what} fails the ONNX checker: {first_line(exc, named=False)}") from None
 
 
 # ONNX TensorProto element types -> numpy dtype names, for the types deployval feeds.

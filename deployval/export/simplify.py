@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExportError
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, error_line, iter_nodes
+from ..errors import ExportError, first_line
+from .onnx_graph import DEFAULT_DOMAINS, copy_model, iter_nodes
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -45,14 +45,14 @@ def simplify_onnx(model: ModelProto) -> tuple[ModelProto, SimplifyDetails]:
     try:
         import onnxsim
     except ImportError as exc:  # a dependency missing here is the row's reason, not a crash of the run
-        raise ExportError(f"onnx-simplifier is not installed or does not load ({error_line(exc)}): "
+        raise ExportError(f"onnx-simplifier is not installed or does not load ({first_line(exc, named=False)}): "
                           "pip install onnxsim") from None
 
     before = _op_counts(model)
     try:
         simplified, ok = onnxsim.simplify(copy_model(model), check_n=0)
     except Exception as exc:
-        raise ExportError(f"onnxsim failed: {error_line(exc)}") from None
+        raise ExportError(f"onnxsim failed: {first_line(exc, named=False)}") from None
     if not ok:
         raise ExportError("onnxsim produced a model that fails its own validity check")
     # onnxsim rebuilds the ModelProto; keep what describes the model (producer, metadata).

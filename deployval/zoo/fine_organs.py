@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 
 IN_CHANNELS = 1
 NUM_CLASSES = 14
@@ -285,5 +285,4 @@ def load_checkpoint(module: nn.Module, checkpoint: Any) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied; keep the report to one line
-        line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise UsageError(f"fine_organs checkpoint could not be loaded: {line}") from None
+        raise UsageError(f"fine_organs checkpoint could not be loaded: {first_line(exc, named=False)}") from None
