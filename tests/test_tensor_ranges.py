@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deployval.precision.tensor_ranges import array_stats, findings, record_tensor_ranges
+from deployval.precision.ranges import array_stats
+from deployval.precision.tensor_ranges import findings, record_tensor_ranges
 
 FUNCTIONAL = ("compare", "dv_test_models:functional_overflow", "--input-shape", "x=1x4x8x8", "--backends", "ort",
               "--precisions", "fp16", "--iterations", "1")

@@ -4,6 +4,9 @@ ONNX Runtime's CPU provider computes fp16 models in fp32, so an fp16 overflow ne
 the reference run's own activations tell whether a faithful fp16 executor (a GPU, TensorRT) would
 overflow, and in which layer, before any engine is built. Recording costs one pass over each module
 output (max |x| and the share of values fp16 would flush to zero or store as subnormals).
+
+The statistics are one function for torch tensors (on their device) and numpy arrays (the ONNX
+graph's tensors, tensor_ranges.py), and one record of them (ValueRange) under both kinds of range.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ LIMITS = {
 }
 # A layer is reported as flushing to zero when more than this share of its non-zero values would.
 FLUSH_REPORT_SHARE = 0.01
+BLOCK_ELEMENTS = 1 << 20  # statistics over blocks of this many values: small temporaries
+# max |x|, elements, non-zero values, and per precision the non-zero values below its smallest
+# subnormal and those in its subnormal range
+Stats = tuple[float, int, int, dict[str, int], dict[str, int]]
 
 
 @dataclass(frozen=True)
-class LayerRange:
-    module: str
-    type: str
+class ValueRange:
+    """One measured value (a module's output, an ONNX tensor) against the limits of the lower precisions."""
+
+    module: str  # the module that computed it ('' where none is known)
     max_abs: float
     elements: int
     nonzero: int
@@ -39,8 +47,29 @@ class LayerRange:
     def overflows(self, precision: str) -> bool:
         return self.max_abs > LIMITS[precision]["max"]
 
+    def flushes(self, precision: str) -> bool:
+        """More than FLUSH_REPORT_SHARE of its non-zero values flush to zero in `precision`."""
+        return self.below.get(precision, 0.0) > FLUSH_REPORT_SHARE
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerRange(ValueRange):
+    """A module's output tensors, from a forward hook of the reference run."""
+
+    type: str  # the module's class name
+
+
+def range_fields(stats: Sequence[Stats], precisions: Sequence[str]) -> dict[str, Any]:
+    """The statistics fields of a ValueRange over the values measured by `stats` (one or several
+    tensors of one output), the flushed and subnormal values as shares of the non-zero ones."""
+    nonzero = sum(st[2] for st in stats)
+    count = max(nonzero, 1)
+    return {"max_abs": max(st[0] for st in stats), "elements": sum(st[1] for st in stats), "nonzero": nonzero,
+            "below": {p: sum(st[3][p] for st in stats) / count for p in precisions},
+            "subnormal": {p: sum(st[4][p] for st in stats) / count for p in precisions}}
 
 
 class Recorded(list):  # type: ignore[type-arg]
@@ -59,7 +88,7 @@ def record_ranges(module: Any, precisions: Sequence[str] = ("fp16",)) -> Iterato
     # The tensors recorded last: a container returns its last child's very tensor right after the
     # child's hook ran. Identity, not addresses: freed memory is reused for the next layer's output.
     recent: deque[Any] = deque(maxlen=4)
-    scratch = _Scratch()
+    scratch = Scratch()
     started = time.perf_counter
 
     def hook(name: str) -> Any:
@@ -71,15 +100,9 @@ def record_ranges(module: Any, precisions: Sequence[str] = ("fp16",)) -> Iterato
                 return
             recent.extend(fresh)
             with torch.no_grad():
-                stats = [_stats(t.detach(), precisions, scratch) for t in fresh]
+                stats = [array_stats(t.detach(), precisions, scratch) for t in fresh]
             ranges.seconds += started() - start
-            elements = sum(st[1] for st in stats)
-            nonzero = sum(st[2] for st in stats)
-            count = max(nonzero, 1)
-            below = {p: sum(st[3][p] for st in stats) / count for p in precisions}
-            subnormal = {p: sum(st[4][p] for st in stats) / count for p in precisions}
-            ranges.append(LayerRange(name, type(mod).__name__, max(st[0] for st in stats), elements, nonzero,
-                                     below, subnormal))
+            ranges.append(LayerRange(module=name, type=type(mod).__name__, **range_fields(stats, precisions)))
         return record
 
     handles = [sub.register_forward_hook(hook(name)) for name, sub in module.named_modules() if name]
@@ -91,42 +114,56 @@ def record_ranges(module: Any, precisions: Sequence[str] = ("fp16",)) -> Iterato
         scratch.buffer = None
 
 
-class _Scratch:
-    """One buffer for |x|, grown to the largest activation and reused by every hook: a fresh |x| per
-    layer costs the page faults of a new allocation each time (a third of the recording's time)."""
+class Scratch:
+    """One buffer for |x|, grown to the largest block measured and reused by every call it is given to:
+    a fresh |x| per layer costs the page faults of a new allocation each time (a third of a recording's
+    time). Holds a numpy array or a torch tensor (on the device of the values measured)."""
 
     def __init__(self) -> None:
         self.buffer: Any = None
 
-    def abs_of(self, t: Any) -> Any:
-        import torch
+    def abs_of(self, block: Any, xp: Any) -> Any:
+        size = block.shape[0]
+        buffer = self.buffer
+        if buffer is None or type(buffer) is not type(block) or buffer.shape[0] < size \
+                or buffer.dtype != block.dtype or getattr(buffer, "device", None) != getattr(block, "device", None):
+            self.buffer = buffer = xp.empty_like(block)
+        return xp.abs(block, out=buffer[:size])
 
-        flat = t.reshape(-1)
-        if self.buffer is None or self.buffer.numel() < flat.numel() or self.buffer.dtype != flat.dtype \
-                or self.buffer.device != flat.device:
-            self.buffer = torch.empty(flat.numel(), dtype=flat.dtype, device=flat.device)
-        return torch.abs(flat, out=self.buffer[:flat.numel()])
 
+def array_stats(values: Any, precisions: Sequence[str], scratch: Scratch | None = None) -> Stats:
+    """max |x| over finite values, element count, non-zero count, and per precision the non-zero values
+    below its smallest subnormal and those in its subnormal range, of a numpy array or a torch tensor
+    (computed where the tensor lives); over blocks, so temporaries stay small."""
+    import numpy as np
 
-def _stats(t: Any, precisions: Sequence[str], scratch: _Scratch | None = None
-           ) -> tuple[float, int, int, dict[str, int], dict[str, int]]:
-    """max |x| over finite values, element count, non-zero count, and per precision the non-zero
-    values below its smallest subnormal and those in its subnormal range; few passes, one temporary."""
-    import torch
-
-    low, high = torch.aminmax(t)
-    peak = max(abs(float(low)), abs(float(high)))
-    zeros = int(t.numel()) - int(torch.count_nonzero(t))
-    a = (scratch or _Scratch()).abs_of(t)
-    if not math.isfinite(peak):
-        a = torch.where(torch.isfinite(a), a, torch.zeros((), dtype=a.dtype, device=a.device))
-        peak = float(a.max())
-    below, subnormal = {}, {}
-    for p in precisions:
-        under_normal = int(torch.count_nonzero(a < LIMITS[p]["min_normal"])) - zeros
-        under_sub = int(torch.count_nonzero(a < LIMITS[p]["min_subnormal"])) - zeros if under_normal else 0
-        below[p], subnormal[p] = under_sub, under_normal - under_sub
-    return peak, int(t.numel()), int(t.numel()) - zeros, below, subnormal
+    if isinstance(values, np.ndarray):
+        xp: Any = np
+    else:
+        import torch as xp
+    flat = values.reshape(-1)
+    size = int(flat.shape[0])
+    scratch = scratch or Scratch()
+    peak, zeros = 0.0, 0
+    below = dict.fromkeys(precisions, 0)
+    subnormal = dict.fromkeys(precisions, 0)
+    for begin in range(0, size, BLOCK_ELEMENTS):
+        block = flat[begin:begin + BLOCK_ELEMENTS]
+        magnitude = scratch.abs_of(block, xp)
+        top = float(magnitude.max())
+        if not math.isfinite(top):
+            finite = magnitude[xp.isfinite(magnitude)]
+            top = float(finite.max()) if finite.shape[0] else 0.0
+        peak = max(peak, top)
+        block_zeros = int(block.shape[0]) - int(xp.count_nonzero(block))
+        zeros += block_zeros
+        for p in precisions:
+            under_normal = int(xp.count_nonzero(magnitude < LIMITS[p]["min_normal"])) - block_zeros
+            if under_normal:
+                under_sub = int(xp.count_nonzero(magnitude < LIMITS[p]["min_subnormal"])) - block_zeros
+                below[p] += under_sub
+                subnormal[p] += under_normal - under_sub
+    return peak, size, size - zeros, below, subnormal
 
 
 def _tensors(output: Any) -> list[Any]:
@@ -172,6 +209,5 @@ def findings(ranges: Sequence[LayerRange], precision: str, keep_fp32: Sequence[s
         return []
     kept = [r for r in ranges if not any(fnmatchcase(r.module, p) for p in keep_fp32)]
     result = [RangeFinding(r.module, "overflow", r.max_abs, precision) for r in kept if r.overflows(precision)]
-    result += [RangeFinding(r.module, "flush", r.below[precision], precision) for r in kept
-               if r.below.get(precision, 0.0) > FLUSH_REPORT_SHARE]
+    result += [RangeFinding(r.module, "flush", r.below[precision], precision) for r in kept if r.flushes(precision)]
     return result

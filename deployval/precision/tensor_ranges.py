@@ -19,20 +19,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..spec import KeepFp32
-from .ranges import LIMITS, LayerRange, RangeFinding
+from .ranges import LIMITS, LayerRange, RangeFinding, ValueRange, array_stats, range_fields
 
 if TYPE_CHECKING:
     import numpy as np
     from onnx import ModelProto
 
 FLOAT = 1  # onnx.TensorProto.FLOAT: what the fp16 converter converts
-BLOCK_ELEMENTS = 1 << 20  # statistics over blocks of this many values: small temporaries
 PROTOBUF_LIMIT = 1_800_000_000  # above this a segment goes to ONNX Runtime as a file with external data
 # Ops whose output carries an input's values (moved, selected, scaled or offset): a constant beyond
 # fp16's range stays a stand-in for infinity through them.
@@ -52,25 +51,17 @@ COPIES = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "T
 Target = tuple[str, int, "int | None"]  # tensor, index of its producing node, bytes (None: unknown)
 
 
-@dataclass(frozen=True)
-class TensorRange:
-    """One tensor's values against the limits of the lower precisions."""
+@dataclass(frozen=True, kw_only=True)
+class TensorRange(ValueRange):
+    """One tensor's values against the limits of the lower precisions; `module` is the innermost module
+    of its node ('' outside every module or without module names)."""
 
     tensor: str
     node: str  # producing ONNX node ('' for a graph input)
     op: str  # its op type ('input' for a graph input)
-    module: str  # innermost module of the node ('' outside every module or without module names)
     after: str  # for forward code outside modules: the nearest module upstream
-    max_abs: float
-    elements: int
-    nonzero: int
-    below: dict[str, float]  # precision -> share of non-zero values below its smallest subnormal
-    subnormal: dict[str, float]  # precision -> share of non-zero values stored as subnormals
     probability: bool = False  # softmax / sigmoid values: flushing the tiny ones to zero is harmless
     merged: str = ""  # op the simplifier merged into this node (its tensor holds that later value)
-
-    def overflows(self, precision: str) -> bool:
-        return self.max_abs > LIMITS[precision]["max"]
 
     def place(self) -> str:
         if self.op == "input":
@@ -86,9 +77,6 @@ class TensorRange:
             return ""
         merged = f", with the {self.merged} after it merged in" if self.merged else ""
         return f" in node '{self.node}' ({self.op}{merged})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -241,8 +229,6 @@ def record_tensor_ranges(
 def findings(check: TensorRangeCheck, precision: str) -> list[RangeFinding]:
     """Overflowing tensors first (in graph order), then tensors that flush to zero (probabilities,
     whose tiny values are ~0 by design, excepted)."""
-    from .ranges import FLUSH_REPORT_SHARE
-
     if precision not in LIMITS:
         return []
 
@@ -252,7 +238,7 @@ def findings(check: TensorRangeCheck, precision: str) -> list[RangeFinding]:
 
     result = [finding(r, "overflow", r.max_abs) for r in check.ranges if r.overflows(precision)]
     result += [finding(r, "flush", r.below[precision]) for r in check.ranges
-               if not r.probability and r.below.get(precision, 0.0) > FLUSH_REPORT_SHARE]
+               if not r.probability and r.flushes(precision)]
     return result
 
 
@@ -367,9 +353,11 @@ def _module_outputs(model: ModelProto, names: _Names, module_ranges: Sequence[La
 
 def _from_module(tensor: str, node: Any, layer: LayerRange, precisions: Sequence[str], *,
                  tensor_probability: bool) -> TensorRange:
-    return TensorRange(tensor, node.name, node.op_type, layer.module, "", layer.max_abs, layer.elements,
-                       layer.nonzero, {p: layer.below.get(p, 0.0) for p in precisions},
-                       {p: layer.subnormal.get(p, 0.0) for p in precisions}, tensor_probability, "")
+    return TensorRange(tensor=tensor, node=node.name, op=node.op_type, module=layer.module, after="",
+                       max_abs=layer.max_abs, elements=layer.elements, nonzero=layer.nonzero,
+                       below={p: layer.below.get(p, 0.0) for p in precisions},
+                       subnormal={p: layer.subnormal.get(p, 0.0) for p in precisions},
+                       probability=tensor_probability)
 
 
 def _common_prefix(chains: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
@@ -516,37 +504,5 @@ def _run_segment(index: Any, outputs: list[str], held: Mapping[str, np.ndarray])
 
 def _range(tensor: str, node: str, op: str, module: str, after: str, value: np.ndarray, precisions: Sequence[str],
            *, probability: bool = False, merged: str = "") -> TensorRange:
-    peak, elements, nonzero, below, subnormal = array_stats(value, precisions)
-    count = max(nonzero, 1)
-    return TensorRange(tensor, node, op, module, after, peak, elements, nonzero,
-                       {p: below[p] / count for p in precisions}, {p: subnormal[p] / count for p in precisions},
-                       probability, merged)
-
-
-def array_stats(value: np.ndarray, precisions: Sequence[str]) -> tuple[float, int, int, dict[str, int], dict[str, int]]:
-    """max |x| over finite values, element count, non-zero count, and per precision the non-zero values
-    below its smallest subnormal and those in its subnormal range; over blocks, so temporaries stay small."""
-    import numpy as np
-
-    flat = value.reshape(-1)
-    peak, zeros = 0.0, 0
-    below = dict.fromkeys(precisions, 0)
-    subnormal = dict.fromkeys(precisions, 0)
-    buffer = np.empty(min(flat.size, BLOCK_ELEMENTS), dtype=flat.dtype)
-    for begin in range(0, flat.size, BLOCK_ELEMENTS):
-        block = flat[begin:begin + BLOCK_ELEMENTS]
-        magnitude = np.abs(block, out=buffer[:block.size])
-        top = float(magnitude.max())
-        if not math.isfinite(top):
-            finite = magnitude[np.isfinite(magnitude)]
-            top = float(finite.max()) if finite.size else 0.0
-        peak = max(peak, top)
-        block_zeros = block.size - int(np.count_nonzero(block))
-        zeros += block_zeros
-        for p in precisions:
-            under_normal = int(np.count_nonzero(magnitude < LIMITS[p]["min_normal"])) - block_zeros
-            if under_normal:
-                under_sub = int(np.count_nonzero(magnitude < LIMITS[p]["min_subnormal"])) - block_zeros
-                below[p] += under_sub
-                subnormal[p] += under_normal - under_sub
-    return peak, int(flat.size), int(flat.size) - zeros, below, subnormal
+    return TensorRange(tensor=tensor, node=node, op=op, module=module, after=after, probability=probability,
+                       merged=merged, **range_fields([array_stats(value, precisions)], precisions))
