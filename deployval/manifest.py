@@ -33,7 +33,8 @@ from .errors import UsageError
 from .spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
-              "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices"}
+              "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices",
+              "backend_options"}
 DEFAULT_MANIFEST = "deployval.toml"
 FRACTIONS = ("cosine", "argmax_agreement", "dice_drop", "topk_drop", "mismatch")  # bounds on shares, at most 1
 
@@ -58,6 +59,8 @@ class ManifestEntry:
     task: str | None = None  # a task check (task_checks.py): pkg.module:function or a built-in
     judge: str | None = None  # norms, task or both
     slices: tuple[str, ...] = ()  # outputs judged slice by slice (slices.py)
+    # A backend's own settings, as --backend-option gives them: { triton = { url = "...", model = "..." } }
+    backend_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def judging(self) -> dict[str, Any]:
         """The RunConfig settings of this entry's task check, judge and slices."""
@@ -214,6 +217,7 @@ def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str
         task=check.task("task"),
         judge=check.choice("judge", JUDGE_MODES),
         slices=check.strings("slices", "output slice", "NAME:AXIS or NAME:AXIS=GROUPS", _slice_item) or (),
+        backend_options=check.backend_options("backend_options", backends),
     )
     if entry.gate is not None and entry.backends is not None:
         raise UsageError(f"{where}: give either 'gate' or 'backends' (with 'precisions'), not both")
@@ -348,6 +352,23 @@ class _Checker:
         from .backends.base import backend_entries
 
         return tuple(backend_entries())
+
+    def backend_options(self, key: str, backends: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{backend: {field: value}}, each value read as `--backend-option backend.field=value` reads it."""
+        from .backends.base import get_backend
+        from .backends.options import format_value, parse_backend_options
+
+        given = []
+        for backend, settings in self.table(key).items():
+            if backend not in backends:
+                raise UsageError(f"{self.where}: unknown backend '{backend}' in '{key}' ({', '.join(backends)})")
+            if not isinstance(settings, Mapping) or not settings:
+                raise self.wrong(f"{key}.{backend}", "a table of the backend's options", settings)
+            given += [f"{backend}.{name}={format_value(value)}" for name, value in settings.items()]
+        try:
+            return parse_backend_options(given, get_backend)
+        except UsageError as exc:
+            raise UsageError(f"{self.where}: {key}: {exc}") from None
 
     def shape(self, name: str, value: Any) -> tuple[int, ...]:
         if not isinstance(value, list) or not value or not all(

@@ -97,6 +97,8 @@ def compare(
             raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     backends = default_backends(spec) if backends is None else backends
     jobs = _plan(spec, backends, precisions, config.device, gate)
+    for runner in dict.fromkeys(j.runner for j in jobs if j.result is None and j.runner is not None):
+        runner.typed_options(dict(config.backend_options))  # missing or bad settings: exit 2 before any work
     if gate is not None and expected is None:
         _check_gate_judges(spec, jobs, gate, config.device)
     if expected is None and save_outputs is None:

@@ -129,6 +129,10 @@ def run_manifest(
             settings["time_budget_s"] = entry.time_budget
         settings.update({k: v for k, v in entry.judging().items() if v})
         settings.update(overrides or {})
+        if entry.backend_options:  # the command line's --backend-option wins field by field
+            given = dict((overrides or {}).get("backend_options") or {})
+            settings["backend_options"] = {**given, **{b: {**own, **given.get(b, {})}
+                                                       for b, own in entry.backend_options.items()}}
         try:
             config = RunConfig(**settings)
             report = run(spec, checks, config, entry)

@@ -178,6 +178,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openvino": "deployval.backends.openvino:OpenVinoRunner",
     "compile": "deployval.backends.torch_compile:TorchCompileRunner",
     "export": "deployval.backends.torch_export:TorchExportRunner",
+    "triton": "deployval.backends.triton:TritonRunner",
 }
 
 _registered: dict[str, type[Runner]] = {}

@@ -27,11 +27,11 @@ def export_command(
 ) -> None:
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
     from ..arguments import parse_list
-    from ..backends.base import ARTIFACT_KINDS
+    from ..export.artifacts import ARTIFACT_KINDS, FILE_NAMES
     from ..pipeline import export as run_export
     from ..report.console import make_console
 
-    exportable = tuple(k for k in ARTIFACT_KINDS if k != "module")
+    exportable = tuple(k for k in ARTIFACT_KINDS if k in FILE_NAMES)  # not the module, not a served model
     kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' exists and is not a directory")

@@ -23,12 +23,13 @@ ONNX_INT8_INT32 = "onnx-int8-int32"  # the Q/DQ ONNX after the int64 -> int32 pa
 PT2 = "pt2"  # torch.export -> AOTInductor package (.pt2), compiled for the run's shapes and device
 PT2_FP16 = "pt2-fp16"  # the same from the module in half precision
 PT2_BF16 = "pt2-bf16"  # the same from the module in bfloat16
+SERVED = "served"  # nothing built here: the model as a server serves it (names only)
 PT2_KINDS = {"fp32": PT2, "fp16": PT2_FP16, "bf16": PT2_BF16}
 ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)  # .onnx files
 ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32,
-                  ONNX_INT8_INT32, PT2, PT2_FP16, PT2_BF16)
+                  ONNX_INT8_INT32, PT2, PT2_FP16, PT2_BF16, SERVED)
 
-# The file of each kind in a store's directory (and in `deployval export --out`); `module` has none.
+# The file of each kind in a store's directory (and in `deployval export --out`); `module` and `served` have none.
 FILE_NAMES = {
     TORCHSCRIPT: "model.ts",
     ONNX_RAW: "exported.onnx",

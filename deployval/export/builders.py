@@ -19,7 +19,7 @@ from .._util import atomic_path, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..progress import Step
 from ..spec import KeepFp32
-from .artifacts import MODULE, ONNX_RAW, Artifact
+from .artifacts import MODULE, ONNX_RAW, SERVED, Artifact
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -90,6 +90,12 @@ def module(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Artifact:
         raise UsageError(f"model '{store.spec.name}' is an ONNX file: there is no PyTorch module to run")
     return Artifact(kind=MODULE, obj=store.module(), input_names=store.spec.input_names,
                     output_names=store.output_names)
+
+
+def served(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Artifact:
+    """The model as a server serves it: nothing is built here; the names are the reference's, which the
+    runner maps onto the served model's own."""
+    return Artifact(kind=SERVED, input_names=store.spec.input_names, output_names=store.output_names)
 
 
 def torchscript(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Given | Plan:

@@ -50,6 +50,7 @@ from .artifacts import (
     PT2,
     PT2_BF16,
     PT2_FP16,
+    SERVED,
     TORCHSCRIPT,
     Artifact,
 )
@@ -86,6 +87,7 @@ BUILDS: dict[str, Build] = {
     PT2: Build((), builders.aoti_package, "aoti"),
     PT2_FP16: Build((), builders.aoti_package, "aoti (fp16)"),
     PT2_BF16: Build((), builders.aoti_package, "aoti (bf16)"),
+    SERVED: Build((), builders.served, "served"),  # the model as served elsewhere: nothing to build
 }
 
 
