@@ -30,7 +30,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import shlex
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import inputs as inputs_mod
-from .._util import IMPORT_SECONDS, sha256_file, timed_import
+from .._util import sha256_file, timed_import
 from ..backends.base import Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
@@ -48,8 +47,8 @@ from ..progress import Progress
 from ..session import Session
 from ..spec import ModelSpec, RunConfig, Tolerance
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
-from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization
-from .triage import triage_region
+from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, debugging
+from .triage import Wording, triage_region
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -108,8 +107,7 @@ def debug_onnx_file(session: Session, cls: type[Runner], precision: str, *, patt
                           reproduce=f"deployval export {shlex.quote(spec.path or '')} --out DIR")
     timings = session.timings
     timings.update(reference_s=0.0, backend_s=0.0, own_s=0.0, triage_s=0.0)
-    workdir = tempfile.TemporaryDirectory(prefix="deployval-debug-")
-    try:
+    with debugging(report, store, timings, started) as workdir:
         options = session.backend_options(store)
         options["engine_cache_dir"] = None  # debug graphs are one-off, and their weights live outside the file
         kind = cls.artifact_for(precision, options)
@@ -119,15 +117,7 @@ def debug_onnx_file(session: Session, cls: type[Runner], precision: str, *, patt
         artifact = store.get(kind)
         report.artifact = {**artifact.to_dict(), "kind": kind}
         _FileDebugger(spec, cls, OnnxRuntimeRunner, precision, config, options, feeds, Path(artifact.path or ""),
-                      kind, report, progress, Path(workdir.name), patterns, budget, own_errors, triage, timings).run()
-    finally:
-        report.steps = list(store.steps)
-        store.close()
-        workdir.cleanup()
-    timings["imports_s"] = dict(IMPORT_SECONDS)
-    timings["total_s"] = time.perf_counter() - started
-    report.timings = timings
-    report.complete = True
+                      kind, report, progress, workdir, patterns, budget, own_errors, triage, timings).run()
     return report
 
 
@@ -530,23 +520,9 @@ class _FileDebugger:
                 evaluator = ReferenceEvaluator(str(save_model(upgrade_opset(model, opset), path)))
             return evaluator.run([out[own.row.candidate]], cast_feeds(own.feeds, self.index))[0]
 
-        backend = self.cls.name
         converted = self.kind not in (ONNX_RAW, ONNX, ONNX_INT32) and self.precision in CONVERSIONS
         graph = f"the {self.kind} graph" + (f" (after {CONVERSIONS[self.precision]})" if converted else "")
-
-        def describe(verdict: str, spec_metrics: Mapping[str, float], backend_metrics: Mapping[str, float]) -> str:
-            numbers = (f"onnx.reference vs the fp32 reference rel L2 {spec_metrics['rel_l2']:.3g}, vs {backend} "
-                       f"{backend_metrics['rel_l2']:.3g}; {backend} vs the fp32 reference {own.metrics['rel_l2']:.3g}")
-            if verdict == "export":
-                return (f"{graph} computes something else than the file in this region: the reference evaluator "
-                        f"agrees with {backend}, not with the fp32 reference ({numbers})")
-            if verdict == "runtime":
-                return (f"{backend} computes this region differently from the ONNX specification: the reference "
-                        f"evaluator agrees with the fp32 reference ({numbers})")
-            if verdict == "both":
-                return f"{graph} differs from the file and {backend} differs from the graph ({numbers})"
-            return f"the reference evaluator is within tolerance of both ({numbers})"
-
+        words = Wording(graph, "the file", "the fp32 reference", self.cls.name)
         self.report.triage = triage_region(result.label, self.index, names, evaluate, own.reference, own.value,
-                                           own.metrics, Tolerance(**result.tolerance), describe, self.progress,
+                                           own.metrics, Tolerance(**result.tolerance), words, self.progress,
                                            self.timings)

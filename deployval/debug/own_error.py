@@ -18,7 +18,7 @@ from ..spec import Tolerance
 from .plan import Row
 from .policy import layer_tolerance
 from .report import PASS, LayerResult, Localization
-from .triage import triage_region
+from .triage import Wording, triage_region
 
 
 @dataclass
@@ -282,24 +282,10 @@ class OwnErrorSearch:
             evaluator = ReferenceEvaluator(str(own.path))  # loads the weights it references
             return evaluator.run(None, cast_feeds(own.feeds, self.index))[0]
 
-        backend = self.report.backend
         converted = {ONNX_FP16: " (after the fp16 conversion)", ONNX_INT8: " (after int8 quantization)",
                      ONNX_FP16_INT32: " (after the fp16 conversion)",
                      ONNX_INT8_INT32: " (after int8 quantization)"}.get(self.kind, "")
-
-        def describe(verdict: str, ref_eager: Mapping[str, float], ref_backend: Mapping[str, float]) -> str:
-            numbers = (f"onnx.reference vs eager rel L2 {ref_eager['rel_l2']:.3g}, vs {backend} "
-                       f"{ref_backend['rel_l2']:.3g}; {backend} vs eager {own.metrics['rel_l2']:.3g}")
-            if verdict == "export":
-                return (f"the ONNX graph{converted} computes something else than eager in this region: the reference "
-                        f"evaluator agrees with {backend}, not with eager ({numbers})")
-            if verdict == "runtime":
-                return (f"{backend} computes this region differently from the ONNX specification: the reference "
-                        f"evaluator agrees with eager, not with {backend} ({numbers})")
-            if verdict == "both":
-                return f"the ONNX graph differs from eager and {backend} differs from the ONNX graph ({numbers})"
-            return f"the reference evaluator is within tolerance of both ({numbers})"
-
+        words = Wording(f"the ONNX graph{converted}", "eager", "eager", self.report.backend)
         self.state.triage = triage_region(result.label, self.index, own.region.node_names, evaluate, own.eager_value,
-                                          own.backend_value, own.metrics, Tolerance(**result.tolerance), describe,
+                                          own.backend_value, own.metrics, Tolerance(**result.tolerance), words,
                                           self.progress, self.timings)

@@ -4,9 +4,15 @@ first divergent layer, where the error is new, and the triage verdict; JSON and 
 from __future__ import annotations
 
 import math
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .._util import IMPORT_SECONDS
 from ..errors import ExitCode
 from ..record import RunRecord
 
@@ -179,6 +185,25 @@ class DebugReport(RunRecord):
 
 
 # ----------------------------------------------------------------------------- console
+
+
+@contextmanager
+def debugging(report: DebugReport, store: Any, timings: dict[str, Any], started: float) -> Iterator[Path]:
+    """The ending both debuggers (PyTorch model, ONNX file) share, around their work: yields a scratch
+    directory; then, also after an error, records the artifact steps in the report, closes the artifact
+    store (an ArtifactStore) and removes the directory; after success, records the timings (since
+    perf_counter() `started`) and marks the report complete."""
+    workdir = tempfile.TemporaryDirectory(prefix="deployval-debug-")
+    try:
+        yield Path(workdir.name)
+    finally:
+        report.steps = list(store.steps)
+        store.close()
+        workdir.cleanup()
+    timings["imports_s"] = dict(IMPORT_SECONDS)
+    timings["total_s"] = time.perf_counter() - started
+    report.timings = timings
+    report.complete = True
 
 
 def _ops(row: LayerResult, limit: int = 3) -> str:

@@ -45,14 +45,13 @@ with plan.py (rows, chunks), own_error.py (6), triage.py (7) and survey_cache.py
 from __future__ import annotations
 
 import shlex
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .._util import IMPORT_SECONDS, timed_import
+from .._util import timed_import
 from ..backends.base import check_available, get_backend
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, UsageError, first_line
@@ -63,7 +62,7 @@ from ..session import Session
 from ..spec import PRECISIONS, ModelSpec, RunConfig, format_shape
 from .model_debugger import ModelDebugger
 from .policy import ONNX_KINDS
-from .report import DebugReport
+from .report import DebugReport, debugging
 from .survey_cache import load_survey, save_survey, survey_cache_path
 
 
@@ -174,8 +173,7 @@ def run_debug(
     report.model["output_names"] = list(output_names)
 
     store = session.store(output_names, reproduce=f"deployval export {shlex.quote(spec.name)} --out DIR")
-    workdir = tempfile.TemporaryDirectory(prefix="deployval-debug-")
-    try:
+    with debugging(report, store, timings, started) as workdir:
         options = session.backend_options(store)
         kind = cls.artifact_for(precision, options)
         if kind not in ONNX_KINDS:
@@ -186,21 +184,13 @@ def run_debug(
         report.artifact = {**artifact.to_dict(), "kind": kind}
         report.exporter = str(raw.details.get("exporter", store.exporter))
         debugger = ModelDebugger(spec, cls, precision, config, options, feeds, module, args, surveyed, reference,
-                             outputs_info, store, raw, artifact, kind, report, progress, Path(workdir.name), modules,
+                             outputs_info, store, raw, artifact, kind, report, progress, workdir, modules,
                              memory_budget(memory_budget_bytes), own_errors, triage, timings)
         debugger.run()
         if repro is not None or model_explorer is not None:  # while the reference values are held
             from .repro import module_outputs
 
             module_outputs(debugger, report, repro, model_explorer, command)
-    finally:
-        report.steps = list(store.steps)
-        store.close()
-        workdir.cleanup()
-    timings["imports_s"] = dict(IMPORT_SECONDS)
-    timings["total_s"] = time.perf_counter() - started
-    report.timings = timings
-    report.complete = True
     return report
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,34 @@ from ..spec import Tolerance
 from .policy import TRIAGE_MAX_MACS
 from .report import Triage
 
-# (verdict, evaluator vs reference metrics, evaluator vs backend metrics) -> the report's sentence
-Describe = Callable[[str, Mapping[str, float], Mapping[str, float]], str]
+
+@dataclass(frozen=True)
+class Wording:
+    """The names in a triage sentence, e.g. ("the ONNX graph (after the fp16 conversion)", "eager", "eager",
+    "ort") for a PyTorch model, ("the onnx-fp16 graph", "the file", "the fp32 reference", "ort") for a file."""
+
+    graph: str  # the debugged graph
+    source: str  # what it was made from and should compute the same as
+    reference: str  # the run whose values are the reference
+    backend: str
+
+
+def describe_verdict(verdict: str, words: Wording, evaluator_reference: Mapping[str, float],
+                     evaluator_backend: Mapping[str, float], backend_reference: Mapping[str, float]) -> str:
+    """The report's sentence for a triage verdict, with the three rel L2 distances between the
+    evaluator, the reference and the backend."""
+    graph, source, reference, backend = words.graph, words.source, words.reference, words.backend
+    numbers = (f"onnx.reference vs {reference} rel L2 {evaluator_reference['rel_l2']:.3g}, vs {backend} "
+               f"{evaluator_backend['rel_l2']:.3g}; {backend} vs {reference} {backend_reference['rel_l2']:.3g}")
+    if verdict == "export":
+        return (f"{graph} computes something else than {source} in this region: the reference evaluator agrees "
+                f"with {backend}, not with {reference} ({numbers})")
+    if verdict == "runtime":
+        return (f"{backend} computes this region differently from the ONNX specification: the reference "
+                f"evaluator agrees with {reference}, not with {backend} ({numbers})")
+    if verdict == "both":
+        return f"{graph} differs from {source} and {backend} differs from the graph ({numbers})"
+    return f"the reference evaluator is within tolerance of both ({numbers})"
 
 
 def triage_verdict(reference_ok: bool, backend_ok: bool) -> str:
@@ -36,9 +63,10 @@ def triage_verdict(reference_ok: bool, backend_ok: bool) -> str:
 
 def triage_region(label: str, index: Any, node_names: Sequence[str], evaluate: Callable[[], Any],
                   reference: np.ndarray, backend_value: np.ndarray, backend_metrics: dict[str, float],
-                  tolerance: Tolerance, describe: Describe, progress: Progress, timings: dict[str, Any]) -> Triage:
+                  tolerance: Tolerance, words: Wording, progress: Progress, timings: dict[str, Any]) -> Triage:
     """Run `evaluate` (onnx.reference on the region, returning its value) unless the region's
-    multiply-adds exceed TRIAGE_MAX_MACS, and judge it against the reference and the backend.
+    multiply-adds exceed TRIAGE_MAX_MACS, and judge it against the reference and the backend
+    (`backend_metrics`: the backend against the reference), in the sentence `words` name.
     Adds the time spent to timings["triage_s"] (not for a region skipped as too large)."""
     from ..stats import passes
     from .graph import estimate_macs
@@ -59,7 +87,8 @@ def triage_region(label: str, index: Any, node_names: Sequence[str], evaluate: C
     reference_ok, reference_metrics = passes(reference, value, tolerance)
     backend_ok, evaluator_backend = passes(value, backend_value, tolerance)
     verdict = triage_verdict(reference_ok, backend_ok)
-    triage = Triage(verdict, label, describe(verdict, reference_metrics, evaluator_backend), backend_metrics,
-                    reference_metrics, evaluator_backend, nodes, time.perf_counter() - start)
+    sentence = describe_verdict(verdict, words, reference_metrics, evaluator_backend, backend_metrics)
+    triage = Triage(verdict, label, sentence, backend_metrics, reference_metrics, evaluator_backend, nodes,
+                    time.perf_counter() - start)
     timings["triage_s"] += time.perf_counter() - start
     return triage
