@@ -10,36 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..export.onnx_graph import inferred, light_copy, model_of, node_inputs, shape_of
+
 if TYPE_CHECKING:
-    from onnx import ModelProto, NodeProto, ValueInfoProto
+    from onnx import ModelProto, ValueInfoProto
 
-
-def _subgraph_reads(node: NodeProto) -> set[str]:
-    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing graph."""
-    reads: set[str] = set()
-    for attr in node.attribute:
-        graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
-        for sub in graphs:
-            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
-            for inner in sub.node:
-                defined.update(inner.output)
-            for inner in sub.node:
-                reads.update(n for n in inner.input if n and n not in defined)
-                reads.update(n for n in _subgraph_reads(inner) if n not in defined)
-    return reads
-
-
-def node_inputs(node: NodeProto) -> list[str]:
-    names = [n for n in node.input if n]
-    return names + sorted(_subgraph_reads(node) - set(names))
+PRODUCER = "deployval-debug"  # the producer name of the models debug cuts out
 
 
 class GraphIndex:
     """Producers and types of the tensors of one model."""
 
     def __init__(self, model: ModelProto, *, infer: bool = True) -> None:
-        import onnx
-
         self.model = model
         self.nodes = list(model.graph.node)
         self.producer: dict[str, int] = {out: i for i, n in enumerate(self.nodes) for out in n.output if out}
@@ -47,12 +29,7 @@ class GraphIndex:
         self.inputs = [i.name for i in model.graph.input if i.name not in self.initializers]
         self.outputs = [o.name for o in model.graph.output]
         self.types: dict[str, ValueInfoProto] = {}
-        source = model
-        if infer:
-            try:
-                source = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
-            except Exception:
-                source = model
+        source = inferred(model) if infer else model
         for info in [*source.graph.value_info, *source.graph.input, *source.graph.output]:
             if info.type.HasField("tensor_type"):
                 self.types[info.name] = info
@@ -77,9 +54,7 @@ class GraphIndex:
 
     def shape(self, name: str) -> tuple[int | None, ...] | None:
         info = self.types.get(name)
-        if info is None or not info.type.tensor_type.HasField("shape"):
-            return None
-        return tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
+        return None if info is None else shape_of(info)
 
     def ancestors(self, targets: Iterable[str], stop: set[str]) -> tuple[list[int], set[str]]:
         """Indices of the nodes `targets` depend on (in graph order), walking back until a tensor in
@@ -106,23 +81,6 @@ class GraphIndex:
         return sorted(needed), reached
 
 
-def _model_with(index: GraphIndex, node_indices: Sequence[int], inputs: Sequence[ValueInfoProto],
-                outputs: Sequence[ValueInfoProto], name: str) -> ModelProto:
-    import onnx
-
-    model = index.model
-    nodes = [index.nodes[i] for i in node_indices]
-    used = {n for node in nodes for n in node_inputs(node)}
-    graph = onnx.helper.make_graph(
-        nodes, name, list(inputs), list(outputs),
-        initializer=[t for t in model.graph.initializer if t.name in used],
-    )
-    out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="deployval-debug")
-    out.ir_version = model.ir_version
-    out.functions.extend(model.functions)
-    return out
-
-
 def expose(index: GraphIndex, tensors: Sequence[str], *, keep_outputs: bool = True) -> ModelProto:
     """The model with `tensors` as extra graph outputs, and without the nodes no output needs (so
     that an early chunk of layers does not run the whole network)."""
@@ -132,7 +90,8 @@ def expose(index: GraphIndex, tensors: Sequence[str], *, keep_outputs: bool = Tr
     graph_inputs = [i for i in index.model.graph.input if i.name not in index.initializers]
     declared = {o.name: o for o in index.model.graph.output}
     output_infos = [declared[t] if t in declared else index.value_info(t) for t in outputs]
-    return _model_with(index, node_indices, graph_inputs, output_infos, "debug")
+    return model_of(index.model, [index.nodes[i] for i in node_indices], graph_inputs, output_infos, "debug",
+                    PRODUCER)
 
 
 @dataclass
@@ -156,7 +115,8 @@ def region(index: GraphIndex, targets: Sequence[str], available: Iterable[str]) 
         if target in reached and target not in region_inputs:
             region_inputs.append(target)
     infos = [index.value_info(n) for n in region_inputs]
-    model = _model_with(index, node_indices, infos, [index.value_info(t) for t in targets], "region")
+    model = model_of(index.model, [index.nodes[i] for i in node_indices], infos,
+                     [index.value_info(t) for t in targets], "region", PRODUCER)
     return Region(model, region_inputs, list(targets), [index.nodes[i].name for i in node_indices],
                   [n for n in region_inputs if n in index.inputs and n not in available])
 
@@ -216,36 +176,6 @@ def save_model(model: ModelProto, path: Path) -> Path:
     return path
 
 
-def light_copy(model: ModelProto) -> ModelProto:
-    """A copy without the data of large initializers (their names, types and dims stay): enough for
-    shape inference, which then does not copy hundreds of megabytes of weights."""
-    import onnx
-
-    copy = onnx.ModelProto()
-    graph = model.graph
-    if not graph.initializer:
-        copy.CopyFrom(model)
-        return copy
-    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
-        setattr(copy, name, getattr(model, name))
-    copy.opset_import.extend(model.opset_import)
-    copy.functions.extend(model.functions)
-    light = copy.graph
-    light.name = graph.name
-    light.node.extend(graph.node)
-    light.input.extend(graph.input)
-    light.output.extend(graph.output)
-    light.value_info.extend(graph.value_info)
-    for tensor in graph.initializer:
-        if tensor.ByteSize() <= 4096:
-            light.initializer.append(tensor)
-        else:
-            stub = light.initializer.add()
-            stub.name, stub.data_type = tensor.name, tensor.data_type
-            stub.dims.extend(tensor.dims)
-    return copy
-
-
 def cast_feeds(feeds: Mapping[str, Any], index: GraphIndex) -> dict[str, Any]:
     """Feeds in the element types the graph declares (fp16 inside an fp16 model)."""
     import numpy as np
@@ -279,9 +209,8 @@ def tensor_bytes(model: ModelProto, feeds: Mapping[str, Any]) -> dict[str, int]:
         copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False, data_prop=True)
     sizes: dict[str, int] = {}
     for info in [*copy.graph.value_info, *copy.graph.output]:
-        tensor = info.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if info.type.HasField("tensor_type") and tensor.elem_type and tensor.HasField("shape") and None not in dims:
+        tensor, dims = info.type.tensor_type, shape_of(info)
+        if info.type.HasField("tensor_type") and tensor.elem_type and dims is not None and None not in dims:
             itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
             sizes[info.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
     return sizes

@@ -92,22 +92,10 @@ class LayerMap:
 
 def static_shapes(model: ModelProto) -> dict[str, tuple[int | None, ...] | None]:
     """Shapes of every tensor the graph declares or ONNX shape inference finds."""
-    import onnx
+    from ..export.onnx_graph import inferred, shape_of
 
-    from .graph import light_copy
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
-    except Exception:
-        inferred = model
-    shapes: dict[str, tuple[int | None, ...] | None] = {}
-    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tensor_type = info.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            shapes[info.name] = None
-            continue
-        shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
-    return shapes
+    graph = inferred(model).graph
+    return {info.name: shape_of(info) for info in [*graph.input, *graph.value_info, *graph.output]}
 
 
 def build_map(model: ModelProto, survey: Survey, module_names: Iterable[str]) -> LayerMap:

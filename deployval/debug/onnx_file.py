@@ -221,7 +221,7 @@ class _FileDebugger:
         tensors that hold reference values (`available`: candidate tensor -> reference tensor)."""
         import onnx
 
-        from .graph import node_inputs
+        from ..export.onnx_graph import node_inputs
 
         result, index = row.result, self.index
         tensor = row.reference
@@ -429,7 +429,8 @@ class _FileDebugger:
         copy with its tensors renamed apart (a lone region keeps its names: If bodies read them)."""
         import onnx
 
-        from .graph import node_inputs
+        from ..export.onnx_graph import model_of
+        from .graph import PRODUCER
 
         index, rename = self.index, len(rows) > 1
         nodes, names = [], {}
@@ -449,14 +450,7 @@ class _FileDebugger:
             for name, value in feeds.items()]
         outputs = [onnx.helper.make_tensor_value_info(name, index.elem_type(tensor), None) if index.elem_type(tensor)
                    else onnx.helper.make_empty_tensor_value_info(name) for tensor, name in names.items()]
-        reads = {n for node in nodes for n in node_inputs(node)}  # If/Loop bodies may read outer initializers
-        model = index.model
-        graph = onnx.helper.make_graph(nodes, "own-errors", inputs, outputs,
-                                       initializer=[t for t in model.graph.initializer if t.name in reads])
-        out = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="deployval-debug")
-        out.ir_version = model.ir_version
-        out.functions.extend(model.functions)
-        return out, names
+        return model_of(index.model, nodes, inputs, outputs, "own-errors", PRODUCER), names
 
     # ------------------------------------------------------------------ summary
     def _finish(self) -> None:

@@ -25,7 +25,7 @@ from .int32_types import (
     with_elem,
 )
 from .names import Names
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, subgraphs
+from .onnx_graph import DEFAULT_DOMAINS, copy_model, outer_reads, subgraphs
 from .onnx_io import check_onnx
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class _Int32Pass:
             for j, name in enumerate(node.input):
                 if name:
                     self.consumers.setdefault(name, []).append((i, j))
-            for name in self._outer_refs(node):
+            for name in outer_reads(node):
                 self.consumers.setdefault(name, []).append((i, -1))
         self.names = Names.of(self.model)  # what the inserted Casts may not be called
         self._pending_after: list[NodeProto] = []  # Cast(to=INT32) nodes for the current node
@@ -117,17 +117,6 @@ class _Int32Pass:
         out = self.onnx.NodeProto()
         out.CopyFrom(node)
         return out
-
-    def _outer_refs(self, node: NodeProto) -> set[str]:
-        """Names a node's subgraphs read from the enclosing scope."""
-        refs: set[str] = set()
-        for sub in subgraphs(node):
-            local = {v.name for v in sub.input} | {t.name for t in sub.initializer}
-            for inner in sub.node:
-                refs.update(n for n in inner.input if n and n not in local)
-                refs.update(self._outer_refs(inner) - local)
-                local.update(inner.output)
-        return refs
 
     def _node_label(self, node: NodeProto) -> str:
         return f"{node.op_type} '{node.name}'" if node.name else f"{node.op_type} (unnamed, output '{node.output[0]}')"
@@ -263,7 +252,7 @@ class _Int32Pass:
         touched = (
             any(mentions_int64(self.orig.get(n)) for n in node.input if n)
             or any(mentions_int64(self.orig.get(n)) for n in node.output if n)
-            or any(mentions_int64(self.orig.get(n)) for n in self._outer_refs(node))
+            or any(mentions_int64(self.orig.get(n)) for n in outer_reads(node))
             or attrs_have_int64(node)
             or any(self.types.graph_has_int64(sub, self.orig) for sub in subgraphs(node))
         )

@@ -1,12 +1,13 @@
-"""Small helpers over ONNX protos shared by the export passes (no numerics, no runtime)."""
+"""Small helpers over ONNX protos shared by the export passes, debug and the tensor-level range check
+(no numerics, no runtime)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onnx import GraphProto, ModelProto, NodeProto, TensorProto
+    from onnx import GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -16,6 +17,70 @@ def copy_model(model: ModelProto) -> ModelProto:
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    return out
+
+
+def light_copy(model: ModelProto) -> ModelProto:
+    """A copy without the data of large initializers (their names, types and dims stay): enough for
+    shape inference, which then does not copy hundreds of megabytes of weights."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    graph = model.graph
+    if not graph.initializer:
+        copy.CopyFrom(model)
+        return copy
+    for name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(copy, name, getattr(model, name))
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    light = copy.graph
+    light.name = graph.name
+    light.node.extend(graph.node)
+    light.input.extend(graph.input)
+    light.output.extend(graph.output)
+    light.value_info.extend(graph.value_info)
+    for tensor in graph.initializer:
+        if tensor.ByteSize() <= 4096:
+            light.initializer.append(tensor)
+        else:
+            stub = light.initializer.add()
+            stub.name, stub.data_type = tensor.name, tensor.data_type
+            stub.dims.extend(tensor.dims)
+    return copy
+
+
+def inferred(model: ModelProto) -> ModelProto:
+    """The model's light copy with ONNX shape inference's value_info (not strict), or the model itself
+    where inference fails: its declared types only."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
+    except Exception:
+        return model
+
+
+def shape_of(info: ValueInfoProto) -> tuple[int | None, ...] | None:
+    """A tensor's dims as declared (None for a symbolic or unknown dim), or None without a shape."""
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+
+
+def model_of(source: ModelProto, nodes: Sequence[NodeProto], inputs: Sequence[ValueInfoProto],
+             outputs: Sequence[ValueInfoProto], name: str, producer: str) -> ModelProto:
+    """A model of `nodes` (a part of `source`, in order) with the initializers of `source` they read,
+    their bodies' outer reads included, and `source`'s opsets, IR version and local functions."""
+    import onnx
+
+    reads = {n for node in nodes for n in node_inputs(node)}
+    graph = onnx.helper.make_graph(list(nodes), name, list(inputs), list(outputs),
+                                   initializer=[t for t in source.graph.initializer if t.name in reads])
+    out = onnx.helper.make_model(graph, opset_imports=list(source.opset_import), producer_name=producer)
+    out.ir_version = source.ir_version
+    out.functions.extend(source.functions)
     return out
 
 
@@ -68,13 +133,23 @@ def default_opset(model: ModelProto) -> int:
     return 0
 
 
-def _reads(node: NodeProto) -> set[str]:
-    """Every name a node reads, the outer values its If/Loop/Scan bodies read included."""
-    names = {name for name in node.input if name}
+def outer_reads(node: NodeProto) -> set[str]:
+    """Names a node's If/Loop/Scan bodies read from the enclosing graph (at any depth)."""
+    reads: set[str] = set()
     for sub in subgraphs(node):
-        for inner in iter_nodes(sub):
-            names.update(name for name in inner.input if name)
-    return names
+        defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+        for inner in sub.node:
+            defined.update(inner.output)
+        for inner in sub.node:
+            reads.update(n for n in inner.input if n and n not in defined)
+            reads.update(n for n in outer_reads(inner) if n not in defined)
+    return reads
+
+
+def node_inputs(node: NodeProto) -> list[str]:
+    """Every name a node reads: its inputs, then (sorted) the outer values its bodies read."""
+    names = [n for n in node.input if n]
+    return names + sorted(outer_reads(node) - set(names))
 
 
 def topological_sort(graph: GraphProto) -> bool:
@@ -83,7 +158,7 @@ def topological_sort(graph: GraphProto) -> bool:
     rewriters append nodes at the end; ONNX Runtime tolerates that, the checker and TensorRT do not."""
     nodes = list(graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
-    deps = [{producer[name] for name in _reads(node) if name in producer and producer[name] != i}
+    deps = [{producer[name] for name in node_inputs(node) if name in producer and producer[name] != i}
             for i, node in enumerate(nodes)]
     placed: list[int] = []
     done: set[int] = set()

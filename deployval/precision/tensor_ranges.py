@@ -119,7 +119,8 @@ def record_tensor_ranges(
     import numpy as np
     import onnx
 
-    from ..debug.graph import GraphIndex, cast_feeds, node_inputs
+    from ..debug.graph import GraphIndex, cast_feeds
+    from ..export.onnx_graph import node_inputs
     from ..export.onnx_io import load_onnx
     from ..memory import memory_budget
 
@@ -436,7 +437,7 @@ def _run_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str,
     Runtime's If inference can fail on dims a branch does not expect)."""
     import onnx
 
-    from ..debug.graph import light_copy
+    from ..export.onnx_graph import light_copy, shape_of
 
     copy = light_copy(model)
     for info in copy.graph.input:
@@ -454,8 +455,7 @@ def _run_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str,
         copy = onnx.shape_inference.infer_shapes(copy, strict_mode=False)
     except Exception:
         return {}
-    return {info.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
-            for info in [*copy.graph.value_info, *copy.graph.output]
+    return {info.name: shape_of(info) for info in [*copy.graph.value_info, *copy.graph.output]
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")}
 
 
