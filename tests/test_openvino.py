@@ -3,6 +3,7 @@ device's default is recorded, and where that default is not f32 the fp32 row say
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -48,6 +49,25 @@ def test_a_device_openvino_does_not_have_is_an_error_row_saying_so(cli, tmp_path
     assert result.code == 3, result.out + result.err
     row = _rows(report)[("openvino", "fp32")]
     assert row["status"] == "error" and "OpenVINO could not compile the model for NOSUCH" in row["reason"]
+
+
+@needs_openvino
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf is not installed")
+def test_openvino_int8_is_nncf_quantized_and_really_runs_in_int8(cli, tmp_path):
+    report = tmp_path / "r.json"
+    result = cli("compare", "srcnn", "--input-shape", "image=1x3x64x64", "--backends", "torch,openvino",
+                 "--precisions", "fp32,int8", "--iterations", "1", "--json", report, "-q")
+    assert result.code == 0, result.out + result.err
+    data = json.loads(report.read_text())
+    rows = {(r["backend"], r["precision"]): r for r in data["results"]}
+    int8, fp32 = rows[("openvino", "int8")], rows[("openvino", "fp32")]
+    quantized, layers = (int(n) for n in int8["details"]["int8_layers"].split(" of "))
+    assert int8["status"] == "pass" and 0 < quantized <= layers, int8["details"]
+    assert int8["details"]["inference_precision"] == "f32"  # what NNCF left unquantized stays fp32
+    assert int8["outputs"][0]["metrics"]["rel_l2"] > 100 * fp32["outputs"][0]["metrics"]["rel_l2"]
+    step = next(s for s in data["steps"] if s["name"] == "int8 (nncf)")
+    assert step["details"]["quantizer"].startswith("nncf ") and step["details"]["quantize_nodes"] > 0
+    assert "pass --calibration DIR with real data" in step["reason"]
 
 
 def test_the_default_precision_warning_and_type_names():

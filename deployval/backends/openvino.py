@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import BackendError, UsageError, first_line
-from ..export.artifacts import ONNX
+from ..export.artifacts import ONNX, ONNX_INT8_NNCF
 from .base import Runner
 
-HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # a row's precision -> INFERENCE_PRECISION_HINT
+# A row's precision -> INFERENCE_PRECISION_HINT; int8 keeps what NNCF did not quantize in f32, so int8 is
+# the only reduction that row measures.
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 TYPE_NAMES = {"f32": "f32", "float32": "f32", "f16": "f16", "float16": "f16", "bf16": "bf16", "bfloat16": "bf16"}
-PRECISION_OF_HINT = {hint: precision for precision, hint in HINTS.items()}
+PRECISION_OF_HINT = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+INT8_TYPES = ("i8", "u8")  # what the compiled model's runtime info says a quantized layer runs in
 
 
 def hint_name(value: Any) -> str:
@@ -51,7 +54,7 @@ def default_precision_warning(default: str, device: str) -> str | None:
 class OpenVinoRunner(Runner):
     name: ClassVar[str] = "openvino"
     description: ClassVar[str] = "OpenVINO from the simplified ONNX, the inference precision pinned per row"
-    artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX, "fp16": ONNX, "bf16": ONNX}
+    artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX, "fp16": ONNX, "bf16": ONNX, "int8": ONNX_INT8_NNCF}
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class OpenVinoRunner(Runner):
                             device_default_precision=default)
         if got != wanted:  # judged at another precision than the row's would be a lie
             raise BackendError(f"OpenVINO on {device} computes this model in {got}, not {wanted}")
+        if self.precision == "int8":
+            self._check_int8()
         if self.precision == "fp32":
             warning = default_precision_warning(default, device)
             if warning:
@@ -97,6 +102,17 @@ class OpenVinoRunner(Runner):
         self.request = self.compiled.create_infer_request()
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
         self.output_names = tuple(port.get_any_name() for port in self.compiled.outputs)
+
+    def _check_int8(self) -> None:
+        """An int8 row whose compiled model runs no layer in int8 would judge fp32 arithmetic as int8."""
+        layers = [(info["layerType"].astype(str), info["runtimePrecision"].astype(str))
+                  for info in (op.get_rt_info() for op in self.compiled.get_runtime_model().get_ops())]
+        computing = [(kind, runs_in) for kind, runs_in in layers if kind not in ("Const", "Input", "Output", "Reorder")]
+        int8 = [kind for kind, runs_in in computing if runs_in in INT8_TYPES]
+        self.details["int8_layers"] = f"{len(int8)} of {len(computing)}"
+        if not int8:
+            raise BackendError("OpenVINO runs no layer of the NNCF-quantized model in int8 on "
+                               f"{self.backend_options.device}: it would be judged as int8 without being int8")
 
     def deactivate_impl(self) -> None:
         del self.request

@@ -20,14 +20,16 @@ ONNX_FP16 = "onnx-fp16"  # fp16 weights and compute, fp32 I/O
 ONNX_INT8 = "onnx-int8"  # Q/DQ int8, calibrated
 ONNX_FP16_INT32 = "onnx-fp16-int32"  # the fp16 ONNX after the int64 -> int32 pass
 ONNX_INT8_INT32 = "onnx-int8-int32"  # the Q/DQ ONNX after the int64 -> int32 pass
+ONNX_INT8_NNCF = "onnx-int8-nncf"  # Q/DQ int8 placed and calibrated by NNCF, for OpenVINO
 PT2 = "pt2"  # torch.export -> AOTInductor package (.pt2), compiled for the run's shapes and device
 PT2_FP16 = "pt2-fp16"  # the same from the module in half precision
 PT2_BF16 = "pt2-bf16"  # the same from the module in bfloat16
 SERVED = "served"  # nothing built here: the model as a server serves it (names only)
 PT2_KINDS = {"fp32": PT2, "fp16": PT2_FP16, "bf16": PT2_BF16}
-ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)  # .onnx files
+ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32,  # .onnx files
+              ONNX_INT8_NNCF)
 ARTIFACT_KINDS = (MODULE, TORCHSCRIPT, ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32,
-                  ONNX_INT8_INT32, PT2, PT2_FP16, PT2_BF16, SERVED)
+                  ONNX_INT8_INT32, ONNX_INT8_NNCF, PT2, PT2_FP16, PT2_BF16, SERVED)
 
 # The file of each kind in a store's directory (and in `deployval export --out`); `module` and `served` have none.
 FILE_NAMES = {
@@ -39,6 +41,7 @@ FILE_NAMES = {
     ONNX_INT8: "model.int8.onnx",
     ONNX_FP16_INT32: "model.fp16.int32.onnx",
     ONNX_INT8_INT32: "model.int8.int32.onnx",
+    ONNX_INT8_NNCF: "model.int8.nncf.onnx",
     PT2: "model.pt2",
     PT2_FP16: "model.fp16.pt2",
     PT2_BF16: "model.bf16.pt2",

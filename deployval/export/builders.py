@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._util import atomic_path, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
+from ..metric_table import MAX_ABS
 from ..progress import Step
 from ..spec import KeepFp32
 from .artifacts import MODULE, ONNX_RAW, SERVED, Artifact
@@ -393,7 +394,7 @@ def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
     activation_matmuls = bool(store.config.backend_options.get(int8.ACTIVATION_MATMULS_OPTION, False))
     recipe = {"method": store.config.calibration_method, "nodes": nodes, "op_types": op_types,
               "placement": int8.PLACEMENT, "quantizer": int8.QUANTIZER, "activation_matmuls": activation_matmuls}
-    calibration_digest = sha256_json([[sorted(s) for s in samples], recipe]) + _samples_digest(samples)
+    digest = calibration_digest(samples, recipe)
     source_name = str(store.config.calibration) if store.config.calibration else "the run's inputs"
 
     def run(step: Step, path: Path) -> dict[str, Any]:
@@ -404,10 +405,10 @@ def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
         loads_in_runtime(step, path, source.path, "int8")
         if not store.has_calibration:
             step.reason = "calibrated on the run's own inputs; pass --calibration DIR with real data"
-        return {"calibration": calibration_digest}
+        return {"calibration": digest}
 
     return Plan(run, f"int8 Q/DQ calibration ({len(samples)} samples, {recipe['method']})",
-                fresh=lambda meta: meta.get("calibration") == calibration_digest,
+                fresh=lambda meta: meta.get("calibration") == digest,
                 skipped_on=(int8.NothingToQuantize,))
 
 
@@ -479,10 +480,12 @@ def as_dict(details: Any) -> dict[str, Any]:
     return asdict(details) if is_dataclass(details) else {"details": str(details)}
 
 
-def _samples_digest(samples: list[dict[str, np.ndarray]]) -> str:
+def calibration_digest(samples: list[dict[str, np.ndarray]], recipe: Mapping[str, Any]) -> str:
+    """What a calibrated artifact was made from: the samples' contents and the recipe, so a cached entry
+    calibrated on other data or another way is never taken for this one."""
     from ..inputs import digest
 
-    return sha256_json([digest(s) for s in samples])
+    return sha256_json([[sorted(s) for s in samples], dict(recipe)]) + sha256_json([digest(s) for s in samples])
 
 
 def verify_same_outputs(
@@ -527,7 +530,7 @@ def verify_same_outputs(
         if tolerance > 0.0 and not (diff <= bound).all():
             return {"status": "fail", "reason": f"output '{name}' max |diff| {np.nanmax(diff):.3g}"}
         worst = max(worst, float(np.nanmax(diff)) if diff.size else 0.0)
-    return {"status": "ok", "reason": "", "max_abs": worst, "tolerance": tolerance}
+    return {"status": "ok", "reason": "", MAX_ABS: worst, "tolerance": tolerance}
 
 
 def _feeds_for(path: Path | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ from .._util import atomic_path, atomic_write_json, library_versions, sha256_fil
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..progress import Progress, Step
 from ..spec import ModelSpec, RunConfig
-from . import builders, cache_entry
+from . import builders, cache_entry, nncf_int8
 from .artifacts import (
     DEVICE_KINDS,
     FILE_NAMES,
@@ -44,6 +44,7 @@ from .artifacts import (
     ONNX_FP16_INT32,
     ONNX_INT8,
     ONNX_INT8_INT32,
+    ONNX_INT8_NNCF,
     ONNX_INT32,
     ONNX_KINDS,
     ONNX_RAW,
@@ -84,6 +85,7 @@ BUILDS: dict[str, Build] = {
     ONNX_INT32: Build((ONNX,), builders.int32_of, "int64-to-int32"),
     ONNX_FP16_INT32: Build((ONNX_FP16,), builders.int32_of, "int64-to-int32 (onnx-fp16)"),
     ONNX_INT8_INT32: Build((ONNX_INT8,), builders.int32_of, "int64-to-int32 (onnx-int8)"),
+    ONNX_INT8_NNCF: Build((ONNX,), nncf_int8.onnx_int8_nncf, "int8 (nncf)"),
     PT2: Build((), builders.aoti_package, "aoti"),
     PT2_FP16: Build((), builders.aoti_package, "aoti (fp16)"),
     PT2_BF16: Build((), builders.aoti_package, "aoti (bf16)"),
