@@ -27,15 +27,13 @@ from .dataset import Dataset, Sample
 from .errors import DeployvalError, first_line
 from .execution import host_outputs
 from .labels import Labels
+from .metric_table import ELEMENTS, REL_L2, lower_is_worse
 from .metrics import OutputComparison, compare_output, failure_lines, label_metrics
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
 from .shape_grid import ShapeGrid
 from .spec import ModelSpec, TaskSpec, Tolerance
 from .task_checks import TaskCheck, combine, run_check
-
-# Metrics where a lower value is the worse one; for every other metric the highest is the worst.
-LOWER_IS_WORSE = ("cosine", "sqnr_db", "argmax_agreement", "dice_mean", "dice_min", "overlap", "iou", "matched")
 
 
 @dataclass(kw_only=True)
@@ -101,16 +99,16 @@ class RowSamples:
             per_metric = self.values.setdefault(c.name, {})
             numbers = {**c.metrics, **{k: v for k, v in c.task.items() if isinstance(v, float)}}
             for metric, value in numbers.items():
-                if metric != "elements":
+                if metric != ELEMENTS:
                     per_metric.setdefault(metric, []).append(float(value))
-            worst_rel = max(worst_rel, float(c.metrics.get("rel_l2", math.inf if not c.metrics else 0.0)))
+            worst_rel = max(worst_rel, float(c.metrics.get(REL_L2, math.inf if not c.metrics else 0.0)))
         failures = [error] if error else gating
-        self.records.append({"sample": sample, "passed": passed, "rel_l2": worst_rel, "failures": failures[:2]})
+        self.records.append({"sample": sample, "passed": passed, REL_L2: worst_rel, "failures": failures[:2]})
         return passed
 
     def summary(self, worst: int) -> dict[str, Any]:
         failed = [r for r in self.records if not r["passed"]]
-        ranked = sorted(self.records, key=lambda r: (r["passed"], -_finite(r["rel_l2"]), r["sample"]))
+        ranked = sorted(self.records, key=lambda r: (r["passed"], -_finite(r[REL_L2]), r["sample"]))
         outputs = {}
         for name, metrics in self.values.items():
             outputs[name] = {metric: _aggregate(metric, values) for metric, values in metrics.items()}
@@ -127,7 +125,7 @@ def _finite(value: float) -> float:
 
 def _aggregate(metric: str, values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
-    worst = array.min() if any(metric.endswith(m) for m in LOWER_IS_WORSE) else array.max()
+    worst = array.min() if lower_is_worse(metric) else array.max()
     with np.errstate(invalid="ignore"):
         mean = float(array.mean())
     return {"worst": float(worst), "mean": mean, "p50": float(np.percentile(array, 50, method="nearest")),

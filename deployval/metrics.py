@@ -18,15 +18,39 @@ from typing import Any
 
 import numpy as np
 
+from .metric_table import (
+    ARGMAX_AGREEMENT,
+    COSINE,
+    DICE_DROP,
+    DICE_MEAN,
+    DICE_MIN,
+    ELEMENTS,
+    MAX_ABS,
+    MAX_REL,
+    MEAN_ABS,
+    MEDIAN_ABS,
+    METRICS,
+    MISMATCH,
+    P99_ABS,
+    REF_ABS_MAX,
+    REL_L2,
+    SLICE_JUDGED,
+    SLICE_REPORTED,
+    SQNR_DB,
+    STATISTIC_BOUNDS,
+    TOPK_DROP,
+    cosine_of_sums,
+    worst,
+)
 from .nonfinite import OPTION as ALLOW_OPTION
 from .nonfinite import count_nonfinite
-from .slices import JUDGED, REPORTED, SliceComparison, SliceSpec, for_output, worst_of
+from .slices import SliceComparison, SliceSpec, for_output, worst_of
 from .spec import TaskSpec, Tolerance, format_shape
-from .stats import BLOCK, ErrorStats, cosine_of_sums, rel_l2, sqnr_db
+from .stats import BLOCK, ErrorStats
 
 __all__ = ["OutputComparison", "argmax_agreement", "compare_output", "compare_slices", "cosine", "cosine_of_sums",
            "dice_per_class", "difference_if_any", "error_metrics", "failure_lines", "label_metrics",
-           "min_passing_elementwise", "mismatch_fraction", "rel_l2", "sqnr_db", "task_metrics", "topk_overlap"]
+           "min_passing_elementwise", "mismatch_fraction", "task_metrics", "topk_overlap"]
 
 FLOAT_KINDS = "fc"
 INT_KINDS = "iub"
@@ -80,11 +104,11 @@ def _float_metrics(stats: ErrorStats, ref: np.ndarray, cand: np.ndarray) -> dict
     """The streamed statistics plus the exact median and p99 of |c - r|."""
     metrics = stats.metrics()
     if stats.n == 0:
-        metrics.update(max_abs=0.0, mean_abs=0.0, median_abs=0.0, p99_abs=0.0, rel_l2=0.0, max_rel=0.0,
-                       cosine=1.0, sqnr_db=math.inf, ref_abs_max=0.0)
+        metrics.update({MAX_ABS: 0.0, MEAN_ABS: 0.0, MEDIAN_ABS: 0.0, P99_ABS: 0.0, REL_L2: 0.0, MAX_REL: 0.0,
+                        COSINE: 1.0, SQNR_DB: math.inf, REF_ABS_MAX: 0.0})
         return metrics
     diff = _finite_diff(ref, cand, stats)
-    metrics["median_abs"], metrics["p99_abs"] = (_percentile(diff, q) for q in (50, 99))
+    metrics[MEDIAN_ABS], metrics[P99_ABS] = (_percentile(diff, q) for q in (50, 99))
     return metrics
 
 
@@ -214,12 +238,12 @@ def task_metrics(ref: np.ndarray, cand: np.ndarray, task: TaskSpec) -> dict[str,
         return {}
     labels_r, labels_c = _reference_labels(ref, axis), argmax_along(cand, axis)  # once, for every metric
     same = labels_r == labels_c
-    result: dict[str, Any] = {"argmax_agreement": float(np.count_nonzero(same) / same.size) if same.size else 1.0}
+    result: dict[str, Any] = {ARGMAX_AGREEMENT: float(np.count_nonzero(same) / same.size) if same.size else 1.0}
     if task.kind == "segmentation":
         dice = _dice_from_labels(labels_r.ravel(), labels_c.ravel(), same.ravel(), int(ref.shape[axis]))
         result["dice_per_class"] = {str(k): v for k, v in dice.items()}
-        result["dice_mean"] = float(np.mean(list(dice.values()))) if dice else 1.0
-        result["dice_min"] = float(min(dice.values())) if dice else 1.0
+        result[DICE_MEAN] = float(np.mean(list(dice.values()))) if dice else 1.0
+        result[DICE_MIN] = float(min(dice.values())) if dice else 1.0
     else:
         result[f"top{task.topk}_overlap"] = topk_overlap(ref, cand, axis, task.topk)
     return result
@@ -332,11 +356,11 @@ def compare_output(
 
     if _kind(ref) == "int":
         fraction = mismatch_fraction(ref, cand)
-        result.metrics = {"mismatch": fraction, "elements": int(ref.size),
-                          "max_abs": float(np.abs(cand.astype(np.float64) - ref.astype(np.float64)).max())
+        result.metrics = {MISMATCH: fraction, ELEMENTS: int(ref.size),
+                          MAX_ABS: float(np.abs(cand.astype(np.float64) - ref.astype(np.float64)).max())
                           if ref.size else 0.0}
         bound = tolerance.mismatch if tolerance.mismatch is not None else 0.0
-        result.min_passing = {"mismatch": fraction}
+        result.min_passing = {MISMATCH: fraction}
         if fraction > bound:
             result.failures.append(f"{fraction:.4%} of elements differ (allowed {bound:.4%})")
         result.passed = not result.failures
@@ -362,29 +386,28 @@ def compare_output(
             where, diff, allowed = _worst_violation(ref, cand, atol, rtol)
             result.failures.append(f"{stats.violations} of {stats.elements} elements exceed atol+rtol*|ref| "
                                    f"(worst at {where}: |diff| {diff:.3g} > {allowed:.3g})")
-    for stat in ("mean_abs", "p99_abs", "rel_l2"):
-        bound = getattr(tolerance, stat)
-        result.min_passing.setdefault(stat, metrics[stat])
-        if bound is not None and not metrics[stat] <= bound:
-            result.failures.append(f"{stat} {metrics[stat]:.3g} exceeds {bound:.3g}")
-    if tolerance.cosine is not None:
-        result.min_passing["cosine"] = metrics["cosine"]
-        if not metrics["cosine"] >= tolerance.cosine:
-            result.failures.append(f"cosine {metrics['cosine']:.6f} below {tolerance.cosine:.6f}")
-    if tolerance.argmax_agreement is not None and "argmax_agreement" in result.task:
-        agreement = result.task["argmax_agreement"]
-        result.min_passing["argmax_agreement"] = agreement
+    for stat in STATISTIC_BOUNDS:  # an upper bound's smallest passing value is shown even when unset
+        bound = getattr(tolerance, stat.name)
+        if bound is not None or not stat.lower_is_worse:
+            result.min_passing.setdefault(stat.name, metrics[stat.name])
+        if bound is not None and stat.exceeds(metrics[stat.name], bound):
+            result.failures.append(stat.verdict(metrics[stat.name], bound))
+    agreement_format = METRICS[ARGMAX_AGREEMENT].fmt
+    if tolerance.argmax_agreement is not None and ARGMAX_AGREEMENT in result.task:
+        agreement = result.task[ARGMAX_AGREEMENT]
+        result.min_passing[ARGMAX_AGREEMENT] = agreement
         if agreement < tolerance.argmax_agreement:
-            result.failures.append(f"argmax agreement {agreement:.4%} below {tolerance.argmax_agreement:.4%}")
-    drops = {"dice_drop": ("dice_mean", "Dice"), "topk_drop": (f"top{task.topk}_overlap" if task else "", "top-k")}
+            result.failures.append(f"argmax agreement {agreement:{agreement_format}} below "
+                                   f"{tolerance.argmax_agreement:{agreement_format}}")
+    drops = {DICE_DROP: (DICE_MEAN, "Dice"), TOPK_DROP: (f"top{task.topk}_overlap" if task else "", "top-k")}
     for bound_name, (metric, label) in drops.items():
-        bound = getattr(tolerance, bound_name)
+        bound, drop_format = getattr(tolerance, bound_name), METRICS[bound_name].fmt
         if bound is not None and metric in result.task:
             drop = 1.0 - result.task[metric]
             result.task[bound_name] = drop
             result.min_passing[bound_name] = drop
             if drop > bound:
-                result.failures.append(f"{label} drop {drop:.4f} exceeds {bound:.4f}")
+                result.failures.append(f"{label} drop {drop:{drop_format}} exceeds {bound:{drop_format}}")
     if nonfinite:
         result.min_passing = {}  # no tolerance passes a NaN or Inf that does not match the reference
     result.passed = not result.failures
@@ -400,15 +423,11 @@ def compare_slices(ref: np.ndarray, cand: np.ndarray, spec: SliceSpec, bounds: d
     for label, start, stop in spec.ranges(ref.shape):
         index = (slice(None),) * axis + (slice(start, stop),)
         metrics = error_metrics(ref[index], cand[index])
-        comparison = SliceComparison(label, {k: metrics[k] for k in REPORTED})
-        for stat, larger_is_worse in JUDGED.items():
-            bound, value = bounds.get(stat), metrics[stat]
-            if bound is None:
-                continue
-            if larger_is_worse and not value <= bound:
-                comparison.failures.append(f"slice {label} {stat} {value:.3g} exceeds {bound:.3g}")
-            elif not larger_is_worse and not value >= bound:
-                comparison.failures.append(f"slice {label} {stat} {value:.6f} below {bound:.6f}")
+        comparison = SliceComparison(label, {k: metrics[k] for k in SLICE_REPORTED})
+        for stat in SLICE_JUDGED:
+            bound, value = bounds.get(stat.name), metrics[stat.name]
+            if bound is not None and stat.exceeds(value, bound):
+                comparison.failures.append(f"slice {label} {stat.verdict(value, bound)}")
         out.append(comparison)
     return out
 
@@ -417,19 +436,17 @@ def _judge_slices(result: OutputComparison, ref: np.ndarray, cand: np.ndarray, s
                   tolerance: Tolerance) -> None:
     """Each slice judged by the output's statistical bounds; the worst slice's statistics join the
     output's metrics (worst_slice_rel_l2, ...), and each failing slice spec adds its worst failure."""
-    bounds = {"rel_l2": tolerance.rel_l2, "mean_abs": tolerance.mean_abs, "p99_abs": tolerance.p99_abs,
-              "cosine": tolerance.cosine}
+    bounds = {stat.name: getattr(tolerance, stat.name) for stat in SLICE_JUDGED}
     for spec in specs:
         compared = compare_slices(ref, cand, spec, bounds)
         result.slices += [{"spec": spec.text, **c.to_dict()} for c in compared]
         for key, value in worst_of(compared).items():
-            result.metrics[key] = max(value, result.metrics.get(key, value)) if "cosine" not in key else min(
-                value, result.metrics.get(key, value))
+            result.metrics[key] = worst(key, (value, result.metrics.get(key, value)))
         failing = [c for c in compared if c.failures]
         if failing:
-            worst = max(failing, key=lambda c: c.metrics["rel_l2"])
+            worst_slice = max(failing, key=lambda c: c.metrics[REL_L2])
             more = f" (and {len(failing) - 1} other slice{'s' * (len(failing) > 2)})" if len(failing) > 1 else ""
-            result.failures.append(worst.failures[0] + more)
+            result.failures.append(worst_slice.failures[0] + more)
 
 
 def _judge_masked(result: OutputComparison, ref: np.ndarray, stats: ErrorStats, allow: bool) -> bool:

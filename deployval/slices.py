@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+from .metric_table import SLICE_REPORTED, worst
 
-# The statistics a slice is judged by, and whether a larger value is worse.
-JUDGED = {"rel_l2": True, "mean_abs": True, "p99_abs": True, "cosine": False}
-REPORTED = ("max_abs", "mean_abs", "p99_abs", "rel_l2", "cosine")
 WORST_PREFIX = "worst_slice_"  # the output's metrics gain worst_slice_rel_l2 etc.: data sets and diffs see them
 
 
@@ -100,12 +98,12 @@ class SliceComparison:
 
 def worst_of(comparisons: Sequence[SliceComparison]) -> dict[str, float]:
     """The worst value of each reported statistic over the slices, as `worst_slice_<stat>` metrics."""
-    worst: dict[str, float] = {}
-    for stat in REPORTED:
+    worst_values: dict[str, float] = {}
+    for stat in SLICE_REPORTED:
         values = [c.metrics[stat] for c in comparisons]
         if values:
-            worst[WORST_PREFIX + stat] = float(min(values) if stat == "cosine" else max(values))
-    return worst
+            worst_values[WORST_PREFIX + stat] = float(worst(stat, values))
+    return worst_values
 
 
 def for_output(slices: Sequence[SliceSpec], name: str) -> list[SliceSpec]:

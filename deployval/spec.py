@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .metric_table import LOWER_BOUNDS, UPPER_BOUNDS
 from .preprocess import ImagePreprocess
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -141,12 +142,9 @@ class Tolerance:
         parts = []
         if self.elementwise:
             parts.append(f"atol={_g(self.atol or 0.0)} rtol={_g(self.rtol or 0.0)}")
-        for name in ("mean_abs", "p99_abs", "rel_l2", "dice_drop", "topk_drop", "mismatch"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}<={_g(getattr(self, name))}")
-        for name in ("cosine", "argmax_agreement"):
-            if getattr(self, name) is not None:  # bounds close to 1: show every digit that matters
-                parts.append(f"{name}>={getattr(self, name):.8g}")
+        for metric in UPPER_BOUNDS + LOWER_BOUNDS:
+            if getattr(self, metric.name) is not None:
+                parts.append(metric.describe_bound(getattr(self, metric.name)))
         return ", ".join(parts) or "none"
 
 

@@ -17,35 +17,31 @@ from typing import Any
 
 import numpy as np
 
+from .metric_table import (
+    COSINE,
+    ELEMENTS,
+    INF,
+    MAX_ABS,
+    MAX_REL,
+    MEAN_ABS,
+    MEDIAN_ABS,
+    MISMATCH,
+    NAN,
+    P99_ABS,
+    REF_ABS_MAX,
+    REL_L2,
+    SQNR_DB,
+    STATISTIC_BOUNDS,
+    cosine_of_sums,
+    rel_l2,
+    sqnr_db,
+)
 from .nonfinite import kind_mismatches
 from .spec import Tolerance
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly
 LOG10_LOW, LOG10_HIGH, BINS_PER_DECADE = -12, 6, 4
 N_BINS = (LOG10_HIGH - LOG10_LOW) * BINS_PER_DECADE
-
-
-def rel_l2(norm_diff: float, norm_ref: float) -> float:
-    if norm_diff == 0.0:
-        return 0.0
-    return math.inf if norm_ref == 0.0 else norm_diff / norm_ref
-
-
-def cosine_of_sums(dot: float, norm_r: float, norm_c: float) -> float:
-    """Cosine from r.c and the two norms (accumulated block by block)."""
-    if norm_r == 0.0 and norm_c == 0.0:
-        return 1.0
-    if norm_r == 0.0 or norm_c == 0.0:
-        return 0.0
-    return dot / (norm_r * norm_c)
-
-
-def sqnr_db(norm_ref: float, norm_diff: float) -> float:
-    if norm_diff == 0.0:
-        return math.inf
-    if norm_ref == 0.0:
-        return -math.inf
-    return 20.0 * math.log10(norm_ref / norm_diff)
 
 
 def log_bin_edges() -> np.ndarray:
@@ -171,17 +167,17 @@ class ErrorStats:
     def metrics(self) -> dict[str, float]:
         norm_r, norm_c, norm_d = math.sqrt(self.sum_r2), math.sqrt(self.sum_c2), math.sqrt(self.sum_d2)
         metrics = {
-            "elements": self.elements, "nan": self.nan, "inf": self.inf,
-            "max_abs": self.max_abs, "mean_abs": self.sum_abs / self.n if self.n else 0.0,
-            "rel_l2": rel_l2(norm_d, norm_r), "cosine": cosine_of_sums(self.sum_rc, norm_r, norm_c),
-            "sqnr_db": sqnr_db(norm_r, norm_d), "ref_abs_max": self.ref_abs_max,
+            ELEMENTS: self.elements, NAN: self.nan, INF: self.inf,
+            MAX_ABS: self.max_abs, MEAN_ABS: self.sum_abs / self.n if self.n else 0.0,
+            REL_L2: rel_l2(norm_d, norm_r), COSINE: cosine_of_sums(self.sum_rc, norm_r, norm_c),
+            SQNR_DB: sqnr_db(norm_r, norm_d), REF_ABS_MAX: self.ref_abs_max,
         }
         if self.rel_eps is not None:
-            metrics["max_rel"] = self.max_rel
+            metrics[MAX_REL] = self.max_rel
         if self.histogram_wanted:
-            metrics["median_abs"], metrics["p99_abs"] = self.quantile(0.5), self.quantile(0.99)
+            metrics[MEDIAN_ABS], metrics[P99_ABS] = self.quantile(0.5), self.quantile(0.99)
         if self.integer:
-            metrics["mismatch"] = self.mismatches / self.elements if self.elements else 0.0
+            metrics[MISMATCH] = self.mismatches / self.elements if self.elements else 0.0
         return metrics
 
     def histogram(self) -> dict[str, Any]:
@@ -195,8 +191,8 @@ class ErrorStats:
         m = self.metrics()
         if self.integer:
             bound = tolerance.mismatch if tolerance.mismatch is not None else 0.0
-            if m["mismatch"] > bound:
-                out.append(f"{m['mismatch']:.4%} of elements differ (allowed {bound:.4%})")
+            if m[MISMATCH] > bound:
+                out.append(f"{m[MISMATCH]:.4%} of elements differ (allowed {bound:.4%})")
             return out
         if self.nonfinite_bad:
             out.append(f"{self.nonfinite_bad} non-finite values where the reference is finite")
@@ -206,12 +202,10 @@ class ErrorStats:
         if tolerance.elementwise and self.violations:
             out.append(f"{self.violations} of {self.elements} elements exceed atol+rtol*|ref| "
                        f"(max |diff| {self.max_abs:.3g})")
-        for stat in ("mean_abs", "p99_abs", "rel_l2"):
-            bound = getattr(tolerance, stat)
-            if bound is not None and stat in m and not m[stat] <= bound:
-                out.append(f"{stat} {m[stat]:.3g} exceeds {bound:.3g}")
-        if tolerance.cosine is not None and not m["cosine"] >= tolerance.cosine:
-            out.append(f"cosine {m['cosine']:.6f} below {tolerance.cosine:.6f}")
+        for metric in STATISTIC_BOUNDS:  # p99_abs only where the histogram was taken
+            bound = getattr(tolerance, metric.name)
+            if bound is not None and metric.name in m and metric.exceeds(m[metric.name], bound):
+                out.append(metric.verdict(m[metric.name], bound))
         return out
 
 

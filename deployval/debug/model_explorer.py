@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..metric_table import MAX_ABS, REL_L2
 from .report import FAIL, PASS, DebugReport, LayerResult
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ STATUS_CODES = {"pass": 0, "diverges": 1, "first divergent": 2, "error is new he
 STATUS_COLORS = {"pass": "#c8e6c9", "diverges": "#ff8a65", "first divergent": "#b71c1c",
                  "error is new here": "#6a1b9a"}
 STATUS_LEGEND = "status: " + ", ".join(f"{code} = {status}" for status, code in STATUS_CODES.items())
-SERIES = ("status", "rel_l2", "max_abs", "own_rel_l2", "new_share")
+SERIES = ("status", REL_L2, MAX_ABS, "own_rel_l2", "new_share")
 
 
 def node_ids(graph: GraphProto) -> list[str]:
@@ -153,9 +154,9 @@ def node_values(report: DebugReport, model: ModelProto) -> dict[str, dict[str, A
         row = chosen[index]
         status = _status(row, report)
         entry: dict[str, Any] = {"layer": row.label, "status": status, "status_code": STATUS_CODES[status],
-                                 "rel_l2": row.metrics.get("rel_l2"), "max_abs": row.metrics.get("max_abs")}
+                                 REL_L2: row.metrics.get(REL_L2), MAX_ABS: row.metrics.get(MAX_ABS)}
         if row.own and "metrics" in row.own:
-            entry["own_rel_l2"] = row.own["metrics"].get("rel_l2")
+            entry["own_rel_l2"] = row.own["metrics"].get(REL_L2)
         if row.new_share is not None:
             entry["new_share"] = row.new_share
         values[ids[index]] = entry

@@ -43,6 +43,7 @@ from .._util import sha256_file, timed_import
 from ..backends.base import Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
+from ..metric_table import REL_L2
 from ..progress import Progress
 from ..session import Session
 from ..spec import ModelSpec, RunConfig, Tolerance
@@ -473,19 +474,19 @@ class _FileDebugger:
         elif not own["passed"]:
             share = result.new_share
             report.localized = Localization(
-                result.label, "layer", f"fed the reference inputs, it alone gives rel L2 {own['metrics']['rel_l2']:.3g}"
+                result.label, "layer", f"fed the reference inputs, it alone gives rel L2 {own['metrics'][REL_L2]:.3g}"
                 + ("" if share is None else f" ({share:.0%} of its total rel L2)")
                 + f"; in the {self.kind} artifact: {', '.join(result.ops)}", result.ops)
             self._triage()
         else:
-            before = [(r.result.own["metrics"]["rel_l2"], r.result.label) for r in self.rows[:result.index]
+            before = [(r.result.own["metrics"][REL_L2], r.result.label) for r in self.rows[:result.index]
                       if r.result.own and "metrics" in r.result.own]
             hint = "" if not before else "; the largest own error before it is {1}'s (rel L2 {0:.3g})".format(
                 *max(before))
             report.localized = Localization(
                 result.label, "accumulated",
                 f"no node adds an error beyond tolerance by itself: fed the reference inputs, {result.label} gives "
-                f"rel L2 {own['metrics']['rel_l2']:.3g}, within tolerance; the error builds up over the nodes before "
+                f"rel L2 {own['metrics'][REL_L2]:.3g}, within tolerance; the error builds up over the nodes before "
                 f"it (the per-node curve shows where it grows){hint}", result.ops)
 
     def _triage(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DeployvalError
 from ..export.artifacts import ONNX_FP16, ONNX_FP16_INT32, ONNX_INT8, ONNX_INT8_INT32
+from ..metric_table import REL_L2
 from ..spec import Tolerance
 from .plan import Row
 from .policy import layer_tolerance
@@ -192,13 +193,13 @@ class OwnErrorSearch:
             ops = row.result.ops if call.kind == "mark" else (row.result.own_ops or row.result.ops)
             if call.kind == "mark":
                 ops = self._region_ops(own.region, exclude=set())
-            explanation = (f"fed the reference inputs, it alone gives rel L2 {own.metrics['rel_l2']:.3g}{ratio}"
+            explanation = (f"fed the reference inputs, it alone gives rel L2 {own.metrics[REL_L2]:.3g}{ratio}"
                            + (f"; ops: {', '.join(ops)}" if ops else ""))
             state.localized = Localization(row.result.label, what, explanation, ops)
         else:
             explanation = (f"{first.result.label} only inherits its error (fed the reference inputs its own error is "
                            f"{self._own_text(first)}); the new error arises in {row.result.label}'s own code outside "
-                           f"its submodules (rel L2 {own.metrics['rel_l2']:.3g} fed the reference inputs"
+                           f"its submodules (rel L2 {own.metrics[REL_L2]:.3g} fed the reference inputs"
                            + (f"; its own ops: {', '.join(row.result.own_ops)}" if row.result.own_ops else "") + ")")
             state.localized = Localization(row.result.label, "module-code", explanation, row.result.own_ops)
         self._triage(row.result, own)
@@ -206,7 +207,7 @@ class OwnErrorSearch:
     def _own_text(self, row: Row) -> str:
         own = row.result.own or {}
         if "metrics" in own:
-            return f"rel L2 {own['metrics']['rel_l2']:.3g}, within tolerance"
+            return f"rel L2 {own['metrics'][REL_L2]:.3g}, within tolerance"
         return own.get("unavailable", "unknown")
 
     def _search_root(self) -> None:
@@ -254,7 +255,7 @@ class OwnErrorSearch:
                 first.result.label, "accumulated",
                 f"no layer adds an error beyond tolerance by itself: {first.result.label}'s own error is "
                 f"{self._own_text(first)}, and replaying the {len(own.region.node_names)} nodes before it from the "
-                f"nearest kept reference values gives rel L2 {own.metrics['rel_l2']:.3g}; the error builds up over "
+                f"nearest kept reference values gives rel L2 {own.metrics[REL_L2]:.3g}; the error builds up over "
                 "the layers before it (the per-layer curve shows where it grows)", ops)
             return
         explanation = (f"{first.result.label} only inherits its error (its own error: {self._own_text(first)}) and "

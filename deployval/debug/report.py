@@ -14,6 +14,7 @@ from typing import Any
 
 from .._util import IMPORT_SECONDS
 from ..errors import ExitCode
+from ..metric_table import COSINE, MAX_ABS, MEAN_ABS, REL_L2
 from ..record import RunRecord
 
 UNFINISHED = "the run did not finish"  # as results.UNFINISHED (not imported: this module stays light)
@@ -56,8 +57,8 @@ class LayerResult:
     def new_share(self) -> float | None:
         if not self.own or "metrics" not in self.own or not self.compared:
             return None
-        total = self.metrics.get("rel_l2", 0.0)
-        own = self.own["metrics"].get("rel_l2", 0.0)
+        total = self.metrics.get(REL_L2, 0.0)
+        own = self.own["metrics"].get(REL_L2, 0.0)
         if total == 0.0 or not math.isfinite(total):
             return 0.0 if own == 0.0 else 1.0
         return min(1.0, own / total)
@@ -241,10 +242,10 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
             status += " ← first"
         if report.localized is not None and row.label == report.localized.label and row.label != report.first_divergent:
             status += " ← new here"
-        cosine = "-" if "cosine" not in m else f"{m['cosine']:.6f}"
+        cosine = "-" if COSINE not in m else f"{m[COSINE]:.6f}"
         label = escape(row.label if row.kind != "output" else f"[output] {row.label}")
-        table.add_row(str(row.index), label, row.type, _ops(row), fmt(m.get("max_abs")), fmt(m.get("mean_abs")),
-                      fmt(m.get("rel_l2")), cosine, new, f"[{styles.get(row.status, '')}]{status}[/]")
+        table.add_row(str(row.index), label, row.type, _ops(row), fmt(m.get(MAX_ABS)), fmt(m.get(MEAN_ABS)),
+                      fmt(m.get(REL_L2)), cosine, new, f"[{styles.get(row.status, '')}]{status}[/]")
     console.print(table)
     skipped = [r for r in report.layers if not r.compared]
     reasons: dict[str, list[str]] = {}

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError, first_line
+from ..metric_table import COSINE, MAX_ABS, MEAN_ABS, REL_L2
 from ..spec import Tolerance
 from .report import DebugReport
 
@@ -320,8 +321,8 @@ def _readme(case: ReproCase, result: ReproResult, failures: list[str], backend: 
         f"(as debug judged the layer).",
         "",
         "ONNX Runtime (CPU) on the cut, against the expected outputs: "
-        + (", ".join(f"{k} {v:.3g}" for k, v in result.metrics.items() if k in ("max_abs", "mean_abs", "rel_l2",
-                                                                                 "cosine")) or "-")
+        + (", ".join(f"{k} {v:.3g}" for k, v in result.metrics.items() if k in (MAX_ABS, MEAN_ABS, REL_L2,
+                                                                                 COSINE)) or "-")
         + (f"; {failures[0]}" if failures else "; within tolerance: this cut does not show the failure"),
     ]
     if precision == "fp16":

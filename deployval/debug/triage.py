@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import first_line
+from ..metric_table import REL_L2
 from ..progress import Progress
 from ..spec import Tolerance
 from .policy import TRIAGE_MAX_MACS
@@ -36,8 +37,8 @@ def describe_verdict(verdict: str, words: Wording, evaluator_reference: Mapping[
     """The report's sentence for a triage verdict, with the three rel L2 distances between the
     evaluator, the reference and the backend."""
     graph, source, reference, backend = words.graph, words.source, words.reference, words.backend
-    numbers = (f"onnx.reference vs {reference} rel L2 {evaluator_reference['rel_l2']:.3g}, vs {backend} "
-               f"{evaluator_backend['rel_l2']:.3g}; {backend} vs {reference} {backend_reference['rel_l2']:.3g}")
+    numbers = (f"onnx.reference vs {reference} rel L2 {evaluator_reference[REL_L2]:.3g}, vs {backend} "
+               f"{evaluator_backend[REL_L2]:.3g}; {backend} vs {reference} {backend_reference[REL_L2]:.3g}")
     if verdict == "export":
         return (f"{graph} computes something else than {source} in this region: the reference evaluator agrees "
                 f"with {backend}, not with {reference} ({numbers})")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..metric_table import ARGMAX_AGREEMENT, DICE_MIN, INF, NAN, REL_L2
 from ..metrics import OutputComparison, compare_output, failure_lines
 from ..progress import Progress
 from ..spec import ModelSpec, RunConfig, Tolerance
@@ -138,7 +139,7 @@ def _judge_one(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
         compare_output(name, ref, outputs.get(name), tolerances[name], spec.task, slices=slices)
         for name, ref in reference.items()
     ]
-    scores = [math.inf if c.metrics.get("nan") or c.metrics.get("inf") else c.metrics.get("rel_l2", math.inf)
+    scores = [math.inf if c.metrics.get(NAN) or c.metrics.get(INF) else c.metrics.get(REL_L2, math.inf)
               for c in comparisons if c.ref_dtype.startswith(("float", "bfloat"))]
     score = max((s if math.isfinite(s) else math.inf for s in scores), default=0.0)
     if any(not c.metrics for c in comparisons):  # missing or misshapen output
@@ -151,13 +152,13 @@ def _judge_one(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
 def _summary(trial: Trial, ranges: Mapping[str, float] | None = None) -> str:
     if not math.isfinite(trial.score):
         return trial.failures[0] if trial.failures else "non-finite outputs"
-    parts = [f"rel_l2 {trial.score:.3g}"]
+    parts = [f"{REL_L2} {trial.score:.3g}"]
     for output in trial.outputs:
         task = output.get("task") or {}
-        if "argmax_agreement" in task:
-            parts.append(f"argmax {task['argmax_agreement']:.2%}")
-        if "dice_min" in task:
-            parts.append(f"min Dice {task['dice_min']:.3f}")
+        if ARGMAX_AGREEMENT in task:
+            parts.append(f"argmax {task[ARGMAX_AGREEMENT]:.2%}")
+        if DICE_MIN in task:
+            parts.append(f"min Dice {task[DICE_MIN]:.3f}")
         break
     if ranges:
         widest = max(ranges.values())

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..metric_table import ARGMAX_AGREEMENT, COSINE, DICE_MEAN, DICE_MIN, MAX_ABS, MEAN_ABS, REL_L2, SQNR_DB
 from ..metrics import error_metrics, task_metrics
 from ..spec import TaskSpec
 
@@ -55,7 +56,7 @@ class SweepRow:
 
     @property
     def rel_l2(self) -> float:
-        return max((m["rel_l2"] for m in self.outputs.values()), default=0.0)
+        return max((m[REL_L2] for m in self.outputs.values()), default=0.0)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SweepResult:
         from .._util import finite_json
 
         return finite_json({"layers": self.layers, "parameters": self.parameters, "task": self.task_kind,
-                            "samples": self.samples, "rows": [{**asdict(r), "rel_l2": r.rel_l2} for r in self.rows]})
+                            "samples": self.samples, "rows": [{**asdict(r), REL_L2: r.rel_l2} for r in self.rows]})
 
     def smallest_bits(self, scheme: str, accept: Callable[[SweepRow], bool]) -> int | None:
         """The fewest bits at which `scheme` meets `accept`, and every wider width too."""
@@ -233,8 +234,8 @@ def _sweep(quantize: Callable[[int, bool], float], run: Callable[[int], dict[str
                 for name, ref in ref_outputs.items():
                     if np.issubdtype(ref.dtype, np.floating):
                         metrics = error_metrics(ref, outputs[name])
-                        one.outputs[name] = {k: metrics[k] for k in ("rel_l2", "max_abs", "mean_abs", "cosine",
-                                                                     "sqnr_db")}
+                        one.outputs[name] = {k: metrics[k] for k in (REL_L2, MAX_ABS, MEAN_ABS, COSINE,
+                                                                     SQNR_DB)}
                 if task is not None and task_output in ref_outputs:
                     one.task = task_metrics(ref_outputs[task_output], outputs[task_output], task)
                 if scorer is not None and labels[index] is not None:
@@ -246,11 +247,11 @@ def _sweep(quantize: Callable[[int, bool], float], run: Callable[[int], dict[str
 
 def _task_columns(result: SweepResult) -> list[tuple[str, Callable[[SweepRow], str]]]:
     if result.task_kind == "segmentation":
-        return [("argmax agreement", lambda r: f"{r.task['argmax_agreement']:.2%}"),
-                ("mean Dice", lambda r: f"{r.task['dice_mean']:.4f}"),
-                ("worst Dice", lambda r: f"{r.task['dice_min']:.4f}")]
+        return [("argmax agreement", lambda r: f"{r.task[ARGMAX_AGREEMENT]:.2%}"),
+                ("mean Dice", lambda r: f"{r.task[DICE_MEAN]:.4f}"),
+                ("worst Dice", lambda r: f"{r.task[DICE_MIN]:.4f}")]
     if result.task_kind:
-        return [("argmax agreement", lambda r: f"{r.task['argmax_agreement']:.2%}")]
+        return [("argmax agreement", lambda r: f"{r.task[ARGMAX_AGREEMENT]:.2%}")]
     return []
 
 
@@ -263,7 +264,7 @@ def render_sweep(result: SweepResult, console: Any) -> None:
                         "outputs vs fp32", title_justify="left")
     columns = [("scheme", lambda r: r.scheme), ("bits", lambda r: str(r.bits)),
                ("weight rel L2", lambda r: fmt(r.weight_rel_l2)), ("output rel L2", lambda r: fmt(r.rel_l2)),
-               ("SQNR dB", lambda r: f"{min(m['sqnr_db'] for m in r.outputs.values()):.1f}" if r.outputs else ""),
+               ("SQNR dB", lambda r: f"{min(m[SQNR_DB] for m in r.outputs.values()):.1f}" if r.outputs else ""),
                *_task_columns(result),
                *[(f"{name} vs labels", lambda r, name=name: f"{r.labels.get(name, float('nan')):.2%}")
                  for name in (result.rows[0].labels if result.rows else {})]]
@@ -276,7 +277,7 @@ def render_sweep(result: SweepResult, console: Any) -> None:
     console.print(table)
     for scheme in dict.fromkeys(r.scheme for r in result.rows):
         if result.task_kind:
-            bits = result.smallest_bits(scheme, lambda r: r.task.get("argmax_agreement", 0.0) >= 0.99)
+            bits = result.smallest_bits(scheme, lambda r: r.task.get(ARGMAX_AGREEMENT, 0.0) >= 0.99)
             what = "argmax agreement ≥ 99%"
         else:
             bits = result.smallest_bits(scheme, lambda r: r.rel_l2 <= 0.01)
@@ -297,7 +298,7 @@ def plot_sweep(result: SweepResult, path: Path) -> None:
         bits = [r.bits for r in rows]
         axes[0][0].semilogy(bits, [max(r.rel_l2, 1e-12) for r in rows], marker="o", label=scheme)
         if panels == 2:
-            axes[0][1].plot(bits, [100 * r.task.get("argmax_agreement", float("nan")) for r in rows], marker="o",
+            axes[0][1].plot(bits, [100 * r.task.get(ARGMAX_AGREEMENT, float("nan")) for r in rows], marker="o",
                             label=scheme)
     axes[0][0].set(xlabel="weight bits", ylabel="output relative L2", title="output error")
     if panels == 2:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..metric_table import SLICE_JUDGED
 from ..record import FORMAT_VERSION, read_report
 from ..results import judge_dict
 from .formatting import fmt, fmt_ms, number
@@ -394,7 +395,8 @@ def _bound(tolerance: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str
     whole = {"max_abs": max_abs, "rel_l2": rel_l2, "mean_abs": lambda: tol.get("mean_abs"),
              "p99_abs": lambda: tol.get("p99_abs"), "mismatch": lambda: tol.get("mismatch"), "1-cosine": cosine}
     # --slices: the worst slice's statistics, under the bounds the slices are judged by
-    sliced = {f"worst_slice_{name}": whole[name] for name in ("rel_l2", "mean_abs", "p99_abs", "1-cosine")}
+    sliced = {f"worst_slice_{name}": whole[name]
+              for name in (("1-" if m.lower_is_worse else "") + m.name for m in SLICE_JUDGED)}
     return {**whole, **sliced}
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
+from ..metric_table import LOWER_BOUNDS, UPPER_BOUNDS
 from .formatting import fmt, judge_text, mean_column, memory_text, number, status_text, task_outcome_text
 from .html_plots import histogram_has_bars, histogram_png, layer_curve_png, plots_available, pyplot
 
@@ -135,10 +136,10 @@ def min_passing_text(output: Mapping[str, Any]) -> str:
     if "atol" in values and ("atol" in bounds or "rtol" in bounds):
         parts.append(f"atol={fmt(values['atol'])} at rtol={fmt(values.get('at_rtol') or 0.0)}, "
                      f"or rtol={fmt(values.get('rtol'))} at atol={fmt(values.get('at_atol') or 0.0)}")
-    for key in ("mean_abs", "p99_abs", "rel_l2", "dice_drop", "topk_drop", "mismatch"):
+    for key in (m.name for m in UPPER_BOUNDS):
         if key in values and (key in bounds or key == "mismatch"):
             parts.append(f"{key}<={fmt(values[key])}")
-    for key in ("cosine", "argmax_agreement"):
+    for key in (m.name for m in LOWER_BOUNDS):
         if key in values and key in bounds:
             parts.append(f"{key}>={cosine_text(values[key])}")
     if not parts:  # judged by bounds it has no minimum for (a task metric): show what there is
