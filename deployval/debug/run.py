@@ -48,11 +48,12 @@ import shlex
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._util import timed_import
-from ..backends.base import check_available, get_backend
+from ..backends.base import Runner, check_available, get_backend
 from ..dataset import Dataset
 from ..errors import BackendUnavailable, UsageError, first_line
 from ..export.artifacts import ONNX_RAW
@@ -98,20 +99,7 @@ def run_debug(
     started = time.perf_counter()
     config = config or RunConfig()
     progress = progress or Progress()
-    if spec.kind not in ("module", "onnx"):
-        raise UsageError(f"debug needs a PyTorch model (a registered model or pkg.module:factory) or an ONNX "
-                         f"file; '{spec.name}' is a {spec.kind} file")
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
-    if own_errors not in ("auto", "all", "divergent"):
-        raise UsageError(f"unknown own-error mode '{own_errors}' (auto, all or divergent)")
-    cls = get_backend(backend)
-    supported, why = cls.supports(precision, config.device)
-    if not supported:
-        raise UsageError(f"cannot debug {backend}:{precision}: {why}")
-    ok, reason = check_available(cls, config.device)
-    if not ok:
-        raise BackendUnavailable(f"{backend} cannot run on {config.device}: {reason}")
+    cls = _debuggable(spec, backend, precision, config, own_errors)
 
     calibration, calibrated = _calibration(spec, config, dataset, allow_nonfinite_inputs)
     if dataset is not None and inputs is None:
@@ -134,8 +122,7 @@ def run_debug(
     timings = session.timings
     timed_import("torch")
     timed_import("onnx")
-    from ..backends.torch_common import name_outputs, to_tensors
-    from .capture import survey
+    from ..backends.torch_common import to_tensors
 
     module = session.module().to(config.device)
     record = session.run_record(command or shlex.join(["deployval", "debug", spec.name, "--backend", backend,
@@ -146,29 +133,7 @@ def run_debug(
     if precision == "int8":
         report.notes.append(calibrated)
     args = to_tensors(feeds, spec.input_names, config.device)
-    model_digest, inputs_digest = session.model_digest, session.inputs_digest
-    survey_cache = survey_cache_path(config, spec, model_digest, inputs_digest)
-    cached = load_survey(survey_cache)
-    reference: dict[str, np.ndarray] | None = None
-    if cached is not None:
-        surveyed, outputs_info = cached
-        timings["survey_s"] = 0.0
-        report.notes.append("module calls from the cached survey of these inputs (one eager pass saved)")
-    else:
-        with progress.step("survey: module calls and marks (eager, hooks)"):
-            start = time.perf_counter()
-            try:
-                surveyed = survey(module, args)
-            except Exception as exc:
-                shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
-                raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
-            timings["survey_s"] = time.perf_counter() - start
-        from .capture import to_numpy
-
-        reference = {k: to_numpy(v) for k, v in name_outputs(surveyed.outputs, spec.output_names or ()).items()}
-        surveyed.outputs = None  # the reference outputs are kept as numpy above
-        outputs_info = {k: (list(v.shape), str(v.dtype)) for k, v in reference.items()}
-        save_survey(survey_cache, surveyed, outputs_info)
+    surveyed, outputs_info, reference = _survey(session, module, args, report)
     output_names = tuple(outputs_info)
     report.model["output_names"] = list(output_names)
 
@@ -193,6 +158,57 @@ def run_debug(
             module_outputs(debugger, report, repro, model_explorer, command)
     return report
 
+
+def _debuggable(spec: ModelSpec, backend: str, precision: str, config: RunConfig, own_errors: str) -> type[Runner]:
+    """The backend class, once the model kind, precision, own-error mode and backend are known to fit
+    (a UsageError or BackendUnavailable that says why not)."""
+    if spec.kind not in ("module", "onnx"):
+        raise UsageError(f"debug needs a PyTorch model (a registered model or pkg.module:factory) or an ONNX "
+                         f"file; '{spec.name}' is a {spec.kind} file")
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if own_errors not in ("auto", "all", "divergent"):
+        raise UsageError(f"unknown own-error mode '{own_errors}' (auto, all or divergent)")
+    cls = get_backend(backend)
+    supported, why = cls.supports(precision, config.device)
+    if not supported:
+        raise UsageError(f"cannot debug {backend}:{precision}: {why}")
+    ok, reason = check_available(cls, config.device)
+    if not ok:
+        raise BackendUnavailable(f"{backend} cannot run on {config.device}: {reason}")
+    return cls
+
+
+def _survey(session: Session, module: Any, args: Any, report: DebugReport
+            ) -> tuple[Any, dict[str, tuple[list[int], str]], dict[str, np.ndarray] | None]:
+    """The module calls and marks of one eager pass (cached for these inputs), the outputs' shapes and
+    dtypes, and the reference outputs when the pass ran (None from the cache)."""
+    from ..backends.torch_common import name_outputs
+    from .capture import survey
+
+    spec, config, feeds, timings = session.spec, session.config, session.feeds, session.timings
+    survey_cache = survey_cache_path(config, spec, session.model_digest, session.inputs_digest)
+    cached = load_survey(survey_cache)
+    if cached is not None:
+        surveyed, outputs_info = cached
+        timings["survey_s"] = 0.0
+        report.notes.append("module calls from the cached survey of these inputs (one eager pass saved)")
+        return surveyed, outputs_info, None
+    with session.progress.step("survey: module calls and marks (eager, hooks)"):
+        start = time.perf_counter()
+        try:
+            surveyed = survey(module, args)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}={format_shape(v.shape)}:{v.dtype}" for k, v in feeds.items())
+            raise UsageError(f"the reference run failed on inputs {shapes}: {first_line(exc)}") from None
+        timings["survey_s"] = time.perf_counter() - start
+    from .capture import to_numpy
+
+    reference = {k: to_numpy(v) for k, v in name_outputs(surveyed.outputs, spec.output_names or ()).items()}
+    surveyed.outputs = None  # the reference outputs are kept as numpy above
+    outputs_info = {k: (list(v.shape), str(v.dtype)) for k, v in reference.items()}
+    save_survey(survey_cache, surveyed, outputs_info)
+    return surveyed, outputs_info, reference
 
 
 def _calibration(spec: ModelSpec, config: RunConfig, dataset: Dataset | None,

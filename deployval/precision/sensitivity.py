@@ -218,6 +218,25 @@ def search_exclusions(
     return list(ranked[:high]), trials
 
 
+@dataclass
+class _Request:
+    """What analyze was asked, as every step of it needs it."""
+
+    spec: ModelSpec
+    precision: str
+    config: RunConfig
+    progress: Progress
+    trust_checkpoint: bool
+    allow_nonfinite_inputs: bool
+    dataset: Any
+    model_arg: str | None
+    extra_args: Sequence[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def command(self, verb: str, *args: str) -> list[str]:
+        return ["deployval", verb, self.model_arg or self.spec.name, *args]
+
+
 def analyze(
     spec: ModelSpec,
     precision: str,
@@ -236,79 +255,133 @@ def analyze(
     `dataset` (dataset_run.DatasetOptions), every trial is judged on each of its samples (a trial
     passes only when all do) and the proposal is verified over the whole set."""
     from ..judging import row_tolerance
-    from ..pipeline import compare
     from ..session import Session
 
     started = time.perf_counter()
-    config = config or RunConfig()
-    progress = progress or Progress()
-    if precision not in BACKEND_FOR:
-        raise UsageError(f"sensitivity analysis is for int8 or fp16, not '{precision}'")
-    if config.device != "cpu":
-        raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
-    first, notes = None, []
+    request = _Request(spec, precision, config or RunConfig(), progress or Progress(), trust_checkpoint,
+                       allow_nonfinite_inputs, dataset, model_arg, extra_args)
+    config, progress, seconds = request.config, request.progress, request.seconds
+    _check_request(precision, config)
+    first, unusable = None, []
     if dataset is not None:
         if inputs is not None:
             raise UsageError("--dataset and --inputs both define the inputs: give one of them")
         first, unusable, inputs = dataset.dataset.first(spec)
     session = Session(spec, config, inputs, allow_nonfinite=allow_nonfinite_inputs,
                       trust_checkpoint=trust_checkpoint, progress=progress)
-    spec, feeds = session.spec, session.feeds
+    request.spec = spec = session.spec
     backend = "ort" if spec.kind == "onnx" else BACKEND_FOR[precision]  # a file's fp16: its fp16 ONNX
-    seconds: dict[str, float] = {}
 
     module = session.module() if spec.kind != "onnx" else None  # an ONNX file's reference is ONNX Runtime fp32
     reference = session.reference().outputs
     output_names = tuple(reference)
-    sample_names, all_feeds, references = [session.inputs_source], [feeds], [reference]
-    if dataset is not None:
-        start = time.perf_counter()
-        sample_names[0] = first.name
-        read = list(dataset.dataset.samples(spec, after=first))
-        more = [sample for sample in read if not sample.fault]
-        unusable += [sample for sample in read if sample.fault]
-        if unusable:
-            total = len(more) + len(unusable) + 1
-            notes.append(f"{len(unusable)} of {total} samples could not be used and were left out ("
-                         + "; ".join(f"{sample.name}: {sample.fault}" for sample in unusable[:3])
-                         + ("; ..." if len(unusable) > 3 else "") + ")")
-        with progress.step(f"reference outputs of {len(more)} more samples"):
-            references += reference_outputs(session, [sample.feeds for sample in more])
-        sample_names += [sample.name for sample in more]
-        all_feeds += [sample.feeds for sample in more]
-        seconds["references"] = time.perf_counter() - start
+    notes: list[str] = []
+    sample_names, all_feeds, references = _samples(request, session, reference, first, unusable, notes)
     # the tolerance the pipeline would apply to this backend's row
     tolerances = {name: row_tolerance(spec, backend, precision, name, config) for name in output_names}
+    lowering = _lowering(request, session, module, all_feeds, output_names)
+    trials = _Trials(request, lowering, references, tolerances, sample_names)
+    try:
+        result = trials.rank(notes)
+        if result.baseline.passed:
+            result.proposal, result.status = [], "pass"
+            result.reason = f"the model meets the tolerance with every layer in {precision}"
+            seconds["total"] = time.perf_counter() - started
+            return result
+        trials.search(result)
+    finally:
+        lowering.close()
 
-    lowering: Lowering
-    if precision == "int8":
+    if result.proposal is None:
+        result.reason = (f"even with all {len(result.layers)} layers kept at fp32 the model misses the tolerance: "
+                         f"the error comes from elsewhere ({'; '.join(result.search[-1].failures[:2])})")
+        if precision == "int8":
+            result.reason += "; with no node quantized, the error is in the graph prepared for quantization itself"
+    elif not verify:
+        result.status, result.reason = "fixed", "proposal found (not verified: --no-verify)"
+    else:
+        _verify(request, result, backend, session.feeds)
+    seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def _check_request(precision: str, config: RunConfig) -> None:
+    if precision not in BACKEND_FOR:
+        raise UsageError(f"sensitivity analysis is for int8 or fp16, not '{precision}'")
+    if config.device != "cpu":
+        raise UsageError("sensitivity analysis runs on the CPU (ONNX Runtime int8 kernels, torch half); drop --device")
+
+
+def _samples(request: _Request, session: Any, reference: dict[str, np.ndarray], first: Any, unusable: list[Any],
+             notes: list[str]) -> tuple[list[str], list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The inputs every trial is judged on (their names, feeds and reference outputs): the session's,
+    and with a data set every usable sample after the first; unusable ones are said in `notes`."""
+    sample_names, all_feeds, references = [session.inputs_source], [session.feeds], [reference]
+    dataset = request.dataset
+    if dataset is None:
+        return sample_names, all_feeds, references
+    start = time.perf_counter()
+    sample_names[0] = first.name
+    read = list(dataset.dataset.samples(request.spec, after=first))
+    more = [sample for sample in read if not sample.fault]
+    unusable += [sample for sample in read if sample.fault]
+    if unusable:
+        total = len(more) + len(unusable) + 1
+        notes.append(f"{len(unusable)} of {total} samples could not be used and were left out ("
+                     + "; ".join(f"{sample.name}: {sample.fault}" for sample in unusable[:3])
+                     + ("; ..." if len(unusable) > 3 else "") + ")")
+    with request.progress.step(f"reference outputs of {len(more)} more samples"):
+        references += reference_outputs(session, [sample.feeds for sample in more])
+    sample_names += [sample.name for sample in more]
+    all_feeds += [sample.feeds for sample in more]
+    request.seconds["references"] = time.perf_counter() - start
+    return sample_names, all_feeds, references
+
+
+def _lowering(request: _Request, session: Any, module: Any, all_feeds: list[dict[str, np.ndarray]],
+              output_names: tuple[str, ...]) -> Lowering:
+    """What lowers the model's layers: int8 Q/DQ on its ONNX export, fp16 on an ONNX file's nodes, or
+    fp16 on a PyTorch module's leaf modules."""
+    config, progress = request.config, request.progress
+    if request.precision == "int8":
         from ..export.artifacts import ONNX, ONNX_RAW
         from ..export.int8 import ACTIVATION_MATMULS_OPTION
 
-        samples = session.calibration() if config.calibration else [dict(feeds)]
+        samples = session.calibration() if config.calibration else [dict(session.feeds)]
         store = session.store(output_names)
         try:  # the store's files live only while it is open (always so with --no-cache)
             onnx_path = store.get(ONNX).path
             node_modules = _node_modules(Path(store.get(ONNX_RAW).path or ""), module) if module is not None else {}
             with progress.step("preparing the model for quantization"):
-                lowering = Int8Lowering(Path(onnx_path or ""), samples, all_feeds, config.calibration_method,
-                                        node_modules, output_names,
-                                        bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
+                return Int8Lowering(Path(onnx_path or ""), samples, all_feeds, config.calibration_method,
+                                    node_modules, output_names,
+                                    bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
         finally:
             store.close()
-    elif module is None:  # an ONNX file: its nodes in the fp16 conversion the pipeline's rows run
+    if module is None:  # an ONNX file: its nodes in the fp16 conversion the pipeline's rows run
         from ..export.artifacts import ONNX
 
         store = session.store(output_names)
         try:
             with progress.step("preparing the fp16 conversion"):
-                lowering = Fp16OnnxLowering(Path(store.get(ONNX).path or ""), all_feeds, output_names)
+                return Fp16OnnxLowering(Path(store.get(ONNX).path or ""), all_feeds, output_names)
         finally:
             store.close()
-    else:
-        lowering = Fp16Lowering(module, spec, all_feeds, "cpu")
+    return Fp16Lowering(module, request.spec, all_feeds, "cpu")
 
-    def timed(run: Callable[[], list[dict[str, np.ndarray]]], kept: list[str], lowered: str | None) -> Trial:
+
+@dataclass
+class _Trials:
+    """The lowered models of one analysis, each run and judged against the reference on every input."""
+
+    request: _Request
+    lowering: Lowering
+    references: list[dict[str, np.ndarray]]
+    tolerances: dict[str, Tolerance]
+    sample_names: list[str]
+    names: list[str] = field(default_factory=list)  # every candidate layer, once per_layer ran
+
+    def timed(self, run: Callable[[], list[dict[str, np.ndarray]]], kept: list[str], lowered: str | None) -> Trial:
         start = time.perf_counter()
         try:
             outputs = run()
@@ -320,121 +393,115 @@ def analyze(
             return Trial(kept=kept, lowered=lowered, passed=False, score=math.inf,
                          failures=[f"could not build or run: {first_line(exc)}"],
                          seconds=time.perf_counter() - start)
-        return _judge(outputs, references, tolerances, spec, kept, lowered, time.perf_counter() - start, sample_names,
-                      config.slices)
+        return _judge(outputs, self.references, self.tolerances, self.request.spec, kept, lowered,
+                      time.perf_counter() - start, self.sample_names, self.request.config.slices)
 
-    try:
+    def rank(self, notes: list[str]) -> SensitivityResult:
+        """Every layer lowered, then each layer, op type and subgraph alone, most sensitive first."""
+        request, lowering = self.request, self.lowering
+        spec, precision, seconds = request.spec, request.precision, request.seconds
         candidates = lowering.candidates()
         if not candidates:
             raise UsageError(f"{spec.name} has no layer that {precision} lowering applies to "
                              f"({', '.join(INT8_LAYER_OPS) if precision == 'int8' else 'leaf modules with weights'}"
                              f"{' with a constant weight input' if precision == 'int8' else ''})")
         start = time.perf_counter()
-        with progress.step(f"{precision} everywhere ({len(candidates)} layers)"):
-            baseline = timed(lambda: lowering.run_all_except([]), [], None)
+        with request.progress.step(f"{precision} everywhere ({len(candidates)} layers)"):
+            baseline = self.timed(lambda: lowering.run_all_except([]), [], None)
         seconds["baseline"] = time.perf_counter() - start
+        layers = self.per_layer(candidates)
+        op_types = self.lower_each(lowering.groups(), "op type", lambda pattern, op_type, trial, members:
+                                   LayerSensitivity(pattern, op_type, None, trial.score, trial.passed,
+                                                    _summary(trial), members=members))
+        blocks = self.lower_each(lowering.subgraphs(), "subgraph", lambda pattern, scope, trial, members:
+                                 LayerSensitivity(pattern, "subgraph", scope, trial.score, trial.passed,
+                                                  _summary(trial), members=members))
+        return SensitivityResult(
+            model=spec.name, precision=precision, executor=lowering.executor,
+            tolerance={name: t.to_dict() for name, t in self.tolerances.items()}, baseline=baseline, layers=layers,
+            search=[], proposal=None, option=lowering.option, prefix=lowering.prefix,
+            seconds=seconds, op_types=op_types, subgraphs=blocks, notes=notes,
+            reproduce=shlex.join(request.command("precision", "--precision", precision, *request.extra_args)),
+        )
 
+    def per_layer(self, candidates: Sequence[tuple[str, str, str | None]]) -> list[LayerSensitivity]:
+        """Each layer lowered alone, most sensitive first."""
         start = time.perf_counter()
         layers: list[LayerSensitivity] = []
-        names = [c[0] for c in candidates]
+        self.names = [c[0] for c in candidates]
         for index, (layer, op_type, module_name) in enumerate(candidates, 1):
-            with progress.step(f"{precision} one layer at a time: {index}/{len(candidates)} {module_name or layer}"):
-                trial = timed(lambda layer=layer: lowering.run_only(layer), [n for n in names if n != layer], layer)
-            ranges = lowering.input_ranges(layer)
+            with self.request.progress.step(f"{self.request.precision} one layer at a time: "
+                                            f"{index}/{len(candidates)} {module_name or layer}"):
+                trial = self.timed(lambda layer=layer: self.lowering.run_only(layer),
+                                   [n for n in self.names if n != layer], layer)
+            ranges = self.lowering.input_ranges(layer)
             layers.append(LayerSensitivity(layer, op_type, module_name, trial.score, trial.passed,
                                            _summary(trial, ranges), ranges))
         order = sorted(range(len(layers)), key=lambda i: (-_sortable(layers[i].score), i))
-        layers = [layers[i] for i in order]
-        seconds["per_layer"] = time.perf_counter() - start
+        self.request.seconds["per_layer"] = time.perf_counter() - start
+        return [layers[i] for i in order]
 
-        def lower_each(groups: Sequence[tuple[str, str, list[str]]], what: str,
-                       entry: Callable[[str, str, Trial, list[str]], LayerSensitivity]) -> list[LayerSensitivity]:
-            """Each group (an op type, a subgraph) lowered alone, most sensitive first."""
-            start = time.perf_counter()
-            found = []
-            for pattern, label, members in groups:
-                with progress.step(f"{precision} one {what} at a time: {label} ({len(members)} layers)"):
-                    trial = timed(lambda members=members: lowering.run_only_many(members),
-                                  [n for n in names if n not in members], pattern)
-                found.append(entry(pattern, label, trial, list(members)))
-            found.sort(key=lambda group: -_sortable(group.score))
-            if found:
-                seconds[f"per_{what.replace(' ', '_')}"] = time.perf_counter() - start
-            return found
-
-        op_types = lower_each(lowering.groups(), "op type", lambda pattern, op_type, trial, members: LayerSensitivity(
-            pattern, op_type, None, trial.score, trial.passed, _summary(trial), members=members))
-        blocks = lower_each(lowering.subgraphs(), "subgraph", lambda pattern, scope, trial, members: LayerSensitivity(
-            pattern, "subgraph", scope, trial.score, trial.passed, _summary(trial), members=members))
-
-        result = SensitivityResult(
-            model=spec.name, precision=precision, executor=lowering.executor,
-            tolerance={name: t.to_dict() for name, t in tolerances.items()}, baseline=baseline, layers=layers,
-            search=[], proposal=None, option=lowering.option, prefix=lowering.prefix,
-            seconds=seconds, op_types=op_types, subgraphs=blocks, notes=notes,
-            reproduce=shlex.join(["deployval", "precision", model_arg or spec.name, "--precision", precision,
-                                  *extra_args]),
-        )
-        if baseline.passed:
-            result.proposal, result.status = [], "pass"
-            result.reason = f"the model meets the tolerance with every layer in {precision}"
-            seconds["total"] = time.perf_counter() - started
-            return result
-
+    def lower_each(self, groups: Sequence[tuple[str, str, list[str]]], what: str,
+                   entry: Callable[[str, str, Trial, list[str]], LayerSensitivity]) -> list[LayerSensitivity]:
+        """Each group (an op type, a subgraph) lowered alone, most sensitive first."""
         start = time.perf_counter()
-        ranked = [layer.layer for layer in layers]
+        found = []
+        for pattern, label, members in groups:
+            with self.request.progress.step(f"{self.request.precision} one {what} at a time: {label} "
+                                            f"({len(members)} layers)"):
+                trial = self.timed(lambda members=members: self.lowering.run_only_many(members),
+                                   [n for n in self.names if n not in members], pattern)
+            found.append(entry(pattern, label, trial, list(members)))
+        found.sort(key=lambda group: -_sortable(group.score))
+        if found:
+            self.request.seconds[f"per_{what.replace(' ', '_')}"] = time.perf_counter() - start
+        return found
 
-        def evaluate(kept: list[str]) -> Trial:
-            with progress.step(f"{precision} keeping the {len(kept)} most sensitive layer(s) at fp32"):
-                return timed(lambda: lowering.run_all_except(kept), kept, None)
+    def evaluate(self, kept: list[str]) -> Trial:
+        with self.request.progress.step(f"{self.request.precision} keeping the {len(kept)} most sensitive "
+                                        "layer(s) at fp32"):
+            return self.timed(lambda: self.lowering.run_all_except(kept), kept, None)
 
-        result.proposal, result.search = search_exclusions(ranked, evaluate)
+    def search(self, result: SensitivityResult) -> None:
+        """The shortest prefix of the ranking to keep at full precision, then made minimal."""
+        start = time.perf_counter()
+        result.proposal, result.search = search_exclusions([layer.layer for layer in result.layers], self.evaluate)
         if result.proposal:  # backward elimination: the errors of the exclusions need not add up
             passing = next(t for t in result.search if t.passed and t.kept == result.proposal)
-            result.proposal, result.dropped, result.exclusions, more = minimize(result.proposal, evaluate, passing,
-                                                                                baseline)
+            result.proposal, result.dropped, result.exclusions, more = minimize(result.proposal, self.evaluate,
+                                                                                passing, result.baseline)
             result.search += more
-        seconds["search"] = time.perf_counter() - start
-    finally:
-        lowering.close()
+        self.request.seconds["search"] = time.perf_counter() - start
 
-    if result.proposal is None:
-        result.reason = (f"even with all {len(ranked)} layers kept at fp32 the model misses the tolerance: "
-                         f"the error comes from elsewhere ({'; '.join(result.search[-1].failures[:2])})")
-        if precision == "int8":
-            result.reason += "; with no node quantized, the error is in the graph prepared for quantization itself"
-        seconds["total"] = time.perf_counter() - started
-        return result
-    if not verify:
-        result.status, result.reason = "fixed", "proposal found (not verified: --no-verify)"
-        seconds["total"] = time.perf_counter() - started
-        return result
+
+def _verify(request: _Request, result: SensitivityResult, backend: str, feeds: Mapping[str, np.ndarray]) -> None:
+    """The proposal run through the pipeline, exactly as `deployval compare` with it would judge it."""
+    from ..pipeline import compare
 
     start = time.perf_counter()
-    values = tuple(result.prefix + glob.escape(n) for n in result.proposal)
+    precision, config, dataset = request.precision, request.config, request.dataset
+    values = tuple(result.prefix + glob.escape(n) for n in result.proposal or ())
     setting = {"int8_exclude": values} if precision == "int8" else {"keep_fp32": values}
-    report = compare(spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
+    report = compare(request.spec, backends=(backend,), precisions=(precision,), config=replace(config, **setting),
                      inputs=dict(feeds) if dataset is None else None, dataset=dataset,
-                     allow_nonfinite_inputs=allow_nonfinite_inputs, progress=progress,
-                     trust_checkpoint=trust_checkpoint,
-                     command=shlex.join(["deployval", "compare", model_arg or spec.name, "--backends", backend,
-                                         "--precisions", precision, *extra_args, *result.apply_args()]))
+                     allow_nonfinite_inputs=request.allow_nonfinite_inputs, progress=request.progress,
+                     trust_checkpoint=request.trust_checkpoint,
+                     command=shlex.join(request.command("compare", "--backends", backend, "--precisions", precision,
+                                                        *request.extra_args, *result.apply_args())))
     row = report.results[0]
-    seconds["verification"] = time.perf_counter() - start
+    request.seconds["verification"] = time.perf_counter() - start
     result.verification = {"backend": row.backend, "precision": row.precision, "status": row.status,
                            "reason": row.reason, "outputs": [o.to_dict() for o in row.outputs],
                            "reproduce": report.command, "faithful": row.faithful}
     if row.status == "pass":
         result.status = "fixed"
-        result.reason = (f"keeping {len(result.proposal)} of {len(ranked)} layers at fp32 meets the tolerance "
-                         f"(verified: {backend} {precision} passes){_culprit(layers)}")
+        result.reason = (f"keeping {len(result.proposal or ())} of {len(result.layers)} layers at fp32 meets the "
+                         f"tolerance (verified: {backend} {precision} passes){_culprit(result.layers)}")
         if result.dropped:
             result.reason += (f"; minimal: the search also kept {', '.join(result.dropped)}, which the others make "
                               "redundant")
     else:
         result.reason = f"the proposal did not pass verification: {row.reason}"
-    seconds["total"] = time.perf_counter() - started
-    return result
 
 
 def reference_outputs(session: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

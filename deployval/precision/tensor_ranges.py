@@ -116,9 +116,6 @@ def record_tensor_ranges(
     `budget_bytes` (default: debug's memory budget). `module_ranges` (the reference run's module
     outputs, precision.ranges) measure the tensors that are a module's own output: those are not
     exposed again (a 3D U-Net's every tensor is a layer's output: no second forward pass at all)."""
-    import numpy as np
-    import onnx
-
     from ..debug.graph import GraphIndex, cast_feeds
     from ..export.onnx_graph import node_inputs
     from ..export.onnx_io import load_onnx
@@ -132,99 +129,140 @@ def record_tensor_ranges(
     feeds = cast_feeds({k: v for k, v in feeds.items() if k in index.inputs}, index)
 
     names = _Names(model, raw_path, module_names)
-    kept = _kept_nodes(model, names.chains, keep_fp32, fp16_details)
     consumers: dict[str, list[int]] = {}
     for i, node in enumerate(index.nodes):
         for name in node_inputs(node):
             consumers.setdefault(name, []).append(i)
-    saturating = _carriers(model, _saturating_constants(model), VALUE_MOVING)
-    probability = _carriers(model, {o for n in model.graph.node if n.op_type in PROBABILITY for o in n.output}, LAYOUT)
+    plan = _Plan(index, names, consumers, _kept_nodes(model, names.chains, keep_fp32, fp16_details),
+                 _carriers(model, _saturating_constants(model), VALUE_MOVING),
+                 _carriers(model, {o for n in model.graph.node if n.op_type in PROBABILITY for o in n.output}, LAYOUT),
+                 precisions, TensorRangeCheck([], 0, 0, 0, 0, 0, budget, 0, map_source=names.source))
+    plan.measure_inputs(feeds)
+    targets = plan.targets(model, shapes, _module_outputs(model, names, module_ranges, consumers, index))
+    guess = plan.note_unmeasured(targets)
+    plan.measure(_segments(targets, guess, budget), feeds)
+    plan.check.seconds = time.perf_counter() - start
+    return plan.check
 
-    def stored_fp16(name: str, producer: int | None) -> bool:
-        readers = consumers.get(name, [])
-        made_fp16 = producer is not None and index.nodes[producer].name not in kept
-        return made_fp16 or any(index.nodes[r].name not in kept for r in readers)
 
-    check = TensorRangeCheck([], 0, 0, 0, 0, 0, budget, 0, map_source=names.source)
-    measured: set[str] = set()
-    weight_types = {t.name: t.data_type for t in model.graph.initializer}
-    for name in index.inputs:
-        value = feeds.get(name)
-        if value is None or value.dtype != np.float32:
-            continue
-        check.float_tensors += 1
-        if name in saturating:
-            check.saturating += 1
-        elif not stored_fp16(name, None):
-            check.kept_fp32 += 1
+@dataclass
+class _Plan:
+    """One graph's tensors: which the fp16 artifact stores in fp16, and their measurement into `check`."""
+
+    index: Any  # debug.graph.GraphIndex
+    names: _Names
+    consumers: dict[str, list[int]]  # tensor -> the nodes reading it
+    kept: set[str]  # nodes that stay fp32
+    saturating: set[str]  # tensors carrying a saturating constant (not judged)
+    probability: set[str]  # tensors carrying a probability (softmax and layout ops after it)
+    precisions: Sequence[str]
+    check: TensorRangeCheck
+    measured: set[str] = field(default_factory=set)
+
+    def stored_fp16(self, name: str, producer: int | None) -> bool:
+        readers = self.consumers.get(name, [])
+        made_fp16 = producer is not None and self.index.nodes[producer].name not in self.kept
+        return made_fp16 or any(self.index.nodes[r].name not in self.kept for r in readers)
+
+    def count(self, name: str, producer: int | None) -> bool:
+        """Count a float tensor; true when it is stored in fp16 and neither saturating nor kept fp32."""
+        self.check.float_tensors += 1
+        if name in self.saturating:
+            self.check.saturating += 1
+        elif not self.stored_fp16(name, producer):
+            self.check.kept_fp32 += 1
         else:
-            check.ranges.append(_range(name, "", "input", "", "", value, precisions))
-            measured.add(name)
+            return True
+        return False
 
-    outputs_of = _module_outputs(model, names, module_ranges, consumers, index)
-    # The tensors to measure, in graph order, with their size when known.
-    targets: list[Target] = []
-    for i, node in enumerate(index.nodes):
-        if node.op_type in CONSTANT_OPS:
-            continue
-        floats_in = [n for n in node.input if n and weight_types.get(n, index.elem_type(n)) in (FLOAT, None)]
-        copy = node.op_type in COPIES and bool(floats_in) and all(n in measured for n in floats_in)
-        for out in node.output:
-            elem = index.elem_type(out)
-            if not out or elem not in (FLOAT, None):
+    def measure_inputs(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """The graph's float inputs, measured from the feeds."""
+        import numpy as np
+
+        for name in self.index.inputs:
+            value = feeds.get(name)
+            if value is None or value.dtype != np.float32:
                 continue
-            check.float_tensors += 1
-            if out in saturating:
-                check.saturating += 1
-            elif not stored_fp16(out, i):
-                check.kept_fp32 += 1
-            elif copy:  # its values are some of its inputs', measured already
-                check.copies += 1
-                measured.add(out)
-            else:
+            if self.count(name, None):
+                self.check.ranges.append(_range(name, "", "input", "", "", value, self.precisions))
+                self.measured.add(name)
+
+    def targets(self, model: ModelProto, shapes: Mapping[str, Any], outputs_of: Mapping[str, LayerRange]
+                ) -> list[Target]:
+        """The tensors to measure, in graph order, with their size when known; a module's own output
+        is taken from the module's range instead, a copy of measured values is not measured again."""
+        index, check = self.index, self.check
+        weight_types = {t.name: t.data_type for t in model.graph.initializer}
+        targets: list[Target] = []
+        for i, node in enumerate(index.nodes):
+            if node.op_type in CONSTANT_OPS:
+                continue
+            floats_in = [n for n in node.input if n and weight_types.get(n, index.elem_type(n)) in (FLOAT, None)]
+            copy = node.op_type in COPIES and bool(floats_in) and all(n in self.measured for n in floats_in)
+            for out in node.output:
+                elem = index.elem_type(out)
+                if not out or elem not in (FLOAT, None) or not self.count(out, i):
+                    continue
+                if copy:  # its values are some of its inputs', measured already
+                    check.copies += 1
+                    self.measured.add(out)
+                    continue
                 shape = shapes.get(out)
                 size = 4 * math.prod(shape) if shape is not None and None not in shape else None
-                measured.add(out)
+                self.measured.add(out)
                 layer = outputs_of.get(out)
                 if layer is not None and size is not None and layer.elements * 4 == size and layer.elements:
-                    check.ranges.append(_from_module(out, node, layer, precisions, tensor_probability=out in
-                                                     probability))
+                    check.ranges.append(_from_module(out, node, layer, self.precisions,
+                                                     tensor_probability=out in self.probability))
                     check.from_modules += 1
                     continue
                 targets.append((out, i, size))  # type: ignore[arg-type]
-    known = [s for _, _, s in targets if s is not None]
-    guess = max(known) if known else budget // 16
-    if len(known) < len(targets):
-        check.notes.append(f"{len(targets) - len(known)} tensors of unknown shape counted as {guess} bytes each")
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in index.nodes for a in n.attribute):
-        check.notes.append("tensors inside If / Loop / Scan bodies are not measured (their outputs are)")
+        return targets
 
-    segments = _segments(targets, guess, budget)
-    check.segments = len(segments)
-    last_use = {name: max(readers) for name, readers in consumers.items()}
-    held: dict[str, np.ndarray] = dict(feeds)
-    lo = -1
-    for segment in segments:
-        hi = max(i for _, i, _ in segment)
-        frontier = [out for node in index.nodes[lo + 1:hi + 1] for out in node.output
-                    if out and last_use.get(out, -1) > hi]
-        wanted = [t for t, _, _ in segment]
-        values = _run_segment(index, list(dict.fromkeys(wanted + frontier)), held)
-        for tensor, i, _ in segment:
-            value = values.get(tensor)
-            if value is None or value.dtype != np.float32:
-                continue
-            check.exposed_bytes += value.nbytes
-            node = index.nodes[i]
-            check.ranges.append(_range(tensor, node.name, node.op_type, *names.where(node.name), value, precisions,
-                                       probability=tensor in probability, merged=names.changed.get(tensor, "")))
-        held.update({t: values[t] for t in frontier if t in values})
-        for name in [n for n in held if last_use.get(n, -1) <= hi and n not in feeds]:
-            del held[name]
-        values.clear()
-        lo = hi
-    check.seconds = time.perf_counter() - start
-    return check
+    def note_unmeasured(self, targets: list[Target]) -> int:
+        """The size a tensor of unknown shape counts as; notes what is guessed or left unmeasured."""
+        import onnx
+
+        known = [s for _, _, s in targets if s is not None]
+        guess = max(known) if known else self.check.budget_bytes // 16
+        if len(known) < len(targets):
+            self.check.notes.append(f"{len(targets) - len(known)} tensors of unknown shape counted as {guess} bytes "
+                                    "each")
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in self.index.nodes for a in n.attribute):
+            self.check.notes.append("tensors inside If / Loop / Scan bodies are not measured (their outputs are)")
+        return guess
+
+    def measure(self, segments: list[list[Target]], feeds: Mapping[str, np.ndarray]) -> None:
+        """Run the graph segment by segment, each exposing its targets and the frontier later ones
+        read, holding only what a later segment still needs."""
+        import numpy as np
+
+        index, check = self.index, self.check
+        check.segments = len(segments)
+        last_use = {name: max(readers) for name, readers in self.consumers.items()}
+        held: dict[str, np.ndarray] = dict(feeds)
+        lo = -1
+        for segment in segments:
+            hi = max(i for _, i, _ in segment)
+            frontier = [out for node in index.nodes[lo + 1:hi + 1] for out in node.output
+                        if out and last_use.get(out, -1) > hi]
+            wanted = [t for t, _, _ in segment]
+            values = _run_segment(index, list(dict.fromkeys(wanted + frontier)), held)
+            for tensor, i, _ in segment:
+                value = values.get(tensor)
+                if value is None or value.dtype != np.float32:
+                    continue
+                check.exposed_bytes += value.nbytes
+                node = index.nodes[i]
+                check.ranges.append(_range(tensor, node.name, node.op_type, *self.names.where(node.name), value,
+                                           self.precisions, probability=tensor in self.probability,
+                                           merged=self.names.changed.get(tensor, "")))
+            held.update({t: values[t] for t in frontier if t in values})
+            for name in [n for n in held if last_use.get(n, -1) <= hi and n not in feeds]:
+                del held[name]
+            values.clear()
+            lo = hi
 
 
 def findings(check: TensorRangeCheck, precision: str) -> list[RangeFinding]:
