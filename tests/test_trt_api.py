@@ -44,10 +44,11 @@ def test_every_name_the_backend_touches_exists_where_it_is_reached(lab, version)
     # what the code reads is what was looked at: the builder, network, engine and context calls are there
     assert {"Builder.build_serialized_network", "IExecutionContext.execute_async_v3", "ITensor.is_shape_tensor",
             "OnnxParser.parse_from_file", "Runtime.deserialize_cuda_engine"} <= set(found["members"])
-    assert {"BuilderFlag.FP16", "MemoryPoolType.WORKSPACE", "TensorLocation.HOST"} <= set(found["chains"])
+    assert {"BuilderFlag.FP16", "BuilderFlag.BF16", "MemoryPoolType.WORKSPACE", "TensorLocation.HOST"} <= set(
+        found["chains"])
     major = version.split(".")[0]
-    # 11 removed BuilderFlag.FP16: the backend reaches it only on the flag route, which 11 refuses
-    assert found["guarded_absent"] == (["BuilderFlag.FP16"] if major == "11" else [])
+    # 11 removed BuilderFlag.FP16 and BF16: the backend reaches them only on routes 11 refuses
+    assert found["guarded_absent"] == (["BuilderFlag.BF16", "BuilderFlag.FP16"] if major == "11" else [])
     # the engine's device memory is read from whichever attribute this version has (10.0: no _v2; 11: no v1)
     assert found["device_memory"], found
     assert found["severities"] == {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2}

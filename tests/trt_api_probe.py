@@ -24,6 +24,7 @@ VARIABLE_CLASSES = {
 # version, they pass only when used under that test and the test cannot hold on that version.
 GUARDED = {
     "BuilderFlag.FP16": ("plan.fp16_flag", "fp16_flag"),  # the flag route, which plan_build refuses on 11
+    "BuilderFlag.BF16": ("plan.bf16_flag", "bf16_flag"),  # bf16, which plan_build refuses on 11
     "NetworkDefinitionCreationFlag.STRONGLY_TYPED": (
         "plan.strongly_typed and trt_major(trt.__version__) == 10", "major 10"),
 }
@@ -59,16 +60,16 @@ def _resolve(trt: object, dotted: str) -> bool:
 
 def _guard_can_hold(guard: str, version: str) -> bool:
     from deployval.backends.tensorrt_plan import FP16_ROUTES, plan_build
-    from deployval.errors import UsageError
+    from deployval.errors import BackendUnavailable, UsageError
 
     if guard == "major 10":
         return version.split(".")[0] == "10"
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in ("fp32", "fp16", "bf16", "int8"):
         for route in FP16_ROUTES:
             try:
                 if getattr(plan_build(precision, version, fp16_route=route), guard):
                     return True
-            except UsageError:
+            except (UsageError, BackendUnavailable):
                 continue
     return False
 

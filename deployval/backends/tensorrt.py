@@ -207,6 +207,8 @@ def _build(trt: Any, builder: Any, onnx_path: Path, plan: BuildPlan, profiles: M
         config.clear_flag(trt.BuilderFlag.TF32)
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if plan.bf16_flag:
+        config.set_flag(trt.BuilderFlag.BF16)
     shape_inputs = _shape_inputs(network)
     missing = [n for n in shape_inputs if n not in shape_values]
     if missing:
@@ -270,7 +272,8 @@ def _torch_dtype(trt: Any, dtype: Any) -> Any:
 class TensorRTRunner(Runner):
     name: ClassVar[str] = "trt"
     description: ClassVar[str] = "TensorRT engine from the pipeline's ONNX (fp32, fp16 ONNX, Q/DQ int8), torch buffers"
-    artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX_INT32, "fp16": ONNX_FP16_INT32, "int8": ONNX_INT8_INT32}
+    artifacts: ClassVar[Mapping[str, str]] = {"fp32": ONNX_INT32, "fp16": ONNX_FP16_INT32, "bf16": ONNX_INT32,
+                                              "int8": ONNX_INT8_INT32}
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     isolate_by_default: ClassVar[bool] = True
     builds_engine: ClassVar[bool] = True

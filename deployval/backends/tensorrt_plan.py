@@ -41,6 +41,7 @@ class BuildPlan:
     artifact: str  # artifact kind the engine is built from
     strongly_typed: bool  # TensorRT 10: set the STRONGLY_TYPED network flag (11: always on)
     fp16_flag: bool = False  # TensorRT 10 only: BuilderFlag.FP16 on the fp32 ONNX
+    bf16_flag: bool = False  # TensorRT 10 only: BuilderFlag.BF16 on the fp32 ONNX
     tf32: bool = False
 
 
@@ -73,10 +74,18 @@ def plan_build(precision: str, trt_version: str | None = None, *, fp16_route: st
                              strongly_typed=False, fp16_flag=True)
         return BuildPlan("fp16", "fp16 ONNX (fp32 I/O), strongly typed", ONNX_FP16 if keep_int64 else ONNX_FP16_INT32,
                          strongly_typed=True)
+    if precision == "bf16":
+        if major is not None and major >= 11:
+            raise BackendUnavailable(
+                f"TensorRT {trt_version} has no BF16 builder flag (strong typing is always on) and deployval makes "
+                "no bf16 ONNX: bf16 on TensorRT needs TensorRT 10"
+            )
+        return BuildPlan("bf16", "builder flag BF16 on the fp32 ONNX (TensorRT 10, weakly typed)", fp32_kind,
+                         strongly_typed=False, bf16_flag=True)
     if precision == "int8":
         return BuildPlan("int8", "Q/DQ ONNX (explicit quantization), strongly typed",
                          ONNX_INT8 if keep_int64 else ONNX_INT8_INT32, strongly_typed=True)
-    raise UsageError(f"TensorRT has no {precision} mode (fp32, fp16, int8)")
+    raise UsageError(f"TensorRT has no {precision} mode (fp32, fp16, bf16, int8)")
 
 
 # ---------------------------------------------------------------------------- optimization profiles
