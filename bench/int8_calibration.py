@@ -30,15 +30,15 @@ def main() -> None:
 
     import torch
 
-    from deployval.arguments import InputShapeArg
     from deployval.export import int8, onnx_io
     from deployval.export.artifacts import ONNX
     from deployval.export.store import ArtifactStore
-    from deployval.loading import build_module, module_digest
     from deployval.metrics import error_metrics, task_metrics
+    from deployval.model.arguments import InputShapeArg
+    from deployval.model.loading import build_module, module_digest
+    from deployval.model.spec import RunConfig
     from deployval.precision.synthetic import organ_volumes
     from deployval.registry import resolve_model
-    from deployval.spec import RunConfig
 
     spec = resolve_model("fine_organs", input_shapes=[InputShapeArg("input", (1, 1, *shape))])
     module = build_module(spec)

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .arguments import InputShapeArg
+from .model.arguments import InputShapeArg
+from .model.spec import ModelSpec, RunConfig
 from .results import Report
-from .spec import ModelSpec, RunConfig
 
 
 def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,

@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs as inputs_mod
 from .backends.base import Runner
-from .dataset import Dataset, Sample
 from .errors import DeployvalError, first_line
 from .execution import host_outputs
-from .labels import Labels
 from .metric_table import ELEMENTS, REL_L2, lower_is_worse
 from .metrics import OutputComparison, compare_output, failure_lines, label_metrics
+from .model import inputs as inputs_mod
+from .model.dataset import Dataset, Sample
+from .model.labels import Labels
+from .model.shape_grid import ShapeGrid
+from .model.spec import ModelSpec, TaskSpec, Tolerance
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
-from .shape_grid import ShapeGrid
-from .spec import ModelSpec, TaskSpec, Tolerance
 from .task_checks import TaskCheck, combine, run_check
 
 

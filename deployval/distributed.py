@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import DeployvalError, UsageError, first_line
 from .export.artifacts import MODULE, Artifact
-from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+from .model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 
 
 @dataclass
@@ -162,7 +162,7 @@ class SampleJudge:
         import ray
 
         from .backends.base import get_backend
-        from .loading import build_module
+        from .model.loading import build_module
         from .reference import reference_runner
         from .replica import rebuild
 
@@ -209,9 +209,9 @@ class SampleJudge:
             self.rows.append((row.label, runner, row.tolerances))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .dataset import Sample, load_sample
         from .dataset_run import SampleVerdict, verdict_of
-        from .preprocess import ImagePreprocess
+        from .model.dataset import Sample, load_sample
+        from .model.preprocess import ImagePreprocess
 
         if self.failure is not None:
             return {"verdict": np.array([pickle.dumps(self.failure) for _ in batch["path"]], dtype=object)}
@@ -279,8 +279,8 @@ def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[
     """The data set's samples after `first`, judged by a pool of Ray actors: their verdicts, streamed.
     `rows` are the judged rows (result, its runner as loaded here, tolerances): each actor rebuilds
     the runner from its class, precision, artifact and options."""
-    from .dataset import unusable_file
     from .dataset_run import Scorer
+    from .model.dataset import unusable_file
 
     if dataset.dataset is None:
         raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs as inputs_mod
 from .backends.base import Runner
 from .errors import DeployvalError, UsageError, first_line
 from .export.artifacts import Artifact
 from .memory import PeakMemory
 from .metrics import difference_if_any
+from .model import inputs as inputs_mod
+from .model.spec import RunConfig
 from .progress import Progress
-from .spec import RunConfig
 from .timing import LatencyStats, measure, summarize
 
 

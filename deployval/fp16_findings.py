@@ -13,9 +13,9 @@ import numpy as np
 from .errors import DeployvalError, first_line
 from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
 from .export.store import ArtifactStore
+from .model.spec import ModelSpec, RunConfig
 from .progress import Progress
 from .results import FAIL, PASS, BackendResult, Report
-from .spec import ModelSpec, RunConfig
 
 
 def range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,

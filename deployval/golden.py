@@ -19,11 +19,11 @@ import numpy as np
 
 from ._util import atomic_write_bytes
 from .errors import UsageError
-from .inputs import npz_bytes
 from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .model.inputs import npz_bytes
+from .model.spec import ModelSpec, RunConfig
 from .nonfinite import check_reference
 from .results import BackendResult, Report
-from .spec import ModelSpec, RunConfig
 
 if TYPE_CHECKING:
     from .session import Session

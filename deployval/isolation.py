@@ -35,8 +35,8 @@ from .backends.base import Runner
 from .errors import DeployvalError, ExitCode, UsageError
 from .execution import Execution
 from .export.artifacts import MODULE, Artifact
+from .model.spec import ModelSpec, RunConfig
 from .progress import Progress
-from .spec import ModelSpec, RunConfig
 
 LOG_TAIL_LINES = 6
 
@@ -184,7 +184,7 @@ def _tail(log_path: Path) -> str:
 
 def _child(job_path: Path, result_path: Path) -> int:
     from .execution import execute
-    from .loading import build_module, resolve_callable
+    from .model.loading import build_module, resolve_callable
     from .replica import rebuild
 
     job = pickle.loads(job_path.read_bytes())
@@ -214,7 +214,7 @@ def _reference_child(job: dict[str, Any]) -> str:
     """The model's factory and the reference's first forward pass, as the run in the parent does them:
     '' when they worked, else the error (the parent raises it itself, the same way as without isolation)."""
     from .errors import first_line
-    from .loading import build_module
+    from .model.loading import build_module
     from .reference import reference_runner, run_reference
 
     spec: ModelSpec = job["spec"]

@@ -12,9 +12,9 @@ from dataclasses import replace
 import numpy as np
 
 from .metrics import compare_output, failure_lines
+from .model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 from .results import ERROR, FAIL, PASS, BackendResult
 from .slices import SliceSpec
-from .spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 from .task_checks import combine, run_check
 
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .arguments import InputShapeArg
 from .errors import UsageError
-from .spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
+from .model.arguments import InputShapeArg
+from .model.spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
               "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices",

@@ -42,10 +42,10 @@ from .metric_table import (
     cosine_of_sums,
     worst,
 )
+from .model.spec import TaskSpec, Tolerance, format_shape
 from .nonfinite import OPTION as ALLOW_OPTION
 from .nonfinite import count_nonfinite
 from .slices import SliceComparison, SliceSpec, for_output, worst_of
-from .spec import TaskSpec, Tolerance, format_shape
 from .stats import BLOCK, ErrorStats
 
 __all__ = ["OutputComparison", "argmax_agreement", "compare_output", "compare_slices", "cosine", "cosine_of_sums",

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import fp16_findings
-from . import inputs as inputs_mod
 from ._util import IMPORT_SECONDS, timed_import
 from .backends.base import Runner, check_available, get_backend
 from .errors import DeployvalError, UsageError, first_line
@@ -28,18 +27,19 @@ from .golden import golden_outputs, judge_against_expected
 from .golden import save_outputs as write_outputs
 from .isolation import ReferenceCrashed
 from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .model import inputs as inputs_mod
 from .nonfinite import check_reference, reference_source, state_policy
 from .progress import Progress, Step
 from .reference import reference_runner
 
 if TYPE_CHECKING:
     from .dataset_run import DatasetOptions
+from .model.spec import PRECISIONS, ModelSpec, RunConfig
 from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
 from .slices import check_outputs as check_slices
-from .spec import PRECISIONS, ModelSpec, RunConfig
 
 
 @dataclass
@@ -331,8 +331,8 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
                    on_progress: Callable[[Report], None] | None) -> None:
     """Every row judged on the first input, again over the data set's other samples or the grid's other
     shapes, and on a batch of copies (dataset_run.py)."""
-    from .dataset import Sample
     from .dataset_run import dataset_rows, judge_dataset
+    from .model.dataset import Sample
 
     spec, config = session.spec, session.config
     options = backend_options(spec, config, store)

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs as inputs_mod
 from .backends.base import Runner, check_available
 from .errors import BackendError, DeployvalError, UsageError, first_line
 from .execution import describe_exit, exits_guarded, infer_once, rerun_differences
 from .export.artifacts import MODULE, ONNX_RAW, Artifact
 from .memory import PeakMemory
+from .model import inputs as inputs_mod
+from .model.spec import ModelSpec, RunConfig, format_shape
 from .progress import Progress
-from .spec import ModelSpec, RunConfig, format_shape
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DeployvalError, ExitCode
-from .spec import ModelSpec
+from .model.spec import ModelSpec
 
 
 class ReplicaMismatch(DeployvalError):
@@ -26,7 +26,7 @@ class ReplicaMismatch(DeployvalError):
 @dataclass(frozen=True)
 class ModuleReplica:
     """What another process needs to rebuild the driver's module: its tensors by name (CPU copies; None
-    for a TorchScript file, whose bytes are its identity) and its digest (deployval/digest.py)."""
+    for a TorchScript file, whose bytes are its identity) and its digest (deployval/model/digest.py)."""
 
     digest: str
     tensors: dict[str, Any] | None = None
@@ -54,7 +54,7 @@ def rebuild(spec: ModelSpec, replica: ModuleReplica, *, trust_checkpoint: bool =
             where: str = "in its own process") -> Any:
     """The driver's module, built here: the factory's module with the driver's tensors loaded and its
     digest checked; a `ReplicaMismatch` names what differs and `where` it was built."""
-    from .loading import build_module, module_digest
+    from .model.loading import build_module, module_digest
 
     module = build_module(spec, trust_checkpoint=trust_checkpoint, seed=seed)
     if replica.tensors is not None:

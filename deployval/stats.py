@@ -36,8 +36,8 @@ from .metric_table import (
     rel_l2,
     sqnr_db,
 )
+from .model.spec import Tolerance
 from .nonfinite import kind_mismatches
-from .spec import Tolerance
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly
 LOG10_LOW, LOG10_HIGH, BINS_PER_DECADE = -12, 6, 4

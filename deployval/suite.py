@@ -113,7 +113,7 @@ def run_manifest(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Validate `entries`: every spec is resolved first (a bad entry fails before anything runs),
     then each model runs in turn; a model that cannot run is an error entry, not the end."""
-    from .spec import RunConfig
+    from .model.spec import RunConfig
 
     plans = []
     for entry in entries:

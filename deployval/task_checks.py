@@ -51,7 +51,7 @@ class TaskCheck:
 
         if self.builtin is not None:
             return builtin_check(self.text)
-        from .loading import resolve_callable
+        from .model.loading import resolve_callable
 
         return resolve_callable(self.text, "--task")
 

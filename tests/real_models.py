@@ -324,7 +324,7 @@ class CorpusModel:
 
 
 def _module_spec(name: str, factory: Callable[[], Any], feeds: dict[str, np.ndarray], **kwargs: Any) -> Any:
-    from deployval.spec import InputSpec, ModelSpec
+    from deployval.model.spec import InputSpec, ModelSpec
 
     inputs = tuple(InputSpec(k, tuple(v.shape), str(v.dtype), float(v.min()), float(v.max()) + 1.0)
                    for k, v in feeds.items())
@@ -344,14 +344,14 @@ def _minilm_spec(length: int) -> Callable[[], Any]:
 
 
 def _deepbet_spec(side: int) -> Callable[[], Any]:
-    from deployval.spec import TaskSpec
+    from deployval.model.spec import TaskSpec
 
     return lambda: _module_spec(f"deepbet-{side}", deepbet, {"input": brain_volume(side)},
                                 task=TaskSpec("segmentation", axis=1))
 
 
 def _classification() -> Any:
-    from deployval.spec import TaskSpec
+    from deployval.model.spec import TaskSpec
 
     return TaskSpec("classification", axis=1, topk=3)
 
@@ -368,13 +368,13 @@ def _crepe_spec(size: str) -> Callable[[], Any]:
 def _ocr_rec_spec() -> Any:
     from dataclasses import replace
 
-    from deployval.spec import TaskSpec
+    from deployval.model.spec import TaskSpec
 
     return replace(_file_spec(ocr_rec_onnx(), ocr_rec_inputs()), task=TaskSpec("classification", axis=2, topk=3))
 
 
 def _g2p_spec() -> Any:
-    from deployval.spec import TaskSpec
+    from deployval.model.spec import TaskSpec
 
     return _module_spec("g2p", g2p, g2p_inputs(), task=TaskSpec("classification", axis=2, topk=3))
 
@@ -440,8 +440,8 @@ CORPUS: tuple[CorpusModel, ...] = (
 def run_corpus_model(entry: CorpusModel, workdir: Path, **config: Any) -> Any:
     """compare() on the entry's real inputs, int8 calibrated on its real samples; `config` takes
     RunConfig fields (int8_exclude, keep_fp32, iterations...)."""
+    from deployval.model.spec import RunConfig
     from deployval.pipeline import compare
-    from deployval.spec import RunConfig
 
     calibration = workdir / f"{entry.name}-calibration"
     calibration.mkdir(parents=True, exist_ok=True)

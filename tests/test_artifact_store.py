@@ -11,10 +11,10 @@ from deployval.errors import ExportError, UsageError
 from deployval.export import artifacts
 from deployval.export.artifacts import ARTIFACT_KINDS, FILE_NAMES, INT32_SOURCES, MODULE, ONNX_INT32, ONNX_RAW
 from deployval.export.store import BUILDS, ArtifactStore
-from deployval.inputs import make_inputs
-from deployval.loading import build_module
+from deployval.model.inputs import make_inputs
+from deployval.model.loading import build_module
+from deployval.model.spec import RunConfig
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig
 
 
 def test_every_kind_has_one_row_built_from_known_kinds():

@@ -18,7 +18,7 @@ from deployval.backends.options import parse_backend_options as parse
 from deployval.backends.tensorrt import TensorRTRunner
 from deployval.cli.common import backend_options
 from deployval.errors import UsageError
-from deployval.spec import RunConfig
+from deployval.model.spec import RunConfig
 
 
 def parse_backend_options(values: list[str]) -> dict:

@@ -20,7 +20,7 @@ from deployval.cli.common import backend_options
 from deployval.cli.grouping import Omit, grouped, run_config, run_settings
 from deployval.cli.groups import BackendSettings, Cache, ModelInputs, Quantization, Tolerances
 from deployval.errors import UsageError
-from deployval.spec import RunConfig
+from deployval.model.spec import RunConfig
 
 
 @dataclass

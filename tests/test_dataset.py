@@ -172,7 +172,7 @@ def test_a_task_metric_drop_beyond_the_gate_fails_the_row():
 
 def test_label_metrics_by_hand():
     from deployval.metrics import label_metrics
-    from deployval.spec import TaskSpec
+    from deployval.model.spec import TaskSpec
 
     logits = np.array([[0.1, 0.7, 0.2, 0.0]])
     assert label_metrics(logits, 1, TaskSpec("classification", axis=-1, topk=2)) == {"top1": 1.0, "top2": 1.0}

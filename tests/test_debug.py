@@ -13,10 +13,10 @@ import onnx
 import pytest
 from conftest import ROOT, assert_one_line_error
 
-from deployval.arguments import parse_input_shape
 from deployval.debug.run import run_debug
+from deployval.model.arguments import parse_input_shape
+from deployval.model.spec import RunConfig
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig
 
 EXPORTERS = ["dynamo", "legacy"]
 
@@ -267,7 +267,7 @@ def test_debug_package_imports_light():
 
 def test_stats_match_the_metrics_module():
     from deployval.metrics import error_metrics
-    from deployval.spec import Tolerance
+    from deployval.model.spec import Tolerance
     from deployval.stats import compare_tensors
 
     rng = np.random.default_rng(3)

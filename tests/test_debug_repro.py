@@ -16,12 +16,12 @@ from conftest import assert_one_line_error, run_deployval, unnamed_and_repeated_
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
-from deployval.arguments import parse_input_shape
 from deployval.debug.model_explorer import STATUS_CODES, node_ids, series_paths
 from deployval.debug.run import run_debug
 from deployval.export.onnx_io import run_onnxruntime
+from deployval.model.arguments import parse_input_shape
+from deployval.model.spec import RunConfig, Tolerance
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig, Tolerance
 from deployval.stats import compare_tensors
 
 
@@ -182,7 +182,7 @@ def test_node_ids_follow_the_onnx_adapter_naming():
 
 def test_the_repro_command_keeps_the_device_and_backend_settings(tmp_path):
     from deployval.debug.repro import compare_command, runtime_args
-    from deployval.spec import RunConfig
+    from deployval.model.spec import RunConfig
 
     config = RunConfig(device="cuda", backend_options={"trt_workspace_mb": 64, "trt_fp16_route": "flag",
                                                         "trt": {"builder_optimization_level": 5}})

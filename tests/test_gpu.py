@@ -199,7 +199,7 @@ def _trt_onnx(path, nodes, inputs, outputs, initializers=()):
 @needs_trt
 def test_tensorrt_profile_of_dynamic_axes_starts_at_multiple_of(tmp_path):
     from deployval.api import compare
-    from deployval.spec import ExportOptions, InputSpec, ModelSpec
+    from deployval.model.spec import ExportOptions, InputSpec, ModelSpec
 
     axes = {2: "d", 3: "h", 4: "w"}
     spec = ModelSpec(name="pyramid3d", factory=_trt_pyramid3d, output_names=("y",),
@@ -242,7 +242,7 @@ def test_tensorrt_runs_empty_tensors(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     from deployval.backends.base import ONNX, Artifact
-    from deployval.spec import InputSpec
+    from deployval.model.spec import InputSpec
 
     path = _trt_onnx(
         tmp_path / "empty.onnx",

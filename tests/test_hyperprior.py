@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import deployval
-from deployval.spec import InputSpec, ModelSpec, RunConfig
+from deployval.model.spec import InputSpec, ModelSpec, RunConfig
 from deployval.zoo import hyperprior
 
 OUTPUTS = ("x_hat", "y_likelihoods", "z_hat")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from deployval.errors import UsageError
-from deployval.inputs import adapt_for_backend, check_inputs, digest, load_inputs, make_inputs, save_inputs
-from deployval.spec import InputSpec
+from deployval.model.inputs import adapt_for_backend, check_inputs, digest, load_inputs, make_inputs, save_inputs
+from deployval.model.spec import InputSpec
 
 SPECS = (InputSpec("x", (1, 3, 4, 4), low=-1, high=1), InputSpec("ids", (1, 5), dtype="int64", low=0, high=10))
 

@@ -17,7 +17,7 @@ from deployval.metric_table import (
     sqnr_db,
     worst,
 )
-from deployval.spec import Tolerance
+from deployval.model.spec import Tolerance
 
 
 def test_every_bound_is_a_tolerance_field_and_back():

@@ -18,7 +18,7 @@ from deployval.metrics import (
     min_passing_elementwise,
     topk_overlap,
 )
-from deployval.spec import TaskSpec, Tolerance
+from deployval.model.spec import TaskSpec, Tolerance
 
 
 def test_metrics_by_hand():

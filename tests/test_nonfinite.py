@@ -12,8 +12,8 @@ from conftest import assert_one_line_error
 
 from deployval.errors import UsageError
 from deployval.metrics import compare_output
+from deployval.model.spec import RunConfig, Tolerance
 from deployval.nonfinite import NonFinite, check_reference, count_nonfinite, kind_mismatches
-from deployval.spec import RunConfig, Tolerance
 from deployval.stats import compare_tensors
 
 NAN, INF = float("nan"), float("inf")

@@ -82,7 +82,7 @@ def test_an_empty_openvino_device_is_one_line(cli):
 
 
 def test_bf16_is_a_precision_with_its_own_tolerance(cli, tmp_path):
-    from deployval.spec import ToleranceTable
+    from deployval.model.spec import ToleranceTable
 
     assert ToleranceTable().resolve("torch", "bf16", "y").to_dict() == {"rel_l2": 0.08, "cosine": 0.997}
     report = tmp_path / "r.json"

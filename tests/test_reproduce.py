@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from deployval.spec import RunConfig
+from deployval.model.spec import RunConfig
 
 
 def _rows(path):

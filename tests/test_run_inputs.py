@@ -10,8 +10,8 @@ import onnx
 import pytest
 from conftest import assert_one_line_error
 
-from deployval.arguments import parse_argument, parse_arguments
 from deployval.errors import UsageError
+from deployval.model.arguments import parse_argument, parse_arguments
 
 
 def _two_inputs_file(tmp_path, batch=3):
@@ -121,7 +121,7 @@ def test_arg_reaches_forward_and_every_export(cli, tmp_path):
     x = torch.from_numpy(np.load(tmp_path / "in.npz")["x"])
     model = dv_test_models.scaled()
     expected = torch.tanh(model.proj(x) * 3.5)
-    from deployval.loading import build_module
+    from deployval.model.loading import build_module
     from deployval.registry import resolve_model
 
     spec = resolve_model("dv_test_models:scaled", inputs_file=tmp_path / "in.npz",

@@ -14,15 +14,15 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
 from deployval import inputs as inputs_mod
-from deployval.arguments import parse_input_shape
 from deployval.debug.report import DebugReport
 from deployval.debug.run import run_debug
+from deployval.model.arguments import parse_input_shape
+from deployval.model.spec import RunConfig
 from deployval.pipeline import compare
 from deployval.record import FORMAT_VERSION, RunRecord
 from deployval.registry import resolve_model
 from deployval.results import Report
 from deployval.session import Session
-from deployval.spec import RunConfig
 
 HEADER = ["format_version", "complete", "created", "command", "versions", "device", "model", "inputs", "seed",
           "inputs_source"]  # what `report merge` and the renderers read, in the order the JSON has always had

@@ -10,8 +10,8 @@ import shlex
 import numpy as np
 import pytest
 
-from deployval.loading import build_module, seeded_rngs
-from deployval.spec import ModelSpec
+from deployval.model.loading import build_module, seeded_rngs
+from deployval.model.spec import ModelSpec
 
 FACTORY = "dv_test_models:draws_from_global_rng"
 ARGS = ["--backends", "torch,ort", "--precisions", "fp32,fp16", "--input-shape", "x=1x3x16x16", "--iterations", "1"]
@@ -101,7 +101,7 @@ def test_a_child_that_builds_another_model_is_an_error_row_naming_why(cli, tmp_p
 
 
 def test_rebuild_refuses_a_module_with_other_parameter_names():
-    from deployval.loading import build_module, module_digest
+    from deployval.model.loading import build_module, module_digest
     from deployval.replica import ReplicaMismatch, capture, rebuild
 
     spec = ModelSpec(name="m", inputs=(), factory=FACTORY)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from deployval import inputs as inputs_mod
-from deployval.arguments import parse_input_shape
 from deployval.errors import UsageError
+from deployval.model.arguments import parse_input_shape
+from deployval.model.spec import RunConfig
 from deployval.registry import resolve_model
 from deployval.session import Session
-from deployval.spec import RunConfig
 
 
 def _spec():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployval.arguments import parse_input_range, parse_input_shape, parse_list, parse_shape
 from deployval.errors import UsageError
-from deployval.spec import InputSpec, Tolerance, ToleranceTable
+from deployval.model.arguments import parse_input_range, parse_input_shape, parse_list, parse_shape
+from deployval.model.spec import InputSpec, Tolerance, ToleranceTable
 from deployval.zoo import ZOO
 
 

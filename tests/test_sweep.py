@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from deployval.inputs import make_inputs
-from deployval.loading import build_module
+from deployval.model.inputs import make_inputs
+from deployval.model.loading import build_module
 from deployval.precision.sweep import fake_quantize_weight, quantizable_layers, weight_sweep
 from deployval.registry import resolve_model
 

@@ -188,7 +188,7 @@ def test_module_outputs_come_from_the_reference_hooks_and_match_onnx_runtime(cli
     module's own forward code are still run (the functional overflow stays caught)."""
     import torch
 
-    from deployval.loading import build_module
+    from deployval.model.loading import build_module
     from deployval.precision.ranges import record_ranges
     from deployval.registry import resolve_model
 

@@ -11,9 +11,9 @@ from test_gpu import needs_cuda
 
 from deployval.backends.base import ONNX, TORCHSCRIPT
 from deployval.export.store import ArtifactStore
-from deployval.inputs import make_inputs
+from deployval.model.inputs import make_inputs
+from deployval.model.spec import RunConfig
 from deployval.registry import resolve_model
-from deployval.spec import RunConfig
 
 
 def test_torchscript_artifacts_are_per_device_and_onnx_is_not(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from deployval.errors import UsageError
-from deployval.spec import ModelSpec
+from deployval.model.spec import ModelSpec
 from deployval.zoo import ZOO
 
 # fine_organs at full size takes ~20 s on two cores; this still passes all five poolings

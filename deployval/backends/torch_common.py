@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..spec import HALF_DTYPES
+from ..model.spec import HALF_DTYPES
 from .base import Runner
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..errors import BackendError, first_line
 from ..export.artifacts import MODULE
-from ..spec import HALF_DTYPES
+from ..model.spec import HALF_DTYPES
 from . import torch_common
 
 

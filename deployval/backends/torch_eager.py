@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..export.artifacts import MODULE
-from ..spec import KeepFp32
+from ..model.spec import KeepFp32
 from . import torch_common
 
 

@@ -24,7 +24,7 @@ class TorchScriptRunner(torch_common.TorchModuleRunner):
         module = self._torch.jit.load(str(self.artifact.path), map_location=self.device).eval()
         arguments = self.options.get("forward_arguments")
         if arguments:  # a TorchScript file whose forward() takes non-tensor arguments (--arg)
-            from ..loading import bind_arguments
+            from ..model.loading import bind_arguments
 
             module = bind_arguments(module, arguments)
         return module

@@ -49,9 +49,9 @@ def compare_command(
     display: Display,
 ) -> None:
     """Run the same inputs through each backend and precision and judge each against torch eager."""
-    from ..arguments import parse_list
     from ..backends.base import backend_entries
-    from ..spec import PRECISIONS
+    from ..model.arguments import parse_list
+    from ..model.spec import PRECISIONS
 
     # None: the model's default (pipeline.default_backends)
     backend_list = parse_list(backends, "backend", tuple(backend_entries())) if backends is not None else None

@@ -118,7 +118,7 @@ def debug_command(
     --precisions, its model, input, calibration and --dataset options kept (the same int8 artifact),
     and --inputs for the failing sample."""
     from ..errors import UsageError
-    from ..spec import PRECISIONS
+    from ..model.spec import PRECISIONS
 
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")

@@ -26,8 +26,8 @@ def export_command(
     display: Annotated[Display, Omit("verbose")],  # -v speaks for Ray, which this command does not start
 ) -> None:
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
-    from ..arguments import parse_list
     from ..export.artifacts import ARTIFACT_KINDS, FILE_NAMES
+    from ..model.arguments import parse_list
     from ..pipeline import export as run_export
     from ..report.console import make_console
 

@@ -89,7 +89,7 @@ def run_settings(*groups: Group, **extra: Any) -> dict[str, Any]:
 
 def run_config(spec: Any, settings: dict[str, Any]) -> Any:
     """The spec's run defaults, overridden by every setting that is not None."""
-    from ..spec import RunConfig
+    from ..model.spec import RunConfig
 
     return RunConfig(**{**spec.run_defaults, **{k: v for k, v in settings.items() if v is not None}})
 

@@ -84,7 +84,7 @@ class ModelInputs(Group):
 
     def spec(self) -> Any:
         """The model's spec; an --inputs file defines its input shapes, --arg its forward() arguments."""
-        from ..arguments import parse_arguments, parse_input_range, parse_input_shape
+        from ..model.arguments import parse_arguments, parse_input_range, parse_input_shape
         from ..registry import resolve_model
 
         if self.checkpoint is not None and not self.checkpoint.exists():
@@ -104,9 +104,9 @@ class ModelInputs(Group):
             return [self.spec()]
         if self.arg:
             raise UsageError("--arg applies to the model's forward(), not to --submodule")
-        from ..arguments import parse_input_range, parse_input_shape
+        from ..model.arguments import parse_input_range, parse_input_shape
+        from ..model.spec import ModelSpec
         from ..registry import model_entries, resolve_submodules
-        from ..spec import ModelSpec
 
         checkpoint = str(self.checkpoint) if self.checkpoint else None
         if ":" in self.model and self.model not in model_entries():  # a factory: its own inputs do not matter
@@ -147,8 +147,8 @@ class Tolerances(Group):
                                   "--allow-nonfinite-inputs.)")] = False
 
     def settings(self) -> dict[str, Any]:
+        from ..model.spec import Tolerance
         from ..slices import SliceSpec
-        from ..spec import Tolerance
         from ..task_checks import TaskCheck
 
         bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
@@ -350,9 +350,9 @@ class DataSet(Group):
             raise UsageError(f"--pass-fraction must be in (0, 1], not {self.pass_fraction}")
         if self.worst < 0:
             raise UsageError(f"--worst must be at least 0, not {self.worst}")
-        from ..dataset import Dataset
         from ..dataset_run import DatasetOptions
-        from ..preprocess import ImagePreprocess
+        from ..model.dataset import Dataset
+        from ..model.preprocess import ImagePreprocess
 
         if self.preprocess:
             ImagePreprocess.parse(self.preprocess, "--preprocess")  # a bad spec stops the run before any work
@@ -362,7 +362,7 @@ class DataSet(Group):
                 self.save_failing.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"--save-failing '{self.save_failing}': {exc.strerror or exc}") from None
-        from ..labels import Labels
+        from ..model.labels import Labels
 
         drops = {metric: _share(option, value) for metric, option, value in (
             ("top1", "--max-top1-drop", self.max_top1_drop), ("dice", "--max-dice-drop", self.max_dice_drop))
@@ -388,7 +388,7 @@ class DataSet(Group):
         from dataclasses import replace as replace_options
 
         from ..dataset_run import DatasetOptions
-        from ..shape_grid import ShapeGrid
+        from ..model.shape_grid import ShapeGrid
 
         options = options or DatasetOptions()
         if self.shape_grid:
@@ -411,7 +411,7 @@ class DataSet(Group):
         if self.dataset is None or src.inputs is not None or not self.dataset.is_dir():
             return src
         from ..errors import DeployvalError
-        from ..inputs import INPUT_SUFFIXES, read_inputs_file
+        from ..model.inputs import INPUT_SUFFIXES, read_inputs_file
 
         for path in sorted(p for p in self.dataset.iterdir() if p.suffix.lower() in INPUT_SUFFIXES):
             try:

@@ -9,9 +9,9 @@ def models_command() -> None:
     """List the registered models."""
     from rich.table import Table
 
+    from ..model.spec import ModelSpec, format_shape
     from ..registry import model_entries
     from ..report.console import make_console
-    from ..spec import ModelSpec, format_shape
 
     table = Table(title="models", title_justify="left")
     for column in ("name", "inputs", "gate (cpu)", "description"):

@@ -82,10 +82,10 @@ def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, j
     """The weight fake-quantization sweep: a table (and plot) of output error per bit width; over a
     data set, each width's mean over the samples (held in memory: use --limit), and with --labels
     its task score against them."""
+    from ..model.spec import RunConfig
     from ..precision.sweep import plot_sweep, render_sweep, weight_sweep
     from ..report.console import make_console
     from ..session import Session
-    from ..spec import RunConfig
 
     progress = display.progress()
     inputs: Any = src.inputs

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import inputs as inputs_mod
 from .._util import atomic_write_json
 from ..backends.base import Runner
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.artifacts import Artifact
 from ..export.store import ArtifactStore
+from ..model import inputs as inputs_mod
+from ..model.spec import ModelSpec, RunConfig, Tolerance, format_shape
 from ..progress import Progress, Step
-from ..spec import ModelSpec, RunConfig, Tolerance, format_shape
 from .own_error import OwnError, OwnErrorSearch
 from .plan import Chunk, Row, SearchState, plan_chunks, selected
 from .policy import OWN_ALL_BYTES, layer_tolerance

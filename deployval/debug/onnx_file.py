@@ -38,15 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import inputs as inputs_mod
 from .._util import sha256_file, timed_import
 from ..backends.base import Runner, check_available
 from ..errors import BackendError, DeployvalError, UsageError, first_line
 from ..export.artifacts import ONNX, ONNX_INT32, ONNX_RAW, Artifact
 from ..metric_table import REL_L2
+from ..model import inputs as inputs_mod
+from ..model.spec import ModelSpec, RunConfig, Tolerance
 from ..progress import Progress
 from ..session import Session
-from ..spec import ModelSpec, RunConfig, Tolerance
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, debugging
 from .triage import Wording, triage_region

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DeployvalError
 from ..export.artifacts import ONNX_FP16, ONNX_FP16_INT32, ONNX_INT8, ONNX_INT8_INT32
 from ..metric_table import REL_L2
-from ..spec import Tolerance
+from ..model.spec import Tolerance
 from .plan import Row
 from .policy import layer_tolerance
 from .report import PASS, LayerResult, Localization

@@ -15,7 +15,7 @@ from ..export.artifacts import (
     ONNX_INT32,
     ONNX_RAW,
 )
-from ..spec import ModelSpec, RunConfig, Tolerance
+from ..model.spec import ModelSpec, RunConfig, Tolerance
 
 ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)
 OWN_ALL_BYTES = 64 << 20  # below this much exposed data, every layer's own error is computed

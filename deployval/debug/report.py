@@ -219,9 +219,9 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from ..model.spec import format_shape
     from ..report.console import make_console
     from ..report.formatting import fmt
-    from ..spec import format_shape
 
     console = console or make_console()
     inputs = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report.inputs)

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import UsageError, first_line
 from ..metric_table import COSINE, MAX_ABS, MEAN_ABS, REL_L2
-from ..spec import Tolerance
+from ..model.spec import Tolerance
 from .report import DebugReport
 
 if TYPE_CHECKING:
@@ -257,7 +257,7 @@ def write_repro(case: ReproCase, directory: Path, *, backend: str, precision: st
 
     from .._util import atomic_write_bytes, atomic_write_text
     from ..export.onnx_io import run_onnxruntime
-    from ..inputs import npz_bytes, save_inputs
+    from ..model.inputs import npz_bytes, save_inputs
     from ..stats import compare_tensors
 
     directory = Path(directory)

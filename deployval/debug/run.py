@@ -54,13 +54,13 @@ import numpy as np
 
 from .._util import timed_import
 from ..backends.base import Runner, check_available, get_backend
-from ..dataset import Dataset
 from ..errors import BackendUnavailable, UsageError, first_line
 from ..export.artifacts import ONNX_RAW
 from ..memory import memory_budget
+from ..model.dataset import Dataset
+from ..model.spec import PRECISIONS, ModelSpec, RunConfig, format_shape
 from ..progress import Progress
 from ..session import Session
-from ..spec import PRECISIONS, ModelSpec, RunConfig, format_shape
 from .model_debugger import ModelDebugger
 from .policy import ONNX_KINDS
 from .report import DebugReport, debugging
@@ -216,7 +216,7 @@ def _calibration(spec: ModelSpec, config: RunConfig, dataset: Dataset | None,
     """The int8 calibration samples the session is given (None: the config's --calibration directory, or
     the run's own inputs), and what the report says about them. The directory is checked before any
     work."""
-    from ..dataset import sample_files
+    from ..model.dataset import sample_files
     from ..session import dataset_calibration
 
     if config.calibration is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_json
-from ..spec import ModelSpec, RunConfig
+from ..model.spec import ModelSpec, RunConfig
 
 SURVEY_FORMAT = 1
 

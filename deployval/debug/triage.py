@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import first_line
 from ..metric_table import REL_L2
+from ..model.spec import Tolerance
 from ..progress import Progress
-from ..spec import Tolerance
 from .policy import TRIAGE_MAX_MACS
 from .report import Triage
 

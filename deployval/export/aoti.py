@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .._util import atomic_path, timed_import
 from ..errors import ExportError, first_line
-from ..spec import HALF_DTYPES
+from ..model.spec import HALF_DTYPES
 
 
 def compile_package(module: Any, args: Sequence[Any], path: Path, precision: str = "fp32",
@@ -36,14 +37,16 @@ def compile_package(module: Any, args: Sequence[Any], path: Path, precision: str
         args = tuple(a.to(getattr(torch, dtype)) if a.is_floating_point() else a for a in args)
     start = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's model
             exported = torch.export.export(module, args, strict=False)
     except Exception as exc:
         raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
     exported_s = time.perf_counter() - start
     start = time.perf_counter()
     try:
-        with atomic_path(path) as tmp:  # a .pt2 name: the packager checks the suffix
+        with atomic_path(path) as tmp, warnings.catch_warnings():  # a .pt2 name: the packager checks the suffix
+            warnings.simplefilter("ignore", FutureWarning)
             torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
     except Exception as exc:
         raise ExportError(f"AOTInductor could not compile the exported program: {first_line(exc)}") from exc

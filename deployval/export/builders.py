@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._util import atomic_path, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
 from ..metric_table import MAX_ABS
+from ..model.spec import KeepFp32
 from ..progress import Step
-from ..spec import KeepFp32
 from .artifacts import MODULE, ONNX_RAW, SERVED, Artifact
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from ..model.spec import ModelSpec, RunConfig
     from ..progress import Progress
-    from ..spec import ModelSpec, RunConfig
 
 # Simplification must leave outputs unchanged up to float re-association: |s - r| <= tol * (max|r| + |r|).
 SIMPLIFY_TOLERANCE = 1e-5
@@ -483,7 +483,7 @@ def as_dict(details: Any) -> dict[str, Any]:
 def calibration_digest(samples: list[dict[str, np.ndarray]], recipe: Mapping[str, Any]) -> str:
     """What a calibrated artifact was made from: the samples' contents and the recipe, so a cached entry
     calibrated on other data or another way is never taken for this one."""
-    from ..inputs import digest
+    from ..model.inputs import digest
 
     return sha256_json([[sorted(s) for s in samples], dict(recipe)]) + sha256_json([digest(s) for s in samples])
 
@@ -535,7 +535,7 @@ def verify_same_outputs(
 
 def _feeds_for(path: Path | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs cast to what the model declares (int32 after the int64 pass), range-checked."""
-    from ..inputs import adapt_for_backend
+    from ..model.inputs import adapt_for_backend
     from .onnx_io import onnx_input_dtypes
 
     return adapt_for_backend(inputs, onnx_input_dtypes(path), "verification")

@@ -30,7 +30,7 @@ def export_onnx(
     """Export to `path`; returns details (exporter used, fallback reason, opset) for the report."""
     torch = timed_import("torch")
     details: dict[str, Any] = {"exporter_requested": exporter}
-    from ..loading import bound_model
+    from ..model.loading import bound_model
 
     if isinstance(bound_model(module), torch.jit.ScriptModule):
         # A TorchScript file behind bound --arg values: neither exporter traces into a ScriptModule held

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._util import atomic_path, atomic_write_json, library_versions, sha256_file, sha256_json
 from ..errors import DeployvalError, ExportError, UsageError, first_line
+from ..model.spec import ModelSpec, RunConfig
 from ..progress import Progress, Step
-from ..spec import ModelSpec, RunConfig
 from . import builders, cache_entry, nncf_int8
 from .artifacts import (
     DEVICE_KINDS,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import ModelSpec
+from ..model.spec import ModelSpec
 
 MAX_SUBGRAPHS = 12  # more groups than this at the shallowest useful level: the per-layer table says as much
 

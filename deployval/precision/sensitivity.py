@@ -30,8 +30,8 @@ import numpy as np
 from ..errors import UsageError
 from ..metric_table import ARGMAX_AGREEMENT, DICE_MIN, INF, NAN, REL_L2
 from ..metrics import OutputComparison, compare_output, failure_lines
+from ..model.spec import ModelSpec, RunConfig, Tolerance
 from ..progress import Progress
-from ..spec import ModelSpec, RunConfig, Tolerance
 from .lowerings import Fp16Lowering, Fp16OnnxLowering, Int8Lowering, Lowering
 from .minimal import Exclusion, minimize
 

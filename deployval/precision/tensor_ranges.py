@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..spec import KeepFp32
+from ..model.spec import KeepFp32
 from .ranges import LIMITS, LayerRange, RangeFinding, ValueRange, array_stats, range_fields
 
 if TYPE_CHECKING:

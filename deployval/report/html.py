@@ -116,7 +116,7 @@ def tolerance_text(output: Mapping[str, Any]) -> str:
     """The bounds an output was judged by, worded as on the console."""
     from dataclasses import fields
 
-    from ..spec import Tolerance
+    from ..model.spec import Tolerance
 
     bounds = output.get("tolerance") or {}
     if "mismatch" in (output.get("metrics") or {}):  # labels and indices: the share that differs

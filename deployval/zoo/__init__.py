@@ -3,7 +3,7 @@ when the model is built, so listing the zoo costs no torch import."""
 
 from __future__ import annotations
 
-from ..spec import InputSpec, ModelSpec, SubmoduleSpec, TaskSpec, Tolerance, ToleranceTable
+from ..model.spec import InputSpec, ModelSpec, SubmoduleSpec, TaskSpec, Tolerance, ToleranceTable
 
 FINE_ORGANS = ModelSpec(
     name="fine_organs",

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._util import sha256_file, timed_import
+from .._util import sha256_file, timed_import
 
 # Bumped whenever what a digest covers changes.
 DIGEST_FORMAT = 2
@@ -66,7 +66,7 @@ def external_data_locations(path: Path) -> list[str]:
         onnx = timed_import("onnx")
         from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-        from .export.onnx_graph import iter_tensors
+        from ..export.onnx_graph import iter_tensors
 
         model = onnx.load(str(path), load_external_data=False)
         return sorted({ExternalDataInfo(t).location for t in iter_tensors(model.graph) if uses_external_data(t)})

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._util import sha256_file, timed_import
-from .errors import UsageError, first_line
+from .._util import sha256_file, timed_import
+from ..errors import UsageError, first_line
 from .spec import ModelSpec, SubmoduleFactory
 
 
@@ -345,7 +345,7 @@ def parameter_count(module: Any) -> int:
 def module_digest(spec: ModelSpec, module: Any) -> str:
     """Identity of a model for the artifact cache: for a TorchScript file its bytes; otherwise everything
     that decides what the module computes (its structure, hyperparameters, parameters and all buffers,
-    the source of its non-torch code, see deployval/digest.py) and the factory's own source file."""
+    the source of its non-torch code, see deployval/model/digest.py) and the factory's own source file."""
     if spec.kind == "torchscript" and spec.path:
         h = hashlib.sha256()
         h.update(sha256_file(Path(spec.path)).encode())

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..errors import UsageError
 from . import inputs as inputs_mod
 from .arguments import parse_shape
 from .dataset import Sample
-from .errors import UsageError
 from .spec import ModelSpec, format_shape
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError, first_line
+from ..errors import UsageError, first_line
 
 
 @dataclass

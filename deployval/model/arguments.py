@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 from .spec import DTYPES
 
 _SHAPE_RE = re.compile(r"^\d+(x\d+)*$")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .metric_table import LOWER_BOUNDS, UPPER_BOUNDS
+from ..errors import UsageError
+from ..metric_table import LOWER_BOUNDS, UPPER_BOUNDS
 from .preprocess import ImagePreprocess
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -461,7 +461,7 @@ class RunConfig:
 
     def backend_args(self) -> list[str]:
         """The options that set how backends build and run (the dedicated flags, then --backend-option)."""
-        from .backends.options import option_args
+        from ..backends.options import option_args
 
         options, args = self.backend_options, []
         if options.get("keep_int64"):

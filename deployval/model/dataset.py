@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DeployvalError, UsageError, first_line
 from . import inputs as inputs_mod
-from .errors import DeployvalError, UsageError, first_line
 from .preprocess import ImagePreprocess
 from .spec import ModelSpec
 

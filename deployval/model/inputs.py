@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ._util import atomic_write_bytes
+from .._util import atomic_write_bytes
+from ..errors import UsageError, first_line
 from .arguments import InputShapeArg
-from .errors import UsageError, first_line
 from .spec import DTYPES, InputSpec, format_shape
 
 INPUT_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
