@@ -30,6 +30,7 @@ def main() -> None:
 
     import torch
 
+    from deployval.catalog.registry import resolve_model
     from deployval.export import int8, onnx_io
     from deployval.export.artifacts import ONNX
     from deployval.export.store import ArtifactStore
@@ -38,7 +39,6 @@ def main() -> None:
     from deployval.model.loading import build_module, module_digest
     from deployval.model.spec import RunConfig
     from deployval.precision.synthetic import organ_volumes
-    from deployval.registry import resolve_model
 
     spec = resolve_model("fine_organs", input_shapes=[InputShapeArg("input", (1, 1, *shape))])
     module = build_module(spec)

@@ -13,7 +13,7 @@ from .results import Report
 
 def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,
           checkpoint: str | Path | None) -> ModelSpec:
-    from .registry import resolve_model
+    from .catalog.registry import resolve_model
 
     if isinstance(model, ModelSpec):
         spec = model.with_input_shapes({k: tuple(v) for k, v in (input_shapes or {}).items()})

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .catalog.manifest import Manifest, ManifestEntry, parse_shard
 from .errors import DeployvalError, ExitCode, UsageError
-from .manifest import Manifest, ManifestEntry, parse_shard
 from .record import read_report
 from .results import FORMAT_VERSION, UNFINISHED, judge_dict
 

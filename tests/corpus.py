@@ -95,7 +95,7 @@ def _missing_external_data(tmp: Path) -> list[str]:
 def _checkpoint_with_wrong_keys(tmp: Path) -> list[str]:
     import torch
 
-    from deployval.zoo.convs import build
+    from deployval.catalog.zoo.convs import build
 
     state = build().state_dict()
     state.pop("convs2.1.bias")

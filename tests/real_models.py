@@ -332,7 +332,7 @@ def _module_spec(name: str, factory: Callable[[], Any], feeds: dict[str, np.ndar
 
 
 def _file_spec(path: Path, feeds: dict[str, np.ndarray], arguments: dict[str, Any] | None = None) -> Any:
-    from deployval.registry import resolve_model
+    from deployval.catalog.registry import resolve_model
 
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "inputs.npz", **feeds)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from deployval.catalog.registry import resolve_model
 from deployval.errors import ExportError, UsageError
 from deployval.export import artifacts
 from deployval.export.artifacts import ARTIFACT_KINDS, FILE_NAMES, INT32_SOURCES, MODULE, ONNX_INT32, ONNX_RAW
@@ -14,7 +15,6 @@ from deployval.export.store import BUILDS, ArtifactStore
 from deployval.model.inputs import make_inputs
 from deployval.model.loading import build_module
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 
 
 def test_every_kind_has_one_row_built_from_known_kinds():

@@ -90,7 +90,7 @@ def test_user_model_without_input_shape(cli):
 
 
 def test_checkpoint_that_does_not_fit(cli, tmp_path):
-    from deployval.zoo.convs import build
+    from deployval.catalog.zoo.convs import build
 
     state = build().state_dict()
     state.pop("convs1.0.weight")

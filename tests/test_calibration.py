@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployval.catalog.registry import resolve_model
 from deployval.errors import UsageError
 from deployval.model.arguments import InputShapeArg
 from deployval.model.calibration import load_calibration
 from deployval.model.preprocess import ImagePreprocess
 from deployval.model.spec import RunConfig
 from deployval.precision.synthetic import organ_volumes, write_organ_volumes
-from deployval.registry import resolve_model
 
 
 def _image_spec(channels: int = 3, size: int = 8):

@@ -13,10 +13,10 @@ import onnx
 import pytest
 from conftest import ROOT, assert_one_line_error
 
+from deployval.catalog.registry import resolve_model
 from deployval.debug.run import run_debug
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 
 EXPORTERS = ["dynamo", "legacy"]
 
@@ -67,11 +67,12 @@ def test_planted_defect_is_localized(exporter, model, shape, first, new_in, kind
 @pytest.mark.parametrize(("model", "shapes"), [
     ("convs", []),
     ("tagger", []),  # int64 ids, embeddings, argmax output
-    ("deployval.zoo.hyperprior:build", ["x=1x3x64x64"]),  # two same-shape outputs, an activation merged into Clip
+    # two same-shape outputs, an activation merged into Clip
+    ("deployval.catalog.zoo.hyperprior:build", ["x=1x3x64x64"]),
     ("dv_test_models:two_inputs", ["features=2x4", "ids=2x3:int64"]),
 ])
 def test_correct_models_pass(model, shapes, exporter):
-    from deployval.registry import apply_ranges
+    from deployval.catalog.registry import apply_ranges
 
     spec = resolve_model(model, input_shapes=[parse_input_shape(s) for s in shapes])
     if model.endswith("two_inputs"):

@@ -14,10 +14,10 @@ from conftest import assert_one_line_error
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
+from deployval.catalog.registry import resolve_model
 from deployval.debug.run import run_debug
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 
 BATCH = h.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])
 OUT = h.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])

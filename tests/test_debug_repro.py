@@ -16,12 +16,12 @@ from conftest import assert_one_line_error, run_deployval, unnamed_and_repeated_
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
+from deployval.catalog.registry import resolve_model
 from deployval.debug.model_explorer import STATUS_CODES, node_ids, series_paths
 from deployval.debug.run import run_debug
 from deployval.export.onnx_io import run_onnxruntime
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig, Tolerance
-from deployval.registry import resolve_model
 from deployval.stats import compare_tensors
 
 

@@ -14,11 +14,11 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
+from deployval.catalog.registry import resolve_model
 from deployval.debug.meaning import meanings
 from deployval.debug.run import run_debug
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 
 # Far beyond int8's error (rel L2 below 0.05 on these graphs) and far below a pre- against a post-norm
 # value (rel L2 above 0.5: checked on the files themselves).

@@ -23,8 +23,8 @@ def golden(tmp_path_factory):
 
 
 def test_saved_outputs_are_the_reference_outputs_with_their_inputs_digest(golden):
+    from deployval.catalog.registry import resolve_model
     from deployval.golden import INPUTS_KEY
-    from deployval.registry import resolve_model
     from deployval.session import Session
 
     with np.load(golden / "gold.npz") as data:

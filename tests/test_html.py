@@ -43,10 +43,10 @@ def compare_report():
 
 @pytest.fixture(scope="module")
 def debug_report():
+    from deployval.catalog.registry import resolve_model
     from deployval.debug.run import run_debug
     from deployval.model.arguments import parse_input_shape
     from deployval.model.spec import RunConfig
-    from deployval.registry import resolve_model
 
     spec = resolve_model("debug_models:conv_stack", input_shapes=[parse_input_shape("x=1x3x16x16")])
     return run_debug(spec, "ort", "fp32", RunConfig())

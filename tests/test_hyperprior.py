@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import deployval
+from deployval.catalog.zoo import hyperprior
 from deployval.model.spec import InputSpec, ModelSpec, RunConfig
-from deployval.zoo import hyperprior
 
 OUTPUTS = ("x_hat", "y_likelihoods", "z_hat")
 
 
-def whole(factory: str = "deployval.zoo.hyperprior:build") -> ModelSpec:
+def whole(factory: str = "deployval.catalog.zoo.hyperprior:build") -> ModelSpec:
     return ModelSpec("hyperprior", inputs=(InputSpec("x", hyperprior.IMAGE),), factory=factory, output_names=OUTPUTS)
 
 
@@ -62,8 +62,8 @@ def test_validates_on_onnx_runtime(exporter):
 
 
 def test_submodule_validation_finds_the_lost_medians():
-    broken = deployval.compare(whole("deployval.zoo.hyperprior:build_without_medians"), backends=["torch", "ort"],
-                               time_budget_s=0.05)
+    broken = deployval.compare(whole("deployval.catalog.zoo.hyperprior:build_without_medians"),
+                               backends=["torch", "ort"], time_budget_s=0.05)
     failing = {o.name for o in broken.result("ort").outputs if not o.passed}
     # validated whole, the outputs say z_hat and the likelihoods are wrong, not which piece did it
     # (x_hat = g_s(round(y)) does not see z_hat here; a real decoder would decode y with wrong scales)
@@ -79,7 +79,7 @@ def test_submodule_validation_finds_the_lost_medians():
 def test_debug_localizes_the_lost_medians():
     from deployval.debug.run import run_debug
 
-    report = run_debug(whole("deployval.zoo.hyperprior:build_without_medians"), "ort", "fp32", RunConfig())
+    report = run_debug(whole("deployval.catalog.zoo.hyperprior:build_without_medians"), "ort", "fp32", RunConfig())
     assert report.first_divergent == "entropy_bottleneck"
     assert report.localized.label == "entropy_bottleneck" and report.triage.verdict == "export"
     assert report.layer("h_a").status == "pass" and report.layer("g_a").status == "pass"
@@ -98,9 +98,9 @@ def test_validate_every_declared_submodule_from_the_command_line(cli, tmp_path):
 
 
 def test_an_undeclared_submodule_of_a_factory_model_with_its_shape(cli, tmp_path):
-    result = cli("compare", "deployval.zoo.hyperprior:build_without_medians", "--submodule", "entropy_bottleneck",
-                 "--input-shape", "input=1x32x1x1", "--input-range", "input=-5,5", "-b", "torch,ort",
-                 "--time-budget", "0.05", "-q")
+    result = cli("compare", "deployval.catalog.zoo.hyperprior:build_without_medians",
+                 "--submodule", "entropy_bottleneck", "--input-shape", "input=1x32x1x1",
+                 "--input-range", "input=-5,5", "-b", "torch,ort", "--time-budget", "0.05", "-q")
     assert result.code == 1, result.out + result.err
     assert "hyperprior:build_without_medians.entropy_bottleneck" in result.out
     unknown = cli("compare", "hyperprior", "--submodule", "decoder", "-q")

@@ -137,9 +137,9 @@ def test_the_pipelines_partial_report_is_incomplete_everywhere(tmp_path, cli):
     leaves): INCOMPLETE in its JSON, on the console, in Markdown, JUnit and HTML, and in a merge."""
     from rich.console import Console
 
+    from deployval.catalog.registry import resolve_model
     from deployval.model.spec import RunConfig
     from deployval.pipeline import compare
-    from deployval.registry import resolve_model
     from deployval.report.console import render
     from deployval.report.html import render_html
     from deployval.report.junit import to_junit

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import assert_one_line_error
 
+from deployval.catalog.manifest import load_manifest, parse_shard, shard
 from deployval.errors import UsageError
-from deployval.manifest import load_manifest, parse_shard, shard
 
 MANIFEST = """
 [defaults]

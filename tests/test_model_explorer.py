@@ -25,6 +25,7 @@ dacite = pytest.importorskip("dacite")
 from model_explorer.node_data_builder import GraphNodeData, ModelNodeData  # noqa: E402
 from model_explorer_onnx.main import ONNXAdapter  # noqa: E402
 
+from deployval.catalog.registry import resolve_model  # noqa: E402
 from deployval.debug.model_explorer import (  # noqa: E402
     STATUS_CODES,
     STATUS_COLORS,
@@ -36,7 +37,6 @@ from deployval.debug.report import DebugReport  # noqa: E402
 from deployval.debug.run import run_debug  # noqa: E402
 from deployval.model.arguments import parse_input_shape  # noqa: E402
 from deployval.model.spec import RunConfig  # noqa: E402
-from deployval.registry import resolve_model  # noqa: E402
 
 STRICT = dacite.Config(strict=True)  # unknown keys are errors too, not only wrong types
 Explored = tuple[DebugReport, dict[str, dict[str, Any]], onnx.ModelProto]  # report, overlay per series, artifact

@@ -75,7 +75,7 @@ class Expect:
 
 
 REPRO = "PYTHONPATH=tests deployval debug debug_models:conv_stack --input-shape x=1x3x16x16 --repro repro/"
-MEDIANS = "deployval.zoo.hyperprior:build_without_medians"
+MEDIANS = "deployval.catalog.zoo.hyperprior:build_without_medians"
 MINILM_FILES = ("PYTHONPATH=tests python -c \"import os, numpy as np, real_models as m; os.makedirs('minilm_calib', "
                 "exist_ok=True); [np.savez(f'minilm_calib/s{i}.npz', **s) for i, s in enumerate(m.minilm_inputs(8))]; "
                 "np.savez('minilm.npz', **m.minilm_inputs(1)[0])\"")
@@ -380,7 +380,7 @@ def _fine_organs_checkpoint(path: Path) -> None:
     weights than the seeded ones."""
     import torch
 
-    from deployval.zoo import fine_organs
+    from deployval.catalog.zoo import fine_organs
 
     module = fine_organs.build(seed=1)
     torch.save({"epoch": 1000, "state_dict": module.state_dict()}, path)

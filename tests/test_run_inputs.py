@@ -121,8 +121,8 @@ def test_arg_reaches_forward_and_every_export(cli, tmp_path):
     x = torch.from_numpy(np.load(tmp_path / "in.npz")["x"])
     model = dv_test_models.scaled()
     expected = torch.tanh(model.proj(x) * 3.5)
+    from deployval.catalog.registry import resolve_model
     from deployval.model.loading import build_module
-    from deployval.registry import resolve_model
 
     spec = resolve_model("dv_test_models:scaled", inputs_file=tmp_path / "in.npz",
                          arguments={"scale": 3.5, "mode": "tanh"})

@@ -14,13 +14,13 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
 from deployval import inputs as inputs_mod
+from deployval.catalog.registry import resolve_model
 from deployval.debug.report import DebugReport
 from deployval.debug.run import run_debug
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
 from deployval.pipeline import compare
 from deployval.record import FORMAT_VERSION, RunRecord
-from deployval.registry import resolve_model
 from deployval.results import Report
 from deployval.session import Session
 

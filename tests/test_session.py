@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from deployval import inputs as inputs_mod
+from deployval.catalog.registry import resolve_model
 from deployval.errors import UsageError
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 from deployval.session import Session
 
 

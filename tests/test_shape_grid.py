@@ -9,8 +9,8 @@ import onnx
 import pytest
 from conftest import assert_one_line_error
 
+from deployval.catalog.registry import resolve_model
 from deployval.model.shape_grid import ShapeGrid
-from deployval.registry import resolve_model
 
 GRID = ("image=1x3x32x32,2x3x48x64,1x3x16x16",)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from deployval.catalog.zoo import ZOO
 from deployval.errors import UsageError
 from deployval.model.arguments import parse_input_range, parse_input_shape, parse_list, parse_shape
 from deployval.model.spec import InputSpec, Tolerance, ToleranceTable
-from deployval.zoo import ZOO
 
 
 def test_parse_shape():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from deployval.catalog.registry import resolve_model
 from deployval.model.inputs import make_inputs
 from deployval.model.loading import build_module
 from deployval.precision.sweep import fake_quantize_weight, quantizable_layers, weight_sweep
-from deployval.registry import resolve_model
 
 
 def test_fake_quantization_rounds_to_the_symmetric_grid():

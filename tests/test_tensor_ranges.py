@@ -188,9 +188,9 @@ def test_module_outputs_come_from_the_reference_hooks_and_match_onnx_runtime(cli
     module's own forward code are still run (the functional overflow stays caught)."""
     import torch
 
+    from deployval.catalog.registry import resolve_model
     from deployval.model.loading import build_module
     from deployval.precision.ranges import record_ranges
-    from deployval.registry import resolve_model
 
     out = tmp_path / "export"
     assert cli("export", "fine_organs", "--input-shape", "input=1x1x16x32x32", "--out", out, "--no-cache",

@@ -148,7 +148,7 @@ def test_engine_cache_key_hashes_graphs_made_on_the_fly(tmp_path):
 # ---------------------------------------------------------------------------- profiles and multiple_of
 def test_profile_minimum_is_the_smallest_size_the_network_takes():
     """fine_organs needs multiples of 16: a profile minimum of 1 would make it unbuildable."""
-    from deployval.zoo import FINE_ORGANS
+    from deployval.catalog.zoo import FINE_ORGANS
 
     spec = FINE_ORGANS.inputs[0]
     dims = {"input": [1, 1, None, None, None]}  # exported with dynamic spatial axes

@@ -10,10 +10,10 @@ import pytest
 from test_gpu import needs_cuda
 
 from deployval.backends.base import ONNX, TORCHSCRIPT
+from deployval.catalog.registry import resolve_model
 from deployval.export.store import ArtifactStore
 from deployval.model.inputs import make_inputs
 from deployval.model.spec import RunConfig
-from deployval.registry import resolve_model
 
 
 def test_torchscript_artifacts_are_per_device_and_onnx_is_not(tmp_path):

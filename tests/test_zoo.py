@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from deployval.catalog.zoo import ZOO
 from deployval.errors import UsageError
 from deployval.model.spec import ModelSpec
-from deployval.zoo import ZOO
 
 # fine_organs at full size takes ~20 s on two cores; this still passes all five poolings
 # (bottleneck 2x2x2) and keeps every decoder stage's concat shape-checked.
@@ -201,7 +201,7 @@ def test_fine_organs_checkpoint_round_trip(
 
 
 def test_fine_organs_bare_state_dict_loads(organs: nn.Module) -> None:
-    from deployval.zoo.fine_organs import load_checkpoint
+    from deployval.catalog.zoo.fine_organs import load_checkpoint
 
     fresh = _factory(ZOO["fine_organs"])(seed=2)
     load_checkpoint(fresh, organs.state_dict())
@@ -209,7 +209,7 @@ def test_fine_organs_bare_state_dict_loads(organs: nn.Module) -> None:
 
 
 def test_fine_organs_bad_checkpoint_is_one_usage_line(organs: nn.Module) -> None:
-    from deployval.zoo.fine_organs import load_checkpoint
+    from deployval.catalog.zoo.fine_organs import load_checkpoint
 
     sd = dict(organs.state_dict())
     del sd["tu.3.weight"]
@@ -227,7 +227,7 @@ def test_fine_organs_bad_checkpoint_is_one_usage_line(organs: nn.Module) -> None
 
 
 def test_fine_organs_checkpoint_without_state_dict(organs: nn.Module) -> None:
-    from deployval.zoo.fine_organs import load_checkpoint
+    from deployval.catalog.zoo.fine_organs import load_checkpoint
 
     with pytest.raises(UsageError, match="no state_dict"):
         load_checkpoint(organs, {"epoch": 3, "plot_stuff": ([0.1], [0.2])})

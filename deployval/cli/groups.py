@@ -84,8 +84,8 @@ class ModelInputs(Group):
 
     def spec(self) -> Any:
         """The model's spec; an --inputs file defines its input shapes, --arg its forward() arguments."""
+        from ..catalog.registry import resolve_model
         from ..model.arguments import parse_arguments, parse_input_range, parse_input_shape
-        from ..registry import resolve_model
 
         if self.checkpoint is not None and not self.checkpoint.exists():
             raise UsageError(f"checkpoint '{self.checkpoint}' does not exist")
@@ -104,9 +104,9 @@ class ModelInputs(Group):
             return [self.spec()]
         if self.arg:
             raise UsageError("--arg applies to the model's forward(), not to --submodule")
+        from ..catalog.registry import model_entries, resolve_submodules
         from ..model.arguments import parse_input_range, parse_input_shape
         from ..model.spec import ModelSpec
-        from ..registry import model_entries, resolve_submodules
 
         checkpoint = str(self.checkpoint) if self.checkpoint else None
         if ":" in self.model and self.model not in model_entries():  # a factory: its own inputs do not matter

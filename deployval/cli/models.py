@@ -9,8 +9,8 @@ def models_command() -> None:
     """List the registered models."""
     from rich.table import Table
 
+    from ..catalog.registry import model_entries
     from ..model.spec import ModelSpec, format_shape
-    from ..registry import model_entries
     from ..report.console import make_console
 
     table = Table(title="models", title_justify="left")

@@ -138,7 +138,7 @@ def run_each(specs: list[Any], run_one: Any, files: ReportFiles, reports: RunRep
 
 def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool,
                  display: Display, files: ReportFiles) -> int:
-    from ..manifest import load_manifest, parse_shard, shard
+    from ..catalog.manifest import load_manifest, parse_shard, shard
     from ..pipeline import Invocation
     from ..pipeline import compare as run_compare
     from ..report.console import render, render_suite

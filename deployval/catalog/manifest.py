@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .model.arguments import InputShapeArg
-from .model.spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
+from ..errors import UsageError
+from ..model.arguments import InputShapeArg
+from ..model.spec import DEVICES, JUDGE_MODES, PRECISIONS, ModelSpec, Tolerance, ToleranceTable
 
 ENTRY_KEYS = {"id", "model", "checkpoint", "inputs", "expected", "input_shapes", "input_ranges", "gate", "backends",
               "precisions", "device", "tolerances", "seed", "iterations", "time_budget", "task", "judge", "slices",
@@ -64,8 +64,8 @@ class ManifestEntry:
 
     def judging(self) -> dict[str, Any]:
         """The RunConfig settings of this entry's task check, judge and slices."""
-        from .slices import SliceSpec
-        from .task_checks import TaskCheck
+        from ..slices import SliceSpec
+        from ..task_checks import TaskCheck
 
         return {"task_check": TaskCheck(self.task) if self.task else None, "judge": self.judge,
                 "slices": tuple(SliceSpec.parse(s) for s in self.slices)}
@@ -225,7 +225,7 @@ def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str
 
 
 def _slice_item(text: str) -> bool:
-    from .slices import SliceSpec
+    from ..slices import SliceSpec
 
     try:
         SliceSpec.parse(text)
@@ -302,7 +302,7 @@ class _Checker:
         """A task check, resolved now (its module imported, a built-in's options checked)."""
         text = self.string(key)
         if text is not None:
-            from .task_checks import TaskCheck
+            from ..task_checks import TaskCheck
 
             try:
                 TaskCheck.parse(text)
@@ -349,14 +349,14 @@ class _Checker:
         return tuple(value)
 
     def backends(self) -> tuple[str, ...]:
-        from .backends.base import backend_entries
+        from ..backends.base import backend_entries
 
         return tuple(backend_entries())
 
     def backend_options(self, key: str, backends: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{backend: {field: value}}, each value read as `--backend-option backend.field=value` reads it."""
-        from .backends.base import get_backend
-        from .backends.options import format_value, parse_backend_options
+        from ..backends.base import get_backend
+        from ..backends.options import format_value, parse_backend_options
 
         given = []
         for backend, settings in self.table(key).items():

@@ -3,13 +3,13 @@ when the model is built, so listing the zoo costs no torch import."""
 
 from __future__ import annotations
 
-from ..model.spec import InputSpec, ModelSpec, SubmoduleSpec, TaskSpec, Tolerance, ToleranceTable
+from ...model.spec import InputSpec, ModelSpec, SubmoduleSpec, TaskSpec, Tolerance, ToleranceTable
 
 FINE_ORGANS = ModelSpec(
     name="fine_organs",
     description="nnU-Net v1 3d_fullres-style abdominal segmentation (6 stages 32->320, 14 classes)",
-    factory="deployval.zoo.fine_organs:build",
-    checkpoint_loader="deployval.zoo.fine_organs:load_checkpoint",
+    factory="deployval.catalog.zoo.fine_organs:build",
+    checkpoint_loader="deployval.catalog.zoo.fine_organs:load_checkpoint",
     inputs=(
         # z-scored CT intensities; every spatial size must be a multiple of the pooling product 16
         InputSpec("input", (1, 1, 96, 160, 160), low=-2.0, high=2.0, multiple_of=(1, 1, 16, 16, 16)),
@@ -31,7 +31,7 @@ FINE_ORGANS = ModelSpec(
 SRCNN = ModelSpec(
     name="srcnn",
     description="SRCNN super-resolution: bicubic x3 upsampling, then 9x9/1x1/5x5 convs 3->64->32->3",
-    factory="deployval.zoo.srcnn:build",
+    factory="deployval.catalog.zoo.srcnn:build",
     inputs=(InputSpec("image", (1, 3, 256, 256), low=0.0, high=1.0),),
     output_names=("upscaled",),
 )
@@ -39,7 +39,7 @@ SRCNN = ModelSpec(
 CONVS = ModelSpec(
     name="convs",
     description="four blocks of three 3x3 convs (the layer-alignment tutorial's model)",
-    factory="deployval.zoo.convs:build",
+    factory="deployval.catalog.zoo.convs:build",
     inputs=(InputSpec("x", (1, 3, 32, 32), low=-1.0, high=1.0),),
     output_names=("y",),
 )
@@ -47,7 +47,7 @@ CONVS = ModelSpec(
 TAGGER = ModelSpec(
     name="tagger",
     description="token tagger: int64 token ids -> embedding -> MLP -> tag logits and argmax tags (int64)",
-    factory="deployval.zoo.tagger:build",
+    factory="deployval.catalog.zoo.tagger:build",
     inputs=(InputSpec("tokens", (1, 32), dtype="int64", low=0, high=1000),),
     output_names=("logits", "tags"),
     task=TaskSpec("classification", axis=-1, outputs=("logits",), topk=3),
@@ -70,7 +70,7 @@ HYPERPRIOR = ModelSpec(
     name="hyperprior",
     description="learned image codec in the style of bmshj2018-hyperprior: g_a, h_a, median-dequantizing "
                 "entropy bottleneck, h_s, g_s",
-    factory="deployval.zoo.hyperprior:build",
+    factory="deployval.catalog.zoo.hyperprior:build",
     # g_a downsamples 4 times and h_a twice more: 64 is the smallest size that survives both.
     inputs=(InputSpec("x", HYPERPRIOR_IMAGE, low=0.0, high=1.0, multiple_of=(1, 1, 64, 64)),),
     output_names=("x_hat", "y_likelihoods", "z_hat"),

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError, first_line
+from ...errors import UsageError, first_line
 
 IN_CHANNELS = 1
 NUM_CLASSES = 14

@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, first_line
-from .model.arguments import InputShapeArg
-from .model.loading import FILE_TARGET
-from .model.spec import InputSpec, ModelSpec, format_shape
+from ..errors import UsageError, first_line
+from ..model.arguments import InputShapeArg
+from ..model.loading import FILE_TARGET
+from ..model.spec import InputSpec, ModelSpec, format_shape
 from .zoo import ZOO
 
 MODEL_ENTRY_POINT_GROUP = "deployval.models"
@@ -138,7 +138,7 @@ def resolve_submodules(parent: ModelSpec, names: Sequence[str], input_shapes: Se
 
 def _shapes_from_file(path: Path, given: Sequence[InputShapeArg]) -> list[InputShapeArg]:
     """The inputs file's shapes, checked against any --input-shape given as well."""
-    from .model.inputs import file_input_shapes
+    from ..model.inputs import file_input_shapes
 
     from_file = file_input_shapes(path)
     if len(from_file) == 1 and not from_file[0].name and len(given) == 1 and given[0].name:
@@ -161,7 +161,7 @@ def _shapes_from_file(path: Path, given: Sequence[InputShapeArg]) -> list[InputS
 def _load_entry(name: str, entry: ModelSpec | str) -> ModelSpec:
     if isinstance(entry, ModelSpec):
         return entry
-    from .model.loading import resolve_callable
+    from ..model.loading import resolve_callable
 
     target = resolve_callable(entry, f"model entry point '{name}'")
     spec = target() if not isinstance(target, ModelSpec) else target
@@ -216,7 +216,7 @@ def _exported_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
     """A torch.export.save archive as a module (its ExportedProgram's `module()`, loading.py), its inputs
     read from the program: names from its signature, shapes and dtypes from its example inputs (or the
     graph's placeholders); --input-shape may give other shapes of the same rank."""
-    from .model.loading import exported_program_inputs
+    from ..model.loading import exported_program_inputs
 
     declared = exported_program_inputs(path)
     given = {(arg.name or (declared[0][0] if len(declared) == 1 else "")): arg for arg in args}
@@ -238,7 +238,7 @@ def _exported_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
 def exported_factory(path: Path) -> Any:
     import functools
 
-    from .model.loading import load_exported_program
+    from ..model.loading import load_exported_program
 
     return functools.partial(load_exported_program, str(path.resolve()))
 
@@ -281,7 +281,7 @@ def sniff_model_file(path: Path) -> str:
 
 
 def _onnx_spec(path: Path, args: Sequence[InputShapeArg]) -> ModelSpec:
-    from .export.onnx_io import ONNX_DTYPES, load_onnx
+    from ..export.onnx_io import ONNX_DTYPES, load_onnx
 
     model = load_onnx(path)
     initializers = {init.name for init in model.graph.initializer}
