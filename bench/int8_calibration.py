@@ -34,7 +34,7 @@ def main() -> None:
     from deployval.export import int8, onnx_io
     from deployval.export.artifacts import ONNX
     from deployval.export.store import ArtifactStore
-    from deployval.metrics import error_metrics, task_metrics
+    from deployval.judge.metrics import error_metrics, task_metrics
     from deployval.model.arguments import InputShapeArg
     from deployval.model.loading import build_module, module_digest
     from deployval.model.spec import RunConfig

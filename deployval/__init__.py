@@ -27,7 +27,7 @@ _LAZY = {
     "RunConfig": ("deployval.model.spec", "RunConfig"),
     "Runner": ("deployval.backends.base", "Runner"),
     "register_backend": ("deployval.backends.base", "register_backend"),
-    "Report": ("deployval.results", "Report"),
+    "Report": ("deployval.judge.results", "Report"),
     "DeployvalError": ("deployval.errors", "DeployvalError"),
     "UsageError": ("deployval.errors", "UsageError"),
 }

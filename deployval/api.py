@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .judge.results import Report
 from .model.arguments import InputShapeArg
 from .model.spec import ModelSpec, RunConfig
-from .results import Report
 
 
 def _spec(model: str | Path | ModelSpec, input_shapes: Mapping[str, Sequence[int]] | None,
@@ -49,9 +49,9 @@ def compare(
     must then be importable by that name); `judge="task"|"norms"|"both"` says what gates (as `--judge`).
     `slices`: outputs judged slice by slice (as `--slices`).
     """
+    from .judge.slices import SliceSpec
+    from .judge.task_checks import TaskCheck
     from .pipeline import compare as run
-    from .slices import SliceSpec
-    from .task_checks import TaskCheck
 
     spec = _spec(model, input_shapes, checkpoint)
     settings = {**spec.run_defaults, **config, **({"allow_nonfinite": True} if allow_nonfinite else {})}

@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends.base import Runner
 from .execution import infer_once
-from .metrics import compare_output, difference_if_any
+from .judge.metrics import compare_output, difference_if_any
 from .model import inputs as inputs_mod
 from .model.spec import Tolerance
 

@@ -21,8 +21,8 @@ import numpy as np
 from .backends.base import Runner
 from .errors import DeployvalError, UsageError, first_line
 from .export.artifacts import Artifact
+from .judge.metrics import difference_if_any
 from .memory import PeakMemory
-from .metrics import difference_if_any
 from .model import inputs as inputs_mod
 from .model.spec import RunConfig
 from .progress import Progress

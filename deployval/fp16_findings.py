@@ -13,9 +13,9 @@ import numpy as np
 from .errors import DeployvalError, first_line
 from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
 from .export.store import ArtifactStore
+from .judge.results import FAIL, PASS, BackendResult, Report
 from .model.spec import ModelSpec, RunConfig
 from .progress import Progress
-from .results import FAIL, PASS, BackendResult, Report
 
 
 def range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
@@ -25,7 +25,7 @@ def range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, 
     what recording them added to the reference run."""
     if ranges is None:
         return []
-    from .precision.ranges import findings
+    from .judge.ranges import findings
 
     found = findings(ranges, "fp16", config.keep_fp32)
     top = sorted(ranges, key=lambda r: r.max_abs, reverse=True)[:10]

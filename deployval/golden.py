@@ -19,11 +19,11 @@ import numpy as np
 
 from ._util import atomic_write_bytes
 from .errors import UsageError
-from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .judge.nonfinite import check_reference
+from .judge.results import BackendResult, Report
 from .model.inputs import npz_bytes
 from .model.spec import ModelSpec, RunConfig
-from .nonfinite import check_reference
-from .results import BackendResult, Report
 
 if TYPE_CHECKING:
     from .session import Session

@@ -26,20 +26,20 @@ from .export.store import ArtifactStore
 from .golden import golden_outputs, judge_against_expected
 from .golden import save_outputs as write_outputs
 from .isolation import ReferenceCrashed
-from .judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from .judge.nonfinite import check_reference, reference_source, state_policy
 from .model import inputs as inputs_mod
-from .nonfinite import check_reference, reference_source, state_policy
 from .progress import Progress, Step
 from .reference import reference_runner
 
 if TYPE_CHECKING:
     from .dataset_run import DatasetOptions
+from .judge.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
+from .judge.slices import check_outputs as check_slices
 from .model.spec import PRECISIONS, ModelSpec, RunConfig
-from .results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
-from .slices import check_outputs as check_slices
 
 
 @dataclass

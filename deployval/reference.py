@@ -86,7 +86,7 @@ def _run_reference(
             prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
             start = time.perf_counter()
             if ranges is not None:
-                from .precision.ranges import record_ranges
+                from .judge.ranges import record_ranges
 
                 with record_ranges(runner.module) as recorded:  # type: ignore[attr-defined]
                     result = _first_run(runner, prepared, trace)

@@ -21,11 +21,11 @@ import numpy as np
 from ._util import library_versions, timed_import
 from .errors import first_line
 from .export.store import ArtifactStore
+from .judge.record import RunRecord
 from .model import inputs as inputs_mod
 from .model.dataset import Dataset
 from .model.spec import ModelSpec, RunConfig
 from .progress import Progress
-from .record import RunRecord
 from .reference import ReferenceRun
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from .catalog.manifest import Manifest, ManifestEntry, parse_shard
 from .errors import DeployvalError, ExitCode, UsageError
-from .record import read_report
-from .results import FORMAT_VERSION, UNFINISHED, judge_dict
+from .judge.record import read_report
+from .judge.results import FORMAT_VERSION, UNFINISHED, judge_dict
 
 # Worst first: an accuracy failure is the strongest finding, then bad input, then "could not run".
 SEVERITY = (ExitCode.ACCURACY, ExitCode.USAGE, ExitCode.BACKEND)

@@ -565,7 +565,7 @@ def boxes_and_scores() -> nn.Module:
     return _BoxesAndScores().eval()
 
 
-# Task checks (deployval/task_checks.py) as a user plugs them in with --task dv_test_models:NAME.
+# Task checks (deployval/judge/task_checks.py) as a user plugs them in with --task dv_test_models:NAME.
 def same_top_class(reference: dict, outputs: dict, inputs: dict) -> dict:
     """The class (axis 1) each position predicts is the reference's, everywhere."""
     import numpy as np

@@ -160,7 +160,7 @@ def test_labels_score_the_reference_and_every_row(cli, tmp_path):
 
 def test_a_task_metric_drop_beyond_the_gate_fails_the_row():
     from deployval.dataset_run import _judge_labels
-    from deployval.results import PASS, BackendResult
+    from deployval.judge.results import PASS, BackendResult
 
     row = BackendResult("ort", "int8", "cpu", PASS, details={"dataset": {}})
     _judge_labels(row, {"top1": 0.90, "top5": 0.99}, {"top1": 0.92, "top5": 0.99}, {"top1": 0.005})
@@ -171,7 +171,7 @@ def test_a_task_metric_drop_beyond_the_gate_fails_the_row():
 
 
 def test_label_metrics_by_hand():
-    from deployval.metrics import label_metrics
+    from deployval.judge.metrics import label_metrics
     from deployval.model.spec import TaskSpec
 
     logits = np.array([[0.1, 0.7, 0.2, 0.0]])

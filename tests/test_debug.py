@@ -267,9 +267,9 @@ def test_debug_package_imports_light():
 
 
 def test_stats_match_the_metrics_module():
-    from deployval.metrics import error_metrics
+    from deployval.judge.metrics import error_metrics
+    from deployval.judge.stats import compare_tensors
     from deployval.model.spec import Tolerance
-    from deployval.stats import compare_tensors
 
     rng = np.random.default_rng(3)
     ref = rng.standard_normal(700_001).astype(np.float32)

@@ -20,9 +20,9 @@ from deployval.catalog.registry import resolve_model
 from deployval.debug.model_explorer import STATUS_CODES, node_ids, series_paths
 from deployval.debug.run import run_debug
 from deployval.export.onnx_io import run_onnxruntime
+from deployval.judge.stats import compare_tensors
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig, Tolerance
-from deployval.stats import compare_tensors
 
 
 def debug(model: str, shape: str, precision: str = "fp32", **kwargs):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from deployval.backends.base import ONNX, Runner, _registered, register_backend
+from deployval.judge.stats import error_histogram
 from deployval.report.formatting import fmt
 from deployval.report.html import cosine_text, render_html, write_html
-from deployval.stats import error_histogram
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,7 @@ from conftest import assert_one_line_error
 from corpus_incomplete import MANIFEST, cut_short, write
 
 from deployval.debug.report import DebugReport
-from deployval.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report, judge_dict
+from deployval.judge.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report, judge_dict
 
 HEADER = dict(command="deployval compare convs", model={"name": "convs"}, inputs=[], seed=0,
               inputs_source="random (seed 0)", device={"device": "cpu"}, versions={})

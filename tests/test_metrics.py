@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from deployval.metrics import (
+from deployval.judge.metrics import (
     argmax_agreement,
     compare_output,
     dice_per_class,

@@ -11,10 +11,10 @@ import pytest
 from conftest import assert_one_line_error
 
 from deployval.errors import UsageError
-from deployval.metrics import compare_output
+from deployval.judge.metrics import compare_output
+from deployval.judge.nonfinite import NonFinite, check_reference, count_nonfinite, kind_mismatches
+from deployval.judge.stats import compare_tensors
 from deployval.model.spec import RunConfig, Tolerance
-from deployval.nonfinite import NonFinite, check_reference, count_nonfinite, kind_mismatches
-from deployval.stats import compare_tensors
 
 NAN, INF = float("nan"), float("inf")
 TIGHT = Tolerance(atol=1e-3, rtol=1e-3)

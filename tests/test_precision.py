@@ -8,7 +8,7 @@ import json
 import numpy as np
 import torch
 
-from deployval.precision.ranges import LIMITS, findings, record_ranges
+from deployval.judge.ranges import LIMITS, findings, record_ranges
 
 
 def test_overflowing_layer_fails_fp16_and_is_named(cli, tmp_path):

@@ -17,11 +17,11 @@ from deployval import inputs as inputs_mod
 from deployval.catalog.registry import resolve_model
 from deployval.debug.report import DebugReport
 from deployval.debug.run import run_debug
+from deployval.judge.record import FORMAT_VERSION, RunRecord
+from deployval.judge.results import Report
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
 from deployval.pipeline import compare
-from deployval.record import FORMAT_VERSION, RunRecord
-from deployval.results import Report
 from deployval.session import Session
 
 HEADER = ["format_version", "complete", "created", "command", "versions", "device", "model", "inputs", "seed",

@@ -10,9 +10,9 @@ import pytest
 from conftest import assert_one_line_error
 
 from deployval.errors import UsageError
-from deployval.metrics import compare_output
+from deployval.judge.metrics import compare_output
+from deployval.judge.slices import SliceSpec
 from deployval.model.spec import Tolerance
-from deployval.slices import SliceSpec
 
 MODEL = "dv_test_models:boxes_and_scores"
 SHAPE = ["--input-shape", "x=1x3x32x32"]

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_line_error
 
 from deployval.errors import UsageError
-from deployval.task_checks import TaskCheck, run_check
+from deployval.judge.task_checks import TaskCheck, run_check
 
 SAME = "dv_test_models:same_top_class"
 CONVS = ["convs", "--backends", "torch", "--iterations", "1"]

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deployval.precision.ranges import array_stats
+from deployval.judge.ranges import array_stats
 from deployval.precision.tensor_ranges import findings, record_tensor_ranges
 
 FUNCTIONAL = ("compare", "dv_test_models:functional_overflow", "--input-shape", "x=1x4x8x8", "--backends", "ort",
@@ -189,8 +189,8 @@ def test_module_outputs_come_from_the_reference_hooks_and_match_onnx_runtime(cli
     import torch
 
     from deployval.catalog.registry import resolve_model
+    from deployval.judge.ranges import record_ranges
     from deployval.model.loading import build_module
-    from deployval.precision.ranges import record_ranges
 
     out = tmp_path / "export"
     assert cli("export", "fine_organs", "--input-shape", "input=1x1x16x32x32", "--out", out, "--no-cache",

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from deployval.export.fp16 import convert_fp16
-from deployval.precision.weight_ranges import (
+from deployval.judge.weight_ranges import (
     ONNX,
     WeightFinding,
     module_findings,

@@ -64,8 +64,8 @@ class ManifestEntry:
 
     def judging(self) -> dict[str, Any]:
         """The RunConfig settings of this entry's task check, judge and slices."""
-        from ..slices import SliceSpec
-        from ..task_checks import TaskCheck
+        from ..judge.slices import SliceSpec
+        from ..judge.task_checks import TaskCheck
 
         return {"task_check": TaskCheck(self.task) if self.task else None, "judge": self.judge,
                 "slices": tuple(SliceSpec.parse(s) for s in self.slices)}
@@ -225,7 +225,7 @@ def _entry(path: Path, index: int, defaults: Mapping[str, Any], own: Mapping[str
 
 
 def _slice_item(text: str) -> bool:
-    from ..slices import SliceSpec
+    from ..judge.slices import SliceSpec
 
     try:
         SliceSpec.parse(text)
@@ -302,7 +302,7 @@ class _Checker:
         """A task check, resolved now (its module imported, a built-in's options checked)."""
         text = self.string(key)
         if text is not None:
-            from ..task_checks import TaskCheck
+            from ..judge.task_checks import TaskCheck
 
             try:
                 TaskCheck.parse(text)

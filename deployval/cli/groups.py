@@ -147,9 +147,9 @@ class Tolerances(Group):
                                   "--allow-nonfinite-inputs.)")] = False
 
     def settings(self) -> dict[str, Any]:
+        from ..judge.slices import SliceSpec
+        from ..judge.task_checks import TaskCheck
         from ..model.spec import Tolerance
-        from ..slices import SliceSpec
-        from ..task_checks import TaskCheck
 
         bounds = Tolerance.parse(self.tolerance) if self.offers("tolerance") and self.tolerance else None
         slices = tuple(SliceSpec.parse(s) for s in self.slices or ()) if self.offers("slices") else ()

@@ -280,7 +280,7 @@ class ModelDebugger(OwnErrorSearch):
     # ------------------------------------------------------------------ per layer
     def _compare_row(self, row: Row, eager: np.ndarray, values: dict[str, np.ndarray],
                      users: dict[str, int]) -> None:
-        from ..stats import compare_tensors
+        from ..judge.stats import compare_tensors
 
         result = row.result
         tensor = result.tensor or ""
@@ -355,7 +355,7 @@ class ModelDebugger(OwnErrorSearch):
 
     # ------------------------------------------------------------------ outputs and summary
     def _compare_outputs(self, values: Mapping[str, np.ndarray]) -> None:
-        from ..metrics import compare_output
+        from ..judge.metrics import compare_output
 
         for row in self.rows:
             if row.key is not None or row.result.status != PASS:

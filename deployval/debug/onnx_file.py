@@ -345,7 +345,7 @@ class _FileDebugger:
         return {k: np.asarray(v) for k, v in values.items()}
 
     def _compare(self, row: _Row, reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
-        from ..stats import compare_tensors
+        from ..judge.stats import compare_tensors
 
         result = row.result
         ref, cand = reference.get(row.reference), values.get(row.candidate)
@@ -362,8 +362,8 @@ class _FileDebugger:
 
     def _compare_outputs(self, reference: Mapping[str, np.ndarray], values: Mapping[str, np.ndarray]) -> None:
         """The graph outputs, judged as `compare` judges them (the outputs' tolerance, task metrics)."""
-        from ..metrics import compare_output
-        from ..stats import compare_tensors
+        from ..judge.metrics import compare_output
+        from ..judge.stats import compare_tensors
 
         for result in (r.result for r in self.rows if r.result.kind == "output" and r.result.status == PASS):
             name = result.tensor or ""
@@ -407,7 +407,7 @@ class _FileDebugger:
                             row.result.own = {"unavailable": again.one_line()}
 
     def _replay(self, rows: list[_Row], reference: Mapping[str, np.ndarray]) -> None:
-        from ..stats import compare_tensors
+        from ..judge.stats import compare_tensors
         from .graph import cast_feeds, save_model
 
         feeds = {n: reference[r.sources[n]] for r in rows for n in r.inputs}

@@ -91,7 +91,7 @@ class OwnErrorSearch:
         return Row(result, call.key, 0, call.index)
 
     def _own_error(self, call: Any, row: Row, eager: np.ndarray, frame: Any) -> OwnError | None:
-        from ..stats import compare_tensors
+        from ..judge.stats import compare_tensors
         from .graph import region
 
         result = row.result
@@ -217,7 +217,7 @@ class OwnErrorSearch:
         state.search_done = True
         first = state.first
         assert first is not None
-        from ..stats import compare_tensors
+        from ..judge.stats import compare_tensors
         from .graph import region
 
         eager = self.first_value

@@ -14,8 +14,8 @@ from typing import Any
 
 from .._util import IMPORT_SECONDS
 from ..errors import ExitCode
+from ..judge.record import RunRecord
 from ..metric_table import COSINE, MAX_ABS, MEAN_ABS, REL_L2
-from ..record import RunRecord
 
 UNFINISHED = "the run did not finish"  # as results.UNFINISHED (not imported: this module stays light)
 

@@ -257,8 +257,8 @@ def write_repro(case: ReproCase, directory: Path, *, backend: str, precision: st
 
     from .._util import atomic_write_bytes, atomic_write_text
     from ..export.onnx_io import run_onnxruntime
+    from ..judge.stats import compare_tensors
     from ..model.inputs import npz_bytes, save_inputs
-    from ..stats import compare_tensors
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

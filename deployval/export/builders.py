@@ -324,7 +324,7 @@ def _named_weights(store: Workshop, found: list[Any]) -> list[dict[str, Any]]:
     the --keep-fp32 value that keeps each fp32; the first few said at once, every fp16 row carries them."""
     if not found:
         return []
-    from ..precision.weight_ranges import name_onnx_findings
+    from ..judge.weight_ranges import name_onnx_findings
 
     modules: dict[str, str] = {}
     if store.spec.kind != "onnx":

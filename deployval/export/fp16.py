@@ -525,7 +525,7 @@ class _Converter:
         self.details.overflow += counts[0]
         self.details.flush_to_zero += counts[1]
         if source and any(counts):
-            from ..precision.weight_ranges import ONNX, tensor_findings
+            from ..judge.weight_ranges import ONNX, tensor_findings
 
             nodes = self._fp16_readers(source)
             self.details.weights += tensor_findings(values, source, source=ONNX, nodes=tuple(nodes),

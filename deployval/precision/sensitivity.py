@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..judge.metrics import OutputComparison, compare_output, failure_lines
 from ..metric_table import ARGMAX_AGREEMENT, DICE_MIN, INF, NAN, REL_L2
-from ..metrics import OutputComparison, compare_output, failure_lines
 from ..model.spec import ModelSpec, RunConfig, Tolerance
 from ..progress import Progress
 from .lowerings import Fp16Lowering, Fp16OnnxLowering, Int8Lowering, Lowering
@@ -254,7 +254,7 @@ def analyze(
     """Rank the layers of `spec` by their sensitivity to `precision` and propose what to keep. With
     `dataset` (dataset_run.DatasetOptions), every trial is judged on each of its samples (a trial
     passes only when all do) and the proposal is verified over the whole set."""
-    from ..judging import row_tolerance
+    from ..judge.judging import row_tolerance
     from ..session import Session
 
     started = time.perf_counter()

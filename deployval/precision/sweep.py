@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..judge.metrics import error_metrics, task_metrics
 from ..metric_table import ARGMAX_AGREEMENT, COSINE, DICE_MEAN, DICE_MIN, MAX_ABS, MEAN_ABS, REL_L2, SQNR_DB
-from ..metrics import error_metrics, task_metrics
 from ..model.spec import TaskSpec
 
 SCHEMES = ("per-tensor", "per-channel")

@@ -24,8 +24,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..judge.ranges import LIMITS, LayerRange, RangeFinding, ValueRange, array_stats, range_fields
 from ..model.spec import KeepFp32
-from .ranges import LIMITS, LayerRange, RangeFinding, ValueRange, array_stats, range_fields
 
 if TYPE_CHECKING:
     import numpy as np

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import print_error  # noqa: F401 (re-exported)
+from ..judge.results import UNFINISHED, Report, judge_dict, row_counts
 from ..model.spec import format_shape
 from ..progress import Progress, Step
-from ..results import UNFINISHED, Report, judge_dict, row_counts
 from .formatting import (
     fmt,
     fmt_ms,

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..judge.record import FORMAT_VERSION, read_report
+from ..judge.results import judge_dict
 from ..metric_table import SLICE_JUDGED
-from ..record import FORMAT_VERSION, read_report
-from ..results import judge_dict
 from .formatting import fmt, fmt_ms, number
 
 REGRESSION, IMPROVEMENT, INFO = "regression", "improvement", "info"

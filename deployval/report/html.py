@@ -7,7 +7,7 @@ backend, no script, nothing fetched) for a `compare` report or a `debug` report.
   bit-identical output gets a line instead). The histograms are not in the JSON report; pass them
   as `histograms={"ort:fp16:logits": error_histogram(ref, cand), ...}` or put
   `result.details["error_histograms"][output] = error_histogram(ref, cand)` in each result
-  (`deployval.stats.error_histogram`; the pipeline fills the latter).
+  (`deployval.judge.stats.error_histogram`; the pipeline fills the latter).
 * debug: the first divergent layer, where the error is new and the triage verdict, a per-layer error
   curve (log scale) with the first divergent layer marked, the per-layer table, and the
   histograms of the final outputs.
@@ -157,7 +157,7 @@ def _as_histogram(value: Any) -> dict[str, Any] | None:
         return dict(value)
     import numpy as np
 
-    from ..stats import error_histogram
+    from ..judge.stats import error_histogram
 
     diff = np.abs(np.asarray(value, dtype=np.float64))  # raw |c - r|
     return error_histogram(np.zeros_like(diff), diff)
@@ -166,7 +166,7 @@ def _as_histogram(value: Any) -> dict[str, Any] | None:
 def _verdict(data: Mapping[str, Any]) -> tuple[str, Any, str]:
     """Verdict, exit code and why the work is incomplete. A compare report's is recomputed from its rows,
     gate and completeness; a debug report's stored one stands unless the run did not finish."""
-    from ..results import UNFINISHED, judge_dict
+    from ..judge.results import UNFINISHED, judge_dict
 
     if data.get("kind") == "debug":
         summary = data.get("summary") or {}

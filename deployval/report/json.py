@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import atomic_write_json
-from ..results import Report
+from ..judge.results import Report
 
 
 def write_json(report: Report, path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._util import atomic_write_bytes
 from ..errors import ExitCode
-from ..results import ERROR, FAIL, NOTHING_JUDGED, REFERENCE, SKIPPED, UNFINISHED, Report, judge_dict
+from ..judge.results import ERROR, FAIL, NOTHING_JUDGED, REFERENCE, SKIPPED, UNFINISHED, Report, judge_dict
 from .formatting import number, task_outcome_text
 
 LATENCY = ("median_ms", "mean_ms", "p90_ms", "p99_ms", "device_median_ms", "iterations", "throughput")

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text
+from ..judge.results import UNFINISHED, Report, judge_dict
 from ..model.spec import format_shape
-from ..results import UNFINISHED, Report, judge_dict
 from .formatting import fmt, fmt_ms, judge_text, mean_column, number, status_text, task_outcome_text, task_summary
 
 

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 from .metrics import compare_output, failure_lines
-from .model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 from .results import ERROR, FAIL, PASS, BackendResult
 from .slices import SliceSpec
 from .task_checks import combine, run_check

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError, first_line
+from ..errors import UsageError, first_line
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TaskCheck:
 
         if self.builtin is not None:
             return builtin_check(self.text)
-        from .model.loading import resolve_callable
+        from ..model.loading import resolve_callable
 
         return resolve_callable(self.text, "--task")
 

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ExitCode
+from ..errors import ExitCode
+from ..progress import Step
+from ..timing import LatencyStats
 from .metrics import OutputComparison
-from .progress import Step
 from .record import FORMAT_VERSION as FORMAT_VERSION  # re-exported: suite.py checks merged reports with it
 from .record import RunRecord
-from .timing import LatencyStats
 
 # Result statuses. "reference" is the run everything is compared against; "skipped" is a
 # combination that does not exist (e.g. TorchScript at int8) and affects no verdict.

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
-from .metric_table import SLICE_REPORTED, worst
+from ..errors import UsageError
+from ..metric_table import SLICE_REPORTED, worst
 
 WORST_PREFIX = "worst_slice_"  # the output's metrics gain worst_slice_rel_l2 etc.: data sets and diffs see them
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .metric_table import (
+from ..metric_table import (
     COSINE,
     ELEMENTS,
     INF,
@@ -36,7 +36,7 @@ from .metric_table import (
     rel_l2,
     sqnr_db,
 )
-from .model.spec import Tolerance
+from ..model.spec import Tolerance
 from .nonfinite import kind_mismatches
 
 BLOCK = 1 << 18  # elements per block: 2 MB per float64 temporary, cache-friendly

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .metric_table import (
+from ..metric_table import (
     ARGMAX_AGREEMENT,
     COSINE,
     DICE_DROP,
@@ -42,7 +42,7 @@ from .metric_table import (
     cosine_of_sums,
     worst,
 )
-from .model.spec import TaskSpec, Tolerance, format_shape
+from ..model.spec import TaskSpec, Tolerance, format_shape
 from .nonfinite import OPTION as ALLOW_OPTION
 from .nonfinite import count_nonfinite
 from .slices import SliceComparison, SliceSpec, for_output, worst_of

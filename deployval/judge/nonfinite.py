@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 OPTION = "--allow-nonfinite"
 BLOCK = 1 << 20  # elements per block of the kind comparison: a few MB of masks at a time

@@ -24,7 +24,7 @@ def read_report(path: Path) -> dict[str, Any]:
     """A compare, validate or suite JSON report this deployval can read, or a UsageError saying why not:
     `report merge` and `report diff` take files from other machines and other releases, so the file's
     format version and the parts every reader indexes are checked here, once."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     path = Path(path)
     if path.is_char_device() or path.is_block_device():  # /dev/zero would be read forever

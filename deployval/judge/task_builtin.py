@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def _output(arrays: Mapping[str, np.ndarray], name: str | None, check: str) -> np.ndarray:
