@@ -97,7 +97,7 @@ class Session:
                 self._model_digest = module_digest(self.spec, self.module())
                 self.timings["model_digest_s"] = time.perf_counter() - start
             else:
-                from .model.digest import onnx_file_digest
+                from .export.onnx_io import onnx_file_digest
 
                 self._model_digest = onnx_file_digest(Path(self.spec.path or ""))
         return self._model_digest

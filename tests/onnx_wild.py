@@ -25,7 +25,7 @@ def upgraded(path: Path, directory: Path) -> Path:
     """The model converted to UPGRADE_OPSET, written into `directory`."""
     import onnx
 
-    from deployval.export.onnx_graph import upgrade_opset
+    from deployval.export.graph import upgrade_opset
 
     converted = upgrade_opset(onnx.load(str(path)), UPGRADE_OPSET)
     out = directory / f"{path.parent.name}-opset{UPGRADE_OPSET}.onnx"

@@ -15,8 +15,8 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
 from deployval.catalog.registry import resolve_model
-from deployval.debug.meaning import meanings
 from deployval.debug.run import run_debug
+from deployval.export.meaning import meanings
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
 

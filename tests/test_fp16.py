@@ -13,7 +13,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from deployval.export.fp16 import convert_fp16
-from deployval.export.onnx_graph import iter_graphs, iter_nodes
+from deployval.export.graph import iter_graphs, iter_nodes
 from deployval.export.onnx_io import run_onnxruntime
 
 pytest.importorskip("onnxruntime")

@@ -604,7 +604,7 @@ def test_int8_entropy_is_not_minmax_in_disguise(tmp_path: Path) -> None:
 
 
 def test_topological_sort_orders_readers_after_producers_and_bodies_after_outer_values():
-    from deployval.export.onnx_graph import topological_sort
+    from deployval.export.graph import topological_sort
 
     then_graph = helper.make_graph([helper.make_node("Identity", ["h"], ["t"])], "then", [],
                                    [helper.make_tensor_value_info("t", TP.FLOAT, [2])])

@@ -51,7 +51,7 @@ def test_corpus_model(entry, tmp_path):
         # hides fp16 rounding from the outputs, so the numbers alone cannot tell).
         import onnx
 
-        from deployval.export.onnx_graph import iter_tensors
+        from deployval.export.graph import iter_tensors
 
         tensors = [t for t in iter_tensors(onnx.load(fp16["artifact"]["path"]).graph)
                    if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error
 
-from deployval.precision.mixed import half_except, half_only, matching_modules
+from deployval.export.mixed import half_except, half_only, matching_modules
 from deployval.precision.sensitivity import Trial, prefix_lengths, search_exclusions
 
 

@@ -43,8 +43,8 @@ class TorchEagerRunner(torch_common.TorchModuleRunner):
     def load_module(self) -> Any:
         module = self.artifact.obj
         if self.precision == "fp16":
+            from ..export.mixed import half_except, matching_modules
             from ..judge.weight_ranges import module_findings
-            from ..precision.mixed import half_except, matching_modules
 
             keep = list(KeepFp32.of(self.options.get("keep_fp32", ())).modules)  # op: and node: are ONNX's
             kept = matching_modules(module, keep) if keep else []

@@ -92,7 +92,7 @@ class LayerMap:
 
 def static_shapes(model: ModelProto) -> dict[str, tuple[int | None, ...] | None]:
     """Shapes of every tensor the graph declares or ONNX shape inference finds."""
-    from ..export.onnx_graph import inferred, shape_of
+    from ..export.graph import inferred, shape_of
 
     graph = inferred(model).graph
     return {info.name: shape_of(info) for info in [*graph.input, *graph.value_info, *graph.output]}
@@ -285,18 +285,6 @@ def _shape_fits(shape: tuple[int | None, ...] | None, want: tuple[int, ...]) -> 
     if shape is None:
         return True  # unknown: accept, the comparison checks the shape anyway
     return len(shape) == len(want) and all(s is None or s == w for s, w in zip(shape, want))
-
-
-# ----------------------------------------------------------------------------- raw -> artifact
-
-def changed_meaning(raw: ModelProto, artifact: ModelProto) -> dict[str, str]:
-    """Tensors of the artifact that keep a raw tensor's name but hold another value, because an op
-    after them was merged into their node (onnxsim or ONNX Runtime folding `Conv -> BatchNormalization`
-    or `Conv -> Mul(const)` into the Conv and keeping the Conv's output name) -> the op types merged in.
-    Decided by structure, through Cast and Q/DQ wrappers (meaning.py)."""
-    from .meaning import meanings
-
-    return meanings(raw, artifact).merged_ops()
 
 
 # ----------------------------------------------------------------------------- markers

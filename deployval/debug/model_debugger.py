@@ -57,10 +57,10 @@ class ModelDebugger(OwnErrorSearch):
 
     # ------------------------------------------------------------------ map
     def run(self) -> None:
+        from ..export.graph import GraphIndex, externalize
+        from ..export.meaning import meanings
         from ..export.onnx_io import load_onnx
-        from .graph import GraphIndex, externalize
         from .layermap import build_map
-        from .meaning import meanings
 
         names = [n for n, _ in self.module.named_modules() if n]
         with self.progress.step("layer map"):
@@ -193,7 +193,7 @@ class ModelDebugger(OwnErrorSearch):
 
     # ------------------------------------------------------------------ one chunk
     def _run_chunk(self, chunk: Chunk, number: int, total: int) -> None:
-        from .graph import expose, save_model
+        from ..export.graph import expose, save_model
 
         label = f"{self.report.backend} {self.precision}" + (f" (chunk {number + 1}/{total})" if total > 1 else "")
         model = expose(self.index, chunk.tensors, keep_outputs=chunk.last)

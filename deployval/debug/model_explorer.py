@@ -101,7 +101,7 @@ def layer_nodes(report: DebugReport, model: ModelProto) -> dict[str, list[int]]:
     path to the output. Without that count, only nodes of the layer's op types connected to its
     output node are kept (an optimized artifact renames ops, so this keeps at least the output node).
     """
-    from .graph import node_inputs
+    from ..export.graph import node_inputs
 
     nodes = list(model.graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}

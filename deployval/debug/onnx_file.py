@@ -140,10 +140,9 @@ class _FileDebugger:
 
     # ------------------------------------------------------------------ plan
     def run(self) -> None:
-        from ..export.onnx_graph import iter_nodes, subgraphs
+        from ..export.graph import GraphIndex, externalize, iter_nodes, subgraphs, tensor_bytes
+        from ..export.meaning import meanings
         from ..export.onnx_io import load_onnx
-        from .graph import GraphIndex, externalize, tensor_bytes
-        from .meaning import meanings
 
         with self.progress.step("reading the ONNX file and the debugged artifact"):
             reference, candidate = load_onnx(Path(self.spec.path or "")), load_onnx(self.candidate_path)
@@ -222,7 +221,7 @@ class _FileDebugger:
         tensors that hold reference values (`available`: candidate tensor -> reference tensor)."""
         import onnx
 
-        from ..export.onnx_graph import node_inputs
+        from ..export.graph import node_inputs
 
         result, index = row.result, self.index
         tensor = row.reference
@@ -311,7 +310,7 @@ class _FileDebugger:
         reference.clear()
 
     def _exposed(self, side: str, tensors: list[str], number: int, last: bool) -> dict[str, np.ndarray]:
-        from .graph import expose, save_model
+        from ..export.graph import expose, save_model
 
         model = expose(self.ref_index if side == "reference" else self.index, tensors, keep_outputs=last)
         path = save_model(model, self.workdir / side / f"debug-{number}.onnx")
@@ -407,8 +406,8 @@ class _FileDebugger:
                             row.result.own = {"unavailable": again.one_line()}
 
     def _replay(self, rows: list[_Row], reference: Mapping[str, np.ndarray]) -> None:
+        from ..export.graph import cast_feeds, save_model
         from ..judge.stats import compare_tensors
-        from .graph import cast_feeds, save_model
 
         feeds = {n: reference[r.sources[n]] for r in rows for n in r.inputs}
         model, names = self._merged(rows, feeds)
@@ -430,8 +429,7 @@ class _FileDebugger:
         copy with its tensors renamed apart (a lone region keeps its names: If bodies read them)."""
         import onnx
 
-        from ..export.onnx_graph import model_of
-        from .graph import PRODUCER
+        from ..export.graph import PRODUCER, model_of
 
         index, rename = self.index, len(rows) > 1
         nodes, names = [], {}
@@ -494,7 +492,7 @@ class _FileDebugger:
         own = self.first_own
         if not self.do_triage or own is None:
             return
-        from .graph import cast_feeds, save_model
+        from ..export.graph import cast_feeds, save_model
 
         result = own.row.result
         names = [self.index.nodes[i].name for i in own.row.nodes]
@@ -509,7 +507,7 @@ class _FileDebugger:
             except Exception as exc:  # onnx.reference implements Q/DQ from opset 19 on only
                 if "No implementation" not in str(exc):
                     raise
-                from ..export.onnx_graph import upgrade_opset
+                from ..export.graph import upgrade_opset
 
                 opset = max(19, *(o.version for o in model.opset_import if not o.domain))
                 evaluator = ReferenceEvaluator(str(save_model(upgrade_opset(model, opset), path)))

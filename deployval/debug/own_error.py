@@ -91,8 +91,8 @@ class OwnErrorSearch:
         return Row(result, call.key, 0, call.index)
 
     def _own_error(self, call: Any, row: Row, eager: np.ndarray, frame: Any) -> OwnError | None:
+        from ..export.graph import region
         from ..judge.stats import compare_tensors
-        from .graph import region
 
         result = row.result
         start = time.perf_counter()
@@ -112,7 +112,7 @@ class OwnErrorSearch:
                 feeds[name] = self.feeds[name]
             region_path = self.workdir / f"region-{self.region_runs}.onnx"
             self.region_runs += 1
-            from .graph import cast_feeds, save_model
+            from ..export.graph import cast_feeds, save_model
 
             save_model(cut.model, region_path)
             values = self._run_backend(region_path, cut.targets, cast_feeds(feeds, self.index),
@@ -131,8 +131,8 @@ class OwnErrorSearch:
 
     def _module_region(self, call: Any, result: LayerResult, frame: Any) -> tuple[Any, dict[str, np.ndarray]]:
         """The call's sub-graph, fed with the eager inputs matched to its boundary tensors by shape."""
+        from ..export.graph import region
         from .capture import to_numpy
-        from .graph import region
 
         mapping = self.map.calls.get(call.key)
         # the artifact's tensors holding the values of the call's input tensors (a merged node's under its name)
@@ -217,8 +217,8 @@ class OwnErrorSearch:
         state.search_done = True
         first = state.first
         assert first is not None
+        from ..export.graph import region
         from ..judge.stats import compare_tensors
-        from .graph import region
 
         eager = self.first_value
         available = {k: v for k, v in self.cache.items() if k != first.result.tensor}
@@ -230,7 +230,7 @@ class OwnErrorSearch:
                 feeds = {n: available[n] for n in cut.inputs if n in available}
                 for name in cut.graph_inputs:
                     feeds[name] = self.feeds[name]
-                from .graph import cast_feeds, save_model
+                from ..export.graph import cast_feeds, save_model
 
                 path = save_model(cut.model, self.workdir / "region-root.onnx")
                 values = self._run_backend(path, cut.targets, cast_feeds(feeds, self.index),
@@ -275,7 +275,7 @@ class OwnErrorSearch:
     def _triage(self, result: LayerResult, own: OwnError) -> None:
         if not self.do_triage:
             return
-        from .graph import cast_feeds
+        from ..export.graph import cast_feeds
 
         def evaluate() -> Any:
             from onnx.reference import ReferenceEvaluator

@@ -37,7 +37,7 @@ from .report import DebugReport
 if TYPE_CHECKING:
     from onnx import ModelProto
 
-    from .graph import GraphIndex
+    from ..export.graph import GraphIndex
     from .model_debugger import ModelDebugger
 
 NOTHING = "no layer diverged: --repro wrote nothing"
@@ -145,8 +145,8 @@ def _inputs_note(inputs: Mapping[str, np.ndarray]) -> list[str]:
 
 def module_case(debugger: ModelDebugger) -> ReproCase | str:
     """The first divergent layer of a PyTorch-model debug run, from the reference values its hooks kept."""
+    from ..export.graph import region
     from ..export.onnx_io import load_onnx
-    from .graph import region
 
     state, index = debugger.state, debugger.index
     first = state.first
@@ -185,9 +185,9 @@ def file_case(report: DebugReport, reference_path: Path, candidate: ModelProto,
               feeds: Mapping[str, np.ndarray]) -> ReproCase | str:
     """The first divergent node of an ONNX-file debug run: the candidate's nodes computing its tensor from
     tensors the file has (as the debug run replays it), fed ONNX Runtime fp32's values on the file."""
+    from ..export.graph import GraphIndex, expose, region
+    from ..export.meaning import meanings
     from ..export.onnx_io import load_onnx, run_onnxruntime
-    from .graph import GraphIndex, expose, region
-    from .meaning import meanings
 
     if report.first_divergent is None:
         return NOTHING

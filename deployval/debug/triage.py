@@ -69,8 +69,8 @@ def triage_region(label: str, index: Any, node_names: Sequence[str], evaluate: C
     multiply-adds exceed TRIAGE_MAX_MACS, and judge it against the reference and the backend
     (`backend_metrics`: the backend against the reference), in the sentence `words` name.
     Adds the time spent to timings["triage_s"] (not for a region skipped as too large)."""
+    from ..export.graph import estimate_macs
     from ..judge.stats import passes
-    from .graph import estimate_macs
 
     start = time.perf_counter()
     nodes = len(node_names)

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError, first_line
 from .fp16_schema import FLOAT, FLOAT16, fp16_precisions, holds_float, operator_schema
-from .names import Names, name_nodes
-from .onnx_graph import (
+from .graph import (
     DEFAULT_DOMAINS,
     copy_model,
     default_opset,
@@ -29,6 +28,7 @@ from .onnx_graph import (
     subgraphs,
     upgrade_opset,
 )
+from .names import Names, name_nodes
 
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto, TensorProto, TypeProto

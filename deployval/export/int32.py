@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError, UsageError, first_line
+from .graph import DEFAULT_DOMAINS, copy_model, outer_reads, subgraphs
 from .int32_types import (
     INT32,
     INT64,
@@ -25,7 +26,6 @@ from .int32_types import (
     with_elem,
 )
 from .names import Names
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, outer_reads, subgraphs
 from .onnx_io import check_onnx
 
 if TYPE_CHECKING:

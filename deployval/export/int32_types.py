@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
-from .onnx_graph import DEFAULT_DOMAINS, default_opset, subgraphs
+from .graph import DEFAULT_DOMAINS, default_opset, subgraphs
 
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto, TypeProto

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._util import quiet_libraries
 from ..errors import DeployvalError, ExportError, UsageError, first_line
+from .graph import copy_model, default_opset, iter_nodes, topological_sort, upgrade_opset
 from .int8_placement import (
     PLACEMENT,
     PLACEMENT_RULES,
@@ -39,7 +40,6 @@ from .int8_placement import (
     plan_placement,
 )
 from .names import Names
-from .onnx_graph import copy_model, default_opset, iter_nodes, topological_sort, upgrade_opset
 from .onnx_io import as_model
 
 if TYPE_CHECKING:

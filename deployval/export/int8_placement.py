@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import names
+from .graph import iter_graphs, iter_nodes
 from .names import Names
-from .onnx_graph import iter_graphs, iter_nodes
 
 if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, NodeProto

@@ -6,14 +6,16 @@ imports, lists and parses specs without them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._util import sha256_file, timed_import
 from ..errors import DeployvalError, ExportError, UsageError, first_line
-from .onnx_graph import iter_tensors
+from .graph import iter_tensors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,7 +26,9 @@ __all__ = [
     "PathLike",
     "as_model",
     "check_onnx",
+    "external_data_locations",
     "load_onnx",
+    "onnx_file_digest",
     "onnx_input_dtypes",
     "refused_node",
     "run_onnxruntime",
@@ -187,3 +191,27 @@ def refused_node(message: str) -> str | None:
         if match:
             return match.group(1)
     return None
+
+
+def onnx_file_digest(path: Path) -> str:
+    """sha256 over an ONNX file and each external data file it names (a missing one is named as missing:
+    loading the model reports it)."""
+    h = hashlib.sha256()
+    h.update(sha256_file(path).encode())
+    for location in external_data_locations(path):
+        data = path.parent / location
+        h.update(f"\x00{location}\x00".encode())
+        h.update(sha256_file(data).encode() if data.is_file() else b"missing")
+    return h.hexdigest()
+
+
+def external_data_locations(path: Path) -> list[str]:
+    """The external data files an ONNX file names, sorted (none when it cannot be parsed: loading says why)."""
+    try:
+        onnx = timed_import("onnx")
+        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+        model = onnx.load(str(path), load_external_data=False)
+        return sorted({ExternalDataInfo(t).location for t in iter_tensors(model.graph) if uses_external_data(t)})
+    except Exception:
+        return []

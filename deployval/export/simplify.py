@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError, first_line
-from .onnx_graph import DEFAULT_DOMAINS, copy_model, iter_nodes
+from .graph import DEFAULT_DOMAINS, copy_model, iter_nodes
 
 if TYPE_CHECKING:
     from onnx import ModelProto

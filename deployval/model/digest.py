@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._util import sha256_file, timed_import
+from .._util import timed_import
 
 # Bumped whenever what a digest covers changes.
 DIGEST_FORMAT = 2
@@ -46,32 +46,6 @@ def module_digest(module: Any, *, header: Sequence[str] = (), callables: Iterabl
         walker.source_of(target)
     walker.sources()
     return walker.hash.hexdigest()
-
-
-def onnx_file_digest(path: Path) -> str:
-    """sha256 over an ONNX file and each external data file it names (a missing one is named as missing:
-    loading the model reports it)."""
-    h = hashlib.sha256()
-    h.update(sha256_file(path).encode())
-    for location in external_data_locations(path):
-        data = path.parent / location
-        h.update(f"\x00{location}\x00".encode())
-        h.update(sha256_file(data).encode() if data.is_file() else b"missing")
-    return h.hexdigest()
-
-
-def external_data_locations(path: Path) -> list[str]:
-    """The external data files an ONNX file names, sorted (none when it cannot be parsed: loading says why)."""
-    try:
-        onnx = timed_import("onnx")
-        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-        from ..export.onnx_graph import iter_tensors
-
-        model = onnx.load(str(path), load_external_data=False)
-        return sorted({ExternalDataInfo(t).location for t in iter_tensors(model.graph) if uses_external_data(t)})
-    except Exception:
-        return []
 
 
 def qualified(cls: type) -> str:

@@ -216,12 +216,12 @@ class Fp16Lowering(Lowering):
         return runs
 
     def run_only_many(self, layers: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        from .mixed import half_only
+        from ..export.mixed import half_only
 
         return self._run(half_only(self.module, list(layers)), half_inputs=False)
 
     def run_all_except(self, kept: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        from .mixed import half_except
+        from ..export.mixed import half_except
 
         return self._run(half_except(self.module, kept), half_inputs=True)
 

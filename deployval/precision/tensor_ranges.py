@@ -116,8 +116,7 @@ def record_tensor_ranges(
     `budget_bytes` (default: debug's memory budget). `module_ranges` (the reference run's module
     outputs, precision.ranges) measure the tensors that are a module's own output: those are not
     exposed again (a 3D U-Net's every tensor is a layer's output: no second forward pass at all)."""
-    from ..debug.graph import GraphIndex, cast_feeds
-    from ..export.onnx_graph import node_inputs
+    from ..export.graph import GraphIndex, cast_feeds, node_inputs
     from ..export.onnx_io import load_onnx
     from ..memory import memory_budget
 
@@ -302,7 +301,7 @@ class _Names:
             return
         import onnx
 
-        from ..debug.layermap import changed_meaning
+        from ..export.meaning import changed_meaning
         from ..export.scopes import node_chains
 
         raw = onnx.load(str(raw_path), load_external_data=False)
@@ -475,7 +474,7 @@ def _run_shapes(model: ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str,
     Runtime's If inference can fail on dims a branch does not expect)."""
     import onnx
 
-    from ..export.onnx_graph import light_copy, shape_of
+    from ..export.graph import light_copy, shape_of
 
     copy = light_copy(model)
     for info in copy.graph.input:
@@ -521,7 +520,7 @@ def _run_segment(index: Any, outputs: list[str], held: Mapping[str, np.ndarray])
 
     import onnx
 
-    from ..debug.graph import region
+    from ..export.graph import region
     from ..export.onnx_io import run_onnxruntime
 
     cut = region(index, outputs, held.keys())

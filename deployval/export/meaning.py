@@ -558,3 +558,15 @@ def _per_channel(value: np.ndarray, channels: int, from_end: int) -> np.ndarray 
     if value.ndim < from_end or value.shape[value.ndim - from_end] != channels or value.size != channels:
         return None
     return value.reshape(-1)
+
+
+# ----------------------------------------------------------------------------- raw -> artifact
+
+def changed_meaning(raw: ModelProto, artifact: ModelProto) -> dict[str, str]:
+    """Tensors of the artifact that keep a raw tensor's name but hold another value, because an op
+    after them was merged into their node (onnxsim or ONNX Runtime folding `Conv -> BatchNormalization`
+    or `Conv -> Mul(const)` into the Conv and keeping the Conv's output name) -> the op types merged in.
+    Decided by structure, through Cast and Q/DQ wrappers."""
+    from ..export.meaning import meanings
+
+    return meanings(raw, artifact).merged_ops()
