@@ -51,7 +51,7 @@ def compare(
     """
     from .judge.slices import SliceSpec
     from .judge.task_checks import TaskCheck
-    from .pipeline import compare as run
+    from .run.pipeline import compare as run
 
     spec = _spec(model, input_shapes, checkpoint)
     settings = {**spec.run_defaults, **config, **({"allow_nonfinite": True} if allow_nonfinite else {})}
@@ -69,7 +69,7 @@ def validate(model: str | Path | ModelSpec, *, device: str = "cpu", checkpoint: 
              input_shapes: Mapping[str, Sequence[int]] | None = None, **config: Any) -> Report:
     """Run the model's registered release gate on `device`."""
     from .errors import UsageError
-    from .pipeline import compare as run
+    from .run.pipeline import compare as run
 
     spec = _spec(model, input_shapes, checkpoint)
     gate = spec.gate_for(device)
@@ -83,7 +83,7 @@ def export_artifacts(model: str | Path | ModelSpec, out_dir: str | Path, *, kind
            checkpoint: str | Path | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
            **config: Any) -> dict[str, Path]:
     """Write the model's deployable artifacts to `out_dir`; raises the first error if one failed."""
-    from .pipeline import export as run
+    from .run.pipeline import export as run
 
     spec = _spec(model, input_shapes, checkpoint)
     written, errors, _ = run(spec, Path(out_dir), RunConfig(**{**spec.run_defaults, **config}), kinds=kinds)

@@ -441,7 +441,7 @@ def run_corpus_model(entry: CorpusModel, workdir: Path, **config: Any) -> Any:
     """compare() on the entry's real inputs, int8 calibrated on its real samples; `config` takes
     RunConfig fields (int8_exclude, keep_fp32, iterations...)."""
     from deployval.model.spec import RunConfig
-    from deployval.pipeline import compare
+    from deployval.run.pipeline import compare
 
     calibration = workdir / f"{entry.name}-calibration"
     calibration.mkdir(parents=True, exist_ok=True)

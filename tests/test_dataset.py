@@ -159,8 +159,8 @@ def test_labels_score_the_reference_and_every_row(cli, tmp_path):
 
 
 def test_a_task_metric_drop_beyond_the_gate_fails_the_row():
-    from deployval.dataset_run import _judge_labels
     from deployval.judge.results import PASS, BackendResult
+    from deployval.run.dataset_run import _judge_labels
 
     row = BackendResult("ort", "int8", "cpu", PASS, details={"dataset": {}})
     _judge_labels(row, {"top1": 0.90, "top5": 0.99}, {"top1": 0.92, "top5": 0.99}, {"top1": 0.005})
@@ -245,8 +245,8 @@ def test_the_weight_sweep_over_a_labelled_set(cli, tmp_path):
 
 def test_a_verdict_delivered_twice_counts_once():
     """A retried Ray block may deliver a sample's verdict again: the driver keeps the first."""
-    from deployval.dataset_run import SampleVerdict
-    from deployval.distributed import once_per_sample
+    from deployval.run.dataset_run import SampleVerdict
+    from deployval.run.distributed import once_per_sample
 
     first, again, other = SampleVerdict("a.npz", fault="x"), SampleVerdict("a.npz", fault="y"), SampleVerdict("b.npz")
     kept = list(once_per_sample([first, ("c.npz", "unreadable"), again, other, ("c.npz", "unreadable")]))

@@ -24,8 +24,8 @@ def golden(tmp_path_factory):
 
 def test_saved_outputs_are_the_reference_outputs_with_their_inputs_digest(golden):
     from deployval.catalog.registry import resolve_model
-    from deployval.golden import INPUTS_KEY
-    from deployval.session import Session
+    from deployval.run.golden import INPUTS_KEY
+    from deployval.run.session import Session
 
     with np.load(golden / "gold.npz") as data:
         saved = {name: data[name] for name in data.files}
@@ -131,7 +131,7 @@ def test_the_python_api_takes_golden_outputs(golden, tmp_path):
 
 
 def test_outputs_named_like_savez_arguments_round_trip(tmp_path):
-    from deployval.golden import load_expected, save_outputs
+    from deployval.run.golden import load_expected, save_outputs
 
     outputs = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.float16)}
     save_outputs(tmp_path / "g.npz", outputs, "abc")

@@ -139,11 +139,11 @@ def test_the_pipelines_partial_report_is_incomplete_everywhere(tmp_path, cli):
 
     from deployval.catalog.registry import resolve_model
     from deployval.model.spec import RunConfig
-    from deployval.pipeline import compare
     from deployval.report.console import render
     from deployval.report.html import render_html
     from deployval.report.junit import to_junit
     from deployval.report.markdown import to_markdown
+    from deployval.run.pipeline import compare
 
     snapshots: list[dict[str, Any]] = []
     objects: list[Report] = []
@@ -257,7 +257,7 @@ def test_a_shard_that_did_not_finish_makes_the_merge_incomplete(cli, tmp_path, s
     assert result.code == 3 and data["complete"] is False
     assert data["summary"]["incomplete"] == f"'{cut}': the run did not finish"
     root = ET.parse(tmp_path / "m.xml").getroot()
-    assert root.find("testsuite[@name='deployval.suite']/testcase[@name='complete']/error") is not None
+    assert root.find("testsuite[@name='deployval.run.suite']/testcase[@name='complete']/error") is not None
 
 
 # ---- report diff -------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def test_markdown_names_the_regressions_and_versions(cli, tmp_path, real_report)
 
 
 def suite(*reports: dict[str, Any], errors: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
-    from deployval.suite import suite_dict
+    from deployval.run.suite import suite_dict
 
     return suite_dict(list(reports), list(errors), manifest=None, shard=None)
 

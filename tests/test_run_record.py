@@ -21,8 +21,8 @@ from deployval.judge.record import FORMAT_VERSION, RunRecord
 from deployval.judge.results import Report
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.pipeline import compare
-from deployval.session import Session
+from deployval.run.pipeline import compare
+from deployval.run.session import Session
 
 HEADER = ["format_version", "complete", "created", "command", "versions", "device", "model", "inputs", "seed",
           "inputs_source"]  # what `report merge` and the renderers read, in the order the JSON has always had

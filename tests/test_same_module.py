@@ -102,7 +102,7 @@ def test_a_child_that_builds_another_model_is_an_error_row_naming_why(cli, tmp_p
 
 def test_rebuild_refuses_a_module_with_other_parameter_names():
     from deployval.model.loading import build_module, module_digest
-    from deployval.replica import ReplicaMismatch, capture, rebuild
+    from deployval.run.replica import ReplicaMismatch, capture, rebuild
 
     spec = ModelSpec(name="m", inputs=(), factory=FACTORY)
     module = build_module(spec, seed=1)

@@ -11,7 +11,7 @@ from deployval.catalog.registry import resolve_model
 from deployval.errors import UsageError
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
-from deployval.session import Session
+from deployval.run.session import Session
 
 
 def _spec():

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deployval.judge.ranges import array_stats
-from deployval.precision.tensor_ranges import findings, record_tensor_ranges
+from deployval.run.tensor_ranges import findings, record_tensor_ranges
 
 FUNCTIONAL = ("compare", "dv_test_models:functional_overflow", "--input-shape", "x=1x4x8x8", "--backends", "ort",
               "--precisions", "fp16", "--iterations", "1")

@@ -73,8 +73,8 @@ def run_and_report(spec: Any, src: ModelInputs, config: Any, *, backends: tuple[
     from .._util import timed_import
 
     timed_import("numpy")  # counted as an import (torch would pay for it otherwise)
-    from ..pipeline import compare as run_compare
     from ..report.console import render
+    from ..run.pipeline import compare as run_compare
 
     if dataset is not None and display.verbose:
         dataset = dataclasses.replace(dataset, ray_logs=True)

@@ -6,7 +6,6 @@ from typing import Any
 
 import typer
 
-from ..options import BackendsOpt, DeviceOpt, ExpectedOpt, PrecisionsOpt, SaveInputsOpt, SaveOutputsOpt
 from . import common
 from .grouping import grouped, run_config, run_settings
 from .groups import (
@@ -23,6 +22,7 @@ from .groups import (
     Tolerances,
 )
 from .interrupt import run_guarded
+from .options import BackendsOpt, DeviceOpt, ExpectedOpt, PrecisionsOpt, SaveInputsOpt, SaveOutputsOpt
 from .partial import RunReports
 from .validate import run_each
 

@@ -10,10 +10,10 @@ from typing import Annotated
 
 import typer
 
-from ..options import DeviceOpt
 from . import common
 from .grouping import Omit, grouped, run_config, run_settings
 from .groups import Cache, DataSet, Display, Export, ModelInputs, Quantization, ReportFiles, Tolerances
+from .options import DeviceOpt
 
 
 @dataclass(frozen=True)

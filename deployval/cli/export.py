@@ -28,8 +28,8 @@ def export_command(
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
     from ..export.artifacts import ARTIFACT_KINDS, FILE_NAMES
     from ..model.arguments import parse_list
-    from ..pipeline import export as run_export
     from ..report.console import make_console
+    from ..run.pipeline import export as run_export
 
     exportable = tuple(k for k in ARTIFACT_KINDS if k in FILE_NAMES)  # not the module, not a served model
     kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None

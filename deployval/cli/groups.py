@@ -74,7 +74,7 @@ class ModelInputs(Group):
         """How to ask for this run again: the model's arguments (and `more`, e.g. the exporter), and the
         run settings from the configuration itself (so a reproduction line cannot drop one);
         --trust-checkpoint is the user's to give again."""
-        from ..pipeline import Invocation
+        from ..run.pipeline import Invocation
 
         sub: tuple[str, ...] = ()
         if self.submodule:  # the attribute path the factory holds: a model named pkg.mod:fn has dots of its own
@@ -350,9 +350,9 @@ class DataSet(Group):
             raise UsageError(f"--pass-fraction must be in (0, 1], not {self.pass_fraction}")
         if self.worst < 0:
             raise UsageError(f"--worst must be at least 0, not {self.worst}")
-        from ..dataset_run import DatasetOptions
         from ..model.dataset import Dataset
         from ..model.preprocess import ImagePreprocess
+        from ..run.dataset_run import DatasetOptions
 
         if self.preprocess:
             ImagePreprocess.parse(self.preprocess, "--preprocess")  # a bad spec stops the run before any work
@@ -387,8 +387,8 @@ class DataSet(Group):
             return spec, options
         from dataclasses import replace as replace_options
 
-        from ..dataset_run import DatasetOptions
         from ..model.shape_grid import ShapeGrid
+        from ..run.dataset_run import DatasetOptions
 
         options = options or DatasetOptions()
         if self.shape_grid:

@@ -70,7 +70,7 @@ def written_text(written: list[str], failures: list[str]) -> str:
 def run_guarded(reports: RunReports, work: Callable[[], int]) -> int:
     """Run a command's work so that SIGINT, SIGTERM, an unexpected exception or a stray exit still leave
     every requested report, marked incomplete. Returns the work's exit code, or 130/143 when interrupted."""
-    from ..execution import describe_exit, exits_guarded
+    from ..run.execution import describe_exit, exits_guarded
 
     watch = _Watch(reports)
     with watch.installed(), exits_guarded():
@@ -197,7 +197,7 @@ class _Watch:
             text = written_text(*self.reports.write_all())
             if self.reports.final:
                 text = "the complete reports were being written"
-        isolation = sys.modules.get("deployval.isolation")
+        isolation = sys.modules.get("deployval.run.isolation")
         if isolation is not None:
             isolation.stop_children()
         print_error(f"interrupted ({name}) during {self.reports.where()}: {why}; {text}")

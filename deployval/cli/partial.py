@@ -160,11 +160,11 @@ class RunReports:
         if self.files.html:
             from ..report import html  # noqa: F401
         if self.suite:
-            from .. import suite  # noqa: F401
+            from ..run import suite  # noqa: F401
         self._ready = True
 
     def _suite(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        from ..suite import suite_dict
+        from ..run.suite import suite_dict
 
         reports = [*self.finished, *([partial(self.current)] if self.current is not None else [])]
         done = len(self.finished) + len(self.errors)

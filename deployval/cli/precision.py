@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ExitCode, UsageError
-from ..options import AllLayersOpt, BitsOpt, PlotOpt, SweepOpt, TargetPrecisionOpt, VerifyOpt
 from .common import ReportWriteError
 from .grouping import Omit, grouped, run_config, run_settings
 from .groups import Cache, DataSet, Display, Export, ModelInputs, Quantization, ReportFiles, Tolerances
+from .options import AllLayersOpt, BitsOpt, PlotOpt, SweepOpt, TargetPrecisionOpt, VerifyOpt
 
 # The sweep takes a data set (and its labels); what else DataSet offers judges compare's rows.
 SWEEP_DATA_ONLY = ("save_failing", "worst", "pass_fraction", "max_top1_drop", "max_dice_drop", "shape_grid",
@@ -85,7 +85,7 @@ def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, j
     from ..model.spec import RunConfig
     from ..precision.sweep import plot_sweep, render_sweep, weight_sweep
     from ..report.console import make_console
-    from ..session import Session
+    from ..run.session import Session
 
     progress = display.progress()
     inputs: Any = src.inputs
@@ -97,7 +97,7 @@ def run_sweep(spec: Any, bits: list[int], plot: Path | None, src: ModelInputs, j
                       trust_checkpoint=src.trust_checkpoint, progress=progress)
     spec = session.spec
     if dataset is not None:
-        from ..dataset_run import Scorer
+        from ..run.dataset_run import Scorer
 
         scorer = Scorer.of(dataset.labels, spec) if dataset.labels is not None else None
         label = (lambda name: dataset.labels.for_sample(name)) if dataset.labels is not None else (lambda name: None)

@@ -33,7 +33,7 @@ def report_merge_command(
     from dataclasses import replace
 
     from ..report.console import render_suite
-    from ..suite import merge
+    from ..run.suite import merge
 
     files.check()
     suite = merge(reports, allow_missing_shards=allow_missing_shards)

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import DeployvalError, UsageError
-from ..options import DeviceOpt
 from . import common
 from .common import ReportWriteError
 from .grouping import Omit, grouped, run_config, run_settings
@@ -28,6 +27,7 @@ from .groups import (
     Tolerances,
 )
 from .interrupt import run_guarded
+from .options import DeviceOpt
 from .partial import RunReports
 
 
@@ -119,7 +119,7 @@ def run_each(specs: list[Any], run_one: Any, files: ReportFiles, reports: RunRep
     import tempfile
 
     from ..report.console import render_suite
-    from ..suite import suite_dict
+    from ..run.suite import suite_dict
 
     with tempfile.TemporaryDirectory(prefix="deployval-suite-") as tmp:
         for index, spec in enumerate(specs):
@@ -139,10 +139,10 @@ def run_each(specs: list[Any], run_one: Any, files: ReportFiles, reports: RunRep
 def validate_all(manifest_path: Path, shard_text: str | None, overrides: dict[str, Any], trust: bool,
                  display: Display, files: ReportFiles) -> int:
     from ..catalog.manifest import load_manifest, parse_shard, shard
-    from ..pipeline import Invocation
-    from ..pipeline import compare as run_compare
     from ..report.console import render, render_suite
-    from ..suite import run_manifest, suite_dict
+    from ..run.pipeline import Invocation
+    from ..run.pipeline import compare as run_compare
+    from ..run.suite import run_manifest, suite_dict
 
     manifest = load_manifest(manifest_path)
     entries = list(manifest.entries)

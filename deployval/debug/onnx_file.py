@@ -46,7 +46,7 @@ from ..metric_table import REL_L2
 from ..model import inputs as inputs_mod
 from ..model.spec import ModelSpec, RunConfig, Tolerance
 from ..progress import Progress
-from ..session import Session
+from ..run.session import Session
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, debugging
 from .triage import Wording, triage_region

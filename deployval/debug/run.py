@@ -60,7 +60,7 @@ from ..memory import memory_budget
 from ..model.dataset import Dataset
 from ..model.spec import PRECISIONS, ModelSpec, RunConfig, format_shape
 from ..progress import Progress
-from ..session import Session
+from ..run.session import Session
 from .model_debugger import ModelDebugger
 from .policy import ONNX_KINDS
 from .report import DebugReport, debugging
@@ -217,7 +217,7 @@ def _calibration(spec: ModelSpec, config: RunConfig, dataset: Dataset | None,
     the run's own inputs), and what the report says about them. The directory is checked before any
     work."""
     from ..model.dataset import sample_files
-    from ..session import dataset_calibration
+    from ..run.session import dataset_calibration
 
     if config.calibration is not None:
         files = sample_files(Path(config.calibration), "--calibration", config.calibration_limit)

@@ -567,6 +567,6 @@ def changed_meaning(raw: ModelProto, artifact: ModelProto) -> dict[str, str]:
     after them was merged into their node (onnxsim or ONNX Runtime folding `Conv -> BatchNormalization`
     or `Conv -> Mul(const)` into the Conv and keeping the Conv's output name) -> the op types merged in.
     Decided by structure, through Cast and Q/DQ wrappers."""
-    from ..export.meaning import meanings
+    from .meaning import meanings
 
     return meanings(raw, artifact).merged_ops()

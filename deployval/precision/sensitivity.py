@@ -255,7 +255,7 @@ def analyze(
     `dataset` (dataset_run.DatasetOptions), every trial is judged on each of its samples (a trial
     passes only when all do) and the proposal is verified over the whole set."""
     from ..judge.judging import row_tolerance
-    from ..session import Session
+    from ..run.session import Session
 
     started = time.perf_counter()
     request = _Request(spec, precision, config or RunConfig(), progress or Progress(), trust_checkpoint,
@@ -476,7 +476,7 @@ class _Trials:
 
 def _verify(request: _Request, result: SensitivityResult, backend: str, feeds: Mapping[str, np.ndarray]) -> None:
     """The proposal run through the pipeline, exactly as `deployval compare` with it would judge it."""
-    from ..pipeline import compare
+    from ..run.pipeline import compare
 
     start = time.perf_counter()
     precision, config, dataset = request.precision, request.config, request.dataset
@@ -506,8 +506,8 @@ def _verify(request: _Request, result: SensitivityResult, backend: str, feeds: M
 
 def reference_outputs(session: Any, samples: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """The reference's outputs for more inputs, its runner loaded once."""
-    from ..execution import host_outputs
-    from ..reference import reference_runner
+    from ..run.execution import host_outputs
+    from ..run.reference import reference_runner
 
     runner = reference_runner(session.spec, session.module, session.config)
     runner.activate()

@@ -282,7 +282,7 @@ def _model_completeness(diff: ReportDiff, model: str, base: Mapping[str, Any], c
 
 def _suite_completeness(diff: ReportDiff, baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> None:
     """A candidate suite that did not finish, or that lacks shards the baseline has, is a regression."""
-    from ..suite import coverage
+    from ..run.suite import coverage
 
     if candidate.get("kind") == "suite" and candidate.get("complete") is False:
         diff.incomplete.append("its run did not finish")

@@ -276,14 +276,14 @@ def testsuite(data: Mapping[str, Any], name: str | None = None) -> ET.Element:
 
 def suite_gaps(suite: Mapping[str, Any]) -> ET.Element | None:
     """The suite's own failing cases: entries that could not run, a run that did not finish, missing shards."""
-    builder = SuiteBuilder("deployval.suite")
+    builder = SuiteBuilder("deployval.run.suite")
     for error in suite.get("errors") or []:
         builder.gap(f"deployval.{error.get('entry')}", "model", str(error.get("reason", "could not run")))
     if suite.get("complete") is False:
-        builder.gap("deployval.suite", "complete", UNFINISHED)
+        builder.gap("deployval.run.suite", "complete", UNFINISHED)
     summary = suite.get("summary") or {}
     for shard in summary.get("missing_shards") or []:
-        builder.gap("deployval.suite", f"shard {shard}", f"shard {shard} is missing from the merge")
+        builder.gap("deployval.run.suite", f"shard {shard}", f"shard {shard} is missing from the merge")
     if not builder.counts["tests"]:
         return None
     for key in ("verdict", "incomplete", "complete", "created", "manifest", "manifest_sha256", "shard", "shards"):

@@ -148,7 +148,7 @@ def record_tensor_ranges(
 class _Plan:
     """One graph's tensors: which the fp16 artifact stores in fp16, and their measurement into `check`."""
 
-    index: Any  # debug.graph.GraphIndex
+    index: Any  # export.graph.GraphIndex
     names: _Names
     consumers: dict[str, list[int]]  # tensor -> the nodes reading it
     kept: set[str]  # nodes that stay fp32

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Runner, check_available
-from .errors import BackendError, DeployvalError, UsageError, first_line
+from ..backends.base import Runner, check_available
+from ..errors import BackendError, DeployvalError, UsageError, first_line
+from ..export.artifacts import MODULE, ONNX_RAW, Artifact
+from ..memory import PeakMemory
+from ..model import inputs as inputs_mod
+from ..model.spec import ModelSpec, RunConfig, format_shape
+from ..progress import Progress
 from .execution import describe_exit, exits_guarded, infer_once, rerun_differences
-from .export.artifacts import MODULE, ONNX_RAW, Artifact
-from .memory import PeakMemory
-from .model import inputs as inputs_mod
-from .model.spec import ModelSpec, RunConfig, format_shape
-from .progress import Progress
 
 
 @dataclass
@@ -42,7 +42,7 @@ def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConf
     """The runner that defines 'correct': torch eager fp32 on the run's device, or ONNX Runtime fp32
     on the CPU for ONNX models."""
     if spec.kind == "onnx":
-        from .backends.onnxruntime import OnnxRuntimeRunner
+        from ..backends.onnxruntime import OnnxRuntimeRunner
 
         ok, reason = check_available(OnnxRuntimeRunner, "cpu")
         if not ok:
@@ -50,7 +50,7 @@ def reference_runner(spec: ModelSpec, module: Callable[[], Any], config: RunConf
         artifact = Artifact(ONNX_RAW, path=Path(spec.path or ""), input_names=spec.input_names,
                             output_names=spec.output_names or ())
         return OnnxRuntimeRunner(artifact, "fp32", "cpu")
-    from .backends.torch_eager import TorchEagerRunner
+    from ..backends.torch_eager import TorchEagerRunner
 
     ok, reason = check_available(TorchEagerRunner, config.device)
     if not ok:
@@ -86,7 +86,7 @@ def _run_reference(
             prepared = inputs_mod.adapt_for_backend(feeds, runner.input_dtypes(), runner.name)
             start = time.perf_counter()
             if ranges is not None:
-                from .judge.ranges import record_ranges
+                from ..judge.ranges import record_ranges
 
                 with record_ranges(runner.module) as recorded:  # type: ignore[attr-defined]
                     result = _first_run(runner, prepared, trace)

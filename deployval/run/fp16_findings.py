@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeployvalError, first_line
-from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
-from .export.store import ArtifactStore
-from .judge.results import FAIL, PASS, BackendResult, Report
-from .model.spec import ModelSpec, RunConfig
-from .progress import Progress
+from ..errors import DeployvalError, first_line
+from ..export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_FP16_INT32, ONNX_RAW, TORCHSCRIPT
+from ..export.store import ArtifactStore
+from ..judge.results import FAIL, PASS, BackendResult, Report
+from ..model.spec import ModelSpec, RunConfig
+from ..progress import Progress
 
 
 def range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, progress: Progress,
@@ -25,7 +25,7 @@ def range_findings(ranges: list[Any] | None, config: RunConfig, report: Report, 
     what recording them added to the reference run."""
     if ranges is None:
         return []
-    from .judge.ranges import findings
+    from ..judge.ranges import findings
 
     found = findings(ranges, "fp16", config.keep_fp32)
     top = sorted(ranges, key=lambda r: r.max_abs, reverse=True)[:10]
@@ -64,7 +64,7 @@ def tensor_range_findings(spec: ModelSpec, store: ArtifactStore, feeds: Mapping[
     module-level findings (`fallback`) stay the judge."""
     import contextlib
 
-    from .precision import tensor_ranges
+    from . import tensor_ranges
 
     try:
         with contextlib.suppress(DeployvalError):  # its row says why; the check does without its details

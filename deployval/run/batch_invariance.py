@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Runner
+from ..backends.base import Runner
+from ..judge.metrics import compare_output, difference_if_any
+from ..model import inputs as inputs_mod
+from ..model.spec import Tolerance
 from .execution import infer_once
-from .judge.metrics import compare_output, difference_if_any
-from .model import inputs as inputs_mod
-from .model.spec import Tolerance
 
 
 def batched(feeds: Mapping[str, np.ndarray], copies: int) -> dict[str, np.ndarray]:

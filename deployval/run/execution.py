@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Runner
-from .errors import DeployvalError, UsageError, first_line
-from .export.artifacts import Artifact
-from .judge.metrics import difference_if_any
-from .memory import PeakMemory
-from .model import inputs as inputs_mod
-from .model.spec import RunConfig
-from .progress import Progress
-from .timing import LatencyStats, measure, summarize
+from ..backends.base import Runner
+from ..errors import DeployvalError, UsageError, first_line
+from ..export.artifacts import Artifact
+from ..judge.metrics import difference_if_any
+from ..memory import PeakMemory
+from ..model import inputs as inputs_mod
+from ..model.spec import RunConfig
+from ..progress import Progress
+from ..timing import LatencyStats, measure, summarize
 
 
 @dataclass

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._util import atomic_write_bytes
-from .errors import UsageError
-from .judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
-from .judge.nonfinite import check_reference
-from .judge.results import BackendResult, Report
-from .model.inputs import npz_bytes
-from .model.spec import ModelSpec, RunConfig
+from .._util import atomic_write_bytes
+from ..errors import UsageError
+from ..judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from ..judge.nonfinite import check_reference
+from ..judge.results import BackendResult, Report
+from ..model.inputs import npz_bytes
+from ..model.spec import ModelSpec, RunConfig
 
 if TYPE_CHECKING:
     from .session import Session
@@ -33,7 +33,7 @@ INPUTS_KEY = "__deployval_inputs__"  # JSON {"sha256": ..., "names": [...]}: wha
 
 def check_save_path(path: Path) -> None:
     """Before any work: a .npz name in a directory that can be written."""
-    from ._util import check_writable
+    from .._util import check_writable
 
     if Path(path).suffix.lower() != ".npz":
         raise UsageError(f"--save-outputs '{path}': use a .npz file name")

@@ -15,28 +15,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._util import IMPORT_SECONDS, timed_import
+from ..backends.base import Runner, check_available, get_backend
+from ..errors import DeployvalError, UsageError, first_line
+from ..export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_RAW, TORCHSCRIPT
+from ..export.int8 import NothingToQuantize
+from ..export.store import ArtifactStore
+from ..judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
+from ..judge.nonfinite import check_reference, reference_source, state_policy
+from ..model import inputs as inputs_mod
+from ..progress import Progress, Step
 from . import fp16_findings
-from ._util import IMPORT_SECONDS, timed_import
-from .backends.base import Runner, check_available, get_backend
-from .errors import DeployvalError, UsageError, first_line
 from .execution import execute, time_runner
-from .export.artifacts import MODULE, ONNX, ONNX_FP16, ONNX_RAW, TORCHSCRIPT
-from .export.int8 import NothingToQuantize
-from .export.store import ArtifactStore
 from .golden import golden_outputs, judge_against_expected
 from .golden import save_outputs as write_outputs
 from .isolation import ReferenceCrashed
-from .judge.judging import check_task, judge_outputs, row_tolerance, settle_verdict
-from .judge.nonfinite import check_reference, reference_source, state_policy
-from .model import inputs as inputs_mod
-from .progress import Progress, Step
 from .reference import reference_runner
 
 if TYPE_CHECKING:
     from .dataset_run import DatasetOptions
-from .judge.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
-from .judge.slices import check_outputs as check_slices
-from .model.spec import PRECISIONS, ModelSpec, RunConfig
+from ..judge.results import ERROR, FAIL, PASS, REFERENCE, SKIPPED, BackendResult, Report
+from ..judge.slices import check_outputs as check_slices
+from ..model.spec import PRECISIONS, ModelSpec, RunConfig
 from .session import Session, backend_options
 from .session import device_info as device_info  # re-exported: debug and precision import it from here
 from .session import load_calibration as load_calibration  # re-exported likewise
@@ -331,8 +331,8 @@ def _judge_dataset(report: Report, jobs: list[Job], session: Session, store: Art
                    on_progress: Callable[[Report], None] | None) -> None:
     """Every row judged on the first input, again over the data set's other samples or the grid's other
     shapes, and on a batch of copies (dataset_run.py)."""
+    from ..model.dataset import Sample
     from .dataset_run import dataset_rows, judge_dataset
-    from .model.dataset import Sample
 
     spec, config = session.spec, session.config
     options = backend_options(spec, config, store)
@@ -492,7 +492,7 @@ def export(spec: ModelSpec, out_dir: Path, config: RunConfig | None = None, *,
     """Build every artifact (or `kinds`) for `spec` and write them to `out_dir`; returns the files
     written, the reason for each artifact that could not be made, and the steps. `inputs` (a file) are
     the example inputs the exporters trace with and int8 calibrates on when no --calibration is given."""
-    from .export.artifacts import ONNX, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
+    from ..export.artifacts import ONNX, ONNX_INT8, ONNX_INT32, TORCHSCRIPT
 
     session = Session(spec, config, inputs, trust_checkpoint=trust_checkpoint, progress=progress)
     spec, config = session.spec, session.config

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DeployvalError, ExitCode
-from .model.spec import ModelSpec
+from ..errors import DeployvalError, ExitCode
+from ..model.spec import ModelSpec
 
 
 class ReplicaMismatch(DeployvalError):
@@ -54,7 +54,7 @@ def rebuild(spec: ModelSpec, replica: ModuleReplica, *, trust_checkpoint: bool =
             where: str = "in its own process") -> Any:
     """The driver's module, built here: the factory's module with the driver's tensors loaded and its
     digest checked; a `ReplicaMismatch` names what differs and `where` it was built."""
-    from .model.loading import build_module, module_digest
+    from ..model.loading import build_module, module_digest
 
     module = build_module(spec, trust_checkpoint=trust_checkpoint, seed=seed)
     if replica.tensors is not None:

@@ -21,19 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Runner
-from .errors import DeployvalError, first_line
+from ..backends.base import Runner
+from ..errors import DeployvalError, first_line
+from ..judge.metrics import OutputComparison, compare_output, failure_lines, label_metrics
+from ..judge.results import FAIL, PASS, BackendResult, Report
+from ..judge.task_checks import TaskCheck, combine, run_check
+from ..metric_table import ELEMENTS, REL_L2, lower_is_worse
+from ..model import inputs as inputs_mod
+from ..model.dataset import Dataset, Sample
+from ..model.labels import Labels
+from ..model.shape_grid import ShapeGrid
+from ..model.spec import ModelSpec, TaskSpec, Tolerance
+from ..progress import Progress
 from .execution import host_outputs
-from .judge.metrics import OutputComparison, compare_output, failure_lines, label_metrics
-from .judge.results import FAIL, PASS, BackendResult, Report
-from .judge.task_checks import TaskCheck, combine, run_check
-from .metric_table import ELEMENTS, REL_L2, lower_is_worse
-from .model import inputs as inputs_mod
-from .model.dataset import Dataset, Sample
-from .model.labels import Labels
-from .model.shape_grid import ShapeGrid
-from .model.spec import ModelSpec, TaskSpec, Tolerance
-from .progress import Progress
 
 
 @dataclass(kw_only=True)

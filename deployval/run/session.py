@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ._util import library_versions, timed_import
-from .errors import first_line
-from .export.store import ArtifactStore
-from .judge.record import RunRecord
-from .model import inputs as inputs_mod
-from .model.dataset import Dataset
-from .model.spec import ModelSpec, RunConfig
-from .progress import Progress
+from .._util import library_versions, timed_import
+from ..errors import first_line
+from ..export.store import ArtifactStore
+from ..judge.record import RunRecord
+from ..model import inputs as inputs_mod
+from ..model.dataset import Dataset
+from ..model.spec import ModelSpec, RunConfig
+from ..progress import Progress
 from .reference import ReferenceRun
 
 
@@ -74,7 +74,7 @@ class Session:
     def module(self) -> Any:
         """The PyTorch module, built (and timed) on first call; torch's import is counted as an import."""
         if not self._built:
-            from .model.loading import build_module, parameter_count
+            from ..model.loading import build_module, parameter_count
 
             timed_import("torch")
             with self.progress.step(f"building {self.spec.name}"):
@@ -91,13 +91,13 @@ class Session:
         external data files (deployval/model/digest.py)."""
         if self._model_digest is None:
             if self.spec.kind != "onnx":
-                from .model.loading import module_digest
+                from ..model.loading import module_digest
 
                 start = time.perf_counter()
                 self._model_digest = module_digest(self.spec, self.module())
                 self.timings["model_digest_s"] = time.perf_counter() - start
             else:
-                from .export.onnx_io import onnx_file_digest
+                from ..export.onnx_io import onnx_file_digest
 
                 self._model_digest = onnx_file_digest(Path(self.spec.path or ""))
         return self._model_digest
@@ -216,8 +216,8 @@ def backend_options(spec: ModelSpec, config: RunConfig, store: ArtifactStore) ->
 
 def load_calibration(spec: ModelSpec, config: RunConfig) -> list[dict[str, np.ndarray]]:
     """The int8 calibration samples `config` names (arrays, or images through its preprocessing)."""
-    from .model.calibration import load_calibration as load
-    from .model.preprocess import ImagePreprocess
+    from ..model.calibration import load_calibration as load
+    from ..model.preprocess import ImagePreprocess
 
     preprocess = ImagePreprocess.parse(config.calibration_preprocess) if config.calibration_preprocess else None
     return load(Path(config.calibration or ""), spec, limit=config.calibration_limit, preprocess=preprocess)

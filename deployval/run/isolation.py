@@ -2,7 +2,7 @@
 backend's row and nothing else.
 
 The parent writes the job (backend class, artifact, inputs, settings) to a file, starts
-`python -m deployval.isolation JOB RESULT` in a new process group, waits at most `timeout`
+`python -m deployval.run.isolation JOB RESULT` in a new process group, waits at most `timeout`
 seconds, and reads the `Execution` back. A child that dies by a signal, exits abnormally or runs out
 of time becomes an `Execution.error` naming the signal or the timeout, with the last lines the child
 printed. The files are written by this process for its own child (never loaded from elsewhere).
@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Runner
-from .errors import DeployvalError, ExitCode, UsageError
+from ..backends.base import Runner
+from ..errors import DeployvalError, ExitCode, UsageError
+from ..export.artifacts import MODULE, Artifact
+from ..model.spec import ModelSpec, RunConfig
+from ..progress import Progress
 from .execution import Execution
-from .export.artifacts import MODULE, Artifact
-from .model.spec import ModelSpec, RunConfig
-from .progress import Progress
 
 LOG_TAIL_LINES = 6
 
@@ -122,7 +122,7 @@ class _ChildFailed(Exception):
 
 
 def _run_child(job: dict[str, Any], label: str, timeout_s: float | None) -> Any:
-    """Run `job` in `python -m deployval.isolation` (its own process group) and return what it wrote
+    """Run `job` in `python -m deployval.run.isolation` (its own process group) and return what it wrote
     back; a crash, an exit without a result or the timeout raise `_ChildFailed` with the reason."""
     with tempfile.TemporaryDirectory(prefix="deployval-isolated-") as tmp:
         job_path, result_path, log_path = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl", Path(tmp) / "child.log"
@@ -134,7 +134,7 @@ def _run_child(job: dict[str, Any], label: str, timeout_s: float | None) -> Any:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         with open(log_path, "wb") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "deployval.isolation", str(job_path), str(result_path)],
+                [sys.executable, "-m", "deployval.run.isolation", str(job_path), str(result_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
             RUNNING[child.pid] = Path(tmp)
@@ -183,8 +183,8 @@ def _tail(log_path: Path) -> str:
 
 
 def _child(job_path: Path, result_path: Path) -> int:
+    from ..model.loading import build_module, resolve_callable
     from .execution import execute
-    from .model.loading import build_module, resolve_callable
     from .replica import rebuild
 
     job = pickle.loads(job_path.read_bytes())
@@ -213,8 +213,8 @@ def _child(job_path: Path, result_path: Path) -> int:
 def _reference_child(job: dict[str, Any]) -> str:
     """The model's factory and the reference's first forward pass, as the run in the parent does them:
     '' when they worked, else the error (the parent raises it itself, the same way as without isolation)."""
-    from .errors import first_line
-    from .model.loading import build_module
+    from ..errors import first_line
+    from ..model.loading import build_module
     from .reference import reference_runner, run_reference
 
     spec: ModelSpec = job["spec"]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog.manifest import Manifest, ManifestEntry, parse_shard
-from .errors import DeployvalError, ExitCode, UsageError
-from .judge.record import read_report
-from .judge.results import FORMAT_VERSION, UNFINISHED, judge_dict
+from ..catalog.manifest import Manifest, ManifestEntry, parse_shard
+from ..errors import DeployvalError, ExitCode, UsageError
+from ..judge.record import read_report
+from ..judge.results import FORMAT_VERSION, UNFINISHED, judge_dict
 
 # Worst first: an accuracy failure is the strongest finding, then bad input, then "could not run".
 SEVERITY = (ExitCode.ACCURACY, ExitCode.USAGE, ExitCode.BACKEND)
@@ -113,7 +113,7 @@ def run_manifest(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Validate `entries`: every spec is resolved first (a bad entry fails before anything runs),
     then each model runs in turn; a model that cannot run is an error entry, not the end."""
-    from .model.spec import RunConfig
+    from ..model.spec import RunConfig
 
     plans = []
     for entry in entries:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeployvalError, UsageError, first_line
-from .export.artifacts import MODULE, Artifact
-from .model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
+from ..errors import DeployvalError, UsageError, first_line
+from ..export.artifacts import MODULE, Artifact
+from ..model.spec import ModelSpec, RunConfig, TaskSpec, Tolerance
 
 
 @dataclass
@@ -144,7 +144,7 @@ def plan_rows(ray: Any, rows: Sequence[tuple[str, type, str, Artifact, Mapping[s
         sha = None
         if artifact.kind != MODULE and artifact.path is not None:
             path = Path(artifact.path)
-            from ._util import sha256_file
+            from .._util import sha256_file
 
             sha = artifact.sha256 or sha256_file(path)
             if sha not in files:
@@ -161,8 +161,8 @@ class SampleJudge:
     def __init__(self, plan: JudgePlan) -> None:
         import ray
 
-        from .backends.base import get_backend
-        from .model.loading import build_module
+        from ..backends.base import get_backend
+        from ..model.loading import build_module
         from .reference import reference_runner
         from .replica import rebuild
 
@@ -209,9 +209,9 @@ class SampleJudge:
             self.rows.append((row.label, runner, row.tolerances))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..model.dataset import Sample, load_sample
+        from ..model.preprocess import ImagePreprocess
         from .dataset_run import SampleVerdict, verdict_of
-        from .model.dataset import Sample, load_sample
-        from .model.preprocess import ImagePreprocess
 
         if self.failure is not None:
             return {"verdict": np.array([pickle.dumps(self.failure) for _ in batch["path"]], dtype=object)}
@@ -279,8 +279,8 @@ def judge_remotely(session: Any, dataset: Any, first: Any, rows: Sequence[tuple[
     """The data set's samples after `first`, judged by a pool of Ray actors: their verdicts, streamed.
     `rows` are the judged rows (result, its runner as loaded here, tolerances): each actor rebuilds
     the runner from its class, precision, artifact and options."""
+    from ..model.dataset import unusable_file
     from .dataset_run import Scorer
-    from .model.dataset import unusable_file
 
     if dataset.dataset is None:
         raise UsageError("--ray distributes a --dataset; a shape grid or batch check runs in this process")
