@@ -1,5 +1,5 @@
 """The 2026 backends beside ONNX Runtime: every zoo model through torch eager, ort, openvino, compile
-(torch.compile) and export (torch.export -> AOTInductor) at fp32, fp16 and bf16, printing per row the
+(torch.compile) and export (torch.export -> AOTInductor) at fp32, fp16, bf16 and int8, printing per row the
 verdict, rel L2, the median latency and its ratio to ORT fp32's (the same inputs, one process, the
 same timing harness), and the one-time cost each needs before its first run (compile, AOTI build).
 
@@ -38,7 +38,7 @@ def main() -> None:
     print("| model | backend | precision | verdict | rel L2 | median ms | / ort fp32 | one-time cost |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: | --- |")
     for model in args.models.split(","):
-        report = deployval.compare(model, backends=BACKENDS, precisions=["fp32", "fp16", "bf16"],
+        report = deployval.compare(model, backends=BACKENDS, precisions=["fp32", "fp16", "bf16", "int8"],
                                    input_shapes=SHAPES.get(model, {}), iterations=args.iterations)
         ort = next((r for r in report.results if (r.backend, r.precision) == ("ort", "fp32") and r.latency), None)
         for result in report.results:

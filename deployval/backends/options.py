@@ -159,20 +159,3 @@ def check_conflicts(flat: Mapping[str, Any], parsed: Mapping[str, Mapping[str, A
             if item.name in settings and key and flat.get(key) not in (None, defaults.get(key)):
                 raise UsageError(f"{flag or key} and --backend-option {backend}.{item.name} both set the same "
                                  "option; give one")
-
-
-def format_value(value: Any) -> str:
-    """A value as `--backend-option` reads it back."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "none" if value is None else str(value)
-
-
-def option_args(options: Mapping[str, Any]) -> list[str]:
-    """`--backend-option NAME.FIELD=VALUE` for every per-backend value in a run's backend options."""
-    args: list[str] = []
-    for backend, settings in options.items():
-        if isinstance(settings, Mapping):
-            for name, value in settings.items():
-                args += ["--backend-option", f"{backend}.{name}={format_value(value)}"]
-    return args

@@ -356,7 +356,8 @@ class _Checker:
     def backend_options(self, key: str, backends: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{backend: {field: value}}, each value read as `--backend-option backend.field=value` reads it."""
         from ..backends.base import get_backend
-        from ..backends.options import format_value, parse_backend_options
+        from ..backends.options import parse_backend_options
+        from ..model.spec import format_value
 
         given = []
         for backend, settings in self.table(key).items():

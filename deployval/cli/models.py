@@ -30,7 +30,8 @@ def backends_command() -> None:
     from rich.table import Table
 
     from ..backends.base import backend_entries, check_available
-    from ..backends.options import format_value, option_infos
+    from ..backends.options import option_infos
+    from ..model.spec import format_value
     from ..report.console import make_console
 
     table = Table(title="backends", title_justify="left")

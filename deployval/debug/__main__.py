@@ -8,6 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Up the layers on purpose: `python -m deployval.debug` is a second door into the command line.
     from ..cli import main as cli_main
 
     return cli_main(["debug", *(sys.argv[1:] if argv is None else argv)])

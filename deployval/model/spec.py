@@ -461,8 +461,6 @@ class RunConfig:
 
     def backend_args(self) -> list[str]:
         """The options that set how backends build and run (the dedicated flags, then --backend-option)."""
-        from ..backends.options import option_args
-
         options, args = self.backend_options, []
         if options.get("keep_int64"):
             args.append("--keep-int64")
@@ -545,3 +543,21 @@ class KeepFp32:
         return cls(modules=tuple(p for p in patterns if not p.startswith(("op:", "node:"))),
                    nodes=tuple(p[5:] for p in patterns if p.startswith("node:")),
                    op_types=tuple(p[3:] for p in patterns if p.startswith("op:")))
+
+
+# A run's per-backend options written back as flags (RunConfig.to_args); backends/options.py parses them.
+def format_value(value: Any) -> str:
+    """A value as `--backend-option` reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+def option_args(options: Mapping[str, Any]) -> list[str]:
+    """`--backend-option NAME.FIELD=VALUE` for every per-backend value in a run's backend options."""
+    args: list[str] = []
+    for backend, settings in options.items():
+        if isinstance(settings, Mapping):
+            for name, value in settings.items():
+                args += ["--backend-option", f"{backend}.{name}={format_value(value)}"]
+    return args
