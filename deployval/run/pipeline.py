@@ -97,15 +97,7 @@ def compare(
             raise UsageError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     backends = default_backends(spec) if backends is None else backends
     jobs = _plan(spec, backends, precisions, config.device, gate)
-    for runner in dict.fromkeys(j.runner for j in jobs if j.result is None and j.runner is not None):
-        runner.typed_options(dict(config.backend_options))  # missing or bad settings: exit 2 before any work
-    if gate is not None and expected is None:
-        _check_gate_judges(spec, jobs, gate, config.device)
-    if expected is None and save_outputs is None:
-        _check_something_judged(spec, jobs)
-    if any(j.result is None and j.backend == "ort" for j in jobs) or spec.kind == "onnx":
-        timed_import("onnx")
-        timed_import("onnxruntime")
+    _check_before_work(spec, jobs, config, gate, expected, save_outputs)
 
     faults: list[Any] = []
     first_sample: Path | None = None
@@ -121,14 +113,8 @@ def compare(
     if save_inputs is not None:
         inputs_mod.save_inputs(Path(save_inputs), feeds)
 
-    report = Report.from_record(
-        session.run_record(command or invocation.command(",".join(backends), ",".join(precisions), config.device)),
-        gate=list(gate) if gate is not None else None,
-    )
-    if save_inputs is not None:
-        report.analysis["saved_inputs"] = str(save_inputs)
-    report.analysis["judge"] = {"mode": config.judging,
-                                "task": config.task_check.text if config.task_check is not None else None}
+    report = _report_header(session, config, command or invocation.command(
+        ",".join(backends), ",".join(precisions), config.device), gate, save_inputs)
     if on_progress is not None:
         on_progress(report)  # the header: what a run stopped before its first row can still report
 
@@ -151,12 +137,68 @@ def compare(
         reference = session.reference(ranges=ranges, trace=_needs_trace(spec, jobs, config), then=time_reference)
     except ReferenceCrashed as exc:  # isolated, it crashed or hung: nothing can be judged, and the report says so
         return _without_reference(report, spec, jobs, exc.one_line(), config, invocation, timings, started)
+    reference_result = reference_rows[0] if reference_rows else None
+    reference_outputs = _settle_reference(report, session, reference, reference_result, golden, config,
+                                          save_outputs, expected)
+    range_findings = fp16_findings.range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
+                                                  seconds=reference.ranges_seconds)
+    output_names = tuple(reference_outputs)
+    check_slices(config.slices, reference_outputs)
+    report.model["output_names"] = list(output_names)
+    report.model["sha256"] = session.model_digest
+
+    store = session.store(output_names, reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
+                          + ("" if not invocation.args else " " + shlex.join(invocation.args)))
+    store.traced_module = reference.traced
+    rows = _Rows(report, jobs, session, store, spec, feeds, reference_outputs, config, progress, invocation,
+                 trust_checkpoint, on_progress)
+    try:
+        rows.run_all(reference_result, fp16_onnx, range_findings, ranges)
+        if dataset is not None:
+            _judge_dataset(report, jobs, session, store, dataset, first_sample, faults, progress, on_progress)
+    finally:
+        report.steps = list(store.steps)
+        store.close()
+    return _finish(report, timings, started)
+
+
+def _check_before_work(spec: ModelSpec, jobs: list[Job], config: RunConfig, gate: Sequence[str] | None,
+                       expected: Path | None, save_outputs: Path | None) -> None:
+    """What can be refused before any work (exit 2): backend settings, a gate or a run that judges nothing;
+    and the ONNX libraries imported up front when a row or the model needs them."""
+    for runner in dict.fromkeys(j.runner for j in jobs if j.result is None and j.runner is not None):
+        runner.typed_options(dict(config.backend_options))  # missing or bad settings: exit 2 before any work
+    if gate is not None and expected is None:
+        _check_gate_judges(spec, jobs, gate, config.device)
+    if expected is None and save_outputs is None:
+        _check_something_judged(spec, jobs)
+    if any(j.result is None and j.backend == "ort" for j in jobs) or spec.kind == "onnx":
+        timed_import("onnx")
+        timed_import("onnxruntime")
+
+
+def _report_header(session: Session, config: RunConfig, command: str, gate: Sequence[str] | None,
+                   save_inputs: Path | None) -> Report:
+    """The report before its first row: the run record, the gate, the saved inputs and how rows are judged."""
+    report = Report.from_record(session.run_record(command), gate=list(gate) if gate is not None else None)
+    if save_inputs is not None:
+        report.analysis["saved_inputs"] = str(save_inputs)
+    report.analysis["judge"] = {"mode": config.judging,
+                                "task": config.task_check.text if config.task_check is not None else None}
+    return report
+
+
+def _settle_reference(report: Report, session: Session, reference: Any, reference_result: BackendResult | None,
+                      golden: Any, config: RunConfig, save_outputs: Path | None,
+                      expected: Path | None) -> dict[str, np.ndarray]:
+    """The reference's outputs as rows are judged against them: checked for NaN/Inf, saved, judged against
+    golden outputs (whose outputs then stand in), and their repeat runs compared; said in the report."""
+    spec, feeds = session.spec, session.feeds
     if session.parameters is not None:
         report.model["parameters"] = session.parameters
     reference_outputs = reference.outputs
     if golden is None:  # golden outputs were checked when read; NaN/Inf here are refused without the option
         check_reference(reference_outputs, reference_source(spec.kind), config.allow_nonfinite)
-    reference_result = reference_rows[0] if reference_rows else None
     if reference_result is not None:
         reference_result.details["memory"] = dict(reference.memory)
     if save_outputs is not None:
@@ -176,21 +218,34 @@ def compare(
             report.warnings.append(f"the reference is not deterministic: {config.repeat} runs of the same inputs "
                                    f"differ (output '{name}' by max |diff| {diff:.3g}); rows are judged against "
                                    "the first")
-    range_findings = fp16_findings.range_findings(ranges, config, report, progress, quiet=fp16_onnx is not None,
-                                                  seconds=reference.ranges_seconds)
-    output_names = tuple(reference_outputs)
-    check_slices(config.slices, reference_outputs)
-    report.model["output_names"] = list(output_names)
-    report.model["sha256"] = session.model_digest
+    return reference_outputs
 
-    store = session.store(output_names, reproduce=f"deployval export {shlex.quote(invocation.model)} --out DIR"
-                          + ("" if not invocation.args else " " + shlex.join(invocation.args)))
-    judge = _simplification_judge(jobs, config, fp16_onnx)
-    store.simplify_verified_by_row = judge is not None
-    store.traced_module = reference.traced
-    to_run = [job for job in jobs if job.result is None and (reference_result is None or (
-        job.backend, job.precision) != (reference_result.backend, reference_result.precision))]
-    try:
+
+@dataclass
+class _Rows:
+    """Every row of the plan run and judged in order against the reference's outputs, the report
+    rewritten after each (finished rows survive a later crash)."""
+
+    report: Report
+    jobs: list[Job]
+    session: Session
+    store: ArtifactStore
+    spec: ModelSpec
+    feeds: Mapping[str, np.ndarray]
+    reference_outputs: Mapping[str, np.ndarray]
+    config: RunConfig
+    progress: Progress
+    invocation: Invocation
+    trust_checkpoint: bool
+    on_progress: Callable[[Report], None] | None
+
+    def run_all(self, reference_result: BackendResult | None, fp16_onnx: Any, range_findings: Any,
+                ranges: list[Any] | None) -> None:
+        jobs, store, progress, report = self.jobs, self.store, self.progress, self.report
+        judge = _simplification_judge(jobs, self.config, fp16_onnx)
+        store.simplify_verified_by_row = judge is not None
+        to_run = [job for job in jobs if job.result is None and (reference_result is None or (
+            job.backend, job.precision) != (reference_result.backend, reference_result.precision))]
         for job in jobs:
             if job.result is None and job not in to_run:  # the reference's own row
                 job.result = reference_result
@@ -198,28 +253,28 @@ def compare(
                 with progress.part(to_run.index(job) + 1, len(to_run)):
                     if job.precision == "fp16" and fp16_onnx is not None:  # before the first fp16 row
                         range_findings = fp16_findings.tensor_range_findings(
-                            spec, store, feeds, config, report, progress, session.module, fp16_onnx, range_findings,
-                            module_ranges=ranges or ())
+                            self.spec, store, self.feeds, self.config, report, progress, self.session.module,
+                            fp16_onnx, range_findings, module_ranges=ranges or ())
                         fp16_onnx = None
-                    job.result = _run_job(job, spec, store, feeds, reference_outputs, config, progress, invocation,
-                                          trust_checkpoint, session.replica)
+                    job.result = self.run(job)
                     if job is judge and store.simplification_pending:
-                        job.result = _settle_simplification(job, store, job.result, lambda job=job: _run_job(
-                            job, spec, store, feeds, reference_outputs, config, progress, invocation,
-                            trust_checkpoint, session.replica))
+                        job.result = _settle_simplification(job, store, job.result, lambda job=job: self.run(job))
                     if job.precision == "fp16":
                         fp16_findings.judge_ranges(job.result, range_findings)
                         fp16_findings.fp16_onnx_weights(job.result, store)
             report.results.append(job.result)
             report.steps = list(store.steps)
-            if on_progress is not None:
-                on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
-        if dataset is not None:
-            _judge_dataset(report, jobs, session, store, dataset, first_sample, faults, progress, on_progress)
-    finally:
-        report.steps = list(store.steps)
-        store.close()
-    timings["imports_s"] = dict(IMPORT_SECONDS)  # type: ignore[assignment]
+            if self.on_progress is not None:
+                self.on_progress(report)  # e.g. rewrite the JSON report: finished rows survive a later crash
+
+    def run(self, job: Job) -> BackendResult:
+        return _run_job(job, self.spec, self.store, self.feeds, self.reference_outputs, self.config, self.progress,
+                        self.invocation, self.trust_checkpoint, self.session.replica)
+
+
+def _finish(report: Report, timings: dict[str, Any], started: float) -> Report:
+    """The run's timings, and the report marked complete; a warning when a row is not faithful."""
+    timings["imports_s"] = dict(IMPORT_SECONDS)
     timings["total_s"] = time.perf_counter() - started
     timings["steps_s"] = sum(s.seconds for s in report.steps)
     report.timings = timings
