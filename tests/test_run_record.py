@@ -13,12 +13,12 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from onnx import helper as h
 
-from deployval import inputs as inputs_mod
 from deployval.catalog.registry import resolve_model
 from deployval.debug.report import DebugReport
 from deployval.debug.run import run_debug
 from deployval.judge.record import FORMAT_VERSION, RunRecord
 from deployval.judge.results import Report
+from deployval.model import inputs as inputs_mod
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
 from deployval.run.pipeline import compare

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployval import inputs as inputs_mod
 from deployval.catalog.registry import resolve_model
 from deployval.errors import UsageError
+from deployval.model import inputs as inputs_mod
 from deployval.model.arguments import parse_input_shape
 from deployval.model.spec import RunConfig
 from deployval.run.session import Session
