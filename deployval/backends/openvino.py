@@ -19,6 +19,7 @@ InferRequest.infer({name: array}) -> results by output port.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +41,17 @@ def hint_name(value: Any) -> str:
     text = str(getattr(value, "get_type_name", lambda: value)())
     text = text.split("'")[1] if "'" in text else text
     return TYPE_NAMES.get(text, text)
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """OpenVINO's own reason from one of its exceptions, whose first lines only say where in its sources
+    the check failed ("Exception from src/inference/...", "Check '...' failed at src/..."); a conversion
+    report's summary names the operations that failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not re.match(r"(Exception from|Check '.*' failed at) \S*src/", line)]
+    summary = next((lines[i + 1].lstrip("- ") for i, line in enumerate(lines[:-1]) if line == "Summary:"), "")
+    reason = " ".join(said[:1] + ([summary] if summary else []))
+    return (reason or first_line(exc))[:300]
 
 
 def default_precision_warning(default: str, device: str) -> str | None:
@@ -88,7 +100,7 @@ class OpenVinoRunner(Runner):
             got = hint_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
             default = hint_name(core.get_property(device, "INFERENCE_PRECISION_HINT"))
         except Exception as exc:
-            raise BackendError(f"OpenVINO could not compile the model for {device}: {first_line(exc)}") from None
+            raise BackendError(f"OpenVINO could not compile the model for {device}: {openvino_reason(exc)}") from None
         self.details.update(openvino=ov.__version__, device=device, inference_precision=got,
                             device_default_precision=default)
         if got != wanted:  # judged at another precision than the row's would be a lie
@@ -122,7 +134,10 @@ class OpenVinoRunner(Runner):
         return {port.get_any_name(): str(port.get_element_type().to_dtype()) for port in self.compiled.inputs}
 
     def infer_impl(self, feeds: Mapping[str, Any]) -> Any:
-        results = self.request.infer(dict(feeds))
+        try:
+            results = self.request.infer(dict(feeds))
+        except Exception as exc:
+            raise BackendError(f"OpenVINO could not run the model: {openvino_reason(exc)}") from None
         return {port.get_any_name(): results[port] for port in self.compiled.outputs}
 
     def to_host(self, outputs: Any) -> dict[str, Any]:
