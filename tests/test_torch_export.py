@@ -88,3 +88,12 @@ def test_aoti_packages_at_every_half_precision_match_eager(cli, tmp_path):
         aoti = _row(data, "export", precision)["outputs"][0]["metrics"]["rel_l2"]
         eager = _row(data, "torch", precision)["outputs"][0]["metrics"]["rel_l2"]
         assert aoti == pytest.approx(eager, rel=0.5), (precision, aoti, eager)
+
+
+def test_int8_is_skipped_saying_where_pt2e_quantization_went():
+    import importlib.util
+
+    supported, reason = TorchExportRunner.supports("int8", "cpu")
+    assert not supported and "torchao" in reason
+    # the reason stays true only while torch itself has no PT2E quantization
+    assert importlib.util.find_spec("torch.ao.quantization.quantize_pt2e") is None

@@ -21,6 +21,13 @@ class TorchExportRunner(torch_common.TorchModuleRunner):
     def available(cls, device: str = "cpu") -> tuple[bool, str]:
         return torch_common.inductor_available(device, "AOTInductor")
 
+    @classmethod
+    def supports(cls, precision: str, device: str) -> tuple[bool, str]:
+        if precision == "int8" and device in cls.devices:
+            return False, ("export has no int8 mode: PyTorch's PT2E quantization moved out of torch into torchao, "
+                           "which deployval does not install (openvino, ort and trt have int8)")
+        return super().supports(precision, device)
+
     def load_module(self) -> Any:
         from ..export.aoti import load_package
 
