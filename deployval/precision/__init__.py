@@ -1,2 +1,4 @@
-"""Precision analysis: activation ranges against fp16/bf16 limits, int8 calibration data, layer
-sensitivity and weight fake-quantization. Modules import torch and numpy only when used."""
+"""Precision analyses that sit on top of a compare run: layer sensitivity (which layers to keep in
+higher precision), weight fake-quantization sweeps, the lowerings they try, the minimal set search and
+synthetic calibration data. The range statistics live in judge/, torch mixed precision in export/.
+Modules import torch and numpy only when used."""
