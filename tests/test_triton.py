@@ -20,6 +20,19 @@ needs_server = pytest.mark.skipif(not (client_available and server_files), reaso
 INPUTS = ("--input-shape", "image=1x3x32x32", "--input-range", "image=0,255")  # pixels, as served
 
 
+def _ocr_rec() -> Path | None:
+    import importlib.util
+
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        return None
+    from real_models import ocr_rec_onnx
+
+    return ocr_rec_onnx()
+
+
+OCR_REC = _ocr_rec()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """srcnn's simplified ONNX and its fp16 ONNX (deployval's own), served four ways by one server."""
@@ -33,6 +46,9 @@ def served(tmp_path_factory):
     add_model(repository, "srcnn_fp16", written["onnx-fp16"])
     add_model(repository, "srcnn_planted", written["onnx"], planted_error=1.0)  # one grey level on half the image
     add_model(repository, "srcnn_renamed", written["onnx"], renamed={"image": "INPUT__0", "output": "OUTPUT__0"})
+    if OCR_REC is not None:  # a trained model no one here wrote, served as is and with a planted error
+        add_model(repository, "ocr_rec", OCR_REC)
+        add_model(repository, "ocr_rec_planted", OCR_REC, planted_error=0.01)
     assert server_files is not None
     server = TritonServer(server_files, repository, work).start()
     yield server
@@ -118,6 +134,28 @@ backend_options = {{ triton = {{ url = "{served.http_url}", model = "srcnn_plant
     status = {r["entry"]: next(row["status"] for row in r["results"] if row["backend"] == "triton")
               for r in data["reports"]}
     assert status == {"srcnn-staging": "pass", "srcnn-broken": "fail"}
+
+
+@needs_server
+@pytest.mark.skipif(OCR_REC is None, reason="rapidocr_onnxruntime is not installed (make install brings it)")
+@pytest.mark.parametrize(("served_as", "status"), [("ocr_rec", "pass"), ("ocr_rec_planted", "fail")])
+def test_a_trained_model_no_one_here_wrote_is_judged_as_served(tmp_path, served, served_as, status):
+    """PP-OCRv4's recognizer (a paddle2onnx file) on a rendered text line: served as is it computes what
+    ONNX Runtime computes here; 0.01 added to half its character probabilities fails."""
+    from dataclasses import replace
+
+    import real_models
+
+    entry = next(e for e in real_models.CORPUS if e.name == "ocr-rec")
+    report = real_models.run_corpus_model(
+        replace(entry, backends=("ort", "triton"), precisions=("fp32",)), tmp_path,
+        backend_options={"triton": {"url": served.grpc_url, "model": served_as}}).to_dict()
+    row = next(r for r in report["results"] if r["backend"] == "triton")
+    assert row["status"] == status, row
+    if status == "pass":
+        assert row["outputs"][0]["metrics"]["max_abs"] < 1e-5
+    else:
+        assert row["outputs"][0]["metrics"]["max_abs"] == pytest.approx(0.01, rel=1e-3)
 
 
 def test_no_server_answering_is_an_error_row_not_a_pass(cli, tmp_path):
