@@ -292,12 +292,13 @@ def _new_backends_params():
 @pytest.mark.parametrize("entry", list(_new_backends_params()))
 def test_trained_models_on_openvino_and_torch_compile_at_fp32_and_bf16(entry, tmp_path):
     """Models no one here wrote: OpenVINO pinned to f32 computes what the reference computes, its bf16 row
-    really runs in bf16 (judged, with the precision it took recorded), and torch.compile matches eager."""
+    really runs in bf16 (judged, with the precision it took recorded), its int8 (NNCF) really runs layers in
+    int8, and torch.compile and the AOTInductor package match eager."""
     from dataclasses import replace
 
     module = entry.spec().kind == "module"
-    backends = (("torch",) if module else ()) + ("ort", "openvino") + (("compile",) if module else ())
-    report = real_models.run_corpus_model(replace(entry, backends=backends, precisions=("fp32", "bf16")),
+    backends = (("torch",) if module else ()) + ("ort", "openvino") + (("compile", "export") if module else ())
+    report = real_models.run_corpus_model(replace(entry, backends=backends, precisions=("fp32", "bf16", "int8")),
                                           tmp_path).to_dict()
     rows = {(r["backend"], r["precision"]): r for r in report["results"]}
     fp32, bf16 = rows[("openvino", "fp32")], rows[("openvino", "bf16")]
@@ -306,5 +307,10 @@ def test_trained_models_on_openvino_and_torch_compile_at_fp32_and_bf16(entry, tm
     assert bf16["status"] in ("pass", "fail") and bf16["details"]["inference_precision"] == "bf16", bf16
     assert max(o["metrics"]["rel_l2"] for o in bf16["outputs"]) > 10 * max(
         o["metrics"]["rel_l2"] for o in fp32["outputs"]), (bf16["outputs"], fp32["outputs"])
+    # int8 is NNCF's, calibrated on the entry's real samples: judged, and really int8 where it is
+    int8 = rows[("openvino", "int8")]
+    assert int8["status"] in ("pass", "fail"), int8
+    assert int(int8["details"]["int8_layers"].split(" of ")[0]) > 0, int8["details"]
     if module:
-        assert rows[("compile", "fp32")]["status"] == "pass", rows[("compile", "fp32")]
+        for backend in ("compile", "export"):
+            assert rows[(backend, "fp32")]["status"] == "pass", rows[(backend, "fp32")]
