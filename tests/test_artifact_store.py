@@ -10,7 +10,15 @@ import pytest
 from deployval.catalog.registry import resolve_model
 from deployval.errors import ExportError, UsageError
 from deployval.export import artifacts
-from deployval.export.artifacts import ARTIFACT_KINDS, FILE_NAMES, INT32_SOURCES, MODULE, ONNX_INT32, ONNX_RAW
+from deployval.export.artifacts import (
+    ARTIFACT_KINDS,
+    FILE_NAMES,
+    INT32_SOURCES,
+    MODULE,
+    NO_FILE_KINDS,
+    ONNX_INT32,
+    ONNX_RAW,
+)
 from deployval.export.store import BUILDS, ArtifactStore
 from deployval.model.inputs import make_inputs
 from deployval.model.loading import build_module
@@ -21,7 +29,8 @@ def test_every_kind_has_one_row_built_from_known_kinds():
     assert set(BUILDS) == set(ARTIFACT_KINDS)
     for kind, build in BUILDS.items():
         assert all(source in BUILDS for source in build.sources), kind
-        assert kind == MODULE or kind in FILE_NAMES, kind
+        assert (kind in NO_FILE_KINDS) != (kind in FILE_NAMES), kind  # a file, or by design none (module, served)
+    assert MODULE in NO_FILE_KINDS
     for kind, source in INT32_SOURCES.items():
         assert BUILDS[kind].sources == (source,)
 

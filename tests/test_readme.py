@@ -56,7 +56,8 @@ SKIPS: list[tuple[str, str]] = [
     (r"--device cuda", "needs a CUDA GPU"),
     (r"--backends? \S*trt", "TensorRT backends need a CUDA GPU and TensorRT"),
     (r"--ray-address", "needs a Ray cluster"),
-    (r"triton\.url=\S*staging", "needs the user's own Triton server (tests/test_triton.py asks a real one on 127.0.0.1)"),
+    (r"triton\.url=\S*staging", "needs the user's own Triton server (tests/test_triton.py asks a real one "
+                                 "on 127.0.0.1)"),
 ]
 
 

@@ -17,8 +17,9 @@ def export_command(
     *,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the artifacts to.")],
     kinds: Annotated[str | None, typer.Option(
-        "--kinds", help="Artifacts to write (default all): torchscript, onnx-raw, onnx, onnx-int32, onnx-fp16, "
-                        "onnx-int8.")] = None,
+        "--kinds", help="Artifacts to write (default: torchscript, onnx-raw, onnx, onnx-int32, onnx-fp16, "
+                        "onnx-int8; on request also onnx-fp16-int32, onnx-int8-int32, onnx-int8-nncf, pt2, pt2-fp16, "
+                        "pt2-bf16).")] = None,
     src: Annotated[ModelInputs, Omit("allow_nonfinite_inputs", "submodule")],
     export: Export,
     quant: Quantization,
@@ -26,12 +27,12 @@ def export_command(
     display: Annotated[Display, Omit("verbose")],  # -v speaks for Ray, which this command does not start
 ) -> None:
     """Write every deployable artifact (TorchScript, ONNX raw/simplified/int32/fp16/int8) to a directory."""
-    from ..export.artifacts import ARTIFACT_KINDS, FILE_NAMES
+    from ..export.artifacts import ARTIFACT_KINDS, NO_FILE_KINDS
     from ..model.arguments import parse_list
     from ..report.console import make_console
     from ..run.pipeline import export as run_export
 
-    exportable = tuple(k for k in ARTIFACT_KINDS if k in FILE_NAMES)  # not the module, not a served model
+    exportable = tuple(k for k in ARTIFACT_KINDS if k not in NO_FILE_KINDS)
     kind_list = parse_list(kinds, "artifact kind", exportable) if kinds else None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' exists and is not a directory")

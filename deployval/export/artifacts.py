@@ -46,6 +46,7 @@ FILE_NAMES = {
     PT2_FP16: "model.fp16.pt2",
     PT2_BF16: "model.bf16.pt2",
 }
+NO_FILE_KINDS = (MODULE, SERVED)  # the module in memory, a model a server serves: nothing to write or cache
 DEVICE_KINDS = (TORCHSCRIPT, PT2, PT2_FP16, PT2_BF16)  # traced or compiled on the device its rows run on
 # The int64 -> int32 variant of each ONNX artifact, and what it is made from.
 INT32_SOURCES = {ONNX_INT32: ONNX, ONNX_FP16_INT32: ONNX_FP16, ONNX_INT8_INT32: ONNX_INT8}
