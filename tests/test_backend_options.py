@@ -39,12 +39,20 @@ def test_backend_option_values_take_the_fields_type():
         ("workspace_mb", "int | None", None)]
 
 
-def test_dedicated_flags_fill_the_same_typed_fields():
-    flat = backend_options(True, 1024, "flag")
-    options = TensorRTRunner.typed_options(flat)
-    assert (options.workspace_mb, options.keep_int64, options.fp16_route) == (1024, True, "flag")
-    assert OnnxRuntimeTensorRTRunner.typed_options(flat).workspace_mb == 1024
+def test_dedicated_flags_fill_the_same_typed_fields_under_the_backends_names():
+    options = backend_options(True, 1024, "flag")
+    assert options == {"trt": {"keep_int64": True, "workspace_mb": 1024, "fp16_route": "flag"},
+                       "ort-trt": {"workspace_mb": 1024}}  # no flat keys: each setting under its backend
+    typed = TensorRTRunner.typed_options(options)
+    assert (typed.workspace_mb, typed.keep_int64, typed.fp16_route) == (1024, True, "flag")
+    assert OnnxRuntimeTensorRTRunner.typed_options(options).workspace_mb == 1024
     assert TensorRTRunner.typed_options({}) == TensorRTRunner.Options()
+    assert backend_options(False, None, "onnx") == {}  # flags left at their defaults set nothing
+
+
+def test_a_setting_outside_any_backend_is_refused():
+    with pytest.raises(UsageError, match=r"backend_options\['keep_int64'\] is not a backend's settings"):
+        RunConfig(backend_options={"keep_int64": True})
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -73,8 +81,9 @@ def test_a_flag_and_a_backend_option_for_one_field_conflict():
 
 
 def test_to_args_keeps_backend_options_in_the_reproduction_line():
-    config = RunConfig(backend_options={"keep_int64": True, "trt": {"workspace_mb": 512, "keep_int64": False}})
-    assert shlex.join(config.to_args()) == ("--keep-int64 --backend-option trt.workspace_mb=512 "
+    config = RunConfig(backend_options={"trt": {"workspace_mb": 512, "keep_int64": False}},
+                       int8_activation_matmuls=True)
+    assert shlex.join(config.to_args()) == ("--int8-activation-matmuls --backend-option trt.workspace_mb=512 "
                                             "--backend-option trt.keep_int64=false")
     assert parse_backend_options(config.to_args()[2::2]) == {"trt": {"workspace_mb": 512, "keep_int64": False}}
 

@@ -171,7 +171,7 @@ def test_omitted_fields_leave_the_spec_defaults_alone():
 
     precision = config("precision", "m", "--int8-activation-matmuls")  # offers neither --int8-exclude nor --keep-fp32
     assert (precision.int8_exclude, precision.keep_fp32) == (("op:Add",), ("head",))
-    assert precision.backend_options == {"int8_activation_matmuls": True}
+    assert precision.int8_activation_matmuls and precision.backend_options == {}
     export = config("export", "m", "--out", "o")  # offers both: the command line's (empty) value wins, as before
     assert (export.int8_exclude, export.keep_fp32) == ((), ())
     assert config("validate", "m").warmup == 4  # no --warmup in validate
@@ -219,9 +219,10 @@ def test_reproduction_line_parses_back_to_the_same_run(argv, device):
 def test_backend_settings_validate_and_merge_with_quantization():
     settings = run_settings(BackendSettings(keep_int64=True, trt_workspace=256),
                             Quantization(int8_activation_matmuls=True))
-    assert settings["backend_options"] == {"keep_int64": True, "trt_workspace_mb": 256, "trt_fp16_route": "onnx",
-                                           "int8_activation_matmuls": True}
-    assert settings["backend_options"] == backend_options(True, 256, "onnx", True)
+    assert settings["backend_options"] == {"trt": {"keep_int64": True, "workspace_mb": 256},
+                                           "ort-trt": {"workspace_mb": 256}}
+    assert settings["int8_activation_matmuls"] is True
+    assert settings["backend_options"] == backend_options(True, 256, "onnx")
     with pytest.raises(UsageError, match="--trt-fp16-route"):
         BackendSettings(trt_fp16_route="fast").options()
     with pytest.raises(UsageError, match="--trt-workspace"):

@@ -184,13 +184,13 @@ def test_the_repro_command_keeps_the_device_and_backend_settings(tmp_path):
     from deployval.debug.repro import compare_command, runtime_args
     from deployval.model.spec import RunConfig
 
-    config = RunConfig(device="cuda", backend_options={"trt_workspace_mb": 64, "trt_fp16_route": "flag",
-                                                        "trt": {"builder_optimization_level": 5}})
+    config = RunConfig(device="cuda", backend_options={"trt": {"workspace_mb": 64, "fp16_route": "flag",
+                                                                "builder_optimization_level": 5}})
     args = runtime_args(config)
-    assert args[:4] == ["--device", "cuda", "--trt-workspace", "64"] and "--trt-fp16-route" in args
+    assert args[:4] == ["--device", "cuda", "--backend-option", "trt.workspace_mb=64"]
     command = compare_command(tmp_path, "trt", "fp16", {"atol": 1e-3, "rtol": 1e-3}, args)
-    assert command.endswith("--device cuda --trt-workspace 64 --trt-fp16-route flag "
-                            "--backend-option trt.builder_optimization_level=5"), command
+    assert command.endswith("--device cuda --backend-option trt.workspace_mb=64 --backend-option "
+                            "trt.fp16_route=flag --backend-option trt.builder_optimization_level=5"), command
     assert runtime_args(RunConfig()) == []
     # an int8 layer judged by statistics: the cut is judged by exactly those bounds, not fp32's atol/rtol
     command = compare_command(tmp_path, "ort", "int8", {"rel_l2": 0.1, "cosine": 0.995, "atol": None})

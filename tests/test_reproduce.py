@@ -38,10 +38,10 @@ def test_reproduction_line_gives_the_same_numbers(cli, tmp_path):
 def test_to_args_names_every_setting_that_differs_from_the_default():
     assert RunConfig().to_args() == []
     config = RunConfig(warmup=3, iterations=5, atol=0.1, calibration_method="entropy", int8_exclude=("a*", "op:Add"),
-                       keep_fp32=("norm",), isolate=False, backend_options={"keep_int64": True,
-                                                                            "trt_workspace_mb": 512,
-                                                                            "trt_fp16_route": "flag"})
+                       keep_fp32=("norm",), isolate=False, backend_options={"trt": {
+                           "keep_int64": True, "workspace_mb": 512, "fp16_route": "flag"}})
     args = config.to_args()
     assert shlex.join(args) == ("--warmup 3 --iterations 5 --atol 0.1 --calibration-method entropy "
-                                "--int8-exclude 'a*' --int8-exclude op:Add --keep-fp32 norm --no-isolate --keep-int64 "
-                                "--trt-workspace 512 --trt-fp16-route flag")
+                                "--int8-exclude 'a*' --int8-exclude op:Add --keep-fp32 norm --no-isolate "
+                                "--backend-option trt.keep_int64=true --backend-option trt.workspace_mb=512 "
+                                "--backend-option trt.fp16_route=flag")

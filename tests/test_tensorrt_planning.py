@@ -42,7 +42,7 @@ def test_builder_flag_route_exists_only_on_tensorrt_10():
 def test_bf16_is_the_builder_flag_on_tensorrt_10_and_refused_with_its_reason_on_11():
     plan = plan_build("bf16", "10.16.0")
     assert plan.bf16_flag and not plan.fp16_flag and not plan.strongly_typed and plan.artifact == ONNX_INT32
-    assert TensorRTRunner.artifact_for("bf16", {"keep_int64": True}) == ONNX
+    assert TensorRTRunner.artifact_for("bf16", {"trt": {"keep_int64": True}}) == ONNX
     with pytest.raises(BackendUnavailable, match="no BF16 builder flag"):
         plan_build("bf16", "11.4.0")
 
@@ -50,7 +50,7 @@ def test_bf16_is_the_builder_flag_on_tensorrt_10_and_refused_with_its_reason_on_
 def test_keep_int64_skips_the_int32_pass():
     assert plan_build("fp32", "10.0.1", keep_int64=True).artifact == ONNX
     assert plan_build("fp16", "10.0.1", keep_int64=True).artifact == ONNX_FP16
-    assert TensorRTRunner.artifact_for("fp16", {"keep_int64": True}) == ONNX_FP16
+    assert TensorRTRunner.artifact_for("fp16", {"trt": {"keep_int64": True}}) == ONNX_FP16
     assert TensorRTRunner.artifact_for("fp32", {}) == ONNX_INT32
 
 

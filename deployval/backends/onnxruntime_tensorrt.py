@@ -275,7 +275,7 @@ class OnnxRuntimeTensorRTRunner(OnnxRuntimeRunner):
         """The TensorRT provider's settings (`--backend-option ort-trt.FIELD=VALUE`, or --trt-workspace)."""
 
         workspace_mb: int | None = field(default=None, metadata={
-            "help": "TensorRT workspace limit in MiB (none: the provider's default)", "key": "trt_workspace_mb",
+            "help": "TensorRT workspace limit in MiB (none: the provider's default)",
             "flag": "--trt-workspace"})
 
         def __post_init__(self) -> None:

@@ -2,8 +2,8 @@
 `--backend-option NAME.FIELD=VALUE` reaches it, so a third-party backend can take options too.
 
 Values live in `RunConfig.backend_options` under the backend's name (`{"trt": {"workspace_mb": 8192}}`),
-next to the flat keys the dedicated flags write (`trt_workspace_mb`...); a field names the flat key it
-reads in `metadata["key"]` and the flag that writes it in `metadata["flag"]`.
+and nowhere else. A field that a dedicated flag sets too names it in `metadata["flag"]`: the flag writes
+that field of every backend that declares it (`--trt-workspace` sets trt's and ort-trt's workspace_mb).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,16 +99,12 @@ def convert(backend: str, name: str, annotation: Any, text: str) -> Any:
 
 
 def typed_options(runner: type, options: Mapping[str, Any]) -> Any:
-    """`runner.Options` filled from a run's options: the flat keys the dedicated flags write, then the
-    values under the backend's name (`--backend-option`). Invalid values are a usage error."""
+    """`runner.Options` filled from the values under the backend's name in a run's options. Invalid values
+    are a usage error."""
     options_cls = getattr(runner, "Options", NoOptions)
     if not (isinstance(options_cls, type) and dataclasses.is_dataclass(options_cls)):
         raise UsageError(f"backend '{getattr(runner, 'name', runner)}' declares Options that is not a dataclass")
     values: dict[str, Any] = {}
-    for item in dataclasses.fields(options_cls):
-        key = item.metadata.get("key")
-        if key and options.get(key) is not None:
-            values[item.name] = options[key]
     own = options.get(getattr(runner, "name", ""))
     if isinstance(own, Mapping):
         known = {f.name for f in dataclasses.fields(options_cls)}
@@ -148,14 +144,20 @@ def parse_backend_options(values: list[str] | None,
     return parsed
 
 
-def check_conflicts(flat: Mapping[str, Any], parsed: Mapping[str, Mapping[str, Any]],
-                    defaults: Mapping[str, Any], get_backend: Callable[[str], type]) -> None:
-    """A dedicated flag given (its flat key differs from its default) and `--backend-option` for the field
-    it sets: one usage error, so neither silently wins."""
-    for backend, settings in parsed.items():
-        runner = get_backend(backend)
+def with_flags(flags: Mapping[str, Any], parsed: Mapping[str, Mapping[str, Any]],
+               runners: Sequence[type]) -> dict[str, dict[str, Any]]:
+    """`parsed` (`--backend-option`) with the dedicated flags that were given (`{"--trt-workspace": 512}`)
+    written into every field that names the flag; a flag and `--backend-option` setting one field is a
+    usage error, so neither silently wins."""
+    merged = {backend: dict(settings) for backend, settings in parsed.items()}
+    for runner in runners:
         for item in dataclasses.fields(getattr(runner, "Options", NoOptions)):
-            key, flag = item.metadata.get("key"), item.metadata.get("flag")
-            if item.name in settings and key and flat.get(key) not in (None, defaults.get(key)):
-                raise UsageError(f"{flag or key} and --backend-option {backend}.{item.name} both set the same "
+            flag = item.metadata.get("flag")
+            if flag not in flags:
+                continue
+            own = merged.setdefault(runner.name, {})
+            if item.name in own:
+                raise UsageError(f"{flag} and --backend-option {runner.name}.{item.name} both set the same "
                                  "option; give one")
+            own[item.name] = flags[flag]
+    return merged

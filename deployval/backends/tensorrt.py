@@ -4,8 +4,8 @@ on a non-default stream.
 Precision lives in the artifact. fp32 builds from the simplified ONNX, fp16 from the fp16 ONNX,
 int8 from the Q/DQ ONNX (explicit quantization), each after the int64 -> int32 pass unless
 `keep_int64` is set. TensorRT 11 is always strongly typed and has no FP16/INT8 builder flags or
-calibrators; TensorRT 10 also offers the builder-flag route for fp16 (`trt_fp16_route="flag"`),
-and the report says which route ran. TF32 is turned off so that fp32 engines are compared with
+calibrators; TensorRT 10 also offers the builder-flag route for fp16 (`trt.fp16_route=flag`), and
+the report says which route ran. TF32 is turned off so that fp32 engines are compared with
 fp32 arithmetic. The decisions (routes, profiles, cache keys, bindings) are in tensorrt_plan.py.
 
 Engines are cached under a key of the ONNX hash, the TensorRT version, the GPU and compute
@@ -283,12 +283,12 @@ class TensorRTRunner(Runner):
         """TensorRT's build settings (`--backend-option trt.FIELD=VALUE`, or the dedicated flags)."""
 
         workspace_mb: int = field(default=DEFAULT_WORKSPACE_MB, metadata={
-            "help": "builder workspace limit in MiB", "key": "trt_workspace_mb", "flag": "--trt-workspace"})
+            "help": "builder workspace limit in MiB", "flag": "--trt-workspace"})
         fp16_route: str = field(default="onnx", metadata={
             "help": "fp16 from the fp16 ONNX (onnx) or, TensorRT 10, BuilderFlag.FP16 (flag)",
-            "key": "trt_fp16_route", "flag": "--trt-fp16-route"})
+            "flag": "--trt-fp16-route"})
         keep_int64: bool = field(default=False, metadata={
-            "help": "build from the ONNX as is, without the int64 -> int32 pass", "key": "keep_int64",
+            "help": "build from the ONNX as is, without the int64 -> int32 pass",
             "flag": "--keep-int64"})
 
         def __post_init__(self) -> None:

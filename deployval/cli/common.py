@@ -29,10 +29,9 @@ def command_line() -> str:
 
 
 def backend_options(keep_int64: bool, trt_workspace: int | None, trt_fp16_route: str,
-                    int8_activation_matmuls: bool = False, backend_option: list[str] | None = None) -> dict[str, Any]:
+                    backend_option: list[str] | None = None) -> dict[str, Any]:
     """The run's backend options from the flags' values (for callers outside the CLI's groups)."""
-    return {**BackendSettings(keep_int64, trt_workspace, trt_fp16_route, backend_option).options(),
-            **Quantization(int8_activation_matmuls=int8_activation_matmuls).backend_options()}
+    return BackendSettings(keep_int64, trt_workspace, trt_fp16_route, backend_option).options()
 
 
 def write_reports(report: Any, files: ReportFiles) -> None:

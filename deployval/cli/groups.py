@@ -223,16 +223,11 @@ class Quantization(Group):
         settings: dict[str, Any] = {
             "calibration": self.calibration, "calibration_preprocess": self.calibration_preprocess,
             "calibration_limit": self.calibration_limit, "calibration_method": self.calibration_method,
-            "backend_options": self.backend_options()}
+            "int8_activation_matmuls": self.int8_activation_matmuls}
         for name in ("int8_exclude", "keep_fp32"):
             if self.offers(name):  # else the spec's
                 settings[name] = tuple(getattr(self, name) or ())
         return settings
-
-    def backend_options(self) -> dict[str, Any]:
-        from ..export.int8 import ACTIVATION_MATMULS_OPTION
-
-        return {ACTIVATION_MATMULS_OPTION: True} if self.int8_activation_matmuls else {}
 
 
 @dataclass(frozen=True)
@@ -256,21 +251,22 @@ class BackendSettings(Group):
         return {"backend_options": self.options()}
 
     def options(self) -> dict[str, Any]:
-        """The dedicated flags' flat keys, and `--backend-option NAME.FIELD=VALUE` as `{backend: {field:
-        value}}` (typed by the backend's `Options`); both setting one field is an error."""
+        """`--backend-option NAME.FIELD=VALUE` as `{backend: {field: value}}` (typed by the backend's
+        `Options`), with the dedicated flags that were given written into the fields that name them (the
+        TensorRT backends'); a flag and `--backend-option` setting one field is an error."""
         from ..backends.base import get_backend
-        from ..backends.options import check_conflicts, parse_backend_options
+        from ..backends.options import parse_backend_options, with_flags
         from ..backends.tensorrt_plan import FP16_ROUTES
 
         if self.trt_fp16_route not in FP16_ROUTES:
             raise UsageError(f"unknown --trt-fp16-route '{self.trt_fp16_route}' ({' or '.join(FP16_ROUTES)})")
         if self.trt_workspace is not None and self.trt_workspace <= 0:
             raise UsageError("--trt-workspace must be a positive number of MiB")
-        flat = {"keep_int64": self.keep_int64, "trt_workspace_mb": self.trt_workspace,
-                "trt_fp16_route": self.trt_fp16_route}
-        typed = parse_backend_options(self.backend_option, get_backend)
-        check_conflicts(flat, typed, {"keep_int64": False, "trt_fp16_route": "onnx"}, get_backend)
-        return {**flat, **typed}
+        flags = {flag: value for flag, value, default in (
+            ("--keep-int64", self.keep_int64, False), ("--trt-workspace", self.trt_workspace, None),
+            ("--trt-fp16-route", self.trt_fp16_route, "onnx")) if value != default}
+        parsed = parse_backend_options(self.backend_option, get_backend)
+        return with_flags(flags, parsed, [get_backend("trt"), get_backend("ort-trt")])
 
 
 @dataclass(frozen=True)

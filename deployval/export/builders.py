@@ -391,7 +391,7 @@ def onnx_int8(store: Workshop, kind: str, sources: Sequence[Artifact]) -> Plan:
 
     model = onnx_io.load_onnx(source.path)
     nodes, op_types = int8_exclusions(model, store.config.int8_exclude)
-    activation_matmuls = bool(store.config.backend_options.get(int8.ACTIVATION_MATMULS_OPTION, False))
+    activation_matmuls = store.config.int8_activation_matmuls
     recipe = {"method": store.config.calibration_method, "nodes": nodes, "op_types": op_types,
               "placement": int8.PLACEMENT, "quantizer": int8.QUANTIZER, "activation_matmuls": activation_matmuls}
     digest = calibration_digest(samples, recipe)

@@ -47,13 +47,12 @@ if TYPE_CHECKING:
     from onnx import GraphProto, ModelProto, TensorProto
 
 __all__ = [
-    "ACTIVATION_MATMULS_OPTION", "ENTROPY_BINS", "PLACEMENT", "WEIGHTED_OPS", "Int8Details", "NothingToQuantize",
+    "ENTROPY_BINS", "PLACEMENT", "WEIGHTED_OPS", "Int8Details", "NothingToQuantize",
     "Placement", "activation_ranges", "name_nodes", "plan_placement", "preprocess_for_quantization", "quantize_int8",
 ]
 
 PathLike = str | os.PathLike[str]
 
-ACTIVATION_MATMULS_OPTION = "int8_activation_matmuls"  # backend option: also quantize activation x activation MatMuls
 # Part of the cached artifact's recipe: a change in how the graph is prepared for the quantizer rebuilds it
 # (2: shared weights and biases copied per node, names from one allocator).
 QUANTIZER = "deployval-int8 2"

@@ -381,10 +381,9 @@ class RunConfig:
 
     device: str = "cpu"
     seed: int = 0
-    # Backend settings: keep_int64 (skip the int64 -> int32 pass for TensorRT), trt_workspace_mb,
-    # trt_fp16_route ("onnx" or, TensorRT 10 only, "flag"), written by the dedicated flags; and under a
-    # backend's name, its typed `Options` fields from --backend-option ({"trt": {"workspace_mb": 8192}}).
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    # Each backend's own settings under its name, the fields of its typed `Options` ({"trt": {"workspace_mb":
+    # 8192}}), from --backend-option or the dedicated flags that set them (--trt-workspace, --keep-int64...).
+    backend_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     warmup: int = 1  # the correctness run counts as the first warm-up
     iterations: int | None = None  # None: as many as fit in time_budget_s (at least 1)
     time_budget_s: float = 2.0
@@ -401,6 +400,7 @@ class RunConfig:
     calibration_method: str = "minmax"  # or entropy, percentile
     # Nodes kept out of int8 quantization: fnmatch patterns over ONNX node names, or "op:Type".
     int8_exclude: tuple[str, ...] = ()
+    int8_activation_matmuls: bool = False  # also quantize MatMuls of two activations (attention QK^T and AV)
     # Run backends in their own process: None = those that build native engines (TensorRT), or all
     # when a timeout is set; True = all; False = none.
     isolate: bool | None = None
@@ -460,17 +460,10 @@ class RunConfig:
         return args + self.backend_args()
 
     def backend_args(self) -> list[str]:
-        """The options that set how backends build and run (the dedicated flags, then --backend-option)."""
-        options, args = self.backend_options, []
-        if options.get("keep_int64"):
-            args.append("--keep-int64")
-        if options.get("trt_workspace_mb"):
-            args += ["--trt-workspace", str(options["trt_workspace_mb"])]
-        if options.get("trt_fp16_route", "onnx") != "onnx":
-            args += ["--trt-fp16-route", str(options["trt_fp16_route"])]
-        if options.get("int8_activation_matmuls"):
-            args.append("--int8-activation-matmuls")
-        return args + option_args(options)  # {backend: {field: value}}, from --backend-option
+        """The options that set how backends build and run, each as `--backend-option NAME.FIELD=VALUE`
+        (what a dedicated flag set included: the same field, one way of writing it)."""
+        args = ["--int8-activation-matmuls"] if self.int8_activation_matmuls else []
+        return args + option_args(self.backend_options)
 
     def isolates(self, isolate_by_default: bool) -> bool:
         if self.isolate is not None:
@@ -480,6 +473,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise UsageError(f"unknown device '{self.device}' ({' or '.join(DEVICES)})")
+        for name, settings in self.backend_options.items():
+            if not isinstance(settings, Mapping):  # a setting outside any backend's name reaches none of them
+                raise UsageError(f"backend_options['{name}'] is not a backend's settings: give them under the "
+                                 "backend's name, e.g. {'trt': {'keep_int64': True}} (deployval backends lists them)")
         if self.warmup < 1:
             raise UsageError("--warmup must be at least 1 (the correctness run is the first warm-up)")
         if self.iterations is not None and self.iterations < 0:

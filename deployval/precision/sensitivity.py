@@ -345,7 +345,6 @@ def _lowering(request: _Request, session: Any, module: Any, all_feeds: list[dict
     config, progress = request.config, request.progress
     if request.precision == "int8":
         from ..export.artifacts import ONNX, ONNX_RAW
-        from ..export.int8 import ACTIVATION_MATMULS_OPTION
 
         samples = session.calibration() if config.calibration else [dict(session.feeds)]
         store = session.store(output_names)
@@ -355,7 +354,7 @@ def _lowering(request: _Request, session: Any, module: Any, all_feeds: list[dict
             with progress.step("preparing the model for quantization"):
                 return Int8Lowering(Path(onnx_path or ""), samples, all_feeds, config.calibration_method,
                                     node_modules, output_names,
-                                    bool(config.backend_options.get(ACTIVATION_MATMULS_OPTION, False)))
+                                    config.int8_activation_matmuls)
         finally:
             store.close()
     if module is None:  # an ONNX file: its nodes in the fp16 conversion the pipeline's rows run
