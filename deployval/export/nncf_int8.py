@@ -24,6 +24,7 @@ from .int8 import NothingToQuantize
 
 MIN_OPSET = 10  # NNCF refuses older ONNX models
 TARGET_OPSET = 13  # what an older model is converted to first (per-axis Q/DQ, as NNCF places them)
+MIN_IR_VERSION = 7  # what opset 13 needs
 
 
 def nncf_version() -> str | None:
@@ -48,6 +49,8 @@ def prepared(model: Any) -> tuple[Any, dict[str, Any]]:
     if opset is not None and opset < MIN_OPSET:
         try:
             model = version_converter.convert_version(model, TARGET_OPSET)
+            # the converter keeps the IR version; an old one (< 4) wants every initializer among the inputs
+            model.ir_version = max(model.ir_version, MIN_IR_VERSION)
             onnx.checker.check_model(model)
         except Exception as exc:
             raise ExportError(f"NNCF needs opset {MIN_OPSET} or later and the opset {opset} model cannot be "
