@@ -6,18 +6,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..export.artifacts import (
-    ONNX,
-    ONNX_FP16,
-    ONNX_FP16_INT32,
-    ONNX_INT8,
-    ONNX_INT8_INT32,
-    ONNX_INT32,
-    ONNX_RAW,
-)
+from ..export.artifacts import ONNX_KINDS  # noqa: F401  (the kinds debug reads layer by layer)
 from ..model.spec import ModelSpec, RunConfig, Tolerance
 
-ONNX_KINDS = (ONNX_RAW, ONNX, ONNX_INT32, ONNX_FP16, ONNX_INT8, ONNX_FP16_INT32, ONNX_INT8_INT32)
 OWN_ALL_BYTES = 64 << 20  # below this much exposed data, every layer's own error is computed
 NEIGHBOURS = 3  # diverging layers after the first that also get their own error
 TRIAGE_MAX_MACS = 3e9  # what onnx.reference (numpy) replays in seconds, not minutes

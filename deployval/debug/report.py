@@ -77,7 +77,8 @@ class Localization:
     """Where the error is new: a layer, a container's own code, or code outside every module."""
 
     label: str
-    kind: str  # layer | mark | module-code (a container's own code) | model-code (outside modules) | accumulated
+    # layer | mark | module-code (a container's own code) | model-code (outside modules) | accumulated | jump
+    kind: str
     explanation: str
     ops: list[str] = field(default_factory=list)
 
@@ -263,7 +264,8 @@ def render_debug(report: DebugReport, console: Any | None = None) -> None:
         console.print(f"[bold red]first divergent layer:[/] {first.label} ({first.type}): "
                       f"{'; '.join(first.failures[:2])}")
         if report.localized is not None:
-            console.print(f"[bold]the error is new in:[/] {report.localized.label} — {report.localized.explanation}")
+            where = "where it shows" if report.localized.kind == "jump" else "the error is new in"
+            console.print(f"[bold]{where}:[/] {report.localized.label} — {report.localized.explanation}")
         if report.triage is not None:
             style = "yellow" if report.triage.verdict in ("skipped", "inconclusive") else "bold"
             console.print(f"[{style}]triage: {report.triage.verdict}[/] — {report.triage.explanation}")

@@ -50,6 +50,24 @@ def describe_verdict(verdict: str, words: Wording, evaluator_reference: Mapping[
     return f"the reference evaluator is within tolerance of both ({numbers})"
 
 
+JUMP = 10.0  # a first divergent layer this many times its inputs' largest error did not inherit it gradually
+
+
+def jump_explanation(own: float, total: float, before: tuple[float, str], backend: str,
+                     unseen: Sequence[str]) -> str | None:
+    """Why a first divergent layer that is within tolerance alone diverges, where calling it accumulated
+    would blame the layers before it: their error is far below its own (`before`: the largest, and whose).
+    None where the error did grow gradually. `unseen`: the nodes between them the artifact no longer shows."""
+    largest, where = before
+    if total <= JUMP * largest:
+        return None
+    between = "" if not unseen else (f"; between them are nodes the artifact no longer shows, which {backend} "
+                                     f"fused or removed ({', '.join(unseen[:6])}{', ...' if len(unseen) > 6 else ''})")
+    return (f"its error jumps to rel L2 {total:.3g} from at most {largest:.3g} before it ({where}), and fed the "
+            f"reference inputs it gives rel L2 {own:.3g}, within tolerance: either it amplifies that small error, "
+            f"or {backend} computes it differently inside the whole graph than alone{between}")
+
+
 def triage_verdict(reference_ok: bool, backend_ok: bool) -> str:
     """`reference_ok`: the evaluator agrees with the reference (eager, or the fp32 file);
     `backend_ok`: it agrees with the backend."""
