@@ -49,7 +49,7 @@ from ..progress import Progress
 from ..run.session import Session
 from .policy import NEIGHBOURS, ONNX_KINDS, OWN_ALL_BYTES, layer_tolerance
 from .report import FAIL, PASS, SKIPPED, VANISHED, DebugReport, LayerResult, Localization, debugging
-from .triage import Wording, jump_explanation, triage_region
+from .triage import Wording, jump_localization, triage_region
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -490,23 +490,12 @@ class _FileDebugger:
                 f"it (the per-node curve shows where it grows){hint}", result.ops)
 
     def _jumped(self, result: LayerResult, own: Mapping[str, Any]) -> bool:
-        """Localize a first divergent node whose error jumps far above its inputs' (jump_explanation)."""
-        earlier = [r.result for r in self.rows[:result.index]]
-        compared = [(r.metrics[REL_L2], r.label) for r in earlier if r.status == PASS and REL_L2 in r.metrics]
-        if not compared or REL_L2 not in result.metrics:
-            return False
-        unseen: list[str] = []
-        for row in reversed(earlier):  # back to the last node compared
-            if row.status == PASS and REL_L2 in row.metrics:
-                break
-            if row.status == VANISHED:
-                unseen.insert(0, row.label)
-        text = jump_explanation(own["metrics"][REL_L2], result.metrics[REL_L2], max(compared),
-                                self.cls.name, unseen)
-        if text is None:
-            return False
-        self.report.localized = Localization(result.label, "jump", text, result.ops)
-        return True
+        """Localize a first divergent node whose error jumps far above its inputs' (jump_localization)."""
+        jump = jump_localization([r.result for r in self.rows[:result.index]], result, own["metrics"][REL_L2],
+                                 self.cls.name)
+        if jump is not None:
+            self.report.localized = jump
+        return jump is not None
 
     def _triage(self) -> None:
         """onnx.reference on the first divergent node's region: the conversion or the runtime?"""

@@ -19,7 +19,7 @@ from ..model.spec import Tolerance
 from .plan import Row
 from .policy import layer_tolerance
 from .report import PASS, LayerResult, Localization
-from .triage import Wording, triage_region
+from .triage import Wording, jump_localization, triage_region
 
 
 @dataclass
@@ -250,6 +250,12 @@ class OwnErrorSearch:
         ops = self.map.model_code_ops(list(mapping.inputs), passed) if mapping is not None else []
         if not ops and own is not None:
             ops = self._region_ops(own.region, exclude=own_first)
+        earlier = [r.result for r in self.rows if r.call_index < first.call_index]
+        first_own = (first.result.own or {}).get("metrics", {}).get(REL_L2)
+        jump = None if first_own is None else jump_localization(earlier, first.result, first_own, self.report.backend)
+        if own is not None and own.passed and jump is not None:
+            state.localized = jump
+            return
         if own is not None and own.passed:
             state.localized = Localization(
                 first.result.label, "accumulated",

@@ -18,7 +18,7 @@ from ..metric_table import REL_L2
 from ..model.spec import Tolerance
 from ..progress import Progress
 from .policy import TRIAGE_MAX_MACS
-from .report import Triage
+from .report import PASS, VANISHED, LayerResult, Localization, Triage
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,24 @@ def jump_explanation(own: float, total: float, before: tuple[float, str], backen
     return (f"its error jumps to rel L2 {total:.3g} from at most {largest:.3g} before it ({where}), and fed the "
             f"reference inputs it gives rel L2 {own:.3g}, within tolerance: either it amplifies that small error, "
             f"or {backend} computes it differently inside the whole graph than alone{between}")
+
+
+def jump_localization(earlier: Sequence[LayerResult], first: LayerResult, own: float,
+                      backend: str) -> Localization | None:
+    """A first divergent layer within tolerance alone (`own`: its rel L2 fed the reference inputs), localized
+    as a jump where its error is far above every compared layer's before it (`earlier`, in order); None
+    where the error grew gradually (accumulated)."""
+    compared = [(r.metrics[REL_L2], r.label) for r in earlier if r.status == PASS and REL_L2 in r.metrics]
+    if not compared or REL_L2 not in first.metrics:
+        return None
+    unseen: list[str] = []
+    for row in reversed(earlier):  # back to the last layer compared
+        if row.status == PASS and REL_L2 in row.metrics:
+            break
+        if row.status == VANISHED:
+            unseen.insert(0, row.label)
+    text = jump_explanation(own, first.metrics[REL_L2], max(compared), backend, unseen)
+    return None if text is None else Localization(first.label, "jump", text, first.ops)
 
 
 def triage_verdict(reference_ok: bool, backend_ok: bool) -> str:
