@@ -24,7 +24,6 @@ from .int8 import NothingToQuantize
 
 MIN_OPSET = 10  # NNCF refuses older ONNX models
 TARGET_OPSET = 13  # what an older model is converted to first (per-axis Q/DQ, as NNCF places them)
-MIN_IR_VERSION = 7  # what opset 13 needs
 
 
 def nncf_version() -> str | None:
@@ -36,21 +35,19 @@ def nncf_version() -> str | None:
 
 
 def prepared(model: Any) -> tuple[Any, dict[str, Any]]:
-    """The model as NNCF takes it, computing the same: opset 13 where it is older than NNCF's 10 (ONNX's
-    version converter), and a unique name on every node (NNCF keys its placement by node name). What was
-    changed is returned for the step's details."""
+    """The model as NNCF takes it, computing the same: opset 13 where it is older than NNCF's 10 (the int8
+    pass's own upgrade, graph.upgrade_opset), and a unique name on every node (NNCF keys its placement by
+    node name). What was changed is returned for the step's details."""
     import onnx
-    from onnx import version_converter
 
+    from .graph import default_opset, upgrade_opset
     from .names import Names
 
     changes: dict[str, Any] = {}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is not None and opset < MIN_OPSET:
+    opset = default_opset(model)
+    if opset and opset < MIN_OPSET:
         try:
-            model = version_converter.convert_version(model, TARGET_OPSET)
-            # the converter keeps the IR version; an old one (< 4) wants every initializer among the inputs
-            model.ir_version = max(model.ir_version, MIN_IR_VERSION)
+            model = upgrade_opset(model, TARGET_OPSET)
             onnx.checker.check_model(model)
         except Exception as exc:
             raise ExportError(f"NNCF needs opset {MIN_OPSET} or later and the opset {opset} model cannot be "
