@@ -139,6 +139,9 @@ class TritonRunner(Runner):
                 pairs = ", ".join(f"{ours} -> {theirs}" for ours, theirs in mapping.items())
                 self.warnings.append(f"the served model's {what} are named otherwise; matched by position: {pairs}")
         self.answered_version: str | None = None
+        module, binary = self._module(), self._binary()  # what every request asks for, made once
+        self.requested = [module.InferRequestedOutput(theirs, binary_data=binary) if binary is not None
+                          else module.InferRequestedOutput(theirs) for theirs in self.output_map.values()]
         self.details.update(protocol=self.endpoint.protocol, url=options.url, model=options.model,
                             server=f"{server.get('name', 'server')} {server.get('version', '')}".strip(),
                             platform=metadata.get("platform", ""), versions=list(metadata.get("versions", [])))
@@ -163,27 +166,25 @@ class TritonRunner(Runner):
         return dtypes
 
     def infer_impl(self, feeds: Mapping[str, Any]) -> Any:
-        module = self._module()
-        binary = self.endpoint.protocol == "http" and self.backend_options.binary
+        module, binary = self._module(), self._binary()
         inputs = []
         for ours, theirs in self.input_map.items():
             array = feeds[ours]
             tensor = module.InferInput(theirs, list(array.shape), self.served_inputs[theirs]["datatype"])
-            if self.endpoint.protocol == "http":
-                tensor.set_data_from_numpy(array, binary_data=binary)
-            else:
+            if binary is None:
                 tensor.set_data_from_numpy(array)
+            else:
+                tensor.set_data_from_numpy(array, binary_data=binary)
             inputs.append(tensor)
-        outputs = [module.InferRequestedOutput(theirs, binary_data=binary) if self.endpoint.protocol == "http"
-                   else module.InferRequestedOutput(theirs) for theirs in self.output_map.values()]
-        timeout = self.backend_options.timeout_s
-        extra = {"client_timeout": timeout} if self.endpoint.protocol == "grpc" else {}
+        extra = {"client_timeout": self.backend_options.timeout_s} if self.endpoint.protocol == "grpc" else {}
         try:
             result = self.client.infer(self.backend_options.model, inputs, model_version=self.backend_options.version,
-                                       outputs=outputs, headers=self.headers, **extra)
+                                       outputs=self.requested, headers=self.headers, **extra)
         except Exception as exc:
             raise BackendError(f"the server refused the request: {first_line(exc)}") from None
-        self._check_version(self._json(result.get_response()).get("model_version", ""))
+        response = result.get_response()  # HTTP: the JSON header; gRPC: the message (not converted: it holds the data)
+        self._check_version(response.get("model_version", "") if isinstance(response, Mapping)
+                            else response.model_version)
         return {ours: result.as_numpy(theirs) for ours, theirs in self.output_map.items()}
 
     def to_host(self, outputs: Any) -> dict[str, Any]:
@@ -201,6 +202,10 @@ class TritonRunner(Runner):
         else:
             import tritonclient.http as module
         return module
+
+    def _binary(self) -> bool | None:
+        """HTTP: whether tensors travel in Triton's binary extension; gRPC: None (always binary)."""
+        return self.backend_options.binary if self.endpoint.protocol == "http" else None
 
     def _client(self) -> Any:
         module, timeout = self._module(), self.backend_options.timeout_s
