@@ -23,24 +23,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from onnx_wild import UPGRADE_OPSET, corpus, pb_inputs, silero_inputs, upgraded
+from onnx_wild import corpus, model_and_inputs
 
 
 def run_one(label: str, path: Path, data_dir: Path | None, precisions: tuple[str, ...],
             cache: Path) -> dict[str, dict[str, str]]:
     from deployval import api
 
-    inputs: dict[str, np.ndarray] | str | None = None
-    if label.startswith("silero/"):
-        inputs = silero_inputs(path)
-    elif data_dir is not None:
-        inputs = pb_inputs(path, data_dir)
-    if label.startswith(f"opset{UPGRADE_OPSET}/"):
-        path = upgraded(path, cache)
+    path, inputs = model_and_inputs(label, path, data_dir, cache)
     if isinstance(inputs, str):
         return {p: {"status": "not run", "reason": inputs} for p in precisions}
     try:

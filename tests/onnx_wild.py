@@ -33,6 +33,17 @@ def upgraded(path: Path, directory: Path) -> Path:
     return out
 
 
+def model_and_inputs(label: str, path: Path, data: Path | None,
+                     directory: Path) -> tuple[Path, dict[str, np.ndarray] | str | None]:
+    """The file a corpus entry runs as (converted into `directory` for the upgraded ones) and its inputs:
+    the Silero files' speech-like audio, the test data that ships beside a file, None (random), or why its
+    data cannot be fed (a string)."""
+    inputs = silero_inputs(path) if label.startswith("silero/") else pb_inputs(path, data) if data else None
+    if label.startswith(f"opset{UPGRADE_OPSET}/"):
+        path = upgraded(path, directory)
+    return path, inputs
+
+
 def corpus() -> list[tuple[str, Path, Path | None]]:
     """(label, model file, test_data_set_0 directory or None)."""
     import onnx

@@ -7,7 +7,7 @@ bench/onnx_in_the_wild.py prints the same as a table."""
 from __future__ import annotations
 
 import pytest
-from onnx_wild import UPGRADE_OPSET, corpus, pb_inputs, silero_inputs, upgraded
+from onnx_wild import corpus, model_and_inputs
 
 from deployval import api
 from deployval.errors import UsageError
@@ -19,9 +19,7 @@ MODELS = [pytest.param(*m, id=m[0], marks=[pytest.mark.slow] if m[0] in LARGE el
 
 @pytest.mark.parametrize(("label", "path", "data"), MODELS)
 def test_fp16_and_int8_rows_are_judged_or_skipped(label, path, data, tmp_path):
-    inputs = silero_inputs(path) if label.startswith("silero/") else pb_inputs(path, data) if data else None
-    if label.startswith(f"opset{UPGRADE_OPSET}/"):
-        path = upgraded(path, tmp_path)
+    path, inputs = model_and_inputs(label, path, data, tmp_path)
     if isinstance(inputs, str):
         pytest.skip(f"the model's test data cannot be fed: {inputs}")
     shapes = {k: v.shape for k, v in (inputs or {}).items() if v.ndim}  # dynamic dimensions follow the data

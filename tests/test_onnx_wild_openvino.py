@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from onnx_wild import UPGRADE_OPSET, corpus, pb_inputs, silero_inputs, upgraded
+from onnx_wild import corpus, model_and_inputs, silero_inputs
 
 from deployval import api
 from deployval.backends.openvino import OpenVinoRunner, openvino_reason
@@ -34,9 +34,7 @@ MODELS = [pytest.param(*m, id=m[0], marks=[] if m[0] in SAMPLE else [pytest.mark
 @pytest.mark.skipif(not available, reason=why)
 @pytest.mark.parametrize(("label", "path", "data"), MODELS)
 def test_openvino_fp32_matches_onnx_runtime_and_int8_is_judged_or_says_why(label, path, data, tmp_path):
-    inputs = silero_inputs(path) if label.startswith("silero/") else pb_inputs(path, data) if data else None
-    if label.startswith(f"opset{UPGRADE_OPSET}/"):
-        path = upgraded(path, tmp_path)
+    path, inputs = model_and_inputs(label, path, data, tmp_path)
     if isinstance(inputs, str):
         pytest.skip(f"the model's test data cannot be fed: {inputs}")
     shapes = {k: v.shape for k, v in (inputs or {}).items() if v.ndim}
